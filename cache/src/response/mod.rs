@@ -1,0 +1,477 @@
+//! The LLM response cache: [`ResponseCache`].
+//!
+//! Modules: `entry` (file format and HMAC), `journal` (the shared index log), `index`
+//! (the in-memory index with LRU and expiry order), `memory` (the in-process layer),
+//! `shared` (the locking and sync protocol between processes), `admin` (verify, prune,
+//! clear).
+
+mod admin;
+mod entry;
+mod index;
+mod journal;
+mod memory;
+mod shared;
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use cap_std::fs::Dir;
+
+use crate::clock::{Clock, SystemClock, duration_ms, ms_to_time};
+use crate::config::{CacheConfig, Durability};
+use crate::error::Error;
+use crate::files::{self, LockFile, ReadOutcome};
+use crate::key::CacheKey;
+use crate::secret::{self, Secret};
+use crate::stats::Stats;
+use entry::{Fault, OVERHEAD};
+use journal::{Record, RemoveReason};
+use memory::MemoryLayer;
+use shared::{Pending, State};
+
+/// Name of the lock file in the cache directory.
+const LOCK_NAME: &str = "cache.lock";
+/// Flush pending reads to the journal after this many lookups…
+const FLUSH_EVENTS: u64 = 1024;
+/// …or when the last flush is this old.
+const FLUSH_AGE: Duration = Duration::from_secs(2);
+
+/// What the caller stores beside a payload.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EntryMeta {
+    /// Tokens of the original call; summed into [`Stats::tokens_saved`] on each hit.
+    pub tokens: u64,
+    /// Cost of the original call in USD; `None` when unpriced. Summed into
+    /// [`Stats::cost_saved_usd`] on each hit. A negative or non-finite cost is stored as
+    /// `None`.
+    pub cost_usd: Option<f64>,
+    /// Lifetime of this entry; `None` for [`CacheConfig::ttl`]. A zero TTL stores
+    /// nothing.
+    pub ttl: Option<Duration>,
+}
+
+/// A cached response, verified against its HMAC when it was read from disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedEntry {
+    /// The payload given to `put` (shared, cheap to clone).
+    pub payload: Arc<[u8]>,
+    /// Tokens of the original call.
+    pub tokens: u64,
+    /// Cost of the original call in USD, if it was priced.
+    pub cost_usd: Option<f64>,
+    created_ms: u64,
+    expires_ms: u64,
+}
+
+impl CachedEntry {
+    pub(crate) fn new(
+        payload: Arc<[u8]>,
+        tokens: u64,
+        cost_usd: Option<f64>,
+        created_ms: u64,
+        expires_ms: u64,
+    ) -> Self {
+        Self {
+            payload,
+            tokens,
+            cost_usd,
+            created_ms,
+            expires_ms,
+        }
+    }
+
+    /// When the entry was stored.
+    #[must_use]
+    pub fn created(&self) -> SystemTime {
+        ms_to_time(self.created_ms)
+    }
+
+    /// When the entry expires.
+    #[must_use]
+    pub fn expires(&self) -> SystemTime {
+        ms_to_time(self.expires_ms)
+    }
+}
+
+/// What the shared index knows of one entry (see [`ResponseCache::entry_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// Length of the entry file in bytes (payload plus 120 bytes of header and MAC).
+    pub size: u64,
+    /// Times it was served, over all processes and restarts.
+    pub hits: u64,
+    /// Last time it was served (or stored), over all processes and restarts.
+    pub last_access: SystemTime,
+    /// When it expires.
+    pub expires: SystemTime,
+}
+
+/// The response cache. Cheap to clone (`Arc` inside); `Send + Sync`. Several handles, in
+/// one process or in several, may share one directory.
+#[derive(Debug, Clone)]
+pub struct ResponseCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    dir: Dir,
+    lock: LockFile,
+    secret: Secret,
+    ttl_ms: u64,
+    max_bytes: u64,
+    durability: Durability,
+    exclude: HashSet<String>,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+}
+
+/// What reading an entry file found.
+enum Lookup {
+    Absent,
+    Valid(CachedEntry),
+    Bad(Fault),
+    /// Larger than the size limit: written under a larger limit.
+    Oversize,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fsync(&self) -> bool {
+        self.durability == Durability::Fsync
+    }
+
+    fn read_entry(&self, key: &CacheKey) -> io::Result<Lookup> {
+        let name = entry::entry_name(key);
+        let data = match files::read_regular(&self.dir, &name, self.max_bytes)? {
+            ReadOutcome::Missing | ReadOutcome::NotRegular => return Ok(Lookup::Absent),
+            ReadOutcome::TooLong(_) => return Ok(Lookup::Oversize),
+            ReadOutcome::Data(data) => data,
+        };
+        Ok(match entry::open(&self.secret, key, &data) {
+            Ok(opened) => Lookup::Valid(CachedEntry::new(
+                Arc::from(&data[opened.payload]),
+                opened.meta.tokens,
+                opened.meta.cost_usd,
+                opened.meta.created_ms,
+                opened.meta.expires_ms,
+            )),
+            Err(fault) => Lookup::Bad(fault),
+        })
+    }
+
+    /// Removes `key`'s file for `reason` if, re-read under the lock, the reason still
+    /// holds: another process may have replaced the file since it was read.
+    fn remove_checked(&self, key: &CacheKey, reason: RemoveReason) -> Result<(), Error> {
+        let mut locked = self.locked()?;
+        let now = self.clock.now_ms();
+        let lookup = self
+            .read_entry(key)
+            .map_err(|e| Error::io("re-reading an entry", e))?;
+        let still = match (&lookup, reason) {
+            (Lookup::Valid(entry), RemoveReason::Expired) => entry.expires_ms <= now,
+            (Lookup::Bad(_), RemoveReason::Integrity) | (Lookup::Oversize, RemoveReason::Evicted) => {
+                true
+            }
+            _ => false,
+        };
+        if still {
+            files::remove_regular(&self.dir, &entry::entry_name(key))
+                .map_err(|e| Error::io("removing an entry", e))?;
+            locked.push(Record::Remove { key: *key, reason });
+        } else if matches!(lookup, Lookup::Absent) && locked.index().get(key).is_some() {
+            locked.push(Record::Remove {
+                key: *key,
+                reason: RemoveReason::Dropped,
+            });
+        }
+        locked.write_out()
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        let mut locked = self.locked()?;
+        locked.flush_pending()?;
+        locked.write_out()
+    }
+
+    fn stats_from(&self, state: &State) -> Stats {
+        let (mut stats, memory) = (Stats::default(), &state.memory);
+        if let Some(shared) = &state.shared {
+            let t = shared.index.totals();
+            stats = Stats {
+                hits: t.hits,
+                misses: t.misses,
+                evictions: t.evictions,
+                expirations: t.expirations,
+                integrity_failures: t.integrity_failures,
+                entries: shared.index.len() as u64,
+                bytes: shared.index.total_bytes(),
+                tokens_saved: t.tokens_saved,
+                cost_saved_usd: t.cost_saved_usd,
+                ..stats
+            };
+        }
+        let c = &state.pending.counters;
+        stats.hits += c.hits;
+        stats.misses += c.misses;
+        stats.tokens_saved += c.tokens_saved;
+        stats.cost_saved_usd += c.cost_saved_usd;
+        let lookups = stats.hits + stats.misses;
+        stats.hit_rate = if lookups == 0 {
+            0.0
+        } else {
+            stats.hits as f64 / lookups as f64
+        };
+        stats.max_bytes = self.max_bytes;
+        stats.memory_entries = memory.len() as u64;
+        stats.memory_bytes = memory.bytes();
+        stats
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let pending = self.state().pending.events();
+        if pending > 0
+            && let Err(e) = self.flush()
+        {
+            tracing::warn!(error = %e, "could not record the cache's last reads");
+        }
+    }
+}
+
+impl ResponseCache {
+    /// Opens (creating if missing) the cache directory of `cfg`.
+    ///
+    /// Opening is O(1) in the number of entries: it opens the directory, the lock file
+    /// and the secret, nothing else. The index is loaded from the journal by the first
+    /// operation that needs it (a `put`, `stats` or an admin call; a `get` reads the
+    /// entry file directly).
+    pub fn open(cfg: CacheConfig) -> Result<Self, Error> {
+        Self::open_with_clock(cfg, Arc::new(SystemClock))
+    }
+
+    /// [`ResponseCache::open`] with another time source (tests, simulations).
+    pub fn open_with_clock(cfg: CacheConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        cfg.validate()?;
+        let authority = cap_std::ambient_authority();
+        let context = |step: &str| format!("{step} the cache directory {}", cfg.dir.display());
+        Dir::create_ambient_dir_all(&cfg.dir, authority)
+            .map_err(|e| Error::io(context("creating"), e))?;
+        let dir = Dir::open_ambient_dir(&cfg.dir, authority)
+            .map_err(|e| Error::io(context("opening"), e))?;
+        let lock = LockFile::open(&dir, LOCK_NAME).map_err(|e| Error::io(context("locking"), e))?;
+        let secret = match cfg.secret {
+            Some(secret) => secret,
+            None => secret::load_or_create(&dir)?,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                lock,
+                secret,
+                ttl_ms: duration_ms(cfg.ttl),
+                max_bytes: cfg.max_bytes,
+                durability: cfg.durability,
+                exclude: cfg.exclude_agents.into_iter().collect(),
+                clock,
+                state: Mutex::new(State {
+                    memory: MemoryLayer::new(cfg.memory_max_entries, cfg.memory_max_bytes),
+                    shared: None,
+                    pending: Pending::default(),
+                    last_flush: Instant::now(),
+                }),
+            }),
+        })
+    }
+
+    /// True if `agent` is in [`CacheConfig::exclude_agents`].
+    #[must_use]
+    pub fn is_excluded(&self, agent: &str) -> bool {
+        self.inner.exclude.contains(agent)
+    }
+
+    /// The entry of `key`, if present, unexpired and intact. For an excluded agent:
+    /// always `None`, and nothing is counted.
+    ///
+    /// An expired entry is removed; an entry that fails its HMAC, length or key check
+    /// is removed and counted in [`Stats::integrity_failures`]. Both are misses. I/O
+    /// errors are logged and are misses too: a cache failure must not fail the call.
+    pub fn get(&self, agent: &str, key: &CacheKey) -> Option<CachedEntry> {
+        if self.is_excluded(agent) {
+            return None;
+        }
+        let inner = &*self.inner;
+        let now = inner.clock.now_ms();
+        let memory_hit = {
+            let mut guard = inner.state();
+            let state = &mut *guard;
+            match state.memory.get(key) {
+                Some(entry) if entry.expires_ms > now => {
+                    let entry = entry.clone();
+                    state.pending.hit(key, &entry, now);
+                    Some((entry, flush_due(state)))
+                }
+                Some(_) => {
+                    state.memory.remove(key);
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some((entry, due)) = memory_hit {
+            self.flush_if_due(due);
+            return Some(entry);
+        }
+        let outcome = match inner.read_entry(key) {
+            Ok(Lookup::Valid(entry)) if entry.expires_ms > now => {
+                let due = {
+                    let mut state = inner.state();
+                    state.pending.hit(key, &entry, now);
+                    state.memory.insert(*key, entry.clone());
+                    flush_due(&state)
+                };
+                self.flush_if_due(due);
+                return Some(entry);
+            }
+            Ok(Lookup::Valid(_)) => inner.remove_checked(key, RemoveReason::Expired),
+            Ok(Lookup::Bad(fault)) => {
+                tracing::warn!(key = %key, fault = fault.describe(), "removing a cache entry that failed its integrity check");
+                inner.remove_checked(key, RemoveReason::Integrity)
+            }
+            Ok(Lookup::Oversize) => inner.remove_checked(key, RemoveReason::Evicted),
+            Ok(Lookup::Absent) => Ok(()),
+            Err(e) => Err(Error::io("reading an entry", e)),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(key = %key, error = %e, "cache lookup failed; treated as a miss");
+        }
+        let due = {
+            let mut state = inner.state();
+            state.pending.miss();
+            flush_due(&state)
+        };
+        self.flush_if_due(due);
+        None
+    }
+
+    /// Flushes pending reads if `due`; a failure is logged, never returned to a reader.
+    fn flush_if_due(&self, due: bool) {
+        if due && let Err(e) = self.inner.flush() {
+            tracing::warn!(error = %e, "could not record cache reads");
+        }
+    }
+
+    /// Stores `payload` under `key`, evicting least recently used entries (expired ones
+    /// first) to stay under [`CacheConfig::max_bytes`]. For an excluded agent: does
+    /// nothing. [`Error::TooLarge`] if the entry alone exceeds the size limit.
+    pub fn put(&self, agent: &str, key: &CacheKey, payload: &[u8], meta: EntryMeta) -> Result<(), Error> {
+        if self.is_excluded(agent) || meta.ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Ok(());
+        }
+        let inner = &*self.inner;
+        let size = payload.len() as u64 + OVERHEAD;
+        if size > inner.max_bytes {
+            return Err(Error::TooLarge(format!(
+                "an entry of {size} bytes exceeds the cache's limit of {} bytes",
+                inner.max_bytes
+            )));
+        }
+        let now = inner.clock.now_ms();
+        let ttl_ms = meta.ttl.map_or(inner.ttl_ms, duration_ms);
+        let sealed_meta = entry::Meta {
+            created_ms: now,
+            expires_ms: now.saturating_add(ttl_ms),
+            tokens: meta.tokens,
+            cost_usd: meta.cost_usd.filter(|c| c.is_finite() && *c >= 0.0),
+        };
+        let (header, mac) = entry::seal(&inner.secret, key, &sealed_meta, payload);
+        let nonce = files::random_hex(8).map_err(|e| Error::io("naming a temp file", e))?;
+        let tmp = entry::tmp_name(key, &nonce);
+        files::write_new(&inner.dir, &tmp, &[&header, payload, &mac], inner.fsync())
+            .map_err(|e| Error::io("writing an entry", e))?;
+        let installed = self.install(key, &tmp, size, &sealed_meta, now);
+        if installed.is_err() {
+            let _ = inner.dir.remove_file(&tmp);
+            return installed;
+        }
+        let cached = CachedEntry::new(
+            Arc::from(payload),
+            sealed_meta.tokens,
+            sealed_meta.cost_usd,
+            now,
+            sealed_meta.expires_ms,
+        );
+        inner.state().memory.insert(*key, cached);
+        Ok(())
+    }
+
+    /// Under the lock: renames the temp file into place, records it, evicts as needed.
+    fn install(&self, key: &CacheKey, tmp: &str, size: u64, meta: &entry::Meta, now: u64) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let mut locked = inner.locked()?;
+        locked.flush_pending()?;
+        files::rename_into_place(&inner.dir, tmp, &entry::entry_name(key), inner.fsync())
+            .map_err(|e| Error::io("installing an entry", e))?;
+        locked.push(Record::Put {
+            key: *key,
+            size,
+            expires_ms: meta.expires_ms,
+            at_ms: now,
+            hits: 0,
+        });
+        while locked.index().total_bytes() > inner.max_bytes {
+            let Some((victim, reason)) = locked.index().victim(now, key) else {
+                break;
+            };
+            files::remove_regular(&inner.dir, &entry::entry_name(&victim))
+                .map_err(|e| Error::io("evicting an entry", e))?;
+            locked.push(Record::Remove { key: victim, reason });
+        }
+        locked.write_out()
+    }
+
+    /// Writes this process's pending reads (hits, last access) and counters to the shared
+    /// journal. Done automatically every 1024 lookups, every 2 s of activity, on every
+    /// `put`, `stats` and admin call, and when the last handle is dropped.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner.flush()
+    }
+
+    /// Counters of the directory over all processes, after flushing this one's.
+    /// If the journal cannot be read, logs why and returns what this process knows.
+    pub fn stats(&self) -> Stats {
+        let inner = &*self.inner;
+        let synced = inner.locked().and_then(|mut locked| {
+            locked.flush_pending()?;
+            locked.write_out()?;
+            Ok(inner.stats_from(&locked.state))
+        });
+        synced.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cache statistics may be stale");
+            inner.stats_from(&inner.state())
+        })
+    }
+
+    /// What the shared index knows of `key`, after flushing this process's reads.
+    pub fn entry_info(&self, key: &CacheKey) -> Result<Option<EntryInfo>, Error> {
+        let mut locked = self.inner.locked()?;
+        locked.flush_pending()?;
+        locked.write_out()?;
+        Ok(locked.index().get(key).map(|e| EntryInfo {
+            size: e.size,
+            hits: e.hits,
+            last_access: ms_to_time(e.last_access_ms),
+            expires: ms_to_time(e.expires_ms),
+        }))
+    }
+}
+
+fn flush_due(state: &State) -> bool {
+    state.pending.events() >= FLUSH_EVENTS || state.last_flush.elapsed() >= FLUSH_AGE
+}

@@ -1,0 +1,161 @@
+//! Several handles and several processes share one cache directory: nothing is served
+//! corrupt or for the wrong key, `verify` is clean, and the size accounting equals the
+//! sum of the files. Also: a writer killed with SIGKILL at an arbitrary moment.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cf_cache::{EntryMeta, ResponseCache};
+
+use crate::common::{config, disk_usage, key};
+
+const CHILD_DIR: &str = "CF_CACHE_IT_CHILD_DIR";
+const CHILD_ID: &str = "CF_CACHE_IT_CHILD_ID";
+const KEYS: u64 = 40;
+const ROUNDS: u64 = 150;
+
+fn small_config(dir: &Path) -> cf_cache::CacheConfig {
+    let mut cfg = config(dir);
+    // Small enough that writers evict each other's entries all the time.
+    cfg.max_bytes = 48 * 1024;
+    cfg.memory_max_entries = 8;
+    cfg
+}
+
+/// A payload that names its key, so a value served under the wrong key is caught.
+fn payload(n: u64, writer: u64, round: u64) -> Vec<u8> {
+    let mut out = format!("key={n};writer={writer};round={round};").into_bytes();
+    out.resize(200 + ((n * 131 + round * 17) % 2000) as usize, b'.');
+    out
+}
+
+fn check(n: u64, got: Option<cf_cache::CachedEntry>) {
+    if let Some(entry) = got {
+        let prefix = format!("key={n};");
+        assert!(entry.payload.starts_with(prefix.as_bytes()), "served under the wrong key");
+    }
+}
+
+/// One writer's workload: puts, gets and the odd prune over a shared key space.
+fn workload(dir: &Path, writer: u64, rounds: u64, mut progress: impl FnMut(u64)) {
+    let cache = ResponseCache::open(small_config(dir)).expect("open");
+    for round in 0..rounds {
+        let n = (round * 7 + writer * 13) % KEYS;
+        cache
+            .put("agent", &key(n), &payload(n, writer, round), EntryMeta::default())
+            .expect("put");
+        for m in [n, (n + 1) % KEYS, (round * 3) % KEYS] {
+            check(m, cache.get("agent", &key(m)));
+        }
+        if round % 50 == 49 {
+            cache.prune().expect("prune");
+        }
+        progress(round);
+    }
+}
+
+fn assert_consistent(dir: &Path) {
+    let cache = ResponseCache::open(small_config(dir)).expect("open");
+    let report = cache.verify(false).expect("verify");
+    assert!(report.is_clean(), "{report:?}");
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.bytes), disk_usage(dir), "index equals the files");
+    assert!(stats.bytes <= 48 * 1024);
+    for n in 0..KEYS {
+        check(n, cache.get("agent", &key(n)));
+    }
+}
+
+#[test]
+fn four_handles_in_four_threads_share_one_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::thread::scope(|s| {
+        for writer in 0..4 {
+            let dir = tmp.path();
+            s.spawn(move || workload(dir, writer, ROUNDS, |_| {}));
+        }
+    });
+    assert_consistent(tmp.path());
+    let stats = ResponseCache::open(small_config(tmp.path())).expect("open").stats();
+    assert_eq!(stats.hits + stats.misses, 4 * ROUNDS * 3, "every lookup counted once");
+    assert!(stats.evictions > 0, "the size limit was exercised");
+}
+
+/// Run by `four_processes_share_one_directory` in child processes, not on its own.
+#[test]
+#[ignore = "helper: run as a child process by four_processes_share_one_directory"]
+fn child_writer() {
+    let dir = std::env::var(CHILD_DIR).expect("run as a child: directory variable set");
+    let id: u64 = std::env::var(CHILD_ID).expect("id").parse().expect("numeric id");
+    let rounds = if id >= 100 { u64::MAX } else { ROUNDS };
+    workload(Path::new(&dir), id, rounds, |round| {
+        if round % 20 == 19 {
+            println!("progress {round}");
+        }
+    });
+}
+
+fn child(dir: &Path, id: u64) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["--exact", "cache_concurrency::child_writer", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_ID, id.to_string());
+    cmd
+}
+
+#[test]
+fn four_processes_share_one_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let children: Vec<_> = (1..=3)
+        .map(|id| {
+            child(tmp.path(), id)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    workload(tmp.path(), 0, ROUNDS, |_| {});
+    for mut c in children {
+        let status = c.wait().expect("wait");
+        assert!(status.success(), "child failed: {status}");
+    }
+    assert_consistent(tmp.path());
+    let stats = ResponseCache::open(small_config(tmp.path())).expect("open").stats();
+    assert_eq!(stats.hits + stats.misses, 4 * ROUNDS * 3, "every process's lookups counted");
+}
+
+#[test]
+fn a_writer_killed_at_any_moment_leaves_nothing_served_corrupt() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for attempt in 0..3u64 {
+        let mut writer = child(tmp.path(), 100 + attempt)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdout = writer.stdout.take().expect("stdout");
+        // Kill after a varying number of progress lines, i.e. mid-stream.
+        let wanted = 2 + attempt * 3;
+        let lines = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("progress"))
+            .take(wanted as usize)
+            .count();
+        assert_eq!(lines as u64, wanted, "the writer made progress");
+        writer.kill().expect("SIGKILL");
+        writer.wait().expect("reap");
+
+        // Whatever the kill interrupted: nothing is served wrong, and one repair pass
+        // leaves the directory clean with exact accounting.
+        let cache = ResponseCache::open(small_config(tmp.path())).expect("open");
+        for n in 0..KEYS {
+            check(n, cache.get("agent", &key(n)));
+        }
+        cache.verify(true).expect("repair");
+        drop(cache);
+        assert_consistent(tmp.path());
+    }
+    let _ = Duration::ZERO;
+}

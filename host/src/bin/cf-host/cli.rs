@@ -1,0 +1,256 @@
+//! Flags and subcommands.
+
+use crate::exit;
+use crate::output;
+use cf_host::{Host, Limits, RunOptions, Source, Task};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  a task failed (the agent, a model call, or a limit such as the deadline)
+  2  usage or configuration error (bad flag, invalid agent name, task too long,
+     not a valid component): nothing ran
+
+Without ANTHROPIC_API_KEY the built-in offline provider answers, labelled [offline].";
+
+/// Run sandboxed LLM agents (WebAssembly components).
+#[derive(Debug, Parser)]
+#[command(name = "cf-host", version, about, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run an agent on a task.
+    #[command(after_help = AFTER_HELP)]
+    Run(RunArgs),
+    /// List the built-in agents.
+    Agents(AgentsArgs),
+    /// Show a component's contract version, imports, exports and description.
+    #[command(after_help = AFTER_HELP)]
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProviderKind {
+    /// Deterministic answers without a network, labelled [offline].
+    Offline,
+    /// The Anthropic Messages API (needs ANTHROPIC_API_KEY).
+    Anthropic,
+}
+
+/// Settings of the host shared by the subcommands.
+#[derive(Debug, Args)]
+pub(crate) struct HostArgs {
+    /// Who answers model calls. Default: anthropic when ANTHROPIC_API_KEY is set,
+    /// else offline.
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// Wall-clock deadline of a run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0, value_parser = positive_secs)]
+    pub deadline: f64,
+    /// Memory a guest may use, in MiB.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub memory_mb: u64,
+    /// Longest task accepted, in characters.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_task_chars: usize,
+    /// The host's cache directory (compiled components, agents' stores).
+    /// Default: $XDG_CACHE_HOME/cf-host.
+    #[arg(long, value_name = "DIR", env = "CF_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// A built-in agent's name (see `cf-host agents`) or a path to a .wasm component.
+    pub agent: String,
+    /// The task; `-` or nothing reads it from stdin.
+    pub task: Option<String>,
+    /// Context for the agent, as KEY=VALUE (repeatable).
+    #[arg(long = "context", short = 'c', value_name = "KEY=VALUE", value_parser = key_value)]
+    pub context: Vec<(String, String)>,
+    /// The model for every call (overrides the agent's choice).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// max_tokens for every call.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: Option<u32>,
+    /// Temperature for every call, in [0, 1].
+    #[arg(long, value_name = "T", value_parser = temperature)]
+    pub temperature: Option<f32>,
+    /// Print one JSON object per result on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The component to inspect.
+    pub wasm: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 { Ok(v) } else { Err(format!("{s} is not in (0, 86400] seconds")) }
+}
+
+fn temperature(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{s} is not in [0, 1]")) }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Builds the host from the flags. Errors are configuration errors (exit 2).
+fn build_host(args: &HostArgs) -> Result<Host, String> {
+    let has_key = std::env::var_os("ANTHROPIC_API_KEY").is_some_and(|k| !k.is_empty());
+    let kind = match args.provider {
+        Some(kind) => kind,
+        None if has_key => ProviderKind::Anthropic,
+        None => {
+            eprintln!("cf-host: ANTHROPIC_API_KEY is not set; using the offline provider (answers are labelled [offline])");
+            ProviderKind::Offline
+        }
+    };
+    let provider: Arc<dyn cf_host::llm::Provider> = match kind {
+        ProviderKind::Offline => Arc::new(cf_host::llm::OfflineProvider::new()),
+        ProviderKind::Anthropic => return Err("the anthropic provider is not available in this build; use --provider offline".into()),
+    };
+    let limits = Limits {
+        deadline: Duration::from_secs_f64(args.deadline),
+        memory_bytes: args.memory_mb * 1024 * 1024,
+        max_task_chars: args.max_task_chars,
+        ..Limits::default()
+    };
+    let mut builder = Host::builder().provider(provider).limits(limits);
+    if let Some(dir) = &args.cache_dir {
+        builder = builder.cache_dir(Some(dir.clone()));
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+fn read_task(task: Option<String>) -> Result<String, String> {
+    match task.as_deref() {
+        Some("-") | None => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the task from stdin: {e}"))?;
+            Ok(text)
+        }
+        Some(t) => Ok(t.to_owned()),
+    }
+}
+
+fn usage_error(message: impl std::fmt::Display) -> u8 {
+    eprintln!("cf-host: {message}");
+    exit::USAGE
+}
+
+pub(crate) async fn run(args: RunArgs) -> u8 {
+    // Validate what needs no engine first, so bad input costs nothing.
+    let source = Source::from(args.agent.as_str());
+    if let Source::Builtin(name) = &source {
+        if let Err(e) = cf_host::validate_agent_name(name) {
+            return usage_error(e);
+        }
+    }
+    let text = match read_task(args.task) {
+        Ok(t) => t,
+        Err(e) => return usage_error(e),
+    };
+    let chars = text.chars().count();
+    if chars > args.host.max_task_chars {
+        return usage_error(cf_host::Error::TaskTooLarge { chars, max: args.host.max_task_chars });
+    }
+    let host = match build_host(&args.host) {
+        Ok(h) => h,
+        Err(e) => return usage_error(e),
+    };
+    let agent = match host.load(source).await {
+        Ok(a) => a,
+        Err(e) => return usage_error(e),
+    };
+    let options = RunOptions { model: args.model, max_tokens: args.max_tokens, temperature: args.temperature, ..RunOptions::default() };
+    let task = Task { text, context: args.context };
+    let result = agent.run_with(task, &options).await;
+    let code = match &result {
+        Ok(_) => exit::OK,
+        Err(e) if e.error.is_usage() => exit::USAGE,
+        Err(_) => exit::TASK_FAILED,
+    };
+    if args.json {
+        output::print_json_result(agent.name(), &result);
+    } else {
+        output::print_human_result(agent.name(), &result);
+    }
+    code
+}
+
+pub(crate) async fn agents(args: AgentsArgs) -> u8 {
+    let host = match build_host(&args.host) {
+        Ok(h) => h,
+        Err(e) => return usage_error(e),
+    };
+    let mut infos = Vec::new();
+    for builtin in cf_builtin::AGENTS {
+        match host.load(builtin.name).await {
+            Ok(agent) => infos.push(agent.info().clone()),
+            Err(e) => return usage_error(format!("built-in agent {}: {e}", builtin.name)),
+        }
+    }
+    output::print_agents(&infos, args.json);
+    exit::OK
+}
+
+pub(crate) async fn inspect(args: InspectArgs) -> u8 {
+    let wasm = match std::fs::read(&args.wasm) {
+        Ok(w) => w,
+        Err(e) => return usage_error(format!("{}: {e}", args.wasm.display())),
+    };
+    let host = match build_host(&args.host) {
+        Ok(h) => h,
+        Err(e) => return usage_error(e),
+    };
+    let interface = match host.inspect(wasm.clone()).await {
+        Ok(i) => i,
+        Err(e) => return usage_error(e),
+    };
+    // Describe it only when this host can run it.
+    let described = match interface.check() {
+        Ok(_) => host.load(Source::Bytes(wasm)).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    output::print_inspect(&args.wasm, &interface, described.as_ref().map(|a| a.info()), args.json);
+    exit::OK
+}

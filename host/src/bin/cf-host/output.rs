@@ -1,0 +1,137 @@
+//! What the CLI prints: results on stdout, everything for humans on stderr.
+
+use cf_host::{AgentInfo, ComponentInterface, RunError, RunOutput, RunStats};
+use serde_json::{Value, json};
+use std::path::Path;
+
+fn stats_json(stats: &RunStats) -> Value {
+    json!({
+        "cached": stats.llm_calls > 0 && stats.cache_hits == stats.llm_calls,
+        "cache_hits": stats.cache_hits,
+        "llm_calls": stats.llm_calls,
+        "attempts": stats.attempts,
+        "latency_ms": stats.timings.total.as_secs_f64() * 1000.0,
+        "timings": stats.timings,
+        "usage": stats.usage,
+        "cost_usd": stats.cost.known_usd(),
+        "unpriced_calls": stats.cost.unpriced_calls,
+        "saved_usd": stats.saved_usd,
+        "model": stats.model,
+    })
+}
+
+/// One JSON object per result, on one line of stdout.
+pub(crate) fn print_json_result(agent: &str, result: &Result<RunOutput, RunError>) {
+    let (mut value, stats) = match result {
+        Ok(out) => (
+            json!({
+                "agent": agent,
+                "ok": true,
+                "output": out.text,
+                "metadata": out.metadata.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<serde_json::Map<String, Value>>(),
+                "error": Value::Null,
+            }),
+            &out.stats,
+        ),
+        Err(e) => (
+            json!({
+                "agent": agent,
+                "ok": false,
+                "output": Value::Null,
+                "metadata": {},
+                "error": { "kind": e.error.kind(), "message": e.error.to_string() },
+            }),
+            &e.stats,
+        ),
+    };
+    if let (Value::Object(map), Value::Object(extra)) = (&mut value, stats_json(stats)) {
+        map.extend(extra);
+    }
+    println!("{value}");
+}
+
+/// The answer on stdout, a one-line summary on stderr.
+pub(crate) fn print_human_result(agent: &str, result: &Result<RunOutput, RunError>) {
+    match result {
+        Ok(out) => {
+            println!("{}", out.text);
+            eprintln!("{}", summary(agent, &out.stats));
+        }
+        Err(e) => {
+            eprintln!("cf-host: {agent} failed: {}", e.error);
+            if e.stats.llm_calls > 0 || e.stats.attempts > 0 {
+                eprintln!("{}", summary(agent, &e.stats));
+            }
+        }
+    }
+}
+
+fn summary(agent: &str, s: &RunStats) -> String {
+    let cost = match s.cost.known_usd() {
+        Some(usd) => format!("${usd:.6}"),
+        None => format!("${:.6} + {} unpriced call(s)", s.cost.usd, s.cost.unpriced_calls),
+    };
+    format!(
+        "— {agent} · {} · {} call(s), {} attempt(s), {} cached · {} tokens in, {} out · {cost} · {:.0} ms",
+        s.model.as_deref().unwrap_or("no model call"),
+        s.llm_calls,
+        s.attempts,
+        s.cache_hits,
+        s.usage.total_input(),
+        s.usage.output_tokens,
+        s.timings.total.as_secs_f64() * 1000.0,
+    )
+}
+
+pub(crate) fn print_agents(infos: &[AgentInfo], as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(infos).unwrap_or_default());
+        return;
+    }
+    for a in infos {
+        println!("{:<18} {:<8} {}", a.name, a.version, a.description);
+        println!("{:<18} model: {}  tags: {}", "", if a.default_model.is_empty() { "(host default)" } else { &a.default_model }, a.tags.join(", "));
+    }
+}
+
+pub(crate) fn print_inspect(path: &Path, interface: &ComponentInterface, described: Result<&AgentInfo, &String>, as_json: bool) {
+    let compatible = interface.check();
+    if as_json {
+        let value = json!({
+            "path": path.display().to_string(),
+            "contract_versions": interface.contract_versions,
+            "supported_by_host": compatible.is_ok(),
+            "problem": compatible.as_ref().err().map(ToString::to_string),
+            "imports": interface.imports,
+            "exports": interface.exports,
+            "agent": described.ok(),
+            "describe_error": described.err(),
+        });
+        println!("{value}");
+        return;
+    }
+    println!("component: {}", path.display());
+    let versions = if interface.contract_versions.is_empty() { "none".to_owned() } else { interface.contract_versions.join(", ") };
+    println!("contract:  claude-force:agent@{versions}");
+    match &compatible {
+        Ok(v) => println!("host:      supported (contract {v})"),
+        Err(e) => println!("host:      NOT supported: {e}"),
+    }
+    println!("imports:");
+    for i in &interface.imports {
+        println!("  {i}");
+    }
+    println!("exports:");
+    for e in &interface.exports {
+        println!("  {e}");
+    }
+    match described {
+        Ok(a) => {
+            println!("agent:     {} {} — {}", a.name, a.version, a.description);
+            println!("model:     {}", if a.default_model.is_empty() { "(host default)" } else { &a.default_model });
+            println!("tags:      {}", a.tags.join(", "));
+            println!("sha256:    {}", a.sha256);
+        }
+        Err(e) => println!("describe:  unavailable ({e})"),
+    }
+}

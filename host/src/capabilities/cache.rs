@@ -1,0 +1,57 @@
+//! The `cache` interface: the agent's own store, a directory no other agent reaches.
+//! Key validation, hashing, quotas and expiry are `cf-cache`'s; this module opens the
+//! agent's scope on first use and converts errors to WIT values.
+
+use crate::bindings::v0_1::claude_force::agent::cache::{CacheError, Host};
+use cf_cache::{AgentStore, AgentStores, StoreError};
+use std::time::Duration;
+
+/// The `cache` capability of one run.
+#[derive(Debug)]
+pub(crate) struct CacheCtx {
+    pub stores: Option<AgentStores>,
+    pub agent: String,
+    scope: Option<AgentStore>,
+}
+
+impl CacheCtx {
+    pub(crate) fn new(stores: Option<AgentStores>, agent: String) -> Self {
+        Self { stores, agent, scope: None }
+    }
+
+    /// The agent's scope, opened on first use so that runs that never touch the
+    /// cache pay nothing.
+    fn scope(&mut self) -> Result<&AgentStore, CacheError> {
+        if self.scope.is_none() {
+            let stores = self.stores.as_ref().ok_or_else(|| CacheError::Io("this host has no cache directory".into()))?;
+            let scope = stores.scope(&self.agent).map_err(|e| CacheError::Io(e.to_string()))?;
+            self.scope = Some(scope);
+        }
+        self.scope.as_ref().ok_or_else(|| CacheError::Io("the agent's store is unavailable".into()))
+    }
+}
+
+fn to_wit(e: StoreError) -> CacheError {
+    match e {
+        StoreError::InvalidKey(m) => CacheError::InvalidKey(m),
+        StoreError::QuotaExceeded(m) => CacheError::QuotaExceeded(m),
+        StoreError::TooLarge(m) => CacheError::TooLarge(m),
+        StoreError::Io(m) => CacheError::Io(m),
+        other => CacheError::Io(other.to_string()),
+    }
+}
+
+impl Host for CacheCtx {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, CacheError>> {
+        Ok(self.scope().and_then(|s| s.get(&key).map_err(to_wit)))
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<(), CacheError>> {
+        let ttl = ttl_seconds.map(|s| Duration::from_secs(u64::from(s)));
+        Ok(self.scope().and_then(|s| s.set(&key, &value, ttl).map_err(to_wit)))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, CacheError>> {
+        Ok(self.scope().and_then(|s| s.delete(&key).map_err(to_wit)))
+    }
+}

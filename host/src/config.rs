@@ -1,0 +1,80 @@
+//! The host's settings, every default in one place.
+
+use cf_llm::Budget;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The model used when neither the operator, the request nor the agent names one.
+pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
+/// `max_tokens` when neither the operator nor the request sets it (the seed's value).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// Limits applied to every run. Each field's default is documented on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Wall-clock deadline of one run, covering guest CPU, model calls, retries and
+    /// backoff. Default 120 s.
+    pub deadline: Duration,
+    /// Linear memory a guest may use, in bytes. Default 64 MiB.
+    pub memory_bytes: u64,
+    /// Longest task accepted, in characters (the seed's limit). Default 100,000.
+    pub max_task_chars: usize,
+    /// Largest agent output (text plus metadata), in bytes. Default 1 MiB.
+    pub max_output_bytes: usize,
+    /// Largest model request a guest may send (system, messages, stop sequences), in
+    /// bytes. Default 2 MiB.
+    pub max_request_bytes: usize,
+    /// Model calls one run may make. Default 50.
+    pub max_llm_calls: u32,
+    /// Log records one run may write; later ones are dropped. Default 1,000.
+    pub max_log_records: u32,
+    /// Longest log message kept, in bytes; longer ones are truncated. Default 16 KiB.
+    pub max_log_bytes: usize,
+    /// Guest stdout and stderr kept for the log, in bytes per run. Default 64 KiB.
+    pub max_stdio_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(120),
+            memory_bytes: 64 * 1024 * 1024,
+            max_task_chars: 100_000,
+            max_output_bytes: 1024 * 1024,
+            max_request_bytes: 2 * 1024 * 1024,
+            max_llm_calls: 50,
+            max_log_records: 1_000,
+            max_log_bytes: 16 * 1024,
+            max_stdio_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What the operator sets for one run. Set fields override what the agent asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOptions {
+    /// The model for every call of the run (`--model`).
+    pub model: Option<String>,
+    /// `max_tokens` for every call (`--max-tokens`).
+    pub max_tokens: Option<u32>,
+    /// Temperature for every call (`--temperature`).
+    pub temperature: Option<f32>,
+    /// A deadline shorter or longer than the host's (`--deadline`).
+    pub deadline: Option<Duration>,
+    /// What the run may spend (`--budget-usd`, `--budget-tokens`).
+    pub budget: Budget,
+}
+
+/// Where the host keeps files: compiled components and the agents' stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dirs {
+    /// Root of the host's cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Whether compiled components are kept on disk.
+    pub compiled_cache: bool,
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/cf-host` (or the platform's).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    dirs::cache_dir().map(|d| d.join("cf-host"))
+}

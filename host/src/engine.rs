@@ -1,0 +1,141 @@
+//! The wasmtime engine of a host: configuration, the epoch ticker, and compiled
+//! components kept on disk.
+
+use crate::error::Error;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of deadlines and of yields to the
+/// async executor while a guest computes.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Guest instances that may exist at once (the pooling allocator's slots).
+pub(crate) const MAX_INSTANCES: u32 = 1000;
+
+/// The engine: component model, async, epoch interruption, pooling allocator with
+/// slots sized to the memory cap.
+pub(crate) fn new_engine(memory_bytes: u64) -> Result<Engine, Error> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_INSTANCES)
+        // A Rust guest has one memory and a few core instances and tables.
+        .total_memories(MAX_INSTANCES)
+        .total_tables(MAX_INSTANCES * 4)
+        .total_core_instances(MAX_INSTANCES * 8)
+        .max_memories_per_component(2)
+        .max_tables_per_component(8)
+        .max_memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
+        // Keep the first pages of each slot mapped: a fresh instance reuses them.
+        .linear_memory_keep_resident(64 * 1024)
+        .table_keep_resident(16 * 1024);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| Error::Setup(format!("creating the wasmtime engine: {e}")))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own until
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine) -> Result<Self, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, flag) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("cf-host-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::Setup(format!("starting the epoch thread: {e}")))?;
+        Ok(Self { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Compiled components on disk, keyed by the wasm's SHA-256 and the engine's
+/// compatibility hash, so that a second `cf-host run` does not recompile.
+#[derive(Debug)]
+pub(crate) struct CompiledCache {
+    dir: Option<PathBuf>,
+    engine_key: String,
+}
+
+impl CompiledCache {
+    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Self { dir, engine_key: format!("{:016x}", hasher.finish()) }
+    }
+
+    fn path(&self, sha256: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_key)))
+    }
+
+    /// The component for `wasm`: from disk when compiled before, else compiled now
+    /// and kept.
+    pub(crate) fn load(&self, engine: &Engine, wasm: &[u8], sha256: &str) -> Result<Component, Error> {
+        if let Some(path) = self.path(sha256) {
+            if path.exists() {
+                match deserialize(engine, &path) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled component"),
+                }
+            }
+        }
+        let component = Component::new(engine, wasm).map_err(|e| Error::InvalidComponent { detail: format!("{e:#}") })?;
+        if let Some(path) = self.path(sha256) {
+            if let Err(e) = store(&component, &path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not keep the compiled component");
+            }
+        }
+        Ok(component)
+    }
+}
+
+#[expect(unsafe_code, reason = "wasmtime requires unsafe to load precompiled native code")]
+fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file was written by `store` below with `Component::serialize` from
+    // an engine with the same compatibility hash (part of the file name), atomically
+    // (temp file + rename), in a directory only this user writes. wasmtime checks
+    // the header and the engine configuration again.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn store(component: &Component, path: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}-{:x}", std::process::id(), Sha256::digest(&bytes)[0]));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,60 @@
+//! `cf-host`: a host for sandboxed LLM agent plugins.
+//!
+//! Agents are WebAssembly components built against the `claude-force:agent` WIT
+//! contract (`wit/`). The host grants them exactly three capabilities — model calls
+//! (`llm`), a private key-value store (`cache`) and logging (`log`) — and nothing
+//! else: no files, no network, no environment, never the API key.
+//!
+//! ```no_run
+//! use cf_host::{Host, Task};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = Host::builder().build()?;             // offline provider, default limits
+//! let agent = host.load("python-expert").await?;   // or a path to a .wasm component
+//! let out = agent.run(Task::new("How do I read a CSV file?")).await?;
+//! println!("{}", out.text);
+//! println!("{} tokens, ${:.6}, {} attempts", out.stats.usage.total(), out.stats.cost.usd, out.stats.attempts);
+//! # Ok(()) }
+//! ```
+//!
+//! Every run gets a fresh store with a memory cap, a deadline enforced by epoch
+//! interruption (for guest code) and by timeouts (for host calls), and caps on the
+//! sizes of what crosses the boundary. A guest that traps, loops or exhausts its
+//! memory fails its own run with a typed [`Error`]; the host keeps serving.
+#![deny(missing_docs)]
+
+mod agent;
+mod bindings;
+mod capabilities;
+mod config;
+mod contract;
+mod engine;
+mod error;
+mod host;
+mod run;
+
+pub use agent::{Agent, AgentInfo, Source, Task};
+pub use bindings::SUPPORTED_CONTRACTS;
+pub use config::{DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Limits, RunOptions, default_cache_dir};
+pub use contract::ComponentInterface;
+pub use error::{Error, validate_agent_name};
+pub use host::{Host, HostBuilder};
+pub use run::{RunError, RunOutput, RunStats, Timings};
+
+/// The engine behind the `llm` capability, re-exported for embedders.
+pub use cf_llm as llm;
+
+impl Host {
+    /// Describes a component without running it: its contract version, imports and
+    /// exports, and whether this host can run it.
+    pub async fn inspect(&self, wasm: Vec<u8>) -> Result<ComponentInterface, Error> {
+        let host = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let sha = engine::sha256_hex(&wasm);
+            let component = host.compiled.load(&host.engine, &wasm, &sha)?;
+            Ok(ComponentInterface::of(&host.engine, &component))
+        })
+        .await
+        .map_err(|e| Error::Setup(format!("the compiler thread failed: {e}")))?
+    }
+}

@@ -1,0 +1,36 @@
+//! The LLM engine behind `cf-host`: request and response types, the [`Provider`]
+//! seam, the offline provider, prices, and the [`LlmService`] that every model call of
+//! every agent goes through.
+//!
+//! The engine knows nothing of WebAssembly: the host converts the guest's WIT values
+//! into [`Request`]s and back.
+//!
+//! ```
+//! use cf_llm::{LlmService, Message, OfflineProvider, Request, CallContext};
+//! use std::sync::Arc;
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let service = LlmService::builder(Arc::new(OfflineProvider::new())).build();
+//! let request = Request::new("claude-sonnet-4-5", 256, vec![Message::user("Hello")]);
+//! let ledger = cf_llm::Ledger::unlimited();
+//! let call = CallContext::new("my-agent", &ledger);
+//! let done = service.complete(&call, request).await.unwrap();
+//! assert!(done.response.text.starts_with("[offline]"));
+//! # });
+//! ```
+#![deny(missing_docs)]
+
+mod ledger;
+mod offline;
+mod pricing;
+mod provider;
+mod service;
+mod types;
+
+pub use ledger::{Budget, Ledger, LedgerTotals};
+pub use offline::OfflineProvider;
+pub use pricing::{Cost, ModelPrice, PriceTable, PriceTableError};
+pub use provider::{BoxFuture, Provider, ProviderError};
+pub use service::{
+    CallContext, Completion, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_RETRIES, LlmService, LlmServiceBuilder, backoff,
+};
+pub use types::{CacheMode, LlmError, Message, Request, Response, Role, StopReason, Usage};

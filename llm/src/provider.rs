@@ -1,0 +1,57 @@
+//! The seam between the engine and whatever answers model calls.
+
+use crate::types::{LlmError, Request, Response};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed, sendable future, as [`Provider::send`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One attempt's failure, classified so that the service can decide whether to retry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderError {
+    /// What went wrong, as the guest will see it if this is the last attempt.
+    pub error: LlmError,
+    /// Whether another attempt may succeed (connection errors, timeouts, 408, 409,
+    /// 429, 5xx; a provider's explicit `x-should-retry` overrides).
+    pub retryable: bool,
+    /// How long the provider asked to wait before the next attempt.
+    pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    /// A failure that another attempt cannot fix.
+    pub fn fatal(error: LlmError) -> Self {
+        Self { error, retryable: false, retry_after: None }
+    }
+
+    /// A failure that another attempt may fix.
+    pub fn transient(error: LlmError, retry_after: Option<Duration>) -> Self {
+        Self { error, retryable: true, retry_after }
+    }
+}
+
+/// Something that answers model calls: the Anthropic API, a replayed cassette, the
+/// offline stand-in.
+///
+/// A provider makes exactly one attempt per [`send`](Provider::send): retries,
+/// timeouts, concurrency limits, caching and costs are the service's job, so that they
+/// happen in exactly one layer whatever the provider.
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// The provider's name (`offline`, `anthropic`, `replay`), part of cache keys.
+    fn name(&self) -> &str;
+
+    /// Where requests go (the base URL), part of cache keys; empty when nowhere.
+    fn endpoint(&self) -> &str {
+        ""
+    }
+
+    /// Whether calls cost money. The offline provider's calls are free.
+    fn billable(&self) -> bool {
+        true
+    }
+
+    /// Makes one attempt.
+    fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>>;
+}

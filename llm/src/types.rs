@@ -1,0 +1,382 @@
+//! Request, response and error types of a model call, independent of any wire format.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Who spoke a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The human side: the task and instructions.
+    User,
+    /// The model's side; a final assistant message is a prefill.
+    Assistant,
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Message {
+    /// Who spoke.
+    pub role: Role,
+    /// The text of the turn.
+    pub content: String,
+}
+
+impl Message {
+    /// A user turn.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self { role: Role::User, content: content.into() }
+    }
+
+    /// An assistant turn.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self { role: Role::Assistant, content: content.into() }
+    }
+}
+
+/// Token counts. `input_tokens` excludes cache tokens (the Anthropic convention).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens billed at the full price.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Input tokens written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    /// Input tokens read from the provider's prompt cache.
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// All input tokens, cache tokens included.
+    pub fn total_input(&self) -> u64 {
+        self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+    }
+
+    /// All tokens, input and output.
+    pub fn total(&self) -> u64 {
+        self.total_input() + self.output_tokens
+    }
+
+    /// Adds another call's usage to this one.
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
+        self.cache_read_input_tokens += other.cache_read_input_tokens;
+    }
+}
+
+/// How one request uses the host's response cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    /// Read; on a miss call and store a successful answer.
+    #[default]
+    Normal,
+    /// Neither read nor write.
+    Bypass,
+    /// Skip the read, call, store.
+    Refresh,
+    /// Read; on a miss call but store nothing.
+    ReadOnly,
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Finished its turn.
+    EndTurn,
+    /// Reached `max_tokens`: the answer is cut off.
+    MaxTokens,
+    /// Produced a stop sequence (the sequence, empty when unknown).
+    StopSequence(String),
+    /// Asked to use a tool.
+    ToolUse,
+    /// Paused a long turn.
+    PauseTurn,
+    /// Declined to answer.
+    Refusal,
+    /// The conversation no longer fits the context window.
+    ModelContextWindowExceeded,
+    /// Any other reason, as sent.
+    Other(String),
+}
+
+impl StopReason {
+    /// Maps the wire value of `stop_reason` (and `stop_sequence`) to a reason.
+    pub fn from_wire(reason: &str, stop_sequence: Option<&str>) -> Self {
+        match reason {
+            "end_turn" => Self::EndTurn,
+            "max_tokens" => Self::MaxTokens,
+            "stop_sequence" => Self::StopSequence(stop_sequence.unwrap_or_default().to_owned()),
+            "tool_use" => Self::ToolUse,
+            "pause_turn" => Self::PauseTurn,
+            "refusal" => Self::Refusal,
+            "model_context_window_exceeded" => Self::ModelContextWindowExceeded,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The wire value of this reason.
+    pub fn as_wire(&self) -> &str {
+        match self {
+            Self::EndTurn => "end_turn",
+            Self::MaxTokens => "max_tokens",
+            Self::StopSequence(_) => "stop_sequence",
+            Self::ToolUse => "tool_use",
+            Self::PauseTurn => "pause_turn",
+            Self::Refusal => "refusal",
+            Self::ModelContextWindowExceeded => "model_context_window_exceeded",
+            Self::Other(other) => other,
+        }
+    }
+}
+
+/// A fully resolved request: every default has been applied by the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The model id.
+    pub model: String,
+    /// The most tokens the answer may have (≥ 1).
+    pub max_tokens: u32,
+    /// The system prompt; `None` sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// The conversation, oldest first.
+    pub messages: Vec<Message>,
+    /// Sampling temperature in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Top-K sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_sequences: Vec<String>,
+    /// `metadata.user_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+impl Request {
+    /// A request with the given model, token limit and messages, and nothing else set.
+    pub fn new(model: impl Into<String>, max_tokens: u32, messages: Vec<Message>) -> Self {
+        Self {
+            model: model.into(),
+            max_tokens,
+            system: None,
+            messages,
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            stop_sequences: Vec::new(),
+            user_id: None,
+        }
+    }
+
+    /// The request's size in bytes of text (system, messages, stop sequences), used by
+    /// the host's payload caps.
+    pub fn text_bytes(&self) -> usize {
+        self.system.as_ref().map_or(0, String::len)
+            + self.messages.iter().map(|m| m.content.len()).sum::<usize>()
+            + self.stop_sequences.iter().map(String::len).sum::<usize>()
+            + self.user_id.as_ref().map_or(0, String::len)
+            + self.model.len()
+    }
+
+    /// Checks what the API would refuse anyway, so that a bad request never leaves
+    /// the host.
+    pub fn validate(&self) -> Result<(), LlmError> {
+        let invalid = |m: &str| Err(LlmError::InvalidRequest(m.to_owned()));
+        if self.model.is_empty() {
+            return invalid("model must not be empty");
+        }
+        if self.max_tokens == 0 {
+            return invalid("max_tokens must be at least 1");
+        }
+        match self.messages.first() {
+            None => return invalid("messages must not be empty"),
+            Some(first) if first.role != Role::User => {
+                return invalid("the first message must be from the user");
+            }
+            Some(_) => {}
+        }
+        if self.messages.iter().any(|m| m.content.is_empty()) {
+            return invalid("a message's content must not be empty");
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=1.0).contains(&t) {
+                return invalid(&format!("temperature {t} is outside [0, 1]"));
+            }
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return invalid(&format!("top_p {p} is outside (0, 1]"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The provider's id of the answer.
+    pub id: String,
+    /// The model that answered.
+    pub model: String,
+    /// All text blocks, concatenated.
+    pub text: String,
+    /// Why generation stopped.
+    pub stop_reason: StopReason,
+    /// Tokens of this call.
+    pub usage: Usage,
+}
+
+/// Why a model call failed. Messages never contain secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LlmError {
+    /// Malformed request or invalid parameters (400, 422).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Credentials refused (401).
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// Not permitted (403).
+    #[error("permission denied: {0}")]
+    Permission(String),
+    /// No such model or endpoint (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Too large (413 or a host cap).
+    #[error("request too large: {0}")]
+    TooLarge(String),
+    /// Rate limited (429).
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// How long the provider asked to wait.
+        retry_after: Option<Duration>,
+        /// Explanation.
+        message: String,
+    },
+    /// Overloaded (529).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// Other server failures (5xx).
+    #[error("server error {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// Explanation.
+        message: String,
+    },
+    /// Out of time: per-attempt timeout or run deadline.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Could not reach the provider.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The budget is spent; the call was not sent.
+    #[error("budget exceeded: {0}")]
+    BudgetExceeded(String),
+    /// Not granted by the operator; the call was not sent.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// The provider's answer could not be understood.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+}
+
+impl LlmError {
+    /// A short stable name of the error's kind, for JSON output and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::Authentication(_) => "authentication",
+            Self::Permission(_) => "permission",
+            Self::NotFound(_) => "not_found",
+            Self::TooLarge(_) => "too_large",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Overloaded(_) => "overloaded",
+            Self::Server { .. } => "server_error",
+            Self::Timeout(_) => "timeout",
+            Self::Connection(_) => "connection",
+            Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::Denied(_) => "denied",
+            Self::InvalidResponse(_) => "invalid_response",
+        }
+    }
+
+    /// True for a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_input_includes_cache_tokens() {
+        let u = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_creation_input_tokens: 100,
+            cache_read_input_tokens: 1000,
+        };
+        assert_eq!(u.total_input(), 1110);
+        assert_eq!(u.total(), 1115);
+    }
+
+    #[test]
+    fn validate_refuses_what_the_api_would() {
+        let ok = Request::new("m", 10, vec![Message::user("hi")]);
+        assert!(ok.validate().is_ok());
+        let mut r = ok.clone();
+        r.messages.clear();
+        assert!(matches!(r.validate(), Err(LlmError::InvalidRequest(_))));
+        let mut r = ok.clone();
+        r.max_tokens = 0;
+        assert!(r.validate().is_err());
+        let mut r = ok.clone();
+        r.messages = vec![Message::assistant("x")];
+        assert!(r.validate().is_err());
+        let mut r = ok.clone();
+        r.temperature = Some(1.5);
+        assert!(r.validate().is_err());
+        let mut r = ok;
+        r.top_p = Some(0.0);
+        assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn stop_reason_round_trips_wire_names() {
+        for wire in ["end_turn", "max_tokens", "tool_use", "pause_turn", "refusal", "model_context_window_exceeded", "novel"] {
+            assert_eq!(StopReason::from_wire(wire, None).as_wire(), wire);
+        }
+        assert_eq!(
+            StopReason::from_wire("stop_sequence", Some("END")),
+            StopReason::StopSequence("END".into())
+        );
+    }
+}

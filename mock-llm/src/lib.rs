@@ -1,0 +1,1 @@
+//! Placeholder: the helper fills this crate.
