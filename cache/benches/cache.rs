@@ -1,1 +1,176 @@
-fn main() {}
+//! Benchmarks of cf-cache with plain std timing; prints medians.
+//!
+//! Run: `cargo bench -p cf-cache` (release). Set `CF_CACHE_BENCH_ENTRIES` to change the
+//! size of the large cache (default 100,000). The directory is a fresh temp dir on the
+//! file system of `$TMPDIR`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cf_cache::{CacheConfig, CacheKey, Durability, EntryMeta, KeyBuilder, ResponseCache, Secret};
+
+const PAYLOAD: usize = 2048;
+
+fn key(n: u64) -> CacheKey {
+    KeyBuilder::new("bench-v1").field_u64("n", n).finish()
+}
+
+fn config(dir: &Path) -> CacheConfig {
+    let mut cfg = CacheConfig::new(dir);
+    cfg.secret = Some(Secret::new(vec![7u8; 32]).expect("secret"));
+    cfg
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn report(name: &str, per_op: Duration, target: &str) {
+    println!("{name:<48} median {:>10.2} µs   (target {target})", per_op.as_secs_f64() * 1e6);
+}
+
+/// Median per-operation time over `batches` batches of `per_batch` calls.
+fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Duration {
+    let samples = (0..batches)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..per_batch {
+                op();
+            }
+            start.elapsed() / per_batch
+        })
+        .collect();
+    median(samples)
+}
+
+fn fill(cache: &ResponseCache, range: std::ops::Range<u64>) {
+    let payload = vec![b'x'; PAYLOAD];
+    for n in range {
+        cache.put("bench", &key(n), &payload, EntryMeta::default()).expect("put");
+    }
+}
+
+fn memory_hit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = ResponseCache::open(config(tmp.path())).expect("open");
+    fill(&cache, 0..100);
+    let mut n = 0u64;
+    let per_op = batched(50, 2000, || {
+        n = (n + 1) % 100;
+        black_box(cache.get("bench", &key(n)));
+    });
+    report("get, memory-layer hit (2 KiB)", per_op, "<= 2 µs");
+}
+
+fn disk_hit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fill(&ResponseCache::open(config(tmp.path())).expect("open"), 0..2000);
+    let mut cfg = config(tmp.path());
+    cfg.memory_max_entries = 0;
+    let cache = ResponseCache::open(cfg).expect("reopen");
+    let mut n = 0u64;
+    let per_op = batched(40, 50, || {
+        n = (n + 1) % 2000;
+        black_box(cache.get("bench", &key(n)).expect("hit"));
+    });
+    report("get, disk hit after reopen (2 KiB, HMAC checked)", per_op, "<= 100 µs");
+}
+
+fn insert(durability: Durability) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(tmp.path());
+    cfg.durability = durability;
+    let cache = ResponseCache::open(cfg).expect("open");
+    fill(&cache, 0..100);
+    let payload = vec![b'y'; PAYLOAD];
+    let mut n = 1_000_000u64;
+    let (batches, per_batch) = match durability {
+        Durability::Fsync => (10, 10),
+        _ => (40, 50),
+    };
+    let per_op = batched(batches, per_batch, || {
+        n += 1;
+        cache.put("bench", &key(n), &payload, EntryMeta::default()).expect("put");
+    });
+    let name = format!("put, new key (2 KiB, {durability:?}: fsync {})", durability == Durability::Fsync);
+    report(&name, per_op, "<= 200 µs");
+}
+
+fn eviction() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(tmp.path());
+    let entry = PAYLOAD as u64 + 120;
+    cfg.max_bytes = 10_000 * entry;
+    let cache = ResponseCache::open(cfg).expect("open");
+    fill(&cache, 0..10_000);
+    let payload = vec![b'z'; PAYLOAD];
+    let mut n = 1_000_000u64;
+    let evicting = batched(30, 50, || {
+        n += 1;
+        cache.put("bench", &key(n), &payload, EntryMeta::default()).expect("put");
+    });
+    let evictions = cache.stats().evictions;
+    assert!(evictions >= 1500, "every put evicted one entry ({evictions})");
+    report("put that evicts 1 LRU entry (10,000 entries)", evicting, "-");
+}
+
+fn open_large(entries: u64) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = {
+        let mut cfg = config(tmp.path());
+        cfg.max_bytes = u64::MAX / 2;
+        cfg.memory_max_entries = 0;
+        cfg
+    };
+    let start = Instant::now();
+    fill(&ResponseCache::open(cfg.clone()).expect("open"), 0..entries);
+    println!("  (filled {entries} entries in {:.1} s)", start.elapsed().as_secs_f64());
+    let opens = (0..20)
+        .map(|_| {
+            let start = Instant::now();
+            let cache = ResponseCache::open(cfg.clone()).expect("open");
+            let took = start.elapsed();
+            drop(black_box(cache));
+            took
+        })
+        .collect();
+    report(&format!("open, {entries} entries"), median(opens), "<= 50 ms");
+    let loads = (0..5)
+        .map(|_| {
+            let cache = ResponseCache::open(cfg.clone()).expect("open");
+            let start = Instant::now();
+            let stats = cache.stats();
+            let took = start.elapsed();
+            assert_eq!(stats.entries, entries);
+            took
+        })
+        .collect();
+    report(&format!("first index load (journal replay), {entries} entries"), median(loads), "-");
+    let firsts = (0..20)
+        .map(|i| {
+            let cache = ResponseCache::open(cfg.clone()).expect("open");
+            let start = Instant::now();
+            black_box(cache.get("bench", &key(i * 997 % entries)).expect("hit"));
+            start.elapsed()
+        })
+        .collect();
+    report("open, then first get (no index load needed)", median(firsts), "-");
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this quickly instead.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let entries = std::env::var("CF_CACHE_BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 1_000 } else { 100_000 });
+    println!("cf-cache benchmarks (payload {PAYLOAD} bytes, medians)");
+    memory_hit();
+    disk_hit();
+    insert(Durability::Fast);
+    insert(Durability::Fsync);
+    eviction();
+    open_large(entries);
+}

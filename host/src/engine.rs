@@ -114,18 +114,22 @@ impl CompiledCache {
 
 #[expect(unsafe_code, reason = "wasmtime requires unsafe to load precompiled native code")]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // Read into memory rather than mmap the file: a mapped file truncated by someone
+    // else would crash the process with SIGBUS; a copy of ~100 KB costs microseconds.
+    let bytes = std::fs::read(path)?;
     // SAFETY: the file was written by `store` below with `Component::serialize` from
     // an engine with the same compatibility hash (part of the file name), atomically
-    // (temp file + rename), in a directory only this user writes. wasmtime checks
-    // the header and the engine configuration again.
-    unsafe { Component::deserialize_file(engine, path) }
+    // (temp file + rename), in the user's own cache directory. wasmtime checks the
+    // header and the engine configuration again before using it.
+    unsafe { Component::deserialize(engine, &bytes) }
 }
 
 fn store(component: &Component, path: &Path) -> std::io::Result<()> {
     let bytes = component.serialize().map_err(std::io::Error::other)?;
     let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}-{:x}", std::process::id(), Sha256::digest(&bytes)[0]));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&bytes)?;
     file.sync_all()?;

@@ -96,10 +96,15 @@ pub(crate) fn classify_trap(err: &wasmtime::Error, state: &RunState, deadline: D
     if state.limiter.hit {
         return Error::MemoryLimit { limit_bytes: state.limiter.memory_bytes };
     }
-    if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
-        return Error::Deadline { limit: deadline };
-    }
-    Error::Trap { message: format!("{err:#}") }
+    let message = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => return Error::Deadline { limit: deadline },
+        Some(trap) => trap.to_string(),
+        None => err.to_string(),
+    };
+    // The full backtrace (thousands of frames for a stack overflow) goes to the
+    // debug log; the error keeps the trap itself.
+    tracing::debug!(agent = %state.log.agent, "guest trap: {err:?}");
+    Error::Trap { message: crate::capabilities::log::truncate(&message, 2000).to_owned() }
 }
 
 /// Time spent in the phases of a run.

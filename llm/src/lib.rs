@@ -19,18 +19,27 @@
 //! ```
 #![deny(missing_docs)]
 
+mod anthropic;
+mod cassette;
 mod ledger;
 mod offline;
 mod pricing;
 mod provider;
 mod service;
 mod types;
+mod wire;
+
+pub use anthropic::{
+    ANTHROPIC_VERSION, AnthropicConfig, AnthropicConfigError, AnthropicProvider, ApiKey, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES, resolve_base_url,
+};
+pub use cassette::{CassetteError, RecordingProvider, ReplayProvider};
 
 pub use ledger::{Budget, Ledger, LedgerTotals};
 pub use offline::OfflineProvider;
 pub use pricing::{Cost, ModelPrice, PriceTable, PriceTableError};
 pub use provider::{BoxFuture, Provider, ProviderError};
 pub use service::{
-    CallContext, Completion, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_RETRIES, LlmService, LlmServiceBuilder, backoff,
+    CallContext, Completion, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_WAIT, LlmService, LlmServiceBuilder, backoff,
 };
 pub use types::{CacheMode, LlmError, Message, Request, Response, Role, StopReason, Usage};

@@ -125,17 +125,17 @@ impl PriceTable {
         &self.as_of
     }
 
-    /// The price of `model`: an exact entry, else the longest entry `model` starts with
-    /// followed by `-` (a dated id).
+    /// The price of `model`: an exact entry, else the entry `model` extends with a
+    /// date or an alias: `-` followed by 8 or more digits (`claude-haiku-4-5-20251001`)
+    /// or by `latest`. Any other suffix is another model (`claude-sonnet-4-7` is not
+    /// `claude-sonnet-4`), so it is unpriced rather than guessed.
     pub fn price(&self, model: &str) -> Option<&ModelPrice> {
         if let Some(p) = self.models.get(model) {
             return Some(p);
         }
-        self.models
-            .iter()
-            .filter(|(name, _)| model.len() > name.len() && model.starts_with(name.as_str()) && model.as_bytes()[name.len()] == b'-')
-            .max_by_key(|(name, _)| name.len())
-            .map(|(_, p)| p)
+        let (name, suffix) = model.rsplit_once('-')?;
+        let dated = suffix.len() >= 8 && suffix.bytes().all(|b| b.is_ascii_digit());
+        if dated || suffix == "latest" { self.models.get(name) } else { None }
     }
 
     /// The cost of one call of `model` with `usage`; unpriced when the model is unknown.
@@ -173,13 +173,17 @@ mod tests {
     fn dated_ids_match_and_unknown_models_are_unpriced() {
         let t = PriceTable::built_in();
         assert_eq!(t.price("claude-haiku-4-5-20251001"), t.price("claude-haiku-4-5"));
-        // The longest prefix wins: sonnet-4-5 over sonnet-4.
+        // A dated sonnet-4-5 is sonnet-4-5, not sonnet-4.
         let p = t.price("claude-sonnet-4-5-20250929").copied();
         assert_eq!(p, t.price("claude-sonnet-4-5").copied());
         let c = t.cost("gpt-unknown", &Usage { input_tokens: 5, ..Usage::default() });
         assert_eq!(c.unpriced_calls, 1);
         assert_eq!(c.known_usd(), None);
         assert!(t.price("claude-sonnet-4-5x").is_none(), "a prefix must end at a dash");
+        // Regression: a newer model must not take an older model's price by prefix.
+        assert!(t.price("claude-sonnet-4-7").is_none());
+        assert!(t.price("claude-sonnet-4-5-2025").is_none(), "a date has 8 digits");
+        assert_eq!(t.price("claude-3-5-haiku-latest"), t.price("claude-3-5-haiku"));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::ledger::Ledger;
 use crate::pricing::{Cost, PriceTable};
 use crate::provider::{Provider, ProviderError};
 use crate::types::{LlmError, Request, Response};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -18,14 +19,20 @@ pub const DEFAULT_MAX_RETRIES: u32 = 2;
 /// Default timeout of one attempt.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`LlmServiceBuilder::max_retry_wait`]: the longest wait between
+/// attempts that the service honours (the official SDKs ignore longer `retry-after`s).
+pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
 /// Builds an [`LlmService`]. Every setting has a documented default.
 #[derive(Debug)]
 pub struct LlmServiceBuilder {
     provider: Arc<dyn Provider>,
     prices: PriceTable,
     max_concurrent: usize,
+    max_per_agent: Option<usize>,
     max_retries: u32,
     attempt_timeout: Duration,
+    max_retry_wait: Duration,
 }
 
 impl LlmServiceBuilder {
@@ -42,6 +49,15 @@ impl LlmServiceBuilder {
         self
     }
 
+    /// Attempts in flight at once for any one agent, so that one busy agent cannot
+    /// take every permit of the global limit. Default: no per-agent limit (only the
+    /// global one); values below 1 are treated as 1. An agent's calls wait for their
+    /// agent's permit before they queue for a global one.
+    pub fn max_per_agent(mut self, n: usize) -> Self {
+        self.max_per_agent = Some(n.max(1));
+        self
+    }
+
     /// Retries after a transient failure. Default 2 (3 attempts).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
@@ -54,16 +70,28 @@ impl LlmServiceBuilder {
         self
     }
 
+    /// The longest wait before a retry. When a provider asks for a longer one
+    /// (`retry-after`), the service gives up at once and returns the failure, whose
+    /// `retry_after` (in [`LlmError::RateLimited`]) tells the caller how long to wait.
+    /// Default 60 s.
+    pub fn max_retry_wait(mut self, wait: Duration) -> Self {
+        self.max_retry_wait = wait;
+        self
+    }
+
     /// The service.
     pub fn build(self) -> LlmService {
         LlmService {
             inner: Arc::new(Inner {
                 limiter: Semaphore::new(self.max_concurrent),
                 max_concurrent: self.max_concurrent,
+                max_per_agent: self.max_per_agent,
+                agent_limiters: Mutex::new(HashMap::new()),
                 provider: self.provider,
                 prices: self.prices,
                 max_retries: self.max_retries,
                 attempt_timeout: self.attempt_timeout,
+                max_retry_wait: self.max_retry_wait,
             }),
         }
     }
@@ -75,14 +103,18 @@ struct Inner {
     prices: PriceTable,
     limiter: Semaphore,
     max_concurrent: usize,
+    max_per_agent: Option<usize>,
+    /// One semaphore per agent name, created on first use (only with `max_per_agent`).
+    agent_limiters: Mutex<HashMap<String, Arc<Semaphore>>>,
     max_retries: u32,
     attempt_timeout: Duration,
+    max_retry_wait: Duration,
 }
 
 /// Who is calling, and under which account and deadline.
 #[derive(Debug, Clone, Copy)]
 pub struct CallContext<'a> {
-    /// The agent making the call (for logs and cache namespaces).
+    /// The agent making the call (for logs, cache namespaces and the per-agent limit).
     pub agent: &'a str,
     /// The account the call is charged to.
     pub ledger: &'a Ledger,
@@ -117,7 +149,32 @@ pub struct Completion {
     pub queue_wait: Duration,
 }
 
+/// One attempt's failure, and whether it reached the provider.
+struct AttemptFailure {
+    failure: ProviderError,
+    sent: bool,
+}
+
 /// The engine every model call goes through. Cheap to clone; clones share the limit.
+///
+/// ```
+/// use cf_llm::{CallContext, Ledger, LlmService, Message, OfflineProvider, Request};
+/// use std::{sync::Arc, time::Duration};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let service = LlmService::builder(Arc::new(OfflineProvider::new()))
+///     .max_concurrent(50)      // attempts in flight across the host
+///     .max_per_agent(10)       // and per agent
+///     .max_retries(2)          // 3 attempts at most
+///     .attempt_timeout(Duration::from_secs(30))
+///     .build();
+/// let ledger = Ledger::unlimited();
+/// let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+/// let call = CallContext::new("reviewer", &ledger).with_deadline(deadline);
+/// let done = service.complete(&call, Request::new("claude-haiku-4-5", 100, vec![Message::user("Hi")])).await.unwrap();
+/// assert_eq!(done.attempts, 1);
+/// assert_eq!(ledger.totals().calls, 1);
+/// # });
+/// ```
 #[derive(Debug, Clone)]
 pub struct LlmService {
     inner: Arc<Inner>,
@@ -130,8 +187,10 @@ impl LlmService {
             provider,
             prices: PriceTable::built_in(),
             max_concurrent: DEFAULT_MAX_CONCURRENT,
+            max_per_agent: None,
             max_retries: DEFAULT_MAX_RETRIES,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
         }
     }
 
@@ -150,13 +209,27 @@ impl LlmService {
         self.inner.max_concurrent
     }
 
+    /// The per-agent concurrency limit, if any.
+    pub fn max_per_agent(&self) -> Option<usize> {
+        self.inner.max_per_agent
+    }
+
     /// The cost of `usage` on `model` through this service's provider.
     pub fn cost(&self, model: &str, usage: &crate::types::Usage) -> Cost {
         if self.inner.provider.billable() { self.inner.prices.cost(model, usage) } else { Cost::default() }
     }
 
     /// Makes a call: validate, check the budget, then up to `1 + max_retries` attempts.
-    /// The failure of the last attempt is returned when retries run out.
+    ///
+    /// Each attempt holds a permit of the global limit (and of the agent's, with
+    /// [`max_per_agent`](LlmServiceBuilder::max_per_agent)) only while it is in
+    /// flight, and is bounded by the attempt timeout and the call's deadline. A
+    /// transient failure is retried after the provider's `retry_after`, else
+    /// [`backoff`]; a wait that would pass the deadline or
+    /// [`max_retry_wait`](LlmServiceBuilder::max_retry_wait) is not taken: the
+    /// failure is returned at once. When retries run out, the failure of the last
+    /// attempt is returned. Attempts that reached the provider are counted in
+    /// [`Completion::attempts`] and, on failure, in the ledger.
     pub async fn complete(&self, call: &CallContext<'_>, request: Request) -> Result<Completion, LlmError> {
         let inner = &*self.inner;
         if let Err(e) = request.validate() {
@@ -170,20 +243,25 @@ impl LlmService {
         }
         let mut queue_wait = Duration::ZERO;
         let mut attempts = 0u32;
+        let mut tries = 0u32;
         loop {
-            attempts += 1;
+            tries += 1;
             let outcome = self.attempt(call, &request, &mut queue_wait).await;
-            let failure = match outcome {
+            let AttemptFailure { failure, sent } = match outcome {
                 Ok(response) => {
+                    attempts += 1;
                     let cost = self.cost(&response.model, &response.usage);
                     call.ledger.record_call(&response.usage, &cost, attempts, false, 0.0);
                     return Ok(Completion { response, attempts, cached: false, cost, queue_wait });
                 }
                 Err(failure) => failure,
             };
-            let retries_left = attempts <= inner.max_retries;
-            let wait = failure.retry_after.unwrap_or_else(|| backoff(attempts - 1));
-            let fits = call.deadline.is_none_or(|d| Instant::now() + wait < d);
+            if sent {
+                attempts += 1;
+            }
+            let retries_left = tries <= inner.max_retries;
+            let wait = failure.retry_after.unwrap_or_else(|| backoff(tries - 1));
+            let fits = wait <= inner.max_retry_wait && call.deadline.is_none_or(|d| Instant::now() + wait < d);
             if !(failure.retryable && retries_left && fits) {
                 tracing::debug!(agent = call.agent, attempts, error = %failure.error, "model call failed");
                 call.ledger.record_failure(attempts);
@@ -194,16 +272,37 @@ impl LlmService {
         }
     }
 
-    /// One attempt, holding a permit only while it is in flight.
-    async fn attempt(&self, call: &CallContext<'_>, request: &Request, queue_wait: &mut Duration) -> Result<Response, ProviderError> {
+    /// The semaphore of `agent`'s share of the limit, if there is one.
+    fn agent_limiter(&self, agent: &str) -> Option<Arc<Semaphore>> {
+        let n = self.inner.max_per_agent?;
+        let mut map = self.inner.agent_limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(Arc::clone(map.entry(agent.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(n)))))
+    }
+
+    /// One attempt, holding its permits only while it is in flight.
+    async fn attempt(&self, call: &CallContext<'_>, request: &Request, queue_wait: &mut Duration) -> Result<Response, AttemptFailure> {
         let inner = &*self.inner;
-        let deadline_error = || ProviderError::fatal(LlmError::Timeout("the run's deadline was reached".into()));
-        let queued = Instant::now();
-        let permit = match call.deadline {
-            Some(d) => tokio::time::timeout_at(d, inner.limiter.acquire()).await.map_err(|_| deadline_error())?,
-            None => inner.limiter.acquire().await,
+        let deadline_error = |what: &str| AttemptFailure {
+            failure: ProviderError::fatal(LlmError::Timeout(format!("the run's deadline was reached {what}"))),
+            sent: false,
         };
-        let _permit = permit.map_err(|_| ProviderError::fatal(LlmError::Connection("the service is shutting down".into())))?;
+        if call.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(deadline_error("before the call could start"));
+        }
+        let shutting_down = || AttemptFailure { failure: ProviderError::fatal(LlmError::Connection("the service is shutting down".into())), sent: false };
+        let queued = Instant::now();
+        let permits = async {
+            let agent = match self.agent_limiter(call.agent) {
+                Some(limiter) => Some(limiter.acquire_owned().await.map_err(|_| shutting_down())?),
+                None => None,
+            };
+            let global = inner.limiter.acquire().await.map_err(|_| shutting_down())?;
+            Ok::<_, AttemptFailure>((agent, global))
+        };
+        let _permits = match call.deadline {
+            Some(d) => tokio::time::timeout_at(d, permits).await.map_err(|_| deadline_error("while waiting for a concurrency permit"))??,
+            None => permits.await?,
+        };
         *queue_wait += queued.elapsed();
         let mut limit = Instant::now() + inner.attempt_timeout;
         let mut bounded_by_deadline = false;
@@ -214,12 +313,15 @@ impl LlmService {
             }
         }
         match tokio::time::timeout_at(limit, inner.provider.send(request)).await {
-            Ok(result) => result,
-            Err(_) if bounded_by_deadline => Err(deadline_error()),
-            Err(_) => Err(ProviderError::transient(
-                LlmError::Timeout(format!("no complete answer within {} ms", inner.attempt_timeout.as_millis())),
-                None,
-            )),
+            Ok(result) => result.map_err(|failure| AttemptFailure { failure, sent: true }),
+            Err(_) if bounded_by_deadline => Err(AttemptFailure { sent: true, ..deadline_error("before the answer arrived") }),
+            Err(_) => Err(AttemptFailure {
+                failure: ProviderError::transient(
+                    LlmError::Timeout(format!("no complete answer within {} ms", inner.attempt_timeout.as_millis())),
+                    None,
+                ),
+                sent: true,
+            }),
         }
     }
 }
@@ -238,7 +340,6 @@ mod tests {
     use crate::ledger::Budget;
     use crate::provider::BoxFuture;
     use crate::types::{Message, StopReason, Usage};
-    use std::sync::Mutex;
 
     /// A provider that plays a script of outcomes, then succeeds.
     #[derive(Debug)]

@@ -1,1 +1,445 @@
-//! Placeholder: the helper fills this crate.
+//! A real HTTP/1.1 server on 127.0.0.1 that speaks the Anthropic Messages wire format,
+//! for tests and benchmarks of model clients: it records what it receives, counts
+//! requests in flight, answers deterministically after a configurable latency, and
+//! plays scripted or random faults.
+//!
+//! ```
+//! use cf_mock_llm::{Fault, MockConfig, MockServer};
+//! use std::time::Duration;
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let server = MockServer::start(MockConfig { latency: Duration::from_millis(5), ..MockConfig::default() })
+//!     .await
+//!     .expect("bind 127.0.0.1");
+//! server.push_fault(Fault::rate_limited(1)); // the next request gets a 429
+//! assert!(server.base_url().starts_with("http://127.0.0.1:"));
+//! assert_eq!(server.url(), format!("{}/v1/messages", server.base_url()));
+//! assert_eq!(server.requests(), 0);
+//! server.stop().await;
+//! # });
+//! ```
+//!
+//! What the server checks: `POST /v1/messages` only (else 404 or 405), an
+//! `x-api-key` header (unless [`MockConfig::require_api_key`] is off; else 401), an
+//! `anthropic-version` header and a valid JSON request (else 400), each answered
+//! with the documented error body. Every response carries a `request-id` header.
+#![deny(missing_docs)]
+
+mod answer;
+mod body;
+mod fault;
+
+pub use answer::{answer_for, estimate_tokens};
+pub use fault::{Fault, FaultMix};
+
+use body::{Chunked, ResponseBody};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::net::TcpSocket;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The largest request body the server reads.
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// The listen backlog: large enough for thousands of simultaneous connects.
+const BACKLOG: u32 = 4096;
+
+/// How the server behaves. `MockConfig::default()`: no latency, no faults, records
+/// requests, requires an API key, any free port.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Delay before every response (a `tokio::time::sleep`, so thousands of requests
+    /// wait at once). Default: none.
+    pub latency: Duration,
+    /// Faults to play first, one per request, in order. Default: none.
+    pub faults: Vec<Fault>,
+    /// Random faults for requests no scripted fault claims. Default: none.
+    pub fault_mix: Option<FaultMix>,
+    /// Keep every request for [`MockServer::received`]. Default: on (turn it off for
+    /// long soak runs so memory stays flat).
+    pub record: bool,
+    /// Refuse requests without `x-api-key` with a 401. Default: on.
+    pub require_api_key: bool,
+    /// The port on 127.0.0.1; 0 picks a free one. Default: 0.
+    pub port: u16,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self { latency: Duration::ZERO, faults: Vec::new(), fault_mix: None, record: true, require_api_key: true, port: 0 }
+    }
+}
+
+/// One request as the server received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedRequest {
+    /// The HTTP method.
+    pub method: String,
+    /// The path (and query).
+    pub path: String,
+    /// Every header, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body parsed as JSON; `Value::Null` when it was not JSON.
+    pub body: Value,
+    /// The body's size in bytes.
+    pub body_bytes: usize,
+}
+
+impl ReceivedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the request carried an `x-api-key` header.
+    pub fn has_api_key(&self) -> bool {
+        self.header("x-api-key").is_some()
+    }
+}
+
+#[derive(Debug)]
+struct Faults {
+    queue: VecDeque<Fault>,
+    /// Per-key queues: a request whose last user message contains the key takes the
+    /// key's next fault before the global queue is consulted.
+    keyed: Vec<(String, VecDeque<Fault>)>,
+    rng: fastrand::Rng,
+}
+
+#[derive(Debug)]
+struct State {
+    latency: Duration,
+    record: bool,
+    require_api_key: bool,
+    fault_mix: Option<FaultMix>,
+    faults: Mutex<Faults>,
+    received: Mutex<Vec<ReceivedRequest>>,
+    requests: AtomicU64,
+    connections: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data are plain queues and lists: a panic elsewhere leaves them usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl State {
+    fn next_fault(&self, body: &Value) -> Option<Fault> {
+        let mut f = lock(&self.faults);
+        if !f.keyed.is_empty() {
+            let last_user = last_user_text(body);
+            for (key, queue) in &mut f.keyed {
+                if last_user.contains(key.as_str()) {
+                    if let Some(fault) = queue.pop_front() {
+                        return Some(fault);
+                    }
+                }
+            }
+        }
+        if let Some(fault) = f.queue.pop_front() {
+            return Some(fault);
+        }
+        let mix = self.fault_mix?;
+        mix.draw(&mut f.rng)
+    }
+}
+
+fn last_user_text(body: &Value) -> String {
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else { return String::new() };
+    let Some(last) = messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")) else {
+        return String::new();
+    };
+    match last.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect(),
+        _ => String::new(),
+    }
+}
+
+/// Counts a request in flight for as long as it lives, even when its connection is
+/// dropped mid-way.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    /// Counts the request; returns the guard and the request's number (from 1).
+    fn enter(state: &'a State) -> (Self, u64) {
+        let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        (Self(state), n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The service's error: the only one closes the connection without a response.
+#[derive(Debug)]
+struct ResetConnection;
+
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by a scripted fault")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
+/// A running mock server. Dropping it stops the server and closes every connection;
+/// [`stop`](MockServer::stop) does the same and waits until the port is closed.
+#[derive(Debug)]
+pub struct MockServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Binds 127.0.0.1 and starts serving on the current tokio runtime.
+    pub async fn start(config: MockConfig) -> std::io::Result<MockServer> {
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, config.port)))?;
+        let listener = socket.listen(BACKLOG)?;
+        let addr = listener.local_addr()?;
+        let seed = config.fault_mix.map_or(0, |m| m.seed);
+        let state = Arc::new(State {
+            latency: config.latency,
+            record: config.record,
+            require_api_key: config.require_api_key,
+            fault_mix: config.fault_mix,
+            faults: Mutex::new(Faults { queue: config.faults.into(), keyed: Vec::new(), rng: fastrand::Rng::with_seed(seed) }),
+            received: Mutex::new(Vec::new()),
+            requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        Ok(MockServer { addr, state, task: Some(task) })
+    }
+
+    /// `http://127.0.0.1:PORT`, the base URL a client is configured with.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Messages endpoint: `{base_url}/v1/messages`.
+    pub fn url(&self) -> String {
+        format!("{}/v1/messages", self.base_url())
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Adds a fault at the end of the global script.
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.state.faults).queue.push_back(fault);
+    }
+
+    /// Adds faults at the end of the global script.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        lock(&self.state.faults).queue.extend(faults);
+    }
+
+    /// Adds a fault for requests whose last user message contains `key`; such a
+    /// request takes its key's faults before the global script's.
+    pub fn push_fault_for(&self, key: &str, fault: Fault) {
+        let mut f = lock(&self.state.faults);
+        match f.keyed.iter_mut().find(|(k, _)| k == key) {
+            Some((_, queue)) => queue.push_back(fault),
+            None => f.keyed.push((key.to_owned(), VecDeque::from([fault]))),
+        }
+    }
+
+    /// Scripted faults not yet consumed (global and per key).
+    pub fn pending_faults(&self) -> usize {
+        let f = lock(&self.state.faults);
+        f.queue.len() + f.keyed.iter().map(|(_, q)| q.len()).sum::<usize>()
+    }
+
+    /// Every request received so far, oldest first (empty when recording is off).
+    pub fn received(&self) -> Vec<ReceivedRequest> {
+        lock(&self.state.received).clone()
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests handled at once so far.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Forgets recorded requests and resets the counters (between phases of a test).
+    pub fn reset_stats(&self) {
+        lock(&self.state.received).clear();
+        self.state.requests.store(0, Ordering::Relaxed);
+        self.state.max_in_flight.store(self.in_flight(), Ordering::SeqCst);
+    }
+
+    /// Stops accepting, closes every connection, and waits until the server task is
+    /// gone.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts connections until aborted; aborting drops the `JoinSet`, which aborts
+/// every connection task.
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or a connection aborted before accept: back off briefly.
+                tracing::warn!(error = %e, "mock server: accept failed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        state.connections.fetch_add(1, Ordering::Relaxed);
+        while connections.try_join_next().is_some() {}
+        let state = Arc::clone(&state);
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
+            let result = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "mock server: connection ended");
+            }
+        });
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> ResponseBody {
+    ResponseBody::Full(Full::new(body.into()))
+}
+
+fn respond(status: u16, body: ResponseBody, request_id: &str, extra: &[(String, String)]) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(HeaderName::from_static("request-id"), v);
+    }
+    for (name, value) in extra {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.append(n, v);
+        }
+    }
+    response
+}
+
+fn error(status: u16, kind: &str, message: &str, request_id: &str) -> Response<ResponseBody> {
+    respond(status, full(answer::error_body(kind, message)), request_id, &[])
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<ResponseBody>, ResetConnection> {
+    let (_in_flight, n) = InFlight::enter(&state);
+    let request_id = format!("req_mock_{n:06}");
+    let (parts, incoming) = req.into_parts();
+    let bytes = match Limited::new(incoming, MAX_REQUEST_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(error(413, "request_too_large", "request body too large or unreadable", &request_id)),
+    };
+    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let body = parsed.clone().unwrap_or(Value::Null);
+    if state.record {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        lock(&state.received).push(ReceivedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            headers,
+            body: body.clone(),
+            body_bytes: bytes.len(),
+        });
+    }
+    let fault = state.next_fault(&body);
+    if !state.latency.is_zero() {
+        tokio::time::sleep(state.latency).await;
+    }
+    match fault {
+        None => {}
+        Some(Fault::Reset) => return Err(ResetConnection),
+        Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Status { status, body, headers }) => return Ok(respond(status, full(body), &request_id, &headers)),
+        Some(Fault::Malformed) => {
+            return Ok(respond(200, full(r#"{"id": "msg_mock", "type": "message", "content": [{"type": "te"#), &request_id, &[]));
+        }
+        Some(Fault::Oversized(size)) => return Ok(respond(200, ResponseBody::Chunked(Chunked::message_of(size)), &request_id, &[])),
+        Some(Fault::EmptyContent) => {
+            let mut answer = answer_for(&body, &format!("msg_mock_{n:06}")).unwrap_or_else(|_| serde_json::json!({}));
+            answer["content"] = Value::Array(Vec::new());
+            return Ok(respond(200, full(answer.to_string()), &request_id, &[]));
+        }
+        Some(Fault::Response(value)) => return Ok(respond(200, full(value.to_string()), &request_id, &[])),
+    }
+    if parts.uri.path() != "/v1/messages" {
+        return Ok(error(404, "not_found_error", &format!("no route for {}", parts.uri.path()), &request_id));
+    }
+    if parts.method != hyper::Method::POST {
+        return Ok(error(405, "invalid_request_error", "method not allowed", &request_id));
+    }
+    if state.require_api_key && !parts.headers.contains_key("x-api-key") {
+        return Ok(error(401, "authentication_error", "x-api-key header is required", &request_id));
+    }
+    if !parts.headers.contains_key("anthropic-version") {
+        return Ok(error(400, "invalid_request_error", "anthropic-version header is required", &request_id));
+    }
+    let Some(request) = parsed else {
+        return Ok(error(400, "invalid_request_error", "the body is not valid JSON", &request_id));
+    };
+    match answer_for(&request, &format!("msg_mock_{n:06}")) {
+        Ok(answer) => Ok(respond(200, full(answer.to_string()), &request_id, &[])),
+        Err(message) => Ok(error(400, "invalid_request_error", &message, &request_id)),
+    }
+}

@@ -1,1 +1,20 @@
-//! Support for the integration tests.
+//! Support for the integration tests: the hostile guests, built from source by this
+//! crate's build script.
+#![deny(missing_docs)]
+
+use std::path::Path;
+
+/// The hostile guest component (see `tests/guests/hostile/src/lib.rs` for what each
+/// task makes it do).
+pub fn hostile_wasm() -> &'static Path {
+    Path::new(env!("CF_GUEST_HOSTILE"))
+}
+
+/// Runs `fut`, failing the test with `step` in the message if it takes longer than
+/// `secs` seconds.
+pub async fn bounded<F: std::future::Future>(step: &str, secs: u64, fut: F) -> F::Output {
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("step {step:?} did not finish within {secs} s"),
+    }
+}

@@ -141,9 +141,9 @@ fn verify_indexes_an_orphan_left_by_a_crash() {
     let clock = clock();
     // An entry renamed into place whose journal record never got written.
     put(&open(config(other.path()), &clock), 7, b"orphan");
-    std::fs::copy(entry_path(other.path(), &key(7)), entry_path(tmp.path(), &key(7))).expect("copy");
     let cache = open(config(tmp.path()), &clock);
     put(&cache, 1, b"indexed");
+    std::fs::copy(entry_path(other.path(), &key(7)), entry_path(tmp.path(), &key(7))).expect("copy");
     let report = cache.verify(false).expect("verify");
     assert_eq!((report.orphans, report.bad.len()), (1, 0));
     cache.verify(true).expect("fix");

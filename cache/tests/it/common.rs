@@ -69,7 +69,10 @@ pub fn disk_usage(dir: &Path) -> (u64, u64) {
         let entry = entry.expect("entry");
         let name = entry.file_name().into_string().expect("utf-8");
         let meta = entry.path().symlink_metadata().expect("meta");
-        if name.ends_with(".cfe") && meta.is_file() {
+        let ours = name.len() == 68
+            && name.ends_with(".cfe")
+            && name[..64].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if ours && meta.is_file() {
             usage.0 += 1;
             usage.1 += meta.len();
         }

@@ -1,0 +1,555 @@
+//! [`AnthropicProvider`]: one attempt of a Messages API call over HTTPS (reqwest with
+//! rustls), classified for the service's retry loop.
+
+use crate::provider::{BoxFuture, Provider, ProviderError};
+use crate::types::{LlmError, Request, Response};
+use crate::wire::{self, MAX_ERROR_MESSAGE_CHARS, WireRequest};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{StatusCode, Url};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// The API's base URL when neither a flag nor `ANTHROPIC_BASE_URL` names one.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The `anthropic-version` header sent with every request.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Default of [`AnthropicConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`AnthropicConfig::max_response_bytes`]: 8 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Idle connections kept per host: above the largest concurrency limit we expect
+/// (200), so that a burst reuses its connections instead of reconnecting.
+const MAX_IDLE_PER_HOST: usize = 512;
+/// The most bytes of an error response read for its message.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// The environment variable holding the API key.
+const API_KEY_VAR: &str = "ANTHROPIC_API_KEY";
+/// The environment variable holding the base URL.
+const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
+
+/// An API key. It never appears in `Debug`, `Display`, logs or error messages: both
+/// print `ApiKey(<redacted>)`.
+///
+/// ```
+/// let key = cf_llm::ApiKey::new("sk-ant-secret");
+/// assert_eq!(format!("{key:?} {key}"), "ApiKey(<redacted>) ApiKey(<redacted>)");
+/// assert_eq!(key.expose_secret(), "sk-ant-secret");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key in `ANTHROPIC_API_KEY`; an unset or empty variable is
+    /// [`AnthropicConfigError::MissingApiKey`].
+    pub fn from_env() -> Result<Self, AnthropicConfigError> {
+        Self::from_env_value(std::env::var(API_KEY_VAR).ok())
+    }
+
+    fn from_env_value(value: Option<String>) -> Result<Self, AnthropicConfigError> {
+        match value {
+            Some(key) if !key.trim().is_empty() => Ok(Self(key.trim().to_owned())),
+            _ => Err(AnthropicConfigError::MissingApiKey),
+        }
+    }
+
+    /// The key itself, for the one place that sends it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// The base URL to use: `flag` if given, else `ANTHROPIC_BASE_URL`, else
+/// [`DEFAULT_BASE_URL`]. Empty values count as unset.
+pub fn resolve_base_url(flag: Option<&str>) -> String {
+    resolve_base_url_from(flag, std::env::var(BASE_URL_VAR).ok().as_deref())
+}
+
+fn resolve_base_url_from(flag: Option<&str>, env: Option<&str>) -> String {
+    [flag, env]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_BASE_URL)
+        .to_owned()
+}
+
+/// Why an [`AnthropicProvider`] could not be built. Never contains the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnthropicConfigError {
+    /// No API key: `ANTHROPIC_API_KEY` is unset or empty.
+    #[error("no API key: set ANTHROPIC_API_KEY")]
+    MissingApiKey,
+    /// The key cannot be sent in an HTTP header (control characters, non-ASCII).
+    #[error("the API key contains characters that cannot be sent in a header")]
+    InvalidApiKey,
+    /// The base URL is not an `http` or `https` URL.
+    #[error("invalid base URL {url:?}: {reason}")]
+    InvalidBaseUrl {
+        /// The URL as given (omitted when it holds credentials).
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
+    /// The HTTP client could not be built (e.g. TLS initialisation).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Settings of an [`AnthropicProvider`].
+///
+/// ```
+/// use cf_llm::{AnthropicConfig, ApiKey, DEFAULT_CONNECT_TIMEOUT};
+/// let config = AnthropicConfig::new("http://127.0.0.1:8080", ApiKey::new("k"));
+/// assert_eq!(config.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct AnthropicConfig {
+    /// Where the API is, without `/v1/messages` (see [`resolve_base_url`]).
+    pub base_url: String,
+    /// The key sent as `x-api-key`.
+    pub api_key: ApiKey,
+    /// Timeout of establishing a connection (TCP and TLS). Default 10 s. The whole
+    /// attempt is bounded by the service's attempt timeout.
+    pub connect_timeout: Duration,
+    /// The largest response body accepted, counted while it streams in; a larger one
+    /// is an [`LlmError::InvalidResponse`]. Default 8 MiB.
+    pub max_response_bytes: usize,
+}
+
+impl AnthropicConfig {
+    /// A config for `base_url` and `api_key` with the default timeouts and caps.
+    pub fn new(base_url: impl Into<String>, api_key: ApiKey) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// The config from the environment: the base URL from `flag`, then
+    /// `ANTHROPIC_BASE_URL`, then the default; the key from `ANTHROPIC_API_KEY`.
+    pub fn from_env(base_url_flag: Option<&str>) -> Result<Self, AnthropicConfigError> {
+        Ok(Self::new(resolve_base_url(base_url_flag), ApiKey::from_env()?))
+    }
+
+    /// Checks every setting; [`AnthropicProvider::new`] calls it.
+    pub fn validate(&self) -> Result<(), AnthropicConfigError> {
+        self.messages_url().map(|_| ())?;
+        if self.api_key.expose_secret().is_empty() {
+            return Err(AnthropicConfigError::MissingApiKey);
+        }
+        HeaderValue::from_str(self.api_key.expose_secret()).map_err(|_| AnthropicConfigError::InvalidApiKey)?;
+        if self.connect_timeout.is_zero() {
+            return Err(AnthropicConfigError::InvalidSetting("connect_timeout must be above zero".into()));
+        }
+        if self.max_response_bytes == 0 {
+            return Err(AnthropicConfigError::InvalidSetting("max_response_bytes must be above zero".into()));
+        }
+        Ok(())
+    }
+
+    /// `{base_url}/v1/messages`, checked.
+    fn messages_url(&self) -> Result<Url, AnthropicConfigError> {
+        let invalid = |url: &str, reason: &str| AnthropicConfigError::InvalidBaseUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let base = self.base_url.trim().trim_end_matches('/');
+        let parsed = Url::parse(base).map_err(|e| invalid(base, &e.to_string()))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(invalid("<omitted>", "credentials in the base URL are not supported; use the API key"));
+        }
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid(base, "the scheme must be http or https"));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(base, "no host"));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(invalid(base, "a query or fragment is not allowed"));
+        }
+        Url::parse(&format!("{base}/v1/messages")).map_err(|e| invalid(base, &e.to_string()))
+    }
+}
+
+/// Speaks the Anthropic Messages API: `POST {base}/v1/messages` with `x-api-key`,
+/// `anthropic-version: 2023-06-01` and a JSON body. One attempt per
+/// [`send`](Provider::send); the [`LlmService`](crate::LlmService) retries.
+///
+/// Failures are classified as the official SDKs do: connection errors, timeouts, 408,
+/// 409, 429 and every status ≥ 500 (529 included) may be retried; 400, 401, 402, 403,
+/// 404, 413 and 422 are not; a `x-should-retry: true|false` header overrides both.
+/// The wait the API asks for comes from `retry-after-ms`, else `retry-after`
+/// (seconds, or an HTTP date). Statuses map to errors as: 400/422 →
+/// [`InvalidRequest`](LlmError::InvalidRequest), 401 →
+/// [`Authentication`](LlmError::Authentication), 402 (billing) and 403 →
+/// [`Permission`](LlmError::Permission) (402 is about the account, not the request:
+/// another attempt cannot fix it and the operator must act), 404 →
+/// [`NotFound`](LlmError::NotFound), 408 → [`Timeout`](LlmError::Timeout), 413 →
+/// [`TooLarge`](LlmError::TooLarge), 429 → [`RateLimited`](LlmError::RateLimited),
+/// 529 (or any `overloaded_error` body) → [`Overloaded`](LlmError::Overloaded), 409
+/// and other 5xx → [`Server`](LlmError::Server), any other 4xx → `InvalidRequest`.
+/// Messages are the API's `error.message` (cut to 500 characters), else the status
+/// line.
+///
+/// One reqwest client per provider: connections are pooled and reused (up to 512
+/// idle per host), `TCP_NODELAY` is on, redirects are not followed, and HTTP/2 is
+/// used where the server offers it over TLS. A loopback base URL bypasses any
+/// system proxy.
+pub struct AnthropicProvider {
+    client: reqwest::Client,
+    base_url: String,
+    messages_url: Url,
+    headers: HeaderMap,
+    max_response_bytes: usize,
+}
+
+impl fmt::Debug for AnthropicProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnthropicProvider")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"ApiKey(<redacted>)")
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnthropicProvider {
+    /// A provider with `config`, validated; builds its HTTP client once.
+    pub fn new(config: AnthropicConfig) -> Result<Self, AnthropicConfigError> {
+        config.validate()?;
+        let messages_url = config.messages_url()?;
+        let mut key = HeaderValue::from_str(config.api_key.expose_secret()).map_err(|_| AnthropicConfigError::InvalidApiKey)?;
+        key.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-api-key"), key);
+        headers.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(ANTHROPIC_VERSION));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cf-llm/", env!("CARGO_PKG_VERSION")));
+        if is_loopback(&messages_url) {
+            builder = builder.no_proxy();
+        }
+        let client = builder.build().map_err(|e| AnthropicConfigError::Client(describe(&e)))?;
+        Ok(Self {
+            client,
+            base_url: config.base_url.trim().trim_end_matches('/').to_owned(),
+            messages_url,
+            headers,
+            max_response_bytes: config.max_response_bytes,
+        })
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    async fn send_once(&self, request: &Request) -> Result<Response, ProviderError> {
+        let body = WireRequest::from_request(request).to_body().map_err(ProviderError::fatal)?;
+        let response = self
+            .client
+            .post(self.messages_url.clone())
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let request_id = response.headers().get("request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        tracing::debug!(status = status.as_u16(), request_id = %request_id, model = %request.model, "anthropic response");
+        let hints = RetryHints::from_headers(response.headers(), SystemTime::now());
+        if status.is_success() {
+            let body = read_capped(response, self.max_response_bytes).await?;
+            return wire::parse_response(&body).map_err(ProviderError::fatal);
+        }
+        // The body of an error only matters for its message: a bad one falls back to
+        // the status line.
+        let body = read_capped(response, MAX_ERROR_BODY_BYTES).await.ok();
+        Err(classify(status, body.as_deref(), &hints))
+    }
+}
+
+impl Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        "anthropic"
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.base_url
+    }
+
+    fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>> {
+        Box::pin(self.send_once(request))
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
+/// Reads a body chunk by chunk, refusing it as soon as it passes `cap` bytes.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, ProviderError> {
+    let too_large = |what: String| ProviderError::fatal(LlmError::InvalidResponse(format!("{what}, over the cap of {cap} bytes")));
+    let declared = response.content_length();
+    if let Some(len) = declared {
+        if len > cap as u64 {
+            return Err(too_large(format!("the response is {len} bytes")));
+        }
+    }
+    let mut body = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large(format!("the response passed {} bytes", body.len() + chunk.len())));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A transport failure: timeouts and connection errors may be retried.
+fn transport_error(e: reqwest::Error) -> ProviderError {
+    let message = describe(&e);
+    if e.is_timeout() {
+        ProviderError::transient(LlmError::Timeout(message), None)
+    } else if e.is_builder() {
+        ProviderError::fatal(LlmError::InvalidRequest(message))
+    } else {
+        ProviderError::transient(LlmError::Connection(message), None)
+    }
+}
+
+/// An error and its causes on one line, without the URL (which could carry
+/// anything the operator put in it).
+fn describe(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let head = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "the response body could not be read"
+    } else {
+        "the request failed"
+    };
+    parts.push(head.to_owned());
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p == &text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// What the response headers say about retrying.
+#[derive(Debug, Default, PartialEq)]
+struct RetryHints {
+    /// `x-should-retry`.
+    should_retry: Option<bool>,
+    /// `retry-after-ms`, else `retry-after`.
+    retry_after: Option<Duration>,
+}
+
+impl RetryHints {
+    fn from_headers(headers: &HeaderMap, now: SystemTime) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let should_retry = match text("x-should-retry") {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        };
+        let positive = |secs: f64| (secs.is_finite() && secs > 0.0).then(|| Duration::try_from_secs_f64(secs).ok()).flatten();
+        let from_ms = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).and_then(|ms| positive(ms / 1000.0));
+        let retry_after = from_ms.or_else(|| {
+            let v = text("retry-after")?;
+            match v.parse::<f64>() {
+                Ok(secs) => positive(secs),
+                Err(_) => httpdate::parse_http_date(v).ok()?.duration_since(now).ok().filter(|d| !d.is_zero()),
+            }
+        });
+        Self { should_retry, retry_after }
+    }
+}
+
+/// Maps a non-success status (and its body) to a classified failure.
+fn classify(status: StatusCode, body: Option<&[u8]>, hints: &RetryHints) -> ProviderError {
+    let api = body.and_then(wire::parse_error_body);
+    let message = match &api {
+        Some(e) if !e.message.trim().is_empty() => wire::truncate_chars(e.message.trim(), MAX_ERROR_MESSAGE_CHARS),
+        _ => format!("HTTP {}", status_line(status)),
+    };
+    let overloaded_body = api.as_ref().is_some_and(|e| e.kind == "overloaded_error");
+    let code = status.as_u16();
+    let error = match code {
+        400 | 422 => LlmError::InvalidRequest(message),
+        401 => LlmError::Authentication(message),
+        402 => LlmError::Permission(format!("billing: {message}")),
+        403 => LlmError::Permission(message),
+        404 => LlmError::NotFound(message),
+        408 => LlmError::Timeout(format!("the API timed out the request: {message}")),
+        413 => LlmError::TooLarge(message),
+        429 => LlmError::RateLimited { retry_after: hints.retry_after, message },
+        529 => LlmError::Overloaded(message),
+        _ if overloaded_body => LlmError::Overloaded(message),
+        409 | 500.. => LlmError::Server { status: code, message },
+        400..=499 => LlmError::InvalidRequest(format!("HTTP {code}: {message}")),
+        _ => LlmError::InvalidResponse(format!("unexpected status HTTP {}", status_line(status))),
+    };
+    let retryable_by_status = matches!(code, 408 | 409 | 429) || code >= 500;
+    ProviderError { error, retryable: hints.should_retry.unwrap_or(retryable_by_status), retry_after: hints.retry_after }
+}
+
+fn status_line(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn base_url_precedence_is_flag_then_env_then_default() {
+        assert_eq!(resolve_base_url_from(Some("http://flag"), Some("http://env")), "http://flag");
+        assert_eq!(resolve_base_url_from(None, Some("http://env")), "http://env");
+        assert_eq!(resolve_base_url_from(Some(" "), Some("")), DEFAULT_BASE_URL);
+        assert_eq!(resolve_base_url_from(None, None), DEFAULT_BASE_URL);
+    }
+
+    #[test]
+    fn api_key_from_env_value() {
+        assert!(matches!(ApiKey::from_env_value(None), Err(AnthropicConfigError::MissingApiKey)));
+        assert!(matches!(ApiKey::from_env_value(Some("  ".into())), Err(AnthropicConfigError::MissingApiKey)));
+        assert_eq!(ApiKey::from_env_value(Some("k\n".into())).unwrap().expose_secret(), "k");
+    }
+
+    #[test]
+    fn config_validation_obeyed_and_violated() {
+        let key = ApiKey::new("sk-test");
+        assert!(AnthropicConfig::new("https://api.anthropic.com/", key.clone()).validate().is_ok());
+        assert_eq!(AnthropicConfig::new("http://h:1/proxy/", key.clone()).messages_url().unwrap().as_str(), "http://h:1/proxy/v1/messages");
+        for bad in ["ftp://h", "not a url", "http://user:pw@h", "http://h/?q=1", ""] {
+            let e = AnthropicConfig::new(bad, key.clone()).validate().unwrap_err();
+            assert!(matches!(e, AnthropicConfigError::InvalidBaseUrl { .. }), "{bad}: {e:?}");
+            assert!(!e.to_string().contains("pw"), "credentials echoed: {e}");
+        }
+        assert!(matches!(AnthropicConfig::new("http://h", ApiKey::new("a\nb")).validate(), Err(AnthropicConfigError::InvalidApiKey)));
+        assert!(matches!(AnthropicConfig::new("http://h", ApiKey::new("")).validate(), Err(AnthropicConfigError::MissingApiKey)));
+        let mut c = AnthropicConfig::new("http://h", key);
+        c.max_response_bytes = 0;
+        assert!(matches!(c.validate(), Err(AnthropicConfigError::InvalidSetting(_))));
+    }
+
+    #[test]
+    fn retry_hints_prefer_ms_then_seconds_then_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = |pairs: &[(&'static str, &str)]| RetryHints::from_headers(&headers(pairs), now);
+        assert_eq!(h(&[("retry-after-ms", "250"), ("retry-after", "9")]).retry_after, Some(Duration::from_millis(250)));
+        assert_eq!(h(&[("retry-after", "1.5")]).retry_after, Some(Duration::from_millis(1500)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(h(&[("retry-after", date.as_str())]).retry_after, Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(h(&[("retry-after", past.as_str())]).retry_after, None);
+        for junk in ["-1", "0", "NaN", "inf", "1e400", "soon"] {
+            assert_eq!(h(&[("retry-after", junk)]).retry_after, None, "{junk}");
+        }
+        assert_eq!(h(&[("x-should-retry", "false")]).should_retry, Some(false));
+        assert_eq!(h(&[("x-should-retry", "true")]).should_retry, Some(true));
+        assert_eq!(h(&[("x-should-retry", "maybe")]).should_retry, None);
+    }
+
+    #[test]
+    fn statuses_map_to_typed_errors_and_retry_rules() {
+        let none = RetryHints::default();
+        let body = |kind: &str, msg: &str| format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"{msg}"}}}}"#).into_bytes();
+        let cases: Vec<(u16, &str, bool)> = vec![
+            (400, "invalid_request", false),
+            (401, "authentication", false),
+            (402, "permission", false),
+            (403, "permission", false),
+            (404, "not_found", false),
+            (408, "timeout", true),
+            (409, "server_error", true),
+            (413, "too_large", false),
+            (422, "invalid_request", false),
+            (429, "rate_limited", true),
+            (418, "invalid_request", false),
+            (500, "server_error", true),
+            (503, "server_error", true),
+            (529, "overloaded", true),
+        ];
+        for (code, kind, retryable) in cases {
+            let p = classify(StatusCode::from_u16(code).unwrap(), Some(&body("x", "why")), &none);
+            assert_eq!((p.error.kind(), p.retryable), (kind, retryable), "status {code}");
+            assert!(p.error.to_string().contains("why"), "{code}: {}", p.error);
+        }
+        let p = classify(StatusCode::from_u16(503).unwrap(), Some(&body("overloaded_error", "busy")), &none);
+        assert_eq!(p.error, LlmError::Overloaded("busy".into()));
+        let p = classify(StatusCode::BAD_GATEWAY, Some(b"<html>bad gateway</html>"), &none);
+        assert_eq!(p.error, LlmError::Server { status: 502, message: "HTTP 502 Bad Gateway".into() });
+        let long = "é".repeat(2000);
+        let p = classify(StatusCode::BAD_REQUEST, Some(&body("invalid_request_error", &long)), &none);
+        assert!(p.error.to_string().chars().count() < 600);
+        let stop = RetryHints { should_retry: Some(false), retry_after: None };
+        assert!(!classify(StatusCode::INTERNAL_SERVER_ERROR, None, &stop).retryable);
+        let go = RetryHints { should_retry: Some(true), retry_after: Some(Duration::from_secs(2)) };
+        let p = classify(StatusCode::BAD_REQUEST, None, &go);
+        assert!(p.retryable);
+        assert_eq!(p.retry_after, Some(Duration::from_secs(2)));
+        let p = classify(StatusCode::TOO_MANY_REQUESTS, None, &go);
+        assert_eq!(p.error, LlmError::RateLimited { retry_after: Some(Duration::from_secs(2)), message: "HTTP 429 Too Many Requests".into() });
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let secret = "sk-ant-very-secret-1234";
+        let config = AnthropicConfig::new("http://127.0.0.1:9", ApiKey::new(secret));
+        let provider = AnthropicProvider::new(config.clone()).unwrap();
+        for text in [format!("{config:?}"), format!("{provider:?}"), format!("{:?}", provider.headers), config.api_key.to_string()] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The Anthropic Messages API wire format (`anthropic-version: 2023-06-01`): the
+//! request body built from a [`Request`], and the parsing of a response body into a
+//! [`Response`].
+
+use crate::types::{LlmError, Message, Request, Response, StopReason, Usage};
+use serde::{Deserialize, Serialize};
+
+/// The request body of `POST /v1/messages`.
+#[derive(Debug, Serialize)]
+pub(crate) struct WireRequest<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<WireMetadata<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct WireMetadata<'a> {
+    user_id: &'a str,
+}
+
+impl<'a> WireRequest<'a> {
+    /// The wire form of `request`. `Message` already serializes as
+    /// `{"role": "user"|"assistant", "content": "…"}`.
+    pub(crate) fn from_request(request: &'a Request) -> Self {
+        Self {
+            model: &request.model,
+            max_tokens: request.max_tokens,
+            system: request.system.as_deref(),
+            messages: &request.messages,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            top_k: request.top_k,
+            stop_sequences: &request.stop_sequences,
+            metadata: request.user_id.as_deref().map(|user_id| WireMetadata { user_id }),
+        }
+    }
+
+    /// The JSON body.
+    pub(crate) fn to_body(&self) -> Result<Vec<u8>, LlmError> {
+        serde_json::to_vec(self).map_err(|e| LlmError::InvalidRequest(format!("cannot encode the request: {e}")))
+    }
+}
+
+/// A successful response body.
+#[derive(Debug, Deserialize)]
+struct WireResponse {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    model: String,
+    content: Vec<ContentBlock>,
+    stop_reason: Option<String>,
+    #[serde(default)]
+    stop_sequence: Option<String>,
+    usage: WireUsage,
+}
+
+/// A content block; only text is kept, other kinds (thinking, tool use) are skipped.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock {
+    Text { text: String },
+    #[serde(other)]
+    Other,
+}
+
+/// Usage; the cache counters may be absent or `null`.
+#[derive(Debug, Deserialize)]
+struct WireUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+/// The documented error body: `{"type":"error","error":{"type":…,"message":…}}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireErrorBody {
+    #[serde(rename = "type")]
+    kind: String,
+    error: WireError,
+}
+
+/// The `error` object of an error body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireError {
+    /// The error's type, e.g. `overloaded_error`.
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    /// The human-readable explanation.
+    pub(crate) message: String,
+}
+
+/// The most characters of an API error message kept in an [`LlmError`].
+pub(crate) const MAX_ERROR_MESSAGE_CHARS: usize = 500;
+
+/// `text` cut to at most `max` characters, with `…` when cut.
+pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// The `error` object of `body` when it is the documented error JSON.
+pub(crate) fn parse_error_body(body: &[u8]) -> Option<WireError> {
+    let parsed: WireErrorBody = serde_json::from_slice(body).ok()?;
+    (parsed.kind == "error").then_some(parsed.error)
+}
+
+/// Parses a successful response body.
+pub(crate) fn parse_response(body: &[u8]) -> Result<Response, LlmError> {
+    let invalid = |m: String| LlmError::InvalidResponse(m);
+    let wire: WireResponse =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("the body is not a Messages response: {e}")))?;
+    if wire.kind != "message" {
+        return Err(invalid(format!("unexpected response type {:?}", truncate_chars(&wire.kind, 40))));
+    }
+    if wire.content.is_empty() {
+        return Err(invalid("the response has no content".into()));
+    }
+    let mut text = String::new();
+    let mut text_blocks = 0usize;
+    for block in wire.content {
+        if let ContentBlock::Text { text: t } = block {
+            text.push_str(&t);
+            text_blocks += 1;
+        }
+    }
+    if text_blocks == 0 {
+        return Err(invalid("the response has no text block".into()));
+    }
+    let stop_reason = match wire.stop_reason.as_deref() {
+        Some(reason) => StopReason::from_wire(reason, wire.stop_sequence.as_deref()),
+        None => return Err(invalid("the response has no stop_reason".into())),
+    };
+    Ok(Response {
+        id: wire.id,
+        model: wire.model,
+        text,
+        stop_reason,
+        usage: Usage {
+            input_tokens: wire.usage.input_tokens,
+            output_tokens: wire.usage.output_tokens,
+            cache_creation_input_tokens: wire.usage.cache_creation_input_tokens.unwrap_or(0),
+            cache_read_input_tokens: wire.usage.cache_read_input_tokens.unwrap_or(0),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn every_request_field_is_encoded() {
+        let mut r = Request::new("m", 64, vec![Message::user("a"), Message::assistant("b"), Message::user("c")]);
+        r.system = Some("sys".into());
+        r.temperature = Some(0.25);
+        r.top_p = Some(0.5);
+        r.top_k = Some(7);
+        r.stop_sequences = vec!["END".into()];
+        r.user_id = Some("u-1".into());
+        let v: Value = serde_json::from_slice(&WireRequest::from_request(&r).to_body().unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"model": "m", "max_tokens": 64, "system": "sys",
+                "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}],
+                "temperature": 0.25, "top_p": 0.5, "top_k": 7, "stop_sequences": ["END"], "metadata": {"user_id": "u-1"}})
+        );
+        let bare: Value = serde_json::from_slice(&WireRequest::from_request(&Request::new("m", 1, vec![Message::user("x")])).to_body().unwrap()).unwrap();
+        assert_eq!(bare, json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}));
+    }
+
+    #[test]
+    fn responses_are_parsed_whole() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "m-1",
+            "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}],
+            "stop_reason": "stop_sequence", "stop_sequence": "END",
+            "usage": {"input_tokens": 3, "output_tokens": 4, "cache_creation_input_tokens": 5, "cache_read_input_tokens": null}});
+        let r = parse_response(body.to_string().as_bytes()).unwrap();
+        assert_eq!(r.id, "msg_1");
+        assert_eq!(r.model, "m-1");
+        assert_eq!(r.text, "Hello, world");
+        assert_eq!(r.stop_reason, StopReason::StopSequence("END".into()));
+        assert_eq!(r.usage, Usage { input_tokens: 3, output_tokens: 4, cache_creation_input_tokens: 5, cache_read_input_tokens: 0 });
+    }
+
+    #[test]
+    fn bad_bodies_are_invalid_responses_not_panics() {
+        let ok = json!({"id": "x", "type": "message", "model": "m", "content": [{"type": "text", "text": "t"}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}});
+        assert!(parse_response(ok.to_string().as_bytes()).is_ok());
+        let mut cases = vec![b"{not json".to_vec(), b"".to_vec(), b"[]".to_vec(), b"null".to_vec()];
+        for (field, value) in [
+            ("type", json!("error")),
+            ("content", json!([])),
+            ("content", json!([{"type": "tool_use", "id": "t", "name": "n", "input": {}}])),
+            ("content", json!([{"type": "text"}])),
+            ("content", json!("text")),
+            ("stop_reason", Value::Null),
+            ("usage", json!({"input_tokens": -1, "output_tokens": 1})),
+        ] {
+            let mut bad = ok.clone();
+            bad[field] = value;
+            cases.push(bad.to_string().into_bytes());
+        }
+        for case in cases {
+            let e = parse_response(&case).unwrap_err();
+            assert!(matches!(e, LlmError::InvalidResponse(_)), "{e:?} for {}", String::from_utf8_lossy(&case));
+        }
+    }
+
+    #[test]
+    fn error_bodies_and_truncation() {
+        let e = parse_error_body(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"r"}"#).unwrap();
+        assert_eq!((e.kind.as_str(), e.message.as_str()), ("overloaded_error", "Overloaded"));
+        assert!(parse_error_body(b"<html>502</html>").is_none());
+        assert!(parse_error_body(br#"{"type":"message","error":{"type":"x","message":"y"}}"#).is_none());
+        assert_eq!(truncate_chars("héllo", 2), "hé…");
+        assert_eq!(truncate_chars("hé", 2), "hé");
+    }
+}

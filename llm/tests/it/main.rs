@@ -1,0 +1,12 @@
+//! Integration tests of cf-llm against a real HTTP server on 127.0.0.1 (cf-mock-llm):
+//! the Anthropic provider, the service's retry, timeout and concurrency rules,
+//! record/replay, secrets and costs. One module per area.
+
+mod concurrency;
+mod cost;
+mod errors;
+mod record_replay;
+mod retries;
+mod secrets;
+mod support;
+mod wire;

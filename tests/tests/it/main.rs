@@ -1,0 +1,7 @@
+//! Integration tests of cf-host across crates: the sandbox against hostile guests, the
+//! shipped agents end to end, and loading components.
+
+mod agents;
+mod loading;
+mod sandbox;
+mod support;
