@@ -48,7 +48,11 @@ impl Secret {
     /// The secret in `CF_CACHE_SECRET`: `Ok(None)` if the variable is unset or empty,
     /// an error if it is too short or not Unicode.
     pub fn from_env() -> Result<Option<Self>, Error> {
-        match std::env::var(SECRET_ENV) {
+        Self::from_env_value(std::env::var(SECRET_ENV))
+    }
+
+    fn from_env_value(value: Result<String, std::env::VarError>) -> Result<Option<Self>, Error> {
+        match value {
             Ok(value) if value.is_empty() => Ok(None),
             Ok(value) => Self::new(value).map(Some),
             Err(std::env::VarError::NotPresent) => Ok(None),
@@ -128,6 +132,21 @@ mod tests {
         let shown = format!("{secret:?} {:?}", Some(secret.clone()));
         assert_eq!(shown, "Secret(<redacted>) Some(Secret(<redacted>))");
         assert!(!shown.contains("horse"));
+    }
+
+    #[test]
+    fn env_values_are_read_like_from_env() {
+        use std::env::VarError;
+        assert!(matches!(Secret::from_env_value(Err(VarError::NotPresent)), Ok(None)));
+        assert!(matches!(Secret::from_env_value(Ok(String::new())), Ok(None)));
+        assert!(Secret::from_env_value(Ok("too short".into())).is_err());
+        let secret = Secret::from_env_value(Ok("a long enough secret value".into()));
+        assert_eq!(
+            secret.expect("valid").map(|s| s.expose().to_vec()),
+            Some(b"a long enough secret value".to_vec())
+        );
+        let bad = Secret::from_env_value(Err(VarError::NotUnicode("HIDDEN-VALUE".into())));
+        assert!(bad.is_err_and(|e| !e.to_string().contains("HIDDEN")));
     }
 
     #[test]

@@ -244,9 +244,7 @@ impl Locked<'_> {
     fn sync(&mut self) -> Result<(), Error> {
         let dir = &self.inner.dir;
         let position = self.state.shared.as_ref().map(|s| (s.generation, s.offset));
-        let t0 = std::time::Instant::now();
         let read = journal::read(dir, position).map_err(|e| Error::io("reading the cache journal", e))?;
-        if std::env::var("CFT").is_ok() { eprintln!("read {:?}", t0.elapsed()); }
         let tail = match read {
             journal::Scan::Records(tail) => tail,
             journal::Scan::Missing | journal::Scan::Unreadable => return self.rebuild(),
@@ -271,9 +269,7 @@ impl Locked<'_> {
                 shared.file_records += tail.records.len() as u64;
             }
             _ => {
-                let t1 = std::time::Instant::now();
                 let index = Index::replay(&tail.records);
-                if std::env::var("CFT").is_ok() { eprintln!("replay {:?}", t1.elapsed()); }
                 self.install(index, tail.generation, tail.valid_end, tail.records.len() as u64);
             }
         }
