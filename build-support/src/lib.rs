@@ -60,20 +60,37 @@ pub fn build(workspace: &Path, packages: &[&str], watch: &[&Path]) -> Vec<Built>
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
-    let output = cmd.output().unwrap_or_else(|e| panic!("could not run cargo for the wasm guests: {e}"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run cargo for the wasm guests: {e}"));
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("may not be installed") || stderr.contains("target may not be installed") || stderr.contains("can't find crate for `core`") {
+        if stderr.contains("may not be installed")
+            || stderr.contains("target may not be installed")
+            || stderr.contains("can't find crate for `core`")
+        {
             panic!("the {TARGET} target is missing; fix: rustup target add {TARGET}");
         }
-        panic!("building the wasm guests in {} failed:\n{stderr}", workspace.display());
+        panic!(
+            "building the wasm guests in {} failed:\n{stderr}",
+            workspace.display()
+        );
     }
     packages
         .iter()
         .map(|name| {
-            let path = target_dir.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("guest {name} was not built at {}: {e}", path.display()));
-            Built { name: (*name).to_owned(), path, sha256: hex(&Sha256::digest(&bytes)) }
+            let path = target_dir
+                .join(TARGET)
+                .join("release")
+                .join(format!("{}.wasm", name.replace('-', "_")));
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!("guest {name} was not built at {}: {e}", path.display())
+            });
+            Built {
+                name: (*name).to_owned(),
+                path,
+                sha256: hex(&Sha256::digest(&bytes)),
+            }
         })
         .collect()
 }
@@ -81,8 +98,13 @@ pub fn build(workspace: &Path, packages: &[&str], watch: &[&Path]) -> Vec<Built>
 /// The guests' own target directory: beside the host's, so `cargo clean` removes it.
 fn target_dir(workspace: &Path) -> PathBuf {
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out; go up to <target>.
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
-    let host_target = out_dir.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_else(|| workspace.join("target"));
+    let out_dir =
+        PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
+    let host_target = out_dir
+        .ancestors()
+        .nth(4)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| workspace.join("target"));
     host_target.join("wasm-guests")
 }
 
@@ -106,8 +128,10 @@ fn rerun_if_changed(dir: &Path) {
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -28,7 +28,10 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn report(name: &str, per_op: Duration, target: &str) {
-    println!("{name:<48} median {:>10.2} µs   (target {target})", per_op.as_secs_f64() * 1e6);
+    println!(
+        "{name:<48} median {:>10.2} µs   (target {target})",
+        per_op.as_secs_f64() * 1e6
+    );
 }
 
 /// Median per-operation time over `batches` batches of `per_batch` calls.
@@ -48,7 +51,9 @@ fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Duration {
 fn fill(cache: &ResponseCache, range: std::ops::Range<u64>) {
     let payload = vec![b'x'; PAYLOAD];
     for n in range {
-        cache.put("bench", &key(n), &payload, EntryMeta::default()).expect("put");
+        cache
+            .put("bench", &key(n), &payload, EntryMeta::default())
+            .expect("put");
     }
 }
 
@@ -66,7 +71,10 @@ fn memory_hit() {
 
 fn disk_hit() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    fill(&ResponseCache::open(config(tmp.path())).expect("open"), 0..2000);
+    fill(
+        &ResponseCache::open(config(tmp.path())).expect("open"),
+        0..2000,
+    );
     let mut cfg = config(tmp.path());
     cfg.memory_max_entries = 0;
     let cache = ResponseCache::open(cfg).expect("reopen");
@@ -75,7 +83,11 @@ fn disk_hit() {
         n = (n + 1) % 2000;
         black_box(cache.get("bench", &key(n)).expect("hit"));
     });
-    report("get, disk hit after reopen (2 KiB, HMAC checked)", per_op, "<= 100 µs");
+    report(
+        "get, disk hit after reopen (2 KiB, HMAC checked)",
+        per_op,
+        "<= 100 µs",
+    );
 }
 
 fn insert(durability: Durability) {
@@ -92,28 +104,71 @@ fn insert(durability: Durability) {
     };
     let per_op = batched(batches, per_batch, || {
         n += 1;
-        cache.put("bench", &key(n), &payload, EntryMeta::default()).expect("put");
+        cache
+            .put("bench", &key(n), &payload, EntryMeta::default())
+            .expect("put");
     });
-    let name = format!("put, new key (2 KiB, {durability:?}: fsync {})", durability == Durability::Fsync);
+    let name = format!(
+        "put, new key (2 KiB, {durability:?}: fsync {})",
+        durability == Durability::Fsync
+    );
     report(&name, per_op, "<= 200 µs");
 }
 
+/// Each big put evicts `PER_PUT` small entries in a full cache; the same puts into a
+/// cache with room are the baseline. The difference divided by `PER_PUT` is the cost of
+/// evicting one entry (index update, unlink, journal record).
 fn eviction() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(tmp.path());
-    let entry = PAYLOAD as u64 + 120;
-    cfg.max_bytes = 10_000 * entry;
-    let cache = ResponseCache::open(cfg).expect("open");
-    fill(&cache, 0..10_000);
-    let payload = vec![b'z'; PAYLOAD];
-    let mut n = 1_000_000u64;
-    let evicting = batched(30, 50, || {
-        n += 1;
-        cache.put("bench", &key(n), &payload, EntryMeta::default()).expect("put");
-    });
-    let evictions = cache.stats().evictions;
-    assert!(evictions >= 1500, "every put evicted one entry ({evictions})");
-    report("put that evicts 1 LRU entry (10,000 entries)", evicting, "-");
+    const SMALL: usize = 100;
+    const PER_PUT: u64 = 100;
+    const PUTS: u64 = 30;
+    let small_entry = SMALL as u64 + 120;
+    let big = vec![b'b'; (PER_PUT * small_entry - 120) as usize];
+    let run = |full: bool| {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(tmp.path());
+        cfg.max_bytes = if full {
+            10_000 * small_entry
+        } else {
+            u64::MAX / 2
+        };
+        let cache = ResponseCache::open(cfg).expect("open");
+        let payload = vec![b's'; SMALL];
+        for n in 0..10_000 {
+            cache
+                .put("bench", &key(n), &payload, EntryMeta::default())
+                .expect("put");
+        }
+        let samples: Vec<Duration> = (0..PUTS)
+            .map(|i| {
+                let start = Instant::now();
+                cache
+                    .put("bench", &key(1_000_000 + i), &big, EntryMeta::default())
+                    .expect("put");
+                start.elapsed()
+            })
+            .collect();
+        let evictions = cache.stats().evictions;
+        (median(samples), evictions)
+    };
+    let (with_room, none) = run(false);
+    let (full, evicted) = run(true);
+    assert_eq!(
+        (none, evicted),
+        (0, PUTS * PER_PUT),
+        "each put evicted {PER_PUT} entries"
+    );
+    report(
+        &format!("put evicting {PER_PUT} LRU entries (10,000 entries)"),
+        full,
+        "-",
+    );
+    report("same put, cache with room", with_room, "-");
+    report(
+        "  eviction cost per entry",
+        full.saturating_sub(with_room) / PER_PUT as u32,
+        "-",
+    );
 }
 
 fn open_large(entries: u64) {
@@ -126,7 +181,10 @@ fn open_large(entries: u64) {
     };
     let start = Instant::now();
     fill(&ResponseCache::open(cfg.clone()).expect("open"), 0..entries);
-    println!("  (filled {entries} entries in {:.1} s)", start.elapsed().as_secs_f64());
+    println!(
+        "  (filled {entries} entries in {:.1} s)",
+        start.elapsed().as_secs_f64()
+    );
     let opens = (0..20)
         .map(|_| {
             let start = Instant::now();
@@ -136,7 +194,11 @@ fn open_large(entries: u64) {
             took
         })
         .collect();
-    report(&format!("open, {entries} entries"), median(opens), "<= 50 ms");
+    report(
+        &format!("open, {entries} entries"),
+        median(opens),
+        "<= 50 ms",
+    );
     let loads = (0..5)
         .map(|_| {
             let cache = ResponseCache::open(cfg.clone()).expect("open");
@@ -147,7 +209,11 @@ fn open_large(entries: u64) {
             took
         })
         .collect();
-    report(&format!("first index load (journal replay), {entries} entries"), median(loads), "-");
+    report(
+        &format!("first index load (journal replay), {entries} entries"),
+        median(loads),
+        "-",
+    );
     let firsts = (0..20)
         .map(|i| {
             let cache = ResponseCache::open(cfg.clone()).expect("open");
@@ -156,7 +222,11 @@ fn open_large(entries: u64) {
             start.elapsed()
         })
         .collect();
-    report("open, then first get (no index load needed)", median(firsts), "-");
+    report(
+        "open, then first get (no index load needed)",
+        median(firsts),
+        "-",
+    );
 }
 
 fn main() {

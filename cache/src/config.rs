@@ -83,7 +83,9 @@ impl CacheConfig {
             return Err(Error::InvalidConfig("ttl must be greater than zero".into()));
         }
         if self.max_bytes == 0 {
-            return Err(Error::InvalidConfig("max_bytes must be greater than zero".into()));
+            return Err(Error::InvalidConfig(
+                "max_bytes must be greater than zero".into(),
+            ));
         }
         Ok(())
     }
@@ -118,6 +120,9 @@ mod tests {
         let mut cfg = CacheConfig::new("/tmp/x");
         cfg.secret = Some(Secret::new("0123456789abcdefSECRET").expect("secret"));
         let shown = format!("{cfg:?}");
-        assert!(shown.contains("Secret(<redacted>)") && !shown.contains("abcdefSECRET"), "{shown}");
+        assert!(
+            shown.contains("Secret(<redacted>)") && !shown.contains("abcdefSECRET"),
+            "{shown}"
+        );
     }
 }

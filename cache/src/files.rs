@@ -8,7 +8,9 @@
 
 use std::io::{self, Read, Write};
 
-use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OpenOptionsSyncExt};
+use cap_fs_ext::{
+    FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OpenOptionsSyncExt,
+};
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
 /// What reading one of our files found.
@@ -28,10 +30,7 @@ pub(crate) enum ReadOutcome {
 /// Opens `name` for reading without following a symlink and without blocking on a FIFO.
 fn open_read(dir: &Dir, name: &str) -> io::Result<cap_std::fs::File> {
     let mut options = OpenOptions::new();
-    options
-        .read(true)
-        .follow(FollowSymlinks::No)
-        .nonblock(true);
+    options.read(true).follow(FollowSymlinks::No).nonblock(true);
     dir.open_with(name, &options)
 }
 
@@ -77,9 +76,7 @@ pub(crate) fn read_prefix(dir: &Dir, name: &str, len: u64) -> io::Result<ReadOut
 /// symlink refused by `O_NOFOLLOW` or by cap-std, a directory, a socket)?
 fn is_not_regular(dir: &Dir, name: &str, e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::IsADirectory
-        || dir
-            .symlink_metadata(name)
-            .is_ok_and(|meta| !meta.is_file())
+        || dir.symlink_metadata(name).is_ok_and(|meta| !meta.is_file())
 }
 
 /// The length of the regular file `name`; `None` if it is missing or not a regular file.
@@ -148,7 +145,12 @@ pub(crate) fn write_atomic(
 }
 
 /// Renames `tmp_name` to `name` (replacing it), removing the temp file if that fails.
-pub(crate) fn rename_into_place(dir: &Dir, tmp_name: &str, name: &str, fsync: bool) -> io::Result<()> {
+pub(crate) fn rename_into_place(
+    dir: &Dir,
+    tmp_name: &str,
+    name: &str,
+    fsync: bool,
+) -> io::Result<()> {
     if let Err(e) = dir.rename(tmp_name, dir, name) {
         let _ = dir.remove_file(tmp_name);
         return Err(e);
@@ -280,8 +282,14 @@ mod tests {
             ReadOutcome::Data(d) => assert_eq!(d, b"hello world"),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(read_regular(&dir, "a", 3).expect("read"), ReadOutcome::TooLong(11)));
-        assert!(matches!(read_regular(&dir, "b", 3).expect("read"), ReadOutcome::Missing));
+        assert!(matches!(
+            read_regular(&dir, "a", 3).expect("read"),
+            ReadOutcome::TooLong(11)
+        ));
+        assert!(matches!(
+            read_regular(&dir, "b", 3).expect("read"),
+            ReadOutcome::Missing
+        ));
         match read_prefix(&dir, "a", 5).expect("prefix") {
             ReadOutcome::Data(d) => assert_eq!(d, b"hello"),
             other => panic!("unexpected {other:?}"),
@@ -294,10 +302,16 @@ mod tests {
         let outside = tempfile::NamedTempFile::new().expect("outside");
         std::fs::write(outside.path(), b"secret").expect("write outside");
         std::os::unix::fs::symlink(outside.path(), tmp.path().join("link")).expect("symlink");
-        assert!(matches!(read_regular(&dir, "link", 100).expect("read"), ReadOutcome::NotRegular));
+        assert!(matches!(
+            read_regular(&dir, "link", 100).expect("read"),
+            ReadOutcome::NotRegular
+        ));
         assert!(!remove_regular(&dir, "link").expect("remove"));
         assert!(tmp.path().join("link").symlink_metadata().is_ok());
-        assert_eq!(std::fs::read(outside.path()).expect("read outside"), b"secret");
+        assert_eq!(
+            std::fs::read(outside.path()).expect("read outside"),
+            b"secret"
+        );
     }
 
     #[test]
@@ -313,7 +327,10 @@ mod tests {
         let a = LockFile::open(&dir, "l").expect("a");
         let b = LockFile::open(&dir, "l").expect("b");
         let guard = a.lock().expect("lock a");
-        assert!(matches!(b.file.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        assert!(matches!(
+            b.file.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
         drop(guard);
         assert!(b.file.try_lock().is_ok());
     }

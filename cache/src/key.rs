@@ -189,7 +189,10 @@ mod tests {
 
     #[test]
     fn adjacent_fields_are_not_ambiguous() {
-        assert_ne!(key(&[("x", "ab"), ("y", "c")]), key(&[("x", "a"), ("y", "bc")]));
+        assert_ne!(
+            key(&[("x", "ab"), ("y", "c")]),
+            key(&[("x", "a"), ("y", "bc")])
+        );
         assert_ne!(key(&[("ab", "c")]), key(&[("a", "bc")]));
         assert_ne!(key(&[("a", "b"), ("c", "")]), key(&[("a", "b")]));
     }
@@ -197,10 +200,22 @@ mod tests {
     #[test]
     fn every_field_matters() {
         let base = key(&[("model", "m"), ("prompt", "p"), ("system", "s")]);
-        assert_ne!(base, key(&[("model", "m2"), ("prompt", "p"), ("system", "s")]));
-        assert_ne!(base, key(&[("model", "m"), ("prompt", "p2"), ("system", "s")]));
-        assert_ne!(base, key(&[("model", "m"), ("prompt", "p"), ("system", "s2")]));
-        assert_ne!(base, key(&[("prompt", "p"), ("model", "m"), ("system", "s")]));
+        assert_ne!(
+            base,
+            key(&[("model", "m2"), ("prompt", "p"), ("system", "s")])
+        );
+        assert_ne!(
+            base,
+            key(&[("model", "m"), ("prompt", "p2"), ("system", "s")])
+        );
+        assert_ne!(
+            base,
+            key(&[("model", "m"), ("prompt", "p"), ("system", "s2")])
+        );
+        assert_ne!(
+            base,
+            key(&[("prompt", "p"), ("model", "m"), ("system", "s")])
+        );
         let v2 = KeyBuilder::new("v2")
             .field_str("model", "m")
             .field_str("prompt", "p")
@@ -217,7 +232,9 @@ mod tests {
         let list_one = KeyBuilder::new("v1").field_list("l", ["a,b"]).finish();
         let list_two = KeyBuilder::new("v1").field_list("l", ["a", "b"]).finish();
         assert_ne!(list_one, list_two);
-        let no_items = KeyBuilder::new("v1").field_list("l", Vec::<&str>::new()).finish();
+        let no_items = KeyBuilder::new("v1")
+            .field_list("l", Vec::<&str>::new())
+            .finish();
         let one_empty = KeyBuilder::new("v1").field_list("l", [""]).finish();
         assert_ne!(no_items, one_empty);
         let zero = KeyBuilder::new("v1").field_f64("t", 0.0).finish();

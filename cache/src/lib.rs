@@ -116,7 +116,8 @@
 //! **Staying in its lane.** Entry, temp and journal names are recognised exactly; any
 //! other file or directory is never read, rewritten or removed, not even by
 //! [`ResponseCache::clear`]. Files are opened with `O_NOFOLLOW`, a symlink under one of
-//! our names is neither followed nor removed, and cap-std refuses any path that would
+//! our names is neither followed nor removed (a `put` of that key renames over the
+//! link itself, never writing to its target), and cap-std refuses any path that would
 //! leave the directory.
 #![deny(missing_docs)]
 

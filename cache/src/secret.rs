@@ -77,8 +77,12 @@ pub(crate) fn load_or_create(dir: &Dir) -> Result<Secret, Error> {
         return Ok(secret);
     }
     let mut bytes = [0u8; GENERATED_LEN];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| Error::io("generating the cache secret", io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::io(
+            "generating the cache secret",
+            io::Error::other(e.to_string()),
+        )
+    })?;
     let tmp = format!(
         "{SECRET_FILE}.{}.tmp",
         files::random_hex(8).map_err(|e| Error::io("naming a temp file", e))?
@@ -137,8 +141,14 @@ mod tests {
     #[test]
     fn env_values_are_read_like_from_env() {
         use std::env::VarError;
-        assert!(matches!(Secret::from_env_value(Err(VarError::NotPresent)), Ok(None)));
-        assert!(matches!(Secret::from_env_value(Ok(String::new())), Ok(None)));
+        assert!(matches!(
+            Secret::from_env_value(Err(VarError::NotPresent)),
+            Ok(None)
+        ));
+        assert!(matches!(
+            Secret::from_env_value(Ok(String::new())),
+            Ok(None)
+        ));
         assert!(Secret::from_env_value(Ok("too short".into())).is_err());
         let secret = Secret::from_env_value(Ok("a long enough secret value".into()));
         assert_eq!(
@@ -169,7 +179,10 @@ mod tests {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("join")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
         });
         assert!(secrets.windows(2).all(|w| w[0] == w[1]), "all racers agree");
         let meta = std::fs::metadata(path.join(SECRET_FILE)).expect("meta");
@@ -186,6 +199,9 @@ mod tests {
         let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
         let err = load_or_create(&dir).expect_err("malformed");
         assert!(matches!(err, Error::InvalidSecret(_)), "{err}");
-        assert_eq!(std::fs::read(tmp.path().join(SECRET_FILE)).expect("read"), b"short");
+        assert_eq!(
+            std::fs::read(tmp.path().join(SECRET_FILE)).expect("read"),
+            b"short"
+        );
     }
 }

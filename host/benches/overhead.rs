@@ -30,24 +30,41 @@ fn report(name: &str, mut samples: Vec<Duration>) -> Duration {
 
 fn main() {
     let cache = tempfile::tempdir().expect("temp dir");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         // Cold load: compile; then warm: a second host reads the compiled copy.
         let t = Instant::now();
-        let host = Host::builder().cache_dir(Some(cache.path().to_path_buf())).build().expect("host");
+        let host = Host::builder()
+            .cache_dir(Some(cache.path().to_path_buf()))
+            .build()
+            .expect("host");
         let build_host = t.elapsed();
         let t = Instant::now();
         let agent = host.load("python-expert").await.expect("load");
         let cold = t.elapsed();
         let mut warm = Vec::new();
         for _ in 0..20 {
-            let h = Host::builder().cache_dir(Some(cache.path().to_path_buf())).build().expect("host");
+            let h = Host::builder()
+                .cache_dir(Some(cache.path().to_path_buf()))
+                .build()
+                .expect("host");
             let t = Instant::now();
             h.load("python-expert").await.expect("load");
             warm.push(t.elapsed());
         }
-        println!("{:<48} {:>10.1} µs", "build a host (engine, pool, linker)", build_host.as_secs_f64() * 1e6);
-        println!("{:<48} {:>10.1} ms", "load python-expert, cold (compile)", cold.as_secs_f64() * 1e3);
+        println!(
+            "{:<48} {:>10.1} µs",
+            "build a host (engine, pool, linker)",
+            build_host.as_secs_f64() * 1e6
+        );
+        println!(
+            "{:<48} {:>10.1} ms",
+            "load python-expert, cold (compile)",
+            cold.as_secs_f64() * 1e3
+        );
         report("load python-expert, compiled copy on disk", warm);
 
         let task = Task::new("What is a decorator?");
@@ -64,7 +81,14 @@ fn main() {
         }
         report("instantiate (fresh store + instance)", instantiate);
         let med = report("one run: store + instantiate + run + 1 llm call", runs);
-        println!("    target: median ≤ 50 µs → {}", if med <= Duration::from_micros(50) { "met" } else { "NOT met" });
+        println!(
+            "    target: median ≤ 50 µs → {}",
+            if med <= Duration::from_micros(50) {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
     });
 
     // A whole process, as a user runs it, with the compiled copy warm.
@@ -72,15 +96,32 @@ fn main() {
     let run = || {
         let t = Instant::now();
         let out = Command::new(exe)
-            .args(["run", "--provider", "offline", "python-expert", "What is a decorator?"])
+            .args([
+                "run",
+                "--provider",
+                "offline",
+                "python-expert",
+                "What is a decorator?",
+            ])
             .env("CF_CACHE_DIR", cache.path())
             .output()
             .expect("cf-host runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t.elapsed()
     };
     run();
     let samples: Vec<Duration> = (0..30).map(|_| run()).collect();
     let med = report("`cf-host run python-expert …` (warm), wall", samples);
-    println!("    target: median ≤ 30 ms → {}", if med <= Duration::from_millis(30) { "met" } else { "NOT met" });
+    println!(
+        "    target: median ≤ 30 ms → {}",
+        if med <= Duration::from_millis(30) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
 }

@@ -64,7 +64,10 @@ pub struct Task {
 impl Task {
     /// A task with no context.
     pub fn new(text: impl Into<String>) -> Self {
-        Self { text: text.into(), context: Vec::new() }
+        Self {
+            text: text.into(),
+            context: Vec::new(),
+        }
     }
 
     /// The task with one more context entry.
@@ -107,7 +110,9 @@ struct AgentInner {
 
 impl std::fmt::Debug for AgentInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Agent")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,12 +126,18 @@ impl Agent {
                 validate_agent_name(&name)?;
                 let b = cf_builtin::find(&name).ok_or_else(|| Error::UnknownAgent {
                     name: name.clone(),
-                    known: cf_builtin::AGENTS.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+                    known: cf_builtin::AGENTS
+                        .iter()
+                        .map(|a| a.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })?;
                 (Cow::Borrowed(b.wasm), b.sha256.to_owned())
             }
             Source::Path(path) => {
-                let bytes = tokio::fs::read(&path).await.map_err(|source| Error::Io { path, source })?;
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map_err(|source| Error::Io { path, source })?;
                 let sha = sha256_hex(&bytes);
                 (Cow::Owned(bytes), sha)
             }
@@ -137,29 +148,58 @@ impl Agent {
         };
         let h = host.clone();
         let key = sha256.clone();
-        let (component, contract) = tokio::task::spawn_blocking(move || -> Result<(Component, &'static str), Error> {
-            if !wasm.starts_with(b"\0asm") {
-                return Err(Error::InvalidComponent { detail: "the file does not start with the WebAssembly magic bytes".into() });
-            }
-            let component = h.compiled.load(&h.engine, &wasm, &key)?;
-            let contract = ComponentInterface::of(&h.engine, &component).check()?;
-            Ok((component, contract))
-        })
-        .await
-        .map_err(|e| Error::Setup(format!("the compiler thread failed: {e}")))??;
-        let instance_pre = host.linker.instantiate_pre(&component).map_err(|e| Error::MissingImports { imports: format!("{e:#}") })?;
-        let pre = AgentPluginPre::new(instance_pre).map_err(|e| Error::NotAnAgent { expected: contract.to_owned(), exports: format!("{e:#}") })?;
+        let (component, contract) =
+            tokio::task::spawn_blocking(move || -> Result<(Component, &'static str), Error> {
+                if !wasm.starts_with(b"\0asm") {
+                    return Err(Error::InvalidComponent {
+                        detail: "the file does not start with the WebAssembly magic bytes".into(),
+                    });
+                }
+                let component = h.compiled.load(&h.engine, &wasm, &key)?;
+                let contract = ComponentInterface::of(&h.engine, &component).check()?;
+                Ok((component, contract))
+            })
+            .await
+            .map_err(|e| Error::Setup(format!("the compiler thread failed: {e}")))??;
+        let instance_pre =
+            host.linker
+                .instantiate_pre(&component)
+                .map_err(|e| Error::MissingImports {
+                    imports: format!("{e:#}"),
+                })?;
+        let pre = AgentPluginPre::new(instance_pre).map_err(|e| Error::NotAnAgent {
+            expected: contract.to_owned(),
+            exports: format!("{e:#}"),
+        })?;
         let mut agent = Self {
             inner: Arc::new(AgentInner {
                 host,
                 pre,
-                info: AgentInfo { name: String::new(), version: String::new(), description: String::new(), default_model: String::new(), tags: Vec::new(), contract: contract.to_owned(), sha256 },
+                info: AgentInfo {
+                    name: String::new(),
+                    version: String::new(),
+                    description: String::new(),
+                    default_model: String::new(),
+                    tags: Vec::new(),
+                    contract: contract.to_owned(),
+                    sha256,
+                },
             }),
         };
         let described = agent.describe_guest().await?;
-        validate_agent_name(&described.name).map_err(|_| Error::InvalidDescription(format!("the name {:?} does not match ^[a-zA-Z0-9_-]+$", described.name)))?;
-        let inner = Arc::get_mut(&mut agent.inner).ok_or_else(|| Error::Setup("agent handle shared during load".into()))?;
-        inner.info = AgentInfo { contract: inner.info.contract.clone(), sha256: inner.info.sha256.clone(), ..described };
+        validate_agent_name(&described.name).map_err(|_| {
+            Error::InvalidDescription(format!(
+                "the name {:?} does not match ^[a-zA-Z0-9_-]+$",
+                described.name
+            ))
+        })?;
+        let inner = Arc::get_mut(&mut agent.inner)
+            .ok_or_else(|| Error::Setup("agent handle shared during load".into()))?;
+        inner.info = AgentInfo {
+            contract: inner.info.contract.clone(),
+            sha256: inner.info.sha256.clone(),
+            ..described
+        };
         Ok(agent)
     }
 
@@ -186,25 +226,45 @@ impl Agent {
 
     /// Runs `task`, charging its model calls to `ledger` (a batch's account, for
     /// example). The run's own budget applies on top through a child ledger.
-    pub async fn run_in(&self, task: Task, options: &RunOptions, parent: &Ledger) -> Result<RunOutput, RunError> {
+    pub async fn run_in(
+        &self,
+        task: Task,
+        options: &RunOptions,
+        parent: &Ledger,
+    ) -> Result<RunOutput, RunError> {
         let started = Instant::now();
         let host = &self.inner.host;
         let chars = task.text.chars().count();
         if chars > host.limits.max_task_chars {
-            return Err(Error::TaskTooLarge { chars, max: host.limits.max_task_chars }.into());
+            return Err(Error::TaskTooLarge {
+                chars,
+                max: host.limits.max_task_chars,
+            }
+            .into());
         }
         let limit = options.deadline.unwrap_or(host.limits.deadline);
         let deadline = started + limit;
         let ledger = parent.child(options.budget);
-        let mut store = self.new_store(&ledger, options.clone(), deadline, host.limits.max_llm_calls);
+        let mut store = self.new_store(
+            &ledger,
+            options.clone(),
+            deadline,
+            host.limits.max_llm_calls,
+        );
         let mut timings = Timings::default();
-        let wit_task = wit::Task { text: task.text, context: task.context };
+        let wit_task = wit::Task {
+            text: task.text,
+            context: task.context,
+        };
         // The epoch stops a computing guest; this bounds everything else (host calls,
         // instantiation) by the same deadline plus one tick of slack.
         let outcome = tokio::time::timeout_at(deadline + crate::engine::EPOCH_TICK * 2, async {
             let plugin = self.inner.pre.instantiate_async(&mut store).await?;
             timings.instantiate = started.elapsed();
-            plugin.claude_force_agent_agent().call_run(&mut store, &wit_task).await
+            plugin
+                .claude_force_agent_agent()
+                .call_run(&mut store, &wit_task)
+                .await
         })
         .await;
         let state = store.data();
@@ -232,11 +292,24 @@ impl Agent {
                 wit::AgentError::Failed(m) => Error::AgentFailed(m),
             }),
             Ok(Ok(Ok(output))) => {
-                let bytes = output.text.len() + output.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                let bytes = output.text.len()
+                    + output
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>();
                 if bytes > host.limits.max_output_bytes {
-                    Err(Error::OutputTooLarge { bytes, max: host.limits.max_output_bytes })
+                    Err(Error::OutputTooLarge {
+                        bytes,
+                        max: host.limits.max_output_bytes,
+                    })
                 } else {
-                    Ok(RunOutput { agent: self.inner.info.name.clone(), text: output.text, metadata: output.metadata, stats: stats.clone() })
+                    Ok(RunOutput {
+                        agent: self.inner.info.name.clone(),
+                        text: output.text,
+                        metadata: output.metadata,
+                        stats: stats.clone(),
+                    })
                 }
             }
         };
@@ -254,13 +327,25 @@ impl Agent {
         let mut store = self.new_store(&ledger, RunOptions::default(), deadline, 0);
         let described = tokio::time::timeout_at(deadline, async {
             let plugin: AgentPlugin = self.inner.pre.instantiate_async(&mut store).await?;
-            plugin.claude_force_agent_agent().call_describe(&mut store).await
+            plugin
+                .claude_force_agent_agent()
+                .call_describe(&mut store)
+                .await
         })
         .await;
         store.data().flush_stdio();
         let info = match described {
-            Err(_) => return Err(Error::InvalidDescription(format!("describe() did not return within {} s", DESCRIBE_DEADLINE.as_secs()))),
-            Ok(Err(trap)) => return Err(Error::InvalidDescription(classify_trap(&trap, store.data(), DESCRIBE_DEADLINE).to_string())),
+            Err(_) => {
+                return Err(Error::InvalidDescription(format!(
+                    "describe() did not return within {} s",
+                    DESCRIBE_DEADLINE.as_secs()
+                )));
+            }
+            Ok(Err(trap)) => {
+                return Err(Error::InvalidDescription(
+                    classify_trap(&trap, store.data(), DESCRIBE_DEADLINE).to_string(),
+                ));
+            }
             Ok(Ok(info)) => info,
         };
         Ok(AgentInfo {
@@ -274,7 +359,13 @@ impl Agent {
         })
     }
 
-    fn new_store(&self, ledger: &Ledger, options: RunOptions, deadline: Instant, max_calls: u32) -> Store<RunState> {
+    fn new_store(
+        &self,
+        ledger: &Ledger,
+        options: RunOptions,
+        deadline: Instant,
+        max_calls: u32,
+    ) -> Store<RunState> {
         let host = &self.inner.host;
         let limits = &host.limits;
         let name = self.inner.info.name.clone();
@@ -295,7 +386,12 @@ impl Agent {
             last_model: None,
         };
         let cache = CacheCtx::new(host.stores.clone(), name.clone());
-        let log = LogCtx { agent: name, max_bytes: limits.max_log_bytes, records_left: limits.max_log_records, dropped: 0 };
+        let log = LogCtx {
+            agent: name,
+            max_bytes: limits.max_log_bytes,
+            records_left: limits.max_log_records,
+            dropped: 0,
+        };
         let state = RunState::new(llm, cache, log, limits.memory_bytes, limits.max_stdio_bytes);
         let mut store = Store::new(&host.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -84,35 +84,51 @@ impl CompiledCache {
     pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self { dir, engine_key: format!("{:016x}", hasher.finish()) }
+        Self {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+        }
     }
 
     fn path(&self, sha256: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_key)))
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_key)))
     }
 
     /// The component for `wasm`: from disk when compiled before, else compiled now
     /// and kept.
-    pub(crate) fn load(&self, engine: &Engine, wasm: &[u8], sha256: &str) -> Result<Component, Error> {
-        if let Some(path) = self.path(sha256) {
-            if path.exists() {
-                match deserialize(engine, &path) {
-                    Ok(c) => return Ok(c),
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled component"),
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        sha256: &str,
+    ) -> Result<Component, Error> {
+        let path = self.path(sha256);
+        if let Some(path) = path.as_ref().filter(|p| p.exists()) {
+            match deserialize(engine, path) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled component")
                 }
             }
         }
-        let component = Component::new(engine, wasm).map_err(|e| Error::InvalidComponent { detail: format!("{e:#}") })?;
-        if let Some(path) = self.path(sha256) {
-            if let Err(e) = store(&component, &path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not keep the compiled component");
-            }
+        let component = Component::new(engine, wasm).map_err(|e| Error::InvalidComponent {
+            detail: format!("{e:#}"),
+        })?;
+        if let Some(path) = path
+            && let Err(e) = store(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not keep the compiled component");
         }
         Ok(component)
     }
 }
 
-#[expect(unsafe_code, reason = "wasmtime requires unsafe to load precompiled native code")]
+#[expect(
+    unsafe_code,
+    reason = "wasmtime requires unsafe to load precompiled native code"
+)]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // Read into memory rather than mmap the file: a mapped file truncated by someone
     // else would crash the process with SIGBUS; a copy of ~100 KB costs microseconds.
@@ -126,10 +142,16 @@ fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
 
 fn store(component: &Component, path: &Path) -> std::io::Result<()> {
     let bytes = component.serialize().map_err(std::io::Error::other)?;
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
     std::fs::create_dir_all(dir)?;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&bytes)?;
     file.sync_all()?;
@@ -141,5 +163,8 @@ fn store(component: &Component, path: &Path) -> std::io::Result<()> {
 
 /// SHA-256 of `bytes`, lowercase hex.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

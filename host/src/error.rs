@@ -15,7 +15,9 @@ pub enum Error {
         name: String,
     },
     /// No built-in agent has this name.
-    #[error("no built-in agent is called {name:?} (built-in: {known}); pass a path to a .wasm component to run your own")]
+    #[error(
+        "no built-in agent is called {name:?} (built-in: {known}); pass a path to a .wasm component to run your own"
+    )]
     UnknownAgent {
         /// The name as given.
         name: String,
@@ -53,7 +55,9 @@ pub enum Error {
         supported: String,
     },
     /// The component does not export the agent interface.
-    #[error("not an agent: the component does not export claude-force:agent/agent@{expected} (it exports: {exports})")]
+    #[error(
+        "not an agent: the component does not export claude-force:agent/agent@{expected} (it exports: {exports})"
+    )]
     NotAnAgent {
         /// The expected contract version.
         expected: String,
@@ -154,14 +158,30 @@ impl Error {
 
     /// True when the guest was stopped by a limit (deadline, memory) or trapped.
     pub fn is_guest_fault(&self) -> bool {
-        matches!(self, Self::Deadline { .. } | Self::MemoryLimit { .. } | Self::Trap { .. } | Self::OutputTooLarge { .. })
+        matches!(
+            self,
+            Self::Deadline { .. }
+                | Self::MemoryLimit { .. }
+                | Self::Trap { .. }
+                | Self::OutputTooLarge { .. }
+        )
     }
 }
 
 /// Checks an agent name against `^[a-zA-Z0-9_-]{1,64}$`.
 pub fn validate_agent_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(Error::InvalidAgentName { name: name.to_owned() }) }
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidAgentName {
+            name: name.to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -173,8 +193,23 @@ mod tests {
         for ok in ["python-expert", "a", "A_b-9", &"x".repeat(64)] {
             assert!(validate_agent_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "../etc", "a b", "a/b", "ä", "a\0", &"x".repeat(65), "a.wasm"] {
-            assert!(matches!(validate_agent_name(bad), Err(Error::InvalidAgentName { .. })), "{bad:?}");
+        for bad in [
+            "",
+            "../etc",
+            "a b",
+            "a/b",
+            "ä",
+            "a\0",
+            &"x".repeat(65),
+            "a.wasm",
+        ] {
+            assert!(
+                matches!(
+                    validate_agent_name(bad),
+                    Err(Error::InvalidAgentName { .. })
+                ),
+                "{bad:?}"
+            );
         }
     }
 }

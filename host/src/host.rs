@@ -42,7 +42,10 @@ impl Default for HostBuilder {
             limits: Limits::default(),
             default_model: DEFAULT_MODEL.to_owned(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
-            dirs: Dirs { cache_dir: config::default_cache_dir(), compiled_cache: true },
+            dirs: Dirs {
+                cache_dir: config::default_cache_dir(),
+                compiled_cache: true,
+            },
             store_limits: StoreLimits::default(),
         }
     }
@@ -122,8 +125,11 @@ impl HostBuilder {
         let engine = new_engine(self.limits.memory_bytes)?;
         let ticker = EpochTicker::start(&engine)?;
         let mut linker = Linker::new(&engine);
-        capabilities::add_to_linker(&mut linker).map_err(|e| Error::Setup(format!("linking capabilities: {e}")))?;
-        let provider = self.provider.unwrap_or_else(|| Arc::new(OfflineProvider::new()));
+        capabilities::add_to_linker(&mut linker)
+            .map_err(|e| Error::Setup(format!("linking capabilities: {e}")))?;
+        let provider = self
+            .provider
+            .unwrap_or_else(|| Arc::new(OfflineProvider::new()));
         let llm = LlmService::builder(provider)
             .prices(self.prices)
             .max_concurrent(self.max_concurrent)
@@ -131,10 +137,20 @@ impl HostBuilder {
             .attempt_timeout(self.attempt_timeout)
             .build();
         let stores = match &self.dirs.cache_dir {
-            Some(dir) => Some(AgentStores::open(dir, self.store_limits).map_err(|e| Error::Setup(format!("opening the agents' stores in {}: {e}", dir.display())))?),
+            Some(dir) => Some(AgentStores::open(dir, self.store_limits).map_err(|e| {
+                Error::Setup(format!(
+                    "opening the agents' stores in {}: {e}",
+                    dir.display()
+                ))
+            })?),
             None => None,
         };
-        let compiled_dir = self.dirs.cache_dir.as_ref().filter(|_| self.dirs.compiled_cache).map(|d| d.join("components"));
+        let compiled_dir = self
+            .dirs
+            .cache_dir
+            .as_ref()
+            .filter(|_| self.dirs.compiled_cache)
+            .map(|d| d.join("components"));
         let compiled = CompiledCache::new(&engine, compiled_dir);
         Ok(Host {
             inner: Arc::new(HostInner {
@@ -166,7 +182,10 @@ pub(crate) struct HostInner {
 
 impl std::fmt::Debug for HostInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("provider", &self.llm.provider_name()).field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("Host")
+            .field("provider", &self.llm.provider_name())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 

@@ -24,19 +24,40 @@ pub(crate) struct RunState {
 
 impl std::fmt::Debug for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunState").field("agent", &self.log.agent).finish_non_exhaustive()
+        f.debug_struct("RunState")
+            .field("agent", &self.log.agent)
+            .finish_non_exhaustive()
     }
 }
 
 impl RunState {
-    pub(crate) fn new(llm: LlmCtx, cache: CacheCtx, log: LogCtx, memory_bytes: u64, stdio_bytes: usize) -> Self {
+    pub(crate) fn new(
+        llm: LlmCtx,
+        cache: CacheCtx,
+        log: LogCtx,
+        memory_bytes: u64,
+        stdio_bytes: usize,
+    ) -> Self {
         let stdout = Capture::new(stdio_bytes);
         let stderr = Capture::new(stdio_bytes);
         // Nothing is granted: no arguments, no environment, no preopened directories,
         // no sockets (the default socket check denies every address), no stdin.
         // Only stdout and stderr exist, captured for the log.
-        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).allow_ip_name_lookup(false).build();
-        Self { wasi, table: ResourceTable::new(), limiter: RunLimiter::new(memory_bytes), llm, cache, log, stdout, stderr }
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: RunLimiter::new(memory_bytes),
+            llm,
+            cache,
+            log,
+            stdout,
+            stderr,
+        }
     }
 
     /// Writes what the guest printed to the log, under its name.
@@ -55,7 +76,10 @@ impl RunState {
 
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -73,12 +97,21 @@ impl RunLimiter {
             .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
             .trap_on_grow_failure(true)
             .build();
-        Self { inner, memory_bytes, hit: false }
+        Self {
+            inner,
+            memory_bytes,
+            hit: false,
+        }
     }
 }
 
 impl ResourceLimiter for RunLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let result = self.inner.memory_growing(current, desired, maximum);
         if !matches!(result, Ok(true)) {
             self.hit = true;
@@ -86,7 +119,12 @@ impl ResourceLimiter for RunLimiter {
         result
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.inner.table_growing(current, desired, maximum)
     }
 }
@@ -94,7 +132,9 @@ impl ResourceLimiter for RunLimiter {
 /// The guest's trap, named: the deadline, the memory cap, or a fault of its own.
 pub(crate) fn classify_trap(err: &wasmtime::Error, state: &RunState, deadline: Duration) -> Error {
     if state.limiter.hit {
-        return Error::MemoryLimit { limit_bytes: state.limiter.memory_bytes };
+        return Error::MemoryLimit {
+            limit_bytes: state.limiter.memory_bytes,
+        };
     }
     let message = match err.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => return Error::Deadline { limit: deadline },
@@ -104,7 +144,9 @@ pub(crate) fn classify_trap(err: &wasmtime::Error, state: &RunState, deadline: D
     // The full backtrace (thousands of frames for a stack overflow) goes to the
     // debug log; the error keeps the trap itself.
     tracing::debug!(agent = %state.log.agent, "guest trap: {err:?}");
-    Error::Trap { message: crate::capabilities::log::truncate(&message, 2000).to_owned() }
+    Error::Trap {
+        message: crate::capabilities::log::truncate(&message, 2000).to_owned(),
+    }
 }
 
 /// Time spent in the phases of a run.
@@ -175,6 +217,9 @@ pub struct RunError {
 
 impl From<Error> for RunError {
     fn from(error: Error) -> Self {
-        Self { error, stats: RunStats::default() }
+        Self {
+            error,
+            stats: RunStats::default(),
+        }
     }
 }

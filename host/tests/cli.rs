@@ -26,27 +26,56 @@ fn cf_host_in(cache: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Ru
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("cf-host starts");
     if let Some(text) = stdin {
-        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
     }
     drop(child.stdin.take());
-    let Output { status, stdout, stderr } = child.wait_with_output().expect("cf-host exits");
-    Run { code: status.code().expect("exited normally"), stdout: String::from_utf8_lossy(&stdout).into(), stderr: String::from_utf8_lossy(&stderr).into() }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("cf-host exits");
+    Run {
+        code: status.code().expect("exited normally"),
+        stdout: String::from_utf8_lossy(&stdout).into(),
+        stderr: String::from_utf8_lossy(&stderr).into(),
+    }
 }
 
 #[test]
 fn run_prints_the_answer_and_notes_the_offline_provider() {
     let (r, _d) = cf_host(&["run", "python-expert", "How do I read a CSV file?"], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.starts_with("[offline] model=claude-sonnet-4-5"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("[offline] model=claude-sonnet-4-5"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("How do I read a CSV file?"));
-    let notices = r.stderr.lines().filter(|l| l.contains("ANTHROPIC_API_KEY is not set")).count();
+    let notices = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ANTHROPIC_API_KEY is not set"))
+        .count();
     assert_eq!(notices, 1, "one notice line: {}", r.stderr);
-    assert!(r.stderr.contains("python-expert · claude-sonnet-4-5 · 1 call(s)"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("python-expert · claude-sonnet-4-5 · 1 call(s)"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn explicit_offline_provider_has_no_notice_and_reads_stdin() {
-    let (r, _d) = cf_host(&["run", "--provider", "offline", "code-reviewer", "-"], Some("fn main() {}"));
+    let (r, _d) = cf_host(
+        &["run", "--provider", "offline", "code-reviewer", "-"],
+        Some("fn main() {}"),
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stderr.contains("ANTHROPIC_API_KEY"), "{}", r.stderr);
     assert!(r.stdout.contains("fn main() {}"), "{}", r.stdout);
@@ -54,7 +83,19 @@ fn explicit_offline_provider_has_no_notice_and_reads_stdin() {
 
 #[test]
 fn json_output_has_one_object_with_the_documented_fields() {
-    let (r, _d) = cf_host(&["run", "--json", "bug-investigator", "Login fails", "--max-tokens", "300", "--temperature", "0"], None);
+    let (r, _d) = cf_host(
+        &[
+            "run",
+            "--json",
+            "bug-investigator",
+            "Login fails",
+            "--max-tokens",
+            "300",
+            "--temperature",
+            "0",
+        ],
+        None,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", r.stdout);
@@ -69,7 +110,10 @@ fn json_output_has_one_object_with_the_documented_fields() {
     assert!(v["latency_ms"].as_f64().expect("latency") > 0.0);
     assert!(v["usage"]["input_tokens"].as_u64().expect("usage") > 0);
     assert_eq!(v["cost_usd"], 0.0);
-    assert!(v["output"].as_str().unwrap().contains("max_tokens=300"), "the flag reached the request");
+    assert!(
+        v["output"].as_str().unwrap().contains("max_tokens=300"),
+        "the flag reached the request"
+    );
 }
 
 #[test]
@@ -79,28 +123,69 @@ fn a_failed_task_exits_1_with_a_typed_error() {
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("JSON");
     assert_eq!(v["ok"], false);
     assert_eq!(v["error"]["kind"], "invalid_task");
-    assert!(v["error"]["message"].as_str().unwrap().contains("nothing to review"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to review")
+    );
     let (r, _d) = cf_host(&["run", "code-reviewer", "   "], None);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("code-reviewer failed: the agent refused the task"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("code-reviewer failed: the agent refused the task"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn usage_errors_exit_2_before_any_work() {
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "bad name!", "x"], "invalid agent name \"bad name!\""),
-        (&["run", "no_such_agent", "x"], "no built-in agent is called \"no_such_agent\""),
-        (&["run", "--max-task-chars", "10", "python-expert", "12345678901"], "the task has 11 characters; the limit is 10"),
-        (&["run", "/nonexistent/agent.wasm", "x"], "/nonexistent/agent.wasm"),
-        (&["run", "--temperature", "2", "python-expert", "x"], "not in [0, 1]"),
-        (&["run", "--deadline", "0", "python-expert", "x"], "not in (0, 86400]"),
-        (&["run", "--bogus", "python-expert", "x"], "unexpected argument '--bogus'"),
+        (
+            &["run", "bad name!", "x"],
+            "invalid agent name \"bad name!\"",
+        ),
+        (
+            &["run", "no_such_agent", "x"],
+            "no built-in agent is called \"no_such_agent\"",
+        ),
+        (
+            &[
+                "run",
+                "--max-task-chars",
+                "10",
+                "python-expert",
+                "12345678901",
+            ],
+            "the task has 11 characters; the limit is 10",
+        ),
+        (
+            &["run", "/nonexistent/agent.wasm", "x"],
+            "/nonexistent/agent.wasm",
+        ),
+        (
+            &["run", "--temperature", "2", "python-expert", "x"],
+            "not in [0, 1]",
+        ),
+        (
+            &["run", "--deadline", "0", "python-expert", "x"],
+            "not in (0, 86400]",
+        ),
+        (
+            &["run", "--bogus", "python-expert", "x"],
+            "unexpected argument '--bogus'",
+        ),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, message) in cases {
         let (r, _d) = cf_host(args, None);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains(message), "{args:?}: expected {message:?} in {}", r.stderr);
+        assert!(
+            r.stderr.contains(message),
+            "{args:?}: expected {message:?} in {}",
+            r.stderr
+        );
         assert!(r.stdout.is_empty(), "{args:?} printed {}", r.stdout);
     }
 }
@@ -115,7 +200,11 @@ fn a_file_that_is_not_a_component_is_a_clear_usage_error() {
     for path in [&bogus, &core] {
         let r = cf_host_in(dir.path(), &["run", path.to_str().unwrap(), "x"], None);
         assert_eq!(r.code, 2, "{}", r.stderr);
-        assert!(r.stderr.contains("not a valid WebAssembly component"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("not a valid WebAssembly component"),
+            "{}",
+            r.stderr
+        );
     }
 }
 
@@ -124,24 +213,48 @@ fn agents_lists_the_built_ins_and_inspect_describes_a_component() {
     let (r, dir) = cf_host(&["agents", "--json"], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("JSON");
-    let names: Vec<&str> = v.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["python-expert", "code-reviewer", "bug-investigator"]);
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["python-expert", "code-reviewer", "bug-investigator"]
+    );
 
     let path = dir.path().join("code-reviewer.wasm");
     std::fs::write(&path, cf_builtin::find("code-reviewer").unwrap().wasm).unwrap();
     let r = cf_host_in(dir.path(), &["inspect", path.to_str().unwrap()], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("contract:  claude-force:agent@0.1.0"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("contract:  claude-force:agent@0.1.0"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("host:      supported"), "{}", r.stdout);
-    assert!(r.stdout.contains("claude-force:agent/llm@0.1.0"), "{}", r.stdout);
-    assert!(r.stdout.contains("agent:     code-reviewer 0.1.0"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("claude-force:agent/llm@0.1.0"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("agent:     code-reviewer 0.1.0"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
 fn help_documents_the_exit_codes() {
     let (r, _d) = cf_host(&["run", "--help"], None);
     assert_eq!(r.code, 0);
-    for line in ["0  success", "1  a task failed", "2  usage or configuration error"] {
+    for line in [
+        "0  success",
+        "1  a task failed",
+        "2  usage or configuration error",
+    ] {
         assert!(r.stdout.contains(line), "{line:?} missing from --help");
     }
 }

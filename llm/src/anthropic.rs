@@ -153,7 +153,10 @@ impl AnthropicConfig {
     /// The config from the environment: the base URL from `flag`, then
     /// `ANTHROPIC_BASE_URL`, then the default; the key from `ANTHROPIC_API_KEY`.
     pub fn from_env(base_url_flag: Option<&str>) -> Result<Self, AnthropicConfigError> {
-        Ok(Self::new(resolve_base_url(base_url_flag), ApiKey::from_env()?))
+        Ok(Self::new(
+            resolve_base_url(base_url_flag),
+            ApiKey::from_env()?,
+        ))
     }
 
     /// Checks every setting; [`AnthropicProvider::new`] calls it.
@@ -162,23 +165,34 @@ impl AnthropicConfig {
         if self.api_key.expose_secret().is_empty() {
             return Err(AnthropicConfigError::MissingApiKey);
         }
-        HeaderValue::from_str(self.api_key.expose_secret()).map_err(|_| AnthropicConfigError::InvalidApiKey)?;
+        HeaderValue::from_str(self.api_key.expose_secret())
+            .map_err(|_| AnthropicConfigError::InvalidApiKey)?;
         if self.connect_timeout.is_zero() {
-            return Err(AnthropicConfigError::InvalidSetting("connect_timeout must be above zero".into()));
+            return Err(AnthropicConfigError::InvalidSetting(
+                "connect_timeout must be above zero".into(),
+            ));
         }
         if self.max_response_bytes == 0 {
-            return Err(AnthropicConfigError::InvalidSetting("max_response_bytes must be above zero".into()));
+            return Err(AnthropicConfigError::InvalidSetting(
+                "max_response_bytes must be above zero".into(),
+            ));
         }
         Ok(())
     }
 
     /// `{base_url}/v1/messages`, checked.
     fn messages_url(&self) -> Result<Url, AnthropicConfigError> {
-        let invalid = |url: &str, reason: &str| AnthropicConfigError::InvalidBaseUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let invalid = |url: &str, reason: &str| AnthropicConfigError::InvalidBaseUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
         let base = self.base_url.trim().trim_end_matches('/');
         let parsed = Url::parse(base).map_err(|e| invalid(base, &e.to_string()))?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(invalid("<omitted>", "credentials in the base URL are not supported; use the API key"));
+            return Err(invalid(
+                "<omitted>",
+                "credentials in the base URL are not supported; use the API key",
+            ));
         }
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(invalid(base, "the scheme must be http or https"));
@@ -240,11 +254,15 @@ impl AnthropicProvider {
     pub fn new(config: AnthropicConfig) -> Result<Self, AnthropicConfigError> {
         config.validate()?;
         let messages_url = config.messages_url()?;
-        let mut key = HeaderValue::from_str(config.api_key.expose_secret()).map_err(|_| AnthropicConfigError::InvalidApiKey)?;
+        let mut key = HeaderValue::from_str(config.api_key.expose_secret())
+            .map_err(|_| AnthropicConfigError::InvalidApiKey)?;
         key.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(HeaderName::from_static("x-api-key"), key);
-        headers.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(ANTHROPIC_VERSION));
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let mut builder = reqwest::Client::builder()
@@ -257,7 +275,9 @@ impl AnthropicProvider {
         if is_loopback(&messages_url) {
             builder = builder.no_proxy();
         }
-        let client = builder.build().map_err(|e| AnthropicConfigError::Client(describe(&e)))?;
+        let client = builder
+            .build()
+            .map_err(|e| AnthropicConfigError::Client(describe(&e)))?;
         Ok(Self {
             client,
             base_url: config.base_url.trim().trim_end_matches('/').to_owned(),
@@ -273,7 +293,9 @@ impl AnthropicProvider {
     }
 
     async fn send_once(&self, request: &Request) -> Result<Response, ProviderError> {
-        let body = WireRequest::from_request(request).to_body().map_err(ProviderError::fatal)?;
+        let body = WireRequest::from_request(request)
+            .to_body()
+            .map_err(ProviderError::fatal)?;
         let response = self
             .client
             .post(self.messages_url.clone())
@@ -283,7 +305,12 @@ impl AnthropicProvider {
             .await
             .map_err(transport_error)?;
         let status = response.status();
-        let request_id = response.headers().get("request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let request_id = response
+            .headers()
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         tracing::debug!(status = status.as_u16(), request_id = %request_id, model = %request.model, "anthropic response");
         let hints = RetryHints::from_headers(response.headers(), SystemTime::now());
         if status.is_success() {
@@ -314,23 +341,37 @@ impl Provider for AnthropicProvider {
 fn is_loopback(url: &Url) -> bool {
     url.host_str().is_some_and(|host| {
         host.eq_ignore_ascii_case("localhost")
-            || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     })
 }
 
 /// Reads a body chunk by chunk, refusing it as soon as it passes `cap` bytes.
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, ProviderError> {
-    let too_large = |what: String| ProviderError::fatal(LlmError::InvalidResponse(format!("{what}, over the cap of {cap} bytes")));
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_large = |what: String| {
+        ProviderError::fatal(LlmError::InvalidResponse(format!(
+            "{what}, over the cap of {cap} bytes"
+        )))
+    };
     let declared = response.content_length();
-    if let Some(len) = declared {
-        if len > cap as u64 {
-            return Err(too_large(format!("the response is {len} bytes")));
-        }
+    if let Some(len) = declared
+        && len > cap as u64
+    {
+        return Err(too_large(format!("the response is {len} bytes")));
     }
     let mut body = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
         if body.len() + chunk.len() > cap {
-            return Err(too_large(format!("the response passed {} bytes", body.len() + chunk.len())));
+            return Err(too_large(format!(
+                "the response passed {} bytes",
+                body.len() + chunk.len()
+            )));
         }
         body.extend_from_slice(&chunk);
     }
@@ -385,22 +426,40 @@ struct RetryHints {
 
 impl RetryHints {
     fn from_headers(headers: &HeaderMap, now: SystemTime) -> Self {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
         let should_retry = match text("x-should-retry") {
             Some("true") => Some(true),
             Some("false") => Some(false),
             _ => None,
         };
-        let positive = |secs: f64| (secs.is_finite() && secs > 0.0).then(|| Duration::try_from_secs_f64(secs).ok()).flatten();
-        let from_ms = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).and_then(|ms| positive(ms / 1000.0));
+        let positive = |secs: f64| {
+            (secs.is_finite() && secs > 0.0)
+                .then(|| Duration::try_from_secs_f64(secs).ok())
+                .flatten()
+        };
+        let from_ms = text("retry-after-ms")
+            .and_then(|v| v.parse::<f64>().ok())
+            .and_then(|ms| positive(ms / 1000.0));
         let retry_after = from_ms.or_else(|| {
             let v = text("retry-after")?;
             match v.parse::<f64>() {
                 Ok(secs) => positive(secs),
-                Err(_) => httpdate::parse_http_date(v).ok()?.duration_since(now).ok().filter(|d| !d.is_zero()),
+                Err(_) => httpdate::parse_http_date(v)
+                    .ok()?
+                    .duration_since(now)
+                    .ok()
+                    .filter(|d| !d.is_zero()),
             }
         });
-        Self { should_retry, retry_after }
+        Self {
+            should_retry,
+            retry_after,
+        }
     }
 }
 
@@ -408,7 +467,9 @@ impl RetryHints {
 fn classify(status: StatusCode, body: Option<&[u8]>, hints: &RetryHints) -> ProviderError {
     let api = body.and_then(wire::parse_error_body);
     let message = match &api {
-        Some(e) if !e.message.trim().is_empty() => wire::truncate_chars(e.message.trim(), MAX_ERROR_MESSAGE_CHARS),
+        Some(e) if !e.message.trim().is_empty() => {
+            wire::truncate_chars(e.message.trim(), MAX_ERROR_MESSAGE_CHARS)
+        }
         _ => format!("HTTP {}", status_line(status)),
     };
     let overloaded_body = api.as_ref().is_some_and(|e| e.kind == "overloaded_error");
@@ -421,15 +482,25 @@ fn classify(status: StatusCode, body: Option<&[u8]>, hints: &RetryHints) -> Prov
         404 => LlmError::NotFound(message),
         408 => LlmError::Timeout(format!("the API timed out the request: {message}")),
         413 => LlmError::TooLarge(message),
-        429 => LlmError::RateLimited { retry_after: hints.retry_after, message },
+        429 => LlmError::RateLimited {
+            retry_after: hints.retry_after,
+            message,
+        },
         529 => LlmError::Overloaded(message),
         _ if overloaded_body => LlmError::Overloaded(message),
-        409 | 500.. => LlmError::Server { status: code, message },
+        409 | 500.. => LlmError::Server {
+            status: code,
+            message,
+        },
         400..=499 => LlmError::InvalidRequest(format!("HTTP {code}: {message}")),
         _ => LlmError::InvalidResponse(format!("unexpected status HTTP {}", status_line(status))),
     };
     let retryable_by_status = matches!(code, 408 | 409 | 429) || code >= 500;
-    ProviderError { error, retryable: hints.should_retry.unwrap_or(retryable_by_status), retry_after: hints.retry_after }
+    ProviderError {
+        error,
+        retryable: hints.should_retry.unwrap_or(retryable_by_status),
+        retry_after: hints.retry_after,
+    }
 }
 
 fn status_line(status: StatusCode) -> String {
@@ -446,51 +517,110 @@ mod tests {
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+            h.insert(
+                HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
 
     #[test]
     fn base_url_precedence_is_flag_then_env_then_default() {
-        assert_eq!(resolve_base_url_from(Some("http://flag"), Some("http://env")), "http://flag");
-        assert_eq!(resolve_base_url_from(None, Some("http://env")), "http://env");
+        assert_eq!(
+            resolve_base_url_from(Some("http://flag"), Some("http://env")),
+            "http://flag"
+        );
+        assert_eq!(
+            resolve_base_url_from(None, Some("http://env")),
+            "http://env"
+        );
         assert_eq!(resolve_base_url_from(Some(" "), Some("")), DEFAULT_BASE_URL);
         assert_eq!(resolve_base_url_from(None, None), DEFAULT_BASE_URL);
     }
 
     #[test]
     fn api_key_from_env_value() {
-        assert!(matches!(ApiKey::from_env_value(None), Err(AnthropicConfigError::MissingApiKey)));
-        assert!(matches!(ApiKey::from_env_value(Some("  ".into())), Err(AnthropicConfigError::MissingApiKey)));
-        assert_eq!(ApiKey::from_env_value(Some("k\n".into())).unwrap().expose_secret(), "k");
+        assert!(matches!(
+            ApiKey::from_env_value(None),
+            Err(AnthropicConfigError::MissingApiKey)
+        ));
+        assert!(matches!(
+            ApiKey::from_env_value(Some("  ".into())),
+            Err(AnthropicConfigError::MissingApiKey)
+        ));
+        assert_eq!(
+            ApiKey::from_env_value(Some("k\n".into()))
+                .unwrap()
+                .expose_secret(),
+            "k"
+        );
     }
 
     #[test]
     fn config_validation_obeyed_and_violated() {
         let key = ApiKey::new("sk-test");
-        assert!(AnthropicConfig::new("https://api.anthropic.com/", key.clone()).validate().is_ok());
-        assert_eq!(AnthropicConfig::new("http://h:1/proxy/", key.clone()).messages_url().unwrap().as_str(), "http://h:1/proxy/v1/messages");
-        for bad in ["ftp://h", "not a url", "http://user:pw@h", "http://h/?q=1", ""] {
-            let e = AnthropicConfig::new(bad, key.clone()).validate().unwrap_err();
-            assert!(matches!(e, AnthropicConfigError::InvalidBaseUrl { .. }), "{bad}: {e:?}");
+        assert!(
+            AnthropicConfig::new("https://api.anthropic.com/", key.clone())
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(
+            AnthropicConfig::new("http://h:1/proxy/", key.clone())
+                .messages_url()
+                .unwrap()
+                .as_str(),
+            "http://h:1/proxy/v1/messages"
+        );
+        for bad in [
+            "ftp://h",
+            "not a url",
+            "http://user:pw@h",
+            "http://h/?q=1",
+            "",
+        ] {
+            let e = AnthropicConfig::new(bad, key.clone())
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(e, AnthropicConfigError::InvalidBaseUrl { .. }),
+                "{bad}: {e:?}"
+            );
             assert!(!e.to_string().contains("pw"), "credentials echoed: {e}");
         }
-        assert!(matches!(AnthropicConfig::new("http://h", ApiKey::new("a\nb")).validate(), Err(AnthropicConfigError::InvalidApiKey)));
-        assert!(matches!(AnthropicConfig::new("http://h", ApiKey::new("")).validate(), Err(AnthropicConfigError::MissingApiKey)));
+        assert!(matches!(
+            AnthropicConfig::new("http://h", ApiKey::new("a\nb")).validate(),
+            Err(AnthropicConfigError::InvalidApiKey)
+        ));
+        assert!(matches!(
+            AnthropicConfig::new("http://h", ApiKey::new("")).validate(),
+            Err(AnthropicConfigError::MissingApiKey)
+        ));
         let mut c = AnthropicConfig::new("http://h", key);
         c.max_response_bytes = 0;
-        assert!(matches!(c.validate(), Err(AnthropicConfigError::InvalidSetting(_))));
+        assert!(matches!(
+            c.validate(),
+            Err(AnthropicConfigError::InvalidSetting(_))
+        ));
     }
 
     #[test]
     fn retry_hints_prefer_ms_then_seconds_then_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let h = |pairs: &[(&'static str, &str)]| RetryHints::from_headers(&headers(pairs), now);
-        assert_eq!(h(&[("retry-after-ms", "250"), ("retry-after", "9")]).retry_after, Some(Duration::from_millis(250)));
-        assert_eq!(h(&[("retry-after", "1.5")]).retry_after, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            h(&[("retry-after-ms", "250"), ("retry-after", "9")]).retry_after,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            h(&[("retry-after", "1.5")]).retry_after,
+            Some(Duration::from_millis(1500))
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(h(&[("retry-after", date.as_str())]).retry_after, Some(Duration::from_secs(30)));
+        assert_eq!(
+            h(&[("retry-after", date.as_str())]).retry_after,
+            Some(Duration::from_secs(30))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(h(&[("retry-after", past.as_str())]).retry_after, None);
         for junk in ["-1", "0", "NaN", "inf", "1e400", "soon"] {
@@ -504,7 +634,10 @@ mod tests {
     #[test]
     fn statuses_map_to_typed_errors_and_retry_rules() {
         let none = RetryHints::default();
-        let body = |kind: &str, msg: &str| format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"{msg}"}}}}"#).into_bytes();
+        let body = |kind: &str, msg: &str| {
+            format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"{msg}"}}}}"#)
+                .into_bytes()
+        };
         let cases: Vec<(u16, &str, bool)> = vec![
             (400, "invalid_request", false),
             (401, "authentication", false),
@@ -522,25 +655,63 @@ mod tests {
             (529, "overloaded", true),
         ];
         for (code, kind, retryable) in cases {
-            let p = classify(StatusCode::from_u16(code).unwrap(), Some(&body("x", "why")), &none);
-            assert_eq!((p.error.kind(), p.retryable), (kind, retryable), "status {code}");
+            let p = classify(
+                StatusCode::from_u16(code).unwrap(),
+                Some(&body("x", "why")),
+                &none,
+            );
+            assert_eq!(
+                (p.error.kind(), p.retryable),
+                (kind, retryable),
+                "status {code}"
+            );
             assert!(p.error.to_string().contains("why"), "{code}: {}", p.error);
         }
-        let p = classify(StatusCode::from_u16(503).unwrap(), Some(&body("overloaded_error", "busy")), &none);
+        let p = classify(
+            StatusCode::from_u16(503).unwrap(),
+            Some(&body("overloaded_error", "busy")),
+            &none,
+        );
         assert_eq!(p.error, LlmError::Overloaded("busy".into()));
-        let p = classify(StatusCode::BAD_GATEWAY, Some(b"<html>bad gateway</html>"), &none);
-        assert_eq!(p.error, LlmError::Server { status: 502, message: "HTTP 502 Bad Gateway".into() });
+        let p = classify(
+            StatusCode::BAD_GATEWAY,
+            Some(b"<html>bad gateway</html>"),
+            &none,
+        );
+        assert_eq!(
+            p.error,
+            LlmError::Server {
+                status: 502,
+                message: "HTTP 502 Bad Gateway".into()
+            }
+        );
         let long = "é".repeat(2000);
-        let p = classify(StatusCode::BAD_REQUEST, Some(&body("invalid_request_error", &long)), &none);
+        let p = classify(
+            StatusCode::BAD_REQUEST,
+            Some(&body("invalid_request_error", &long)),
+            &none,
+        );
         assert!(p.error.to_string().chars().count() < 600);
-        let stop = RetryHints { should_retry: Some(false), retry_after: None };
+        let stop = RetryHints {
+            should_retry: Some(false),
+            retry_after: None,
+        };
         assert!(!classify(StatusCode::INTERNAL_SERVER_ERROR, None, &stop).retryable);
-        let go = RetryHints { should_retry: Some(true), retry_after: Some(Duration::from_secs(2)) };
+        let go = RetryHints {
+            should_retry: Some(true),
+            retry_after: Some(Duration::from_secs(2)),
+        };
         let p = classify(StatusCode::BAD_REQUEST, None, &go);
         assert!(p.retryable);
         assert_eq!(p.retry_after, Some(Duration::from_secs(2)));
         let p = classify(StatusCode::TOO_MANY_REQUESTS, None, &go);
-        assert_eq!(p.error, LlmError::RateLimited { retry_after: Some(Duration::from_secs(2)), message: "HTTP 429 Too Many Requests".into() });
+        assert_eq!(
+            p.error,
+            LlmError::RateLimited {
+                retry_after: Some(Duration::from_secs(2)),
+                message: "HTTP 429 Too Many Requests".into()
+            }
+        );
     }
 
     #[test]
@@ -548,7 +719,12 @@ mod tests {
         let secret = "sk-ant-very-secret-1234";
         let config = AnthropicConfig::new("http://127.0.0.1:9", ApiKey::new(secret));
         let provider = AnthropicProvider::new(config.clone()).unwrap();
-        for text in [format!("{config:?}"), format!("{provider:?}"), format!("{:?}", provider.headers), config.api_key.to_string()] {
+        for text in [
+            format!("{config:?}"),
+            format!("{provider:?}"),
+            format!("{:?}", provider.headers),
+            config.api_key.to_string(),
+        ] {
             assert!(!text.contains(secret), "{text}");
         }
     }

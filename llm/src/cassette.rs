@@ -54,7 +54,8 @@ struct Entry<'a> {
 
 /// The key a request is matched on: its canonical JSON.
 fn canonical(request: &Request) -> Result<String, LlmError> {
-    serde_json::to_string(request).map_err(|e| LlmError::InvalidRequest(format!("cannot encode the request: {e}")))
+    serde_json::to_string(request)
+        .map_err(|e| LlmError::InvalidRequest(format!("cannot encode the request: {e}")))
 }
 
 /// Wraps a provider and appends every successful call to a cassette (JSON Lines),
@@ -89,14 +90,25 @@ pub struct RecordingProvider {
 
 impl RecordingProvider {
     /// Records `inner`'s answers at the end of `path` (created if missing).
-    pub fn new(inner: std::sync::Arc<dyn Provider>, path: impl AsRef<Path>) -> Result<Self, CassetteError> {
+    pub fn new(
+        inner: std::sync::Arc<dyn Provider>,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, CassetteError> {
         let path = path.as_ref().to_path_buf();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|source| CassetteError::Io { path: path.clone(), source })?;
-        Ok(Self { inner, path, file: Mutex::new(file), failed_writes: AtomicU64::new(0) })
+            .map_err(|source| CassetteError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            inner,
+            path,
+            file: Mutex::new(file),
+            failed_writes: AtomicU64::new(0),
+        })
     }
 
     /// The cassette's path.
@@ -110,15 +122,23 @@ impl RecordingProvider {
     }
 
     fn append(&self, request: &Request, response: &Response) {
-        let entry = Entry { request: std::borrow::Cow::Borrowed(request), response: std::borrow::Cow::Borrowed(response) };
-        let result = serde_json::to_vec(&entry).map_err(std::io::Error::other).and_then(|mut line| {
-            line.push(b'\n');
-            // One write of a whole line under the lock: lines never interleave. The
-            // write is short, so blocking the executor thread for it is acceptable.
-            let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            file.write_all(&line)?;
-            file.flush()
-        });
+        let entry = Entry {
+            request: std::borrow::Cow::Borrowed(request),
+            response: std::borrow::Cow::Borrowed(response),
+        };
+        let result = serde_json::to_vec(&entry)
+            .map_err(std::io::Error::other)
+            .and_then(|mut line| {
+                line.push(b'\n');
+                // One write of a whole line under the lock: lines never interleave. The
+                // write is short, so blocking the executor thread for it is acceptable.
+                let mut file = self
+                    .file
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                file.write_all(&line)?;
+                file.flush()
+            });
         if let Err(e) = result {
             self.failed_writes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(cassette = %self.path.display(), error = %e, "could not record a model call");
@@ -173,25 +193,41 @@ impl ReplayProvider {
     /// recorded call is an error naming it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CassetteError> {
         let path = path.as_ref().to_path_buf();
-        let text = std::fs::read_to_string(&path).map_err(|source| CassetteError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| CassetteError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let mut entries: HashMap<String, Recorded> = HashMap::new();
         let mut answers = 0;
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let parse_error = |message: String| CassetteError::Parse { path: path.clone(), line: i + 1, message };
-            let entry: Entry<'static> = serde_json::from_str(line).map_err(|e| parse_error(e.to_string()))?;
+            let parse_error = |message: String| CassetteError::Parse {
+                path: path.clone(),
+                line: i + 1,
+                message,
+            };
+            let entry: Entry<'static> =
+                serde_json::from_str(line).map_err(|e| parse_error(e.to_string()))?;
             let key = canonical(&entry.request).map_err(|e| parse_error(e.to_string()))?;
             entries
                 .entry(key)
-                .or_insert_with(|| Recorded { responses: Vec::new(), next: AtomicUsize::new(0) })
+                .or_insert_with(|| Recorded {
+                    responses: Vec::new(),
+                    next: AtomicUsize::new(0),
+                })
                 .responses
                 .push(entry.response.into_owned());
             answers += 1;
         }
         let display = path.display().to_string();
-        Ok(Self { path, display, entries, answers })
+        Ok(Self {
+            path,
+            display,
+            entries,
+            answers,
+        })
     }
 
     /// The cassette's path.
@@ -212,7 +248,11 @@ impl ReplayProvider {
     fn answer(&self, request: &Request) -> Result<Response, ProviderError> {
         let key = canonical(request).map_err(ProviderError::fatal)?;
         let Some(recorded) = self.entries.get(&key) else {
-            let first_user = request.messages.iter().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str());
+            let first_user = request
+                .messages
+                .iter()
+                .find(|m| m.role == Role::User)
+                .map_or("", |m| m.content.as_str());
             let quoted: String = first_user.chars().take(QUOTE_CHARS).collect();
             return Err(ProviderError::fatal(LlmError::NotFound(format!(
                 "no recorded answer for this request in {}: model={}, {} messages, first user message starts {:?}",
@@ -224,11 +264,12 @@ impl ReplayProvider {
         };
         let i = recorded.next.fetch_add(1, Ordering::Relaxed);
         let last = recorded.responses.len().saturating_sub(1);
-        recorded
-            .responses
-            .get(i.min(last))
-            .cloned()
-            .ok_or_else(|| ProviderError::fatal(LlmError::NotFound(format!("empty recording in {}", self.display))))
+        recorded.responses.get(i.min(last)).cloned().ok_or_else(|| {
+            ProviderError::fatal(LlmError::NotFound(format!(
+                "empty recording in {}",
+                self.display
+            )))
+        })
     }
 }
 
@@ -258,11 +299,21 @@ mod tests {
     use std::sync::Arc;
 
     fn response(text: &str) -> Response {
-        Response { id: text.into(), model: "m".into(), text: text.into(), stop_reason: StopReason::EndTurn, usage: Usage::default() }
+        Response {
+            id: text.into(),
+            model: "m".into(),
+            text: text.into(),
+            stop_reason: StopReason::EndTurn,
+            usage: Usage::default(),
+        }
     }
 
     fn line(request: &Request, text: &str) -> String {
-        serde_json::to_string(&Entry { request: std::borrow::Cow::Borrowed(request), response: std::borrow::Cow::Owned(response(text)) }).unwrap()
+        serde_json::to_string(&Entry {
+            request: std::borrow::Cow::Borrowed(request),
+            response: std::borrow::Cow::Owned(response(text)),
+        })
+        .unwrap()
     }
 
     #[tokio::test]
@@ -271,16 +322,33 @@ mod tests {
         let path = dir.path().join("c.jsonl");
         let a = Request::new("m", 5, vec![Message::user("a")]);
         let b = Request::new("m", 5, vec![Message::user("b")]);
-        std::fs::write(&path, [line(&a, "a1"), line(&b, "b1"), String::new(), line(&a, "a2")].join("\n")).unwrap();
+        std::fs::write(
+            &path,
+            [
+                line(&a, "a1"),
+                line(&b, "b1"),
+                String::new(),
+                line(&a, "a2"),
+            ]
+            .join("\n"),
+        )
+        .unwrap();
         let replay = ReplayProvider::open(&path).unwrap();
         assert_eq!(replay.len(), 3);
-        let texts: Vec<String> = [&a, &a, &a, &b].iter().map(|r| replay.answer(r).unwrap().text).collect();
+        let texts: Vec<String> = [&a, &a, &a, &b]
+            .iter()
+            .map(|r| replay.answer(r).unwrap().text)
+            .collect();
         assert_eq!(texts, ["a1", "a2", "a2", "b1"]);
         let mut other = a.clone();
         other.temperature = Some(0.5);
         let e = replay.answer(&other).unwrap_err();
         assert!(!e.retryable);
-        assert!(matches!(&e.error, LlmError::NotFound(m) if m.contains("c.jsonl") && m.contains("model=m, 1 messages, first user message starts \"a\"")), "{:?}", e.error);
+        assert!(
+            matches!(&e.error, LlmError::NotFound(m) if m.contains("c.jsonl") && m.contains("model=m, 1 messages, first user message starts \"a\"")),
+            "{:?}",
+            e.error
+        );
     }
 
     #[test]
@@ -291,19 +359,31 @@ mod tests {
         std::fs::write(&path, format!("{}\n{{\"request\": 1}}\n", line(&a, "x"))).unwrap();
         let e = ReplayProvider::open(&path).unwrap_err();
         assert!(matches!(e, CassetteError::Parse { line: 2, .. }), "{e}");
-        assert!(matches!(ReplayProvider::open(dir.path().join("missing")), Err(CassetteError::Io { .. })));
+        assert!(matches!(
+            ReplayProvider::open(dir.path().join("missing")),
+            Err(CassetteError::Io { .. })
+        ));
     }
 
     #[tokio::test]
     async fn concurrent_recording_writes_whole_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rec.jsonl");
-        let recorder = Arc::new(RecordingProvider::new(Arc::new(OfflineProvider::new()), &path).unwrap());
+        let recorder =
+            Arc::new(RecordingProvider::new(Arc::new(OfflineProvider::new()), &path).unwrap());
         assert_eq!(recorder.name(), "offline");
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..64 {
             let recorder = Arc::clone(&recorder);
-            tasks.spawn(async move { recorder.send(&Request::new("m", 50, vec![Message::user(format!("task {i} {}", "x".repeat(i * 100)))])).await });
+            tasks.spawn(async move {
+                recorder
+                    .send(&Request::new(
+                        "m",
+                        50,
+                        vec![Message::user(format!("task {i} {}", "x".repeat(i * 100)))],
+                    ))
+                    .await
+            });
         }
         while let Some(done) = tasks.join_next().await {
             done.unwrap().unwrap();

@@ -59,19 +59,28 @@ impl Ledger {
     /// A ledger with `budget`.
     pub fn with_budget(budget: Budget) -> Self {
         Self {
-            state: Arc::new(Mutex::new(State { budget, totals: LedgerTotals::default(), spent_tokens: 0 })),
+            state: Arc::new(Mutex::new(State {
+                budget,
+                totals: LedgerTotals::default(),
+                spent_tokens: 0,
+            })),
             parent: None,
         }
     }
 
     /// A ledger for one part of this one (a run in a batch), with its own budget.
     pub fn child(&self, budget: Budget) -> Self {
-        Self { parent: Some(Box::new(self.clone())), ..Self::with_budget(budget) }
+        Self {
+            parent: Some(Box::new(self.clone())),
+            ..Self::with_budget(budget)
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves plain counters behind: keep going.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The totals so far (of this ledger only, not its parent).
@@ -89,14 +98,20 @@ impl Ledger {
     pub fn check(&self, model_priced: bool) -> Result<(), LlmError> {
         {
             let s = self.lock();
-            if let Some(limit) = s.budget.tokens {
-                if s.spent_tokens >= limit {
-                    return Err(LlmError::BudgetExceeded(format!("token budget of {limit} spent ({} used)", s.spent_tokens)));
-                }
+            if let Some(limit) = s.budget.tokens
+                && s.spent_tokens >= limit
+            {
+                return Err(LlmError::BudgetExceeded(format!(
+                    "token budget of {limit} spent ({} used)",
+                    s.spent_tokens
+                )));
             }
             if let Some(limit) = s.budget.usd {
                 if s.totals.cost.usd >= limit {
-                    return Err(LlmError::BudgetExceeded(format!("budget of ${limit:.4} spent (${:.4} used)", s.totals.cost.usd)));
+                    return Err(LlmError::BudgetExceeded(format!(
+                        "budget of ${limit:.4} spent (${:.4} used)",
+                        s.totals.cost.usd
+                    )));
                 }
                 if !model_priced {
                     return Err(LlmError::BudgetExceeded(
@@ -112,7 +127,14 @@ impl Ledger {
     }
 
     /// Records an answered call.
-    pub fn record_call(&self, usage: &Usage, cost: &Cost, attempts: u32, cached: bool, saved_usd: f64) {
+    pub fn record_call(
+        &self,
+        usage: &Usage,
+        cost: &Cost,
+        attempts: u32,
+        cached: bool,
+        saved_usd: f64,
+    ) {
         {
             let mut s = self.lock();
             s.totals.usage.add(usage);
@@ -149,32 +171,62 @@ mod tests {
     use super::*;
 
     fn usage(tokens: u64) -> Usage {
-        Usage { input_tokens: tokens, ..Usage::default() }
+        Usage {
+            input_tokens: tokens,
+            ..Usage::default()
+        }
     }
 
     #[test]
     fn token_budget_obeyed_then_violated() {
-        let l = Ledger::with_budget(Budget { usd: None, tokens: Some(100) });
+        let l = Ledger::with_budget(Budget {
+            usd: None,
+            tokens: Some(100),
+        });
         assert!(l.check(true).is_ok());
         l.record_call(&usage(60), &Cost::default(), 1, false, 0.0);
-        assert!(l.check(true).is_ok(), "60 of 100 spent: the next call may start");
+        assert!(
+            l.check(true).is_ok(),
+            "60 of 100 spent: the next call may start"
+        );
         l.record_call(&usage(60), &Cost::default(), 1, false, 0.0);
         assert!(matches!(l.check(true), Err(LlmError::BudgetExceeded(_))));
     }
 
     #[test]
     fn dollar_budget_and_unpriced_models() {
-        let l = Ledger::with_budget(Budget { usd: Some(0.01), tokens: None });
+        let l = Ledger::with_budget(Budget {
+            usd: Some(0.01),
+            tokens: None,
+        });
         assert!(l.check(true).is_ok());
-        assert!(matches!(l.check(false), Err(LlmError::BudgetExceeded(_))), "unpriced under a $ budget");
-        l.record_call(&usage(1), &Cost { usd: 0.02, unpriced_calls: 0 }, 1, false, 0.0);
+        assert!(
+            matches!(l.check(false), Err(LlmError::BudgetExceeded(_))),
+            "unpriced under a $ budget"
+        );
+        l.record_call(
+            &usage(1),
+            &Cost {
+                usd: 0.02,
+                unpriced_calls: 0,
+            },
+            1,
+            false,
+            0.0,
+        );
         assert!(l.check(true).is_err());
-        assert!(Ledger::unlimited().check(false).is_ok(), "no budget: unpriced models may run");
+        assert!(
+            Ledger::unlimited().check(false).is_ok(),
+            "no budget: unpriced models may run"
+        );
     }
 
     #[test]
     fn cached_answers_spend_no_budget_and_children_share_the_parent_budget() {
-        let batch = Ledger::with_budget(Budget { usd: None, tokens: Some(100) });
+        let batch = Ledger::with_budget(Budget {
+            usd: None,
+            tokens: Some(100),
+        });
         let run = batch.child(Budget::default());
         run.record_call(&usage(500), &Cost::default(), 0, true, 0.5);
         assert!(run.check(true).is_ok(), "a cached answer is free");

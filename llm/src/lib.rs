@@ -1,6 +1,6 @@
 //! The LLM engine behind `cf-host`: request and response types, the [`Provider`]
-//! seam, the offline provider, prices, and the [`LlmService`] that every model call of
-//! every agent goes through.
+//! seam and its implementations, prices, and the [`LlmService`] that every model call
+//! of every agent goes through.
 //!
 //! The engine knows nothing of WebAssembly: the host converts the guest's WIT values
 //! into [`Request`]s and back.
@@ -17,6 +17,37 @@
 //! assert!(done.response.text.starts_with("[offline]"));
 //! # });
 //! ```
+//!
+//! # Providers
+//!
+//! A [`Provider`] makes one attempt per call; retries, timeouts, the concurrency limit
+//! and costs live in the [`LlmService`] only, so they happen in exactly one layer.
+//!
+//! - [`AnthropicProvider`]: the Messages API over HTTPS (reqwest + rustls). The base
+//!   URL comes from a flag, else `ANTHROPIC_BASE_URL`, else the public API
+//!   ([`resolve_base_url`]); the key from `ANTHROPIC_API_KEY` ([`ApiKey::from_env`]),
+//!   held in a redacting [`ApiKey`].
+//! - [`RecordingProvider`] wraps any provider and appends each answered call to a
+//!   JSON Lines cassette; [`ReplayProvider`] answers from one with no network.
+//! - [`OfflineProvider`] answers at once with a summary of the request, for trying
+//!   agents out.
+//!
+//! ```no_run
+//! use cf_llm::{AnthropicConfig, AnthropicProvider, CallContext, Ledger, LlmService, Message, Request};
+//! use std::{sync::Arc, time::Duration};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = AnthropicProvider::new(AnthropicConfig::from_env(None)?)?;
+//! let service = LlmService::builder(Arc::new(provider))
+//!     .max_concurrent(50)
+//!     .attempt_timeout(Duration::from_secs(60))
+//!     .build();
+//! let ledger = Ledger::unlimited();
+//! let done = service
+//!     .complete(&CallContext::new("reviewer", &ledger), Request::new("claude-sonnet-4-5", 1024, vec![Message::user("Review this diff…")]))
+//!     .await?;
+//! println!("{} ({} attempts, ${:.4})", done.response.text, done.attempts, done.cost.usd);
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 mod anthropic;
@@ -30,8 +61,8 @@ mod types;
 mod wire;
 
 pub use anthropic::{
-    ANTHROPIC_VERSION, AnthropicConfig, AnthropicConfigError, AnthropicProvider, ApiKey, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_RESPONSE_BYTES, resolve_base_url,
+    ANTHROPIC_VERSION, AnthropicConfig, AnthropicConfigError, AnthropicProvider, ApiKey,
+    DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, resolve_base_url,
 };
 pub use cassette::{CassetteError, RecordingProvider, ReplayProvider};
 
@@ -40,6 +71,7 @@ pub use offline::OfflineProvider;
 pub use pricing::{Cost, ModelPrice, PriceTable, PriceTableError};
 pub use provider::{BoxFuture, Provider, ProviderError};
 pub use service::{
-    CallContext, Completion, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_WAIT, LlmService, LlmServiceBuilder, backoff,
+    CallContext, Completion, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_WAIT, LlmService, LlmServiceBuilder, backoff,
 };
 pub use types::{CacheMode, LlmError, Message, Request, Response, Role, StopReason, Usage};

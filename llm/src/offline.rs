@@ -33,7 +33,11 @@ impl OfflineProvider {
             .find(|m| m.role == Role::User)
             .map_or("", |m| m.content.as_str());
         let quoted: String = last_user.chars().take(QUOTE_CHARS).collect();
-        let ellipsis = if last_user.chars().count() > QUOTE_CHARS { "…" } else { "" };
+        let ellipsis = if last_user.chars().count() > QUOTE_CHARS {
+            "…"
+        } else {
+            ""
+        };
         let mut text = String::new();
         let _ = write!(
             text,
@@ -67,7 +71,9 @@ fn estimate_tokens(bytes: usize) -> u64 {
 
 /// A small stable hash for the offline answer's id (not security relevant).
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Provider for OfflineProvider {
@@ -91,13 +97,30 @@ mod tests {
 
     #[test]
     fn answer_is_labelled_deterministic_and_summarises_the_request() {
-        let mut req = Request::new("claude-x", 100, vec![Message::user("first"), Message::assistant("a"), Message::user("why?")]);
+        let mut req = Request::new(
+            "claude-x",
+            100,
+            vec![
+                Message::user("first"),
+                Message::assistant("a"),
+                Message::user("why?"),
+            ],
+        );
         req.system = Some("You are helpful.".into());
         let a = OfflineProvider::answer(&req);
         let b = OfflineProvider::answer(&req);
         assert_eq!(a, b);
-        assert!(a.text.starts_with("[offline] model=claude-x system=16 chars messages=3"), "{}", a.text);
-        assert!(a.text.ends_with("last user message: \"why?\""), "{}", a.text);
+        assert!(
+            a.text
+                .starts_with("[offline] model=claude-x system=16 chars messages=3"),
+            "{}",
+            a.text
+        );
+        assert!(
+            a.text.ends_with("last user message: \"why?\""),
+            "{}",
+            a.text
+        );
         assert!(a.usage.input_tokens > 0 && a.usage.output_tokens > 0);
     }
 
@@ -107,6 +130,9 @@ mod tests {
         let a = OfflineProvider::answer(&req);
         assert!(a.text.ends_with('…'));
         assert!(a.text.len() < 400);
-        assert_eq!(a.usage.output_tokens, 10, "output tokens never exceed max_tokens");
+        assert_eq!(
+            a.usage.output_tokens, 10,
+            "output tokens never exceed max_tokens"
+        );
     }
 }

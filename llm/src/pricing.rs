@@ -101,15 +101,27 @@ impl PriceTable {
 
     /// Parses a table in the format of `llm/prices.toml`.
     pub fn parse(text: &str) -> Result<Self, PriceTableError> {
-        let file: PriceFile = toml::from_str(text).map_err(|e| PriceTableError::Parse(e.to_string()))?;
+        let file: PriceFile =
+            toml::from_str(text).map_err(|e| PriceTableError::Parse(e.to_string()))?;
         for (model, p) in &file.models {
-            for (name, v) in [("input", p.input), ("cache_write", p.cache_write), ("cache_read", p.cache_read), ("output", p.output)] {
+            for (name, v) in [
+                ("input", p.input),
+                ("cache_write", p.cache_write),
+                ("cache_read", p.cache_read),
+                ("output", p.output),
+            ] {
                 if !v.is_finite() || v < 0.0 {
-                    return Err(PriceTableError::Invalid { model: model.clone(), reason: format!("{name} = {v}") });
+                    return Err(PriceTableError::Invalid {
+                        model: model.clone(),
+                        reason: format!("{name} = {v}"),
+                    });
                 }
             }
         }
-        Ok(Self { as_of: file.as_of, models: file.models })
+        Ok(Self {
+            as_of: file.as_of,
+            models: file.models,
+        })
     }
 
     /// This table with `overrides`' entries added or replaced; the date becomes the
@@ -135,14 +147,24 @@ impl PriceTable {
         }
         let (name, suffix) = model.rsplit_once('-')?;
         let dated = suffix.len() >= 8 && suffix.bytes().all(|b| b.is_ascii_digit());
-        if dated || suffix == "latest" { self.models.get(name) } else { None }
+        if dated || suffix == "latest" {
+            self.models.get(name)
+        } else {
+            None
+        }
     }
 
     /// The cost of one call of `model` with `usage`; unpriced when the model is unknown.
     pub fn cost(&self, model: &str, usage: &Usage) -> Cost {
         match self.price(model) {
-            Some(p) => Cost { usd: p.cost(usage), unpriced_calls: 0 },
-            None => Cost { usd: 0.0, unpriced_calls: 1 },
+            Some(p) => Cost {
+                usd: p.cost(usage),
+                unpriced_calls: 0,
+            },
+            None => Cost {
+                usd: 0.0,
+                unpriced_calls: 1,
+            },
         }
     }
 }
@@ -162,7 +184,12 @@ mod tests {
     fn cost_prices_each_kind_of_token_once() {
         let t = PriceTable::built_in();
         // Sonnet 4.5: 3 / 3.75 / 0.30 / 15 per million.
-        let usage = Usage { input_tokens: 1_000_000, output_tokens: 100_000, cache_creation_input_tokens: 200_000, cache_read_input_tokens: 2_000_000 };
+        let usage = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 100_000,
+            cache_creation_input_tokens: 200_000,
+            cache_read_input_tokens: 2_000_000,
+        };
         let c = t.cost("claude-sonnet-4-5", &usage);
         let expected = 3.0 + 1.5 + 0.75 + 0.60;
         assert!((c.usd - expected).abs() < 1e-9, "{} != {}", c.usd, expected);
@@ -172,18 +199,36 @@ mod tests {
     #[test]
     fn dated_ids_match_and_unknown_models_are_unpriced() {
         let t = PriceTable::built_in();
-        assert_eq!(t.price("claude-haiku-4-5-20251001"), t.price("claude-haiku-4-5"));
+        assert_eq!(
+            t.price("claude-haiku-4-5-20251001"),
+            t.price("claude-haiku-4-5")
+        );
         // A dated sonnet-4-5 is sonnet-4-5, not sonnet-4.
         let p = t.price("claude-sonnet-4-5-20250929").copied();
         assert_eq!(p, t.price("claude-sonnet-4-5").copied());
-        let c = t.cost("gpt-unknown", &Usage { input_tokens: 5, ..Usage::default() });
+        let c = t.cost(
+            "gpt-unknown",
+            &Usage {
+                input_tokens: 5,
+                ..Usage::default()
+            },
+        );
         assert_eq!(c.unpriced_calls, 1);
         assert_eq!(c.known_usd(), None);
-        assert!(t.price("claude-sonnet-4-5x").is_none(), "a prefix must end at a dash");
+        assert!(
+            t.price("claude-sonnet-4-5x").is_none(),
+            "a prefix must end at a dash"
+        );
         // Regression: a newer model must not take an older model's price by prefix.
         assert!(t.price("claude-sonnet-4-7").is_none());
-        assert!(t.price("claude-sonnet-4-5-2025").is_none(), "a date has 8 digits");
-        assert_eq!(t.price("claude-3-5-haiku-latest"), t.price("claude-3-5-haiku"));
+        assert!(
+            t.price("claude-sonnet-4-5-2025").is_none(),
+            "a date has 8 digits"
+        );
+        assert_eq!(
+            t.price("claude-3-5-haiku-latest"),
+            t.price("claude-3-5-haiku")
+        );
     }
 
     #[test]
@@ -192,9 +237,13 @@ mod tests {
         let t = PriceTable::built_in().with_overrides(o);
         assert_eq!(t.as_of(), "2027-01-01");
         assert_eq!(t.price("claude-sonnet-4-5").unwrap().output, 1.0);
-        let bad = PriceTable::parse("as_of = \"x\"\n[models.m]\ninput=-1\ncache_write=1\ncache_read=1\noutput=1\n");
+        let bad = PriceTable::parse(
+            "as_of = \"x\"\n[models.m]\ninput=-1\ncache_write=1\ncache_read=1\noutput=1\n",
+        );
         assert!(matches!(bad, Err(PriceTableError::Invalid { .. })));
-        let unknown_key = PriceTable::parse("as_of = \"x\"\n[models.m]\ninput=1\ncache_write=1\ncache_read=1\noutput=1\nbogus=2\n");
+        let unknown_key = PriceTable::parse(
+            "as_of = \"x\"\n[models.m]\ninput=1\ncache_write=1\ncache_read=1\noutput=1\nbogus=2\n",
+        );
         assert!(matches!(unknown_key, Err(PriceTableError::Parse(_))));
     }
 }

@@ -23,12 +23,20 @@ pub struct ProviderError {
 impl ProviderError {
     /// A failure that another attempt cannot fix.
     pub fn fatal(error: LlmError) -> Self {
-        Self { error, retryable: false, retry_after: None }
+        Self {
+            error,
+            retryable: false,
+            retry_after: None,
+        }
     }
 
     /// A failure that another attempt may fix.
     pub fn transient(error: LlmError, retry_after: Option<Duration>) -> Self {
-        Self { error, retryable: true, retry_after }
+        Self {
+            error,
+            retryable: true,
+            retry_after,
+        }
     }
 }
 

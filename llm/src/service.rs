@@ -125,12 +125,19 @@ pub struct CallContext<'a> {
 impl<'a> CallContext<'a> {
     /// A call with no deadline.
     pub fn new(agent: &'a str, ledger: &'a Ledger) -> Self {
-        Self { agent, ledger, deadline: None }
+        Self {
+            agent,
+            ledger,
+            deadline: None,
+        }
     }
 
     /// The same call, bounded by `deadline`.
     pub fn with_deadline(self, deadline: Instant) -> Self {
-        Self { deadline: Some(deadline), ..self }
+        Self {
+            deadline: Some(deadline),
+            ..self
+        }
     }
 }
 
@@ -216,7 +223,11 @@ impl LlmService {
 
     /// The cost of `usage` on `model` through this service's provider.
     pub fn cost(&self, model: &str, usage: &crate::types::Usage) -> Cost {
-        if self.inner.provider.billable() { self.inner.prices.cost(model, usage) } else { Cost::default() }
+        if self.inner.provider.billable() {
+            self.inner.prices.cost(model, usage)
+        } else {
+            Cost::default()
+        }
     }
 
     /// Makes a call: validate, check the budget, then up to `1 + max_retries` attempts.
@@ -230,7 +241,11 @@ impl LlmService {
     /// failure is returned at once. When retries run out, the failure of the last
     /// attempt is returned. Attempts that reached the provider are counted in
     /// [`Completion::attempts`] and, on failure, in the ledger.
-    pub async fn complete(&self, call: &CallContext<'_>, request: Request) -> Result<Completion, LlmError> {
+    pub async fn complete(
+        &self,
+        call: &CallContext<'_>,
+        request: Request,
+    ) -> Result<Completion, LlmError> {
         let inner = &*self.inner;
         if let Err(e) = request.validate() {
             call.ledger.record_failure(0);
@@ -251,8 +266,15 @@ impl LlmService {
                 Ok(response) => {
                     attempts += 1;
                     let cost = self.cost(&response.model, &response.usage);
-                    call.ledger.record_call(&response.usage, &cost, attempts, false, 0.0);
-                    return Ok(Completion { response, attempts, cached: false, cost, queue_wait });
+                    call.ledger
+                        .record_call(&response.usage, &cost, attempts, false, 0.0);
+                    return Ok(Completion {
+                        response,
+                        attempts,
+                        cached: false,
+                        cost,
+                        queue_wait,
+                    });
                 }
                 Err(failure) => failure,
             };
@@ -261,7 +283,8 @@ impl LlmService {
             }
             let retries_left = tries <= inner.max_retries;
             let wait = failure.retry_after.unwrap_or_else(|| backoff(tries - 1));
-            let fits = wait <= inner.max_retry_wait && call.deadline.is_none_or(|d| Instant::now() + wait < d);
+            let fits = wait <= inner.max_retry_wait
+                && call.deadline.is_none_or(|d| Instant::now() + wait < d);
             if !(failure.retryable && retries_left && fits) {
                 tracing::debug!(agent = call.agent, attempts, error = %failure.error, "model call failed");
                 call.ledger.record_failure(attempts);
@@ -275,21 +298,40 @@ impl LlmService {
     /// The semaphore of `agent`'s share of the limit, if there is one.
     fn agent_limiter(&self, agent: &str) -> Option<Arc<Semaphore>> {
         let n = self.inner.max_per_agent?;
-        let mut map = self.inner.agent_limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Some(Arc::clone(map.entry(agent.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(n)))))
+        let mut map = self
+            .inner
+            .agent_limiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(Arc::clone(
+            map.entry(agent.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(n))),
+        ))
     }
 
     /// One attempt, holding its permits only while it is in flight.
-    async fn attempt(&self, call: &CallContext<'_>, request: &Request, queue_wait: &mut Duration) -> Result<Response, AttemptFailure> {
+    async fn attempt(
+        &self,
+        call: &CallContext<'_>,
+        request: &Request,
+        queue_wait: &mut Duration,
+    ) -> Result<Response, AttemptFailure> {
         let inner = &*self.inner;
         let deadline_error = |what: &str| AttemptFailure {
-            failure: ProviderError::fatal(LlmError::Timeout(format!("the run's deadline was reached {what}"))),
+            failure: ProviderError::fatal(LlmError::Timeout(format!(
+                "the run's deadline was reached {what}"
+            ))),
             sent: false,
         };
         if call.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(deadline_error("before the call could start"));
         }
-        let shutting_down = || AttemptFailure { failure: ProviderError::fatal(LlmError::Connection("the service is shutting down".into())), sent: false };
+        let shutting_down = || AttemptFailure {
+            failure: ProviderError::fatal(LlmError::Connection(
+                "the service is shutting down".into(),
+            )),
+            sent: false,
+        };
         let queued = Instant::now();
         let permits = async {
             let agent = match self.agent_limiter(call.agent) {
@@ -300,24 +342,35 @@ impl LlmService {
             Ok::<_, AttemptFailure>((agent, global))
         };
         let _permits = match call.deadline {
-            Some(d) => tokio::time::timeout_at(d, permits).await.map_err(|_| deadline_error("while waiting for a concurrency permit"))??,
+            Some(d) => tokio::time::timeout_at(d, permits)
+                .await
+                .map_err(|_| deadline_error("while waiting for a concurrency permit"))??,
             None => permits.await?,
         };
         *queue_wait += queued.elapsed();
         let mut limit = Instant::now() + inner.attempt_timeout;
         let mut bounded_by_deadline = false;
-        if let Some(d) = call.deadline {
-            if d < limit {
-                limit = d;
-                bounded_by_deadline = true;
-            }
+        if let Some(d) = call.deadline
+            && d < limit
+        {
+            limit = d;
+            bounded_by_deadline = true;
         }
         match tokio::time::timeout_at(limit, inner.provider.send(request)).await {
-            Ok(result) => result.map_err(|failure| AttemptFailure { failure, sent: true }),
-            Err(_) if bounded_by_deadline => Err(AttemptFailure { sent: true, ..deadline_error("before the answer arrived") }),
+            Ok(result) => result.map_err(|failure| AttemptFailure {
+                failure,
+                sent: true,
+            }),
+            Err(_) if bounded_by_deadline => Err(AttemptFailure {
+                sent: true,
+                ..deadline_error("before the answer arrived")
+            }),
             Err(_) => Err(AttemptFailure {
                 failure: ProviderError::transient(
-                    LlmError::Timeout(format!("no complete answer within {} ms", inner.attempt_timeout.as_millis())),
+                    LlmError::Timeout(format!(
+                        "no complete answer within {} ms",
+                        inner.attempt_timeout.as_millis()
+                    )),
                     None,
                 ),
                 sent: true,
@@ -351,7 +404,17 @@ mod tests {
         }
         fn send<'a>(&'a self, r: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>> {
             let next = self.0.lock().unwrap().pop();
-            let resp = Response { id: "x".into(), model: r.model.clone(), text: "ok".into(), stop_reason: StopReason::EndTurn, usage: Usage { input_tokens: 1000, output_tokens: 1000, ..Usage::default() } };
+            let resp = Response {
+                id: "x".into(),
+                model: r.model.clone(),
+                text: "ok".into(),
+                stop_reason: StopReason::EndTurn,
+                usage: Usage {
+                    input_tokens: 1000,
+                    output_tokens: 1000,
+                    ..Usage::default()
+                },
+            };
             Box::pin(async move { next.map_or(Ok(resp), Err) })
         }
     }
@@ -372,46 +435,81 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn transient_failures_are_retried_then_reported() {
-        let err = || ProviderError::transient(LlmError::Overloaded("busy".into()), Some(Duration::from_millis(10)));
+        let err = || {
+            ProviderError::transient(
+                LlmError::Overloaded("busy".into()),
+                Some(Duration::from_millis(10)),
+            )
+        };
         let svc = LlmService::builder(Arc::new(Scripted(Mutex::new(vec![err(), err()])))).build();
         let ledger = Ledger::unlimited();
-        let done = svc.complete(&CallContext::new("a", &ledger), request()).await.unwrap();
+        let done = svc
+            .complete(&CallContext::new("a", &ledger), request())
+            .await
+            .unwrap();
         assert_eq!(done.attempts, 3);
         assert!(done.cost.usd > 0.0);
 
-        let svc = LlmService::builder(Arc::new(Scripted(Mutex::new(vec![err(), err(), err()])))).build();
-        let e = svc.complete(&CallContext::new("a", &ledger), request()).await.unwrap_err();
+        let svc =
+            LlmService::builder(Arc::new(Scripted(Mutex::new(vec![err(), err(), err()])))).build();
+        let e = svc
+            .complete(&CallContext::new("a", &ledger), request())
+            .await
+            .unwrap_err();
         assert!(matches!(e, LlmError::Overloaded(_)));
         assert_eq!(ledger.totals().attempts, 6);
     }
 
     #[tokio::test(start_paused = true)]
     async fn fatal_failures_are_not_retried() {
-        let svc = LlmService::builder(Arc::new(Scripted(Mutex::new(vec![ProviderError::fatal(LlmError::Authentication("no".into()))])))).build();
+        let svc = LlmService::builder(Arc::new(Scripted(Mutex::new(vec![ProviderError::fatal(
+            LlmError::Authentication("no".into()),
+        )]))))
+        .build();
         let ledger = Ledger::unlimited();
-        let e = svc.complete(&CallContext::new("a", &ledger), request()).await.unwrap_err();
+        let e = svc
+            .complete(&CallContext::new("a", &ledger), request())
+            .await
+            .unwrap_err();
         assert!(matches!(e, LlmError::Authentication(_)));
         assert_eq!(ledger.totals().attempts, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_wait_past_the_deadline() {
-        let long = ProviderError::transient(LlmError::RateLimited { retry_after: Some(Duration::from_secs(60)), message: "slow down".into() }, Some(Duration::from_secs(60)));
+        let long = ProviderError::transient(
+            LlmError::RateLimited {
+                retry_after: Some(Duration::from_secs(60)),
+                message: "slow down".into(),
+            },
+            Some(Duration::from_secs(60)),
+        );
         let svc = LlmService::builder(Arc::new(Scripted(Mutex::new(vec![long])))).build();
         let ledger = Ledger::unlimited();
         let start = Instant::now();
         let call = CallContext::new("a", &ledger).with_deadline(start + Duration::from_secs(5));
         let e = svc.complete(&call, request()).await.unwrap_err();
         assert!(matches!(e, LlmError::RateLimited { .. }));
-        assert!(start.elapsed() < Duration::from_secs(5), "gave up at once instead of waiting 60 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "gave up at once instead of waiting 60 s"
+        );
     }
 
     #[tokio::test]
     async fn budget_stops_calls_before_they_are_sent() {
         let svc = LlmService::builder(Arc::new(OfflineProvider::new())).build();
-        let ledger = Ledger::with_budget(Budget { usd: None, tokens: Some(1) });
-        svc.complete(&CallContext::new("a", &ledger), request()).await.unwrap();
-        let e = svc.complete(&CallContext::new("a", &ledger), request()).await.unwrap_err();
+        let ledger = Ledger::with_budget(Budget {
+            usd: None,
+            tokens: Some(1),
+        });
+        svc.complete(&CallContext::new("a", &ledger), request())
+            .await
+            .unwrap();
+        let e = svc
+            .complete(&CallContext::new("a", &ledger), request())
+            .await
+            .unwrap_err();
         assert!(matches!(e, LlmError::BudgetExceeded(_)));
         assert_eq!(ledger.totals().calls, 1);
     }
@@ -422,7 +520,10 @@ mod tests {
         let ledger = Ledger::unlimited();
         let mut r = request();
         r.messages.clear();
-        assert!(matches!(svc.complete(&CallContext::new("a", &ledger), r).await, Err(LlmError::InvalidRequest(_))));
+        assert!(matches!(
+            svc.complete(&CallContext::new("a", &ledger), r).await,
+            Err(LlmError::InvalidRequest(_))
+        ));
         assert_eq!(ledger.totals().attempts, 0);
     }
 }

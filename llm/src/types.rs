@@ -26,12 +26,18 @@ pub struct Message {
 impl Message {
     /// A user turn.
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: Role::User, content: content.into() }
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
     }
 
     /// An assistant turn.
     pub fn assistant(content: impl Into<String>) -> Self {
-        Self { role: Role::Assistant, content: content.into() }
+        Self {
+            role: Role::Assistant,
+            content: content.into(),
+        }
     }
 }
 
@@ -212,15 +218,15 @@ impl Request {
         if self.messages.iter().any(|m| m.content.is_empty()) {
             return invalid("a message's content must not be empty");
         }
-        if let Some(t) = self.temperature {
-            if !(0.0..=1.0).contains(&t) {
-                return invalid(&format!("temperature {t} is outside [0, 1]"));
-            }
+        if let Some(t) = self.temperature
+            && !(0.0..=1.0).contains(&t)
+        {
+            return invalid(&format!("temperature {t} is outside [0, 1]"));
         }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return invalid(&format!("top_p {p} is outside (0, 1]"));
-            }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return invalid(&format!("top_p {p} is outside (0, 1]"));
         }
         Ok(())
     }
@@ -272,7 +278,7 @@ pub enum LlmError {
     /// Overloaded (529).
     #[error("overloaded: {0}")]
     Overloaded(String),
-    /// Other server failures (5xx).
+    /// Other server failures (5xx other than 529), and 409 conflicts.
     #[error("server error {status}: {message}")]
     Server {
         /// HTTP status.
@@ -371,7 +377,15 @@ mod tests {
 
     #[test]
     fn stop_reason_round_trips_wire_names() {
-        for wire in ["end_turn", "max_tokens", "tool_use", "pause_turn", "refusal", "model_context_window_exceeded", "novel"] {
+        for wire in [
+            "end_turn",
+            "max_tokens",
+            "tool_use",
+            "pause_turn",
+            "refusal",
+            "model_context_window_exceeded",
+            "novel",
+        ] {
             assert_eq!(StopReason::from_wire(wire, None).as_wire(), wire);
         }
         assert_eq!(

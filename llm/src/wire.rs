@@ -43,13 +43,17 @@ impl<'a> WireRequest<'a> {
             top_p: request.top_p,
             top_k: request.top_k,
             stop_sequences: &request.stop_sequences,
-            metadata: request.user_id.as_deref().map(|user_id| WireMetadata { user_id }),
+            metadata: request
+                .user_id
+                .as_deref()
+                .map(|user_id| WireMetadata { user_id }),
         }
     }
 
     /// The JSON body.
     pub(crate) fn to_body(&self) -> Result<Vec<u8>, LlmError> {
-        serde_json::to_vec(self).map_err(|e| LlmError::InvalidRequest(format!("cannot encode the request: {e}")))
+        serde_json::to_vec(self)
+            .map_err(|e| LlmError::InvalidRequest(format!("cannot encode the request: {e}")))
     }
 }
 
@@ -71,7 +75,9 @@ struct WireResponse {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ContentBlock {
-    Text { text: String },
+    Text {
+        text: String,
+    },
     #[serde(other)]
     Other,
 }
@@ -125,10 +131,13 @@ pub(crate) fn parse_error_body(body: &[u8]) -> Option<WireError> {
 /// Parses a successful response body.
 pub(crate) fn parse_response(body: &[u8]) -> Result<Response, LlmError> {
     let invalid = |m: String| LlmError::InvalidResponse(m);
-    let wire: WireResponse =
-        serde_json::from_slice(body).map_err(|e| invalid(format!("the body is not a Messages response: {e}")))?;
+    let wire: WireResponse = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("the body is not a Messages response: {e}")))?;
     if wire.kind != "message" {
-        return Err(invalid(format!("unexpected response type {:?}", truncate_chars(&wire.kind, 40))));
+        return Err(invalid(format!(
+            "unexpected response type {:?}",
+            truncate_chars(&wire.kind, 40)
+        )));
     }
     if wire.content.is_empty() {
         return Err(invalid("the response has no content".into()));
@@ -169,22 +178,39 @@ mod tests {
 
     #[test]
     fn every_request_field_is_encoded() {
-        let mut r = Request::new("m", 64, vec![Message::user("a"), Message::assistant("b"), Message::user("c")]);
+        let mut r = Request::new(
+            "m",
+            64,
+            vec![
+                Message::user("a"),
+                Message::assistant("b"),
+                Message::user("c"),
+            ],
+        );
         r.system = Some("sys".into());
         r.temperature = Some(0.25);
         r.top_p = Some(0.5);
         r.top_k = Some(7);
         r.stop_sequences = vec!["END".into()];
         r.user_id = Some("u-1".into());
-        let v: Value = serde_json::from_slice(&WireRequest::from_request(&r).to_body().unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&WireRequest::from_request(&r).to_body().unwrap()).unwrap();
         assert_eq!(
             v,
             json!({"model": "m", "max_tokens": 64, "system": "sys",
                 "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}],
                 "temperature": 0.25, "top_p": 0.5, "top_k": 7, "stop_sequences": ["END"], "metadata": {"user_id": "u-1"}})
         );
-        let bare: Value = serde_json::from_slice(&WireRequest::from_request(&Request::new("m", 1, vec![Message::user("x")])).to_body().unwrap()).unwrap();
-        assert_eq!(bare, json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}));
+        let bare: Value = serde_json::from_slice(
+            &WireRequest::from_request(&Request::new("m", 1, vec![Message::user("x")]))
+                .to_body()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            bare,
+            json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]})
+        );
     }
 
     #[test]
@@ -198,7 +224,15 @@ mod tests {
         assert_eq!(r.model, "m-1");
         assert_eq!(r.text, "Hello, world");
         assert_eq!(r.stop_reason, StopReason::StopSequence("END".into()));
-        assert_eq!(r.usage, Usage { input_tokens: 3, output_tokens: 4, cache_creation_input_tokens: 5, cache_read_input_tokens: 0 });
+        assert_eq!(
+            r.usage,
+            Usage {
+                input_tokens: 3,
+                output_tokens: 4,
+                cache_creation_input_tokens: 5,
+                cache_read_input_tokens: 0
+            }
+        );
     }
 
     #[test]
@@ -206,11 +240,19 @@ mod tests {
         let ok = json!({"id": "x", "type": "message", "model": "m", "content": [{"type": "text", "text": "t"}],
             "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}});
         assert!(parse_response(ok.to_string().as_bytes()).is_ok());
-        let mut cases = vec![b"{not json".to_vec(), b"".to_vec(), b"[]".to_vec(), b"null".to_vec()];
+        let mut cases = vec![
+            b"{not json".to_vec(),
+            b"".to_vec(),
+            b"[]".to_vec(),
+            b"null".to_vec(),
+        ];
         for (field, value) in [
             ("type", json!("error")),
             ("content", json!([])),
-            ("content", json!([{"type": "tool_use", "id": "t", "name": "n", "input": {}}])),
+            (
+                "content",
+                json!([{"type": "tool_use", "id": "t", "name": "n", "input": {}}]),
+            ),
             ("content", json!([{"type": "text"}])),
             ("content", json!("text")),
             ("stop_reason", Value::Null),
@@ -222,16 +264,25 @@ mod tests {
         }
         for case in cases {
             let e = parse_response(&case).unwrap_err();
-            assert!(matches!(e, LlmError::InvalidResponse(_)), "{e:?} for {}", String::from_utf8_lossy(&case));
+            assert!(
+                matches!(e, LlmError::InvalidResponse(_)),
+                "{e:?} for {}",
+                String::from_utf8_lossy(&case)
+            );
         }
     }
 
     #[test]
     fn error_bodies_and_truncation() {
         let e = parse_error_body(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"r"}"#).unwrap();
-        assert_eq!((e.kind.as_str(), e.message.as_str()), ("overloaded_error", "Overloaded"));
+        assert_eq!(
+            (e.kind.as_str(), e.message.as_str()),
+            ("overloaded_error", "Overloaded")
+        );
         assert!(parse_error_body(b"<html>502</html>").is_none());
-        assert!(parse_error_body(br#"{"type":"message","error":{"type":"x","message":"y"}}"#).is_none());
+        assert!(
+            parse_error_body(br#"{"type":"message","error":{"type":"x","message":"y"}}"#).is_none()
+        );
         assert_eq!(truncate_chars("héllo", 2), "hé…");
         assert_eq!(truncate_chars("hé", 2), "hé");
     }

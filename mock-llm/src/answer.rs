@@ -19,9 +19,13 @@ pub fn estimate_tokens(bytes: usize) -> u64 {
 fn content_text(content: &Value) -> Option<String> {
     match content {
         Value::String(s) => Some(s.clone()),
-        Value::Array(blocks) => {
-            Some(blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().concat())
-        }
+        Value::Array(blocks) => Some(
+            blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .concat(),
+        ),
         _ => None,
     }
 }
@@ -38,23 +42,40 @@ fn content_text(content: &Value) -> Option<String> {
 /// `max_tokens`; when it contains one of `stop_sequences` it is cut before it and
 /// `stop_reason` is `stop_sequence`.
 pub fn answer_for(request: &Value, id: &str) -> Result<Value, String> {
-    let model = request.get("model").and_then(Value::as_str).ok_or("model: field required")?;
-    let max_tokens = request.get("max_tokens").and_then(Value::as_u64).ok_or("max_tokens: field required")?;
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or("model: field required")?;
+    let max_tokens = request
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .ok_or("max_tokens: field required")?;
     if max_tokens == 0 {
         return Err("max_tokens: must be at least 1".into());
     }
-    let messages = request.get("messages").and_then(Value::as_array).ok_or("messages: field required")?;
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("messages: field required")?;
     if messages.is_empty() {
         return Err("messages: at least one message is required".into());
     }
     let mut input_bytes = match request.get("system") {
         None | Some(Value::Null) => 0,
-        Some(system) => content_text(system).ok_or("system: must be a string or text blocks")?.len(),
+        Some(system) => content_text(system)
+            .ok_or("system: must be a string or text blocks")?
+            .len(),
     };
     let mut last_user = String::new();
     for (i, m) in messages.iter().enumerate() {
-        let role = m.get("role").and_then(Value::as_str).ok_or(format!("messages.{i}.role: field required"))?;
-        let text = m.get("content").and_then(content_text).ok_or(format!("messages.{i}.content: field required"))?;
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or(format!("messages.{i}.role: field required"))?;
+        let text = m
+            .get("content")
+            .and_then(content_text)
+            .ok_or(format!("messages.{i}.content: field required"))?;
         input_bytes += text.len();
         match role {
             "user" => last_user = text,
@@ -63,11 +84,23 @@ pub fn answer_for(request: &Value, id: &str) -> Result<Value, String> {
         }
     }
     let quoted: String = last_user.chars().take(QUOTE_CHARS).collect();
-    let mut text = format!("[mock] model={model} messages={} last user message: {quoted:?}", messages.len());
+    let mut text = format!(
+        "[mock] model={model} messages={} last user message: {quoted:?}",
+        messages.len()
+    );
     let mut stop_reason = "end_turn";
     let mut stop_sequence = Value::Null;
-    let stops = request.get("stop_sequences").and_then(Value::as_array).cloned().unwrap_or_default();
-    if let Some((at, seq)) = stops.iter().filter_map(Value::as_str).filter_map(|s| text.find(s).map(|at| (at, s))).min() {
+    let stops = request
+        .get("stop_sequences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some((at, seq)) = stops
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|s| text.find(s).map(|at| (at, s)))
+        .min()
+    {
         text.truncate(at);
         stop_reason = "stop_sequence";
         stop_sequence = Value::String(seq.to_owned());
@@ -110,15 +143,22 @@ mod tests {
             "messages": [{"role": "user", "content": "12345678"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "why?"}]});
         let a = answer_for(&req, "msg_1").unwrap();
         let text = a["content"][0]["text"].as_str().unwrap();
-        assert_eq!(text, "[mock] model=m messages=3 last user message: \"why?\"");
-        assert_eq!(a["usage"]["input_tokens"], 5, "(4 + 8 + 2 + 4) bytes / 4, rounded up");
+        assert_eq!(
+            text,
+            "[mock] model=m messages=3 last user message: \"why?\""
+        );
+        assert_eq!(
+            a["usage"]["input_tokens"], 5,
+            "(4 + 8 + 2 + 4) bytes / 4, rounded up"
+        );
         assert_eq!(a["usage"]["output_tokens"], estimate_tokens(text.len()));
         assert_eq!(a["stop_reason"], "end_turn");
     }
 
     #[test]
     fn max_tokens_and_stop_sequences_cut_the_answer() {
-        let req = json!({"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]});
+        let req =
+            json!({"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]});
         let a = answer_for(&req, "x").unwrap();
         assert_eq!(a["content"][0]["text"], "[mock] m", "2 tokens of 4 bytes");
         assert_eq!(a["stop_reason"], "max_tokens");
@@ -132,7 +172,13 @@ mod tests {
 
     #[test]
     fn invalid_requests_are_refused() {
-        assert!(answer_for(&json!({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}), "x").is_err());
+        assert!(
+            answer_for(
+                &json!({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}),
+                "x"
+            )
+            .is_err()
+        );
         assert!(answer_for(&json!({"model": "m", "max_tokens": 1, "messages": []}), "x").is_err());
         assert!(answer_for(&json!({"model": "m", "max_tokens": 1, "messages": [{"role": "bot", "content": "x"}]}), "x").is_err());
     }

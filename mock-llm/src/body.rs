@@ -36,7 +36,12 @@ impl Chunked {
         let prefix = Bytes::from_static(br#"{"id":"msg_mock_big","type":"message","role":"assistant","model":"mock","content":[{"type":"text","text":""#);
         let suffix = Bytes::from_static(br#""}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}"#);
         let remaining = size.saturating_sub(prefix.len() + suffix.len());
-        Self { prefix: Some(prefix), filler: Bytes::from(vec![b'x'; CHUNK]), remaining, suffix: Some(suffix) }
+        Self {
+            prefix: Some(prefix),
+            filler: Bytes::from(vec![b'x'; CHUNK]),
+            remaining,
+            suffix: Some(suffix),
+        }
     }
 }
 
@@ -44,7 +49,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Self::Full(full) => Pin::new(full).poll_frame(cx),
             Self::Chunked(c) => {

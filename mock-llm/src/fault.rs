@@ -42,16 +42,21 @@ impl Fault {
         Self::Status {
             status,
             body: crate::answer::error_body(kind, message),
-            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         }
     }
 
     /// `429 rate_limit_error` with `retry-after: <seconds>`.
     pub fn rate_limited(retry_after_secs: u64) -> Self {
-        Self::api_error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit", &[(
-            "retry-after",
-            &retry_after_secs.to_string(),
-        )])
+        Self::api_error(
+            429,
+            "rate_limit_error",
+            "Number of request tokens has exceeded your per-minute rate limit",
+            &[("retry-after", &retry_after_secs.to_string())],
+        )
     }
 
     /// `529 overloaded_error`.
@@ -103,7 +108,12 @@ impl FaultMix {
             return None;
         }
         Some(match rng.u8(0..5) {
-            0 => Fault::api_error(429, "rate_limit_error", "rate limited (fault mix)", &[("retry-after-ms", "50")]),
+            0 => Fault::api_error(
+                429,
+                "rate_limit_error",
+                "rate limited (fault mix)",
+                &[("retry-after-ms", "50")],
+            ),
             1 => Fault::overloaded(),
             2 => Fault::server_error(),
             3 => Fault::api_error(503, "api_error", "service unavailable (fault mix)", &[]),
@@ -118,7 +128,10 @@ mod tests {
 
     #[test]
     fn fault_mix_is_deterministic_and_obeys_its_probability() {
-        let mix = FaultMix { probability: 0.3, seed: 7 };
+        let mix = FaultMix {
+            probability: 0.3,
+            seed: 7,
+        };
         let draws = |seed| {
             let mut rng = fastrand::Rng::with_seed(seed);
             (0..1000).map(|_| mix.draw(&mut rng)).collect::<Vec<_>>()
@@ -126,15 +139,28 @@ mod tests {
         let a = draws(7);
         assert_eq!(a, draws(7));
         let faults = a.iter().filter(|f| f.is_some()).count();
-        assert!((200..400).contains(&faults), "{faults} faults of 1000 at p=0.3");
-        let never = FaultMix { probability: 0.0, seed: 1 };
+        assert!(
+            (200..400).contains(&faults),
+            "{faults} faults of 1000 at p=0.3"
+        );
+        let never = FaultMix {
+            probability: 0.0,
+            seed: 1,
+        };
         let mut rng = fastrand::Rng::with_seed(1);
         assert!((0..100).all(|_| never.draw(&mut rng).is_none()));
     }
 
     #[test]
     fn helpers_build_documented_error_bodies() {
-        let Fault::Status { status, body, headers } = Fault::rate_limited(1) else { panic!("not a status") };
+        let Fault::Status {
+            status,
+            body,
+            headers,
+        } = Fault::rate_limited(1)
+        else {
+            panic!("not a status")
+        };
         assert_eq!(status, 429);
         assert_eq!(headers, vec![("retry-after".to_owned(), "1".to_owned())]);
         let v: Value = serde_json::from_str(&body).unwrap();

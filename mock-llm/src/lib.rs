@@ -74,7 +74,14 @@ pub struct MockConfig {
 
 impl Default for MockConfig {
     fn default() -> Self {
-        Self { latency: Duration::ZERO, faults: Vec::new(), fault_mix: None, record: true, require_api_key: true, port: 0 }
+        Self {
+            latency: Duration::ZERO,
+            faults: Vec::new(),
+            fault_mix: None,
+            record: true,
+            require_api_key: true,
+            port: 0,
+        }
     }
 }
 
@@ -96,7 +103,10 @@ pub struct ReceivedRequest {
 impl ReceivedRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the request carried an `x-api-key` header.
@@ -139,10 +149,10 @@ impl State {
         if !f.keyed.is_empty() {
             let last_user = last_user_text(body);
             for (key, queue) in &mut f.keyed {
-                if last_user.contains(key.as_str()) {
-                    if let Some(fault) = queue.pop_front() {
-                        return Some(fault);
-                    }
+                if last_user.contains(key.as_str())
+                    && let Some(fault) = queue.pop_front()
+                {
+                    return Some(fault);
                 }
             }
         }
@@ -155,13 +165,22 @@ impl State {
 }
 
 fn last_user_text(body: &Value) -> String {
-    let Some(messages) = body.get("messages").and_then(Value::as_array) else { return String::new() };
-    let Some(last) = messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")) else {
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let Some(last) = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+    else {
         return String::new();
     };
     match last.get("content") {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(blocks)) => blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect(),
         _ => String::new(),
     }
 }
@@ -221,7 +240,11 @@ impl MockServer {
             record: config.record,
             require_api_key: config.require_api_key,
             fault_mix: config.fault_mix,
-            faults: Mutex::new(Faults { queue: config.faults.into(), keyed: Vec::new(), rng: fastrand::Rng::with_seed(seed) }),
+            faults: Mutex::new(Faults {
+                queue: config.faults.into(),
+                keyed: Vec::new(),
+                rng: fastrand::Rng::with_seed(seed),
+            }),
             received: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -229,7 +252,11 @@ impl MockServer {
             max_in_flight: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
-        Ok(MockServer { addr, state, task: Some(task) })
+        Ok(MockServer {
+            addr,
+            state,
+            task: Some(task),
+        })
     }
 
     /// `http://127.0.0.1:PORT`, the base URL a client is configured with.
@@ -302,7 +329,9 @@ impl MockServer {
     pub fn reset_stats(&self) {
         lock(&self.state.received).clear();
         self.state.requests.store(0, Ordering::Relaxed);
-        self.state.max_in_flight.store(self.in_flight(), Ordering::SeqCst);
+        self.state
+            .max_in_flight
+            .store(self.in_flight(), Ordering::SeqCst);
     }
 
     /// Stops accepting, closes every connection, and waits until the server task is
@@ -359,16 +388,25 @@ fn full(body: impl Into<Bytes>) -> ResponseBody {
     ResponseBody::Full(Full::new(body.into()))
 }
 
-fn respond(status: u16, body: ResponseBody, request_id: &str, extra: &[(String, String)]) -> Response<ResponseBody> {
+fn respond(
+    status: u16,
+    body: ResponseBody,
+    request_id: &str,
+    extra: &[(String, String)],
+) -> Response<ResponseBody> {
     let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static("request-id"), v);
     }
     for (name, value) in extra {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             headers.append(n, v);
         }
     }
@@ -376,16 +414,31 @@ fn respond(status: u16, body: ResponseBody, request_id: &str, extra: &[(String, 
 }
 
 fn error(status: u16, kind: &str, message: &str, request_id: &str) -> Response<ResponseBody> {
-    respond(status, full(answer::error_body(kind, message)), request_id, &[])
+    respond(
+        status,
+        full(answer::error_body(kind, message)),
+        request_id,
+        &[],
+    )
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<ResponseBody>, ResetConnection> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ResetConnection> {
     let (_in_flight, n) = InFlight::enter(&state);
     let request_id = format!("req_mock_{n:06}");
     let (parts, incoming) = req.into_parts();
     let bytes = match Limited::new(incoming, MAX_REQUEST_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return Ok(error(413, "request_too_large", "request body too large or unreadable", &request_id)),
+        Err(_) => {
+            return Ok(error(
+                413,
+                "request_too_large",
+                "request body too large or unreadable",
+                &request_id,
+            ));
+        }
     };
     let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
     let body = parsed.clone().unwrap_or(Value::Null);
@@ -393,11 +446,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Re
         let headers = parts
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         lock(&state.received).push(ReceivedRequest {
             method: parts.method.to_string(),
-            path: parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
             headers,
             body: body.clone(),
             body_bytes: bytes.len(),
@@ -411,32 +472,76 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Re
         None => {}
         Some(Fault::Reset) => return Err(ResetConnection),
         Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
-        Some(Fault::Status { status, body, headers }) => return Ok(respond(status, full(body), &request_id, &headers)),
+        Some(Fault::Status {
+            status,
+            body,
+            headers,
+        }) => return Ok(respond(status, full(body), &request_id, &headers)),
         Some(Fault::Malformed) => {
-            return Ok(respond(200, full(r#"{"id": "msg_mock", "type": "message", "content": [{"type": "te"#), &request_id, &[]));
+            return Ok(respond(
+                200,
+                full(r#"{"id": "msg_mock", "type": "message", "content": [{"type": "te"#),
+                &request_id,
+                &[],
+            ));
         }
-        Some(Fault::Oversized(size)) => return Ok(respond(200, ResponseBody::Chunked(Chunked::message_of(size)), &request_id, &[])),
+        Some(Fault::Oversized(size)) => {
+            return Ok(respond(
+                200,
+                ResponseBody::Chunked(Chunked::message_of(size)),
+                &request_id,
+                &[],
+            ));
+        }
         Some(Fault::EmptyContent) => {
-            let mut answer = answer_for(&body, &format!("msg_mock_{n:06}")).unwrap_or_else(|_| serde_json::json!({}));
+            let mut answer = answer_for(&body, &format!("msg_mock_{n:06}"))
+                .unwrap_or_else(|_| serde_json::json!({}));
             answer["content"] = Value::Array(Vec::new());
             return Ok(respond(200, full(answer.to_string()), &request_id, &[]));
         }
-        Some(Fault::Response(value)) => return Ok(respond(200, full(value.to_string()), &request_id, &[])),
+        Some(Fault::Response(value)) => {
+            return Ok(respond(200, full(value.to_string()), &request_id, &[]));
+        }
     }
     if parts.uri.path() != "/v1/messages" {
-        return Ok(error(404, "not_found_error", &format!("no route for {}", parts.uri.path()), &request_id));
+        return Ok(error(
+            404,
+            "not_found_error",
+            &format!("no route for {}", parts.uri.path()),
+            &request_id,
+        ));
     }
     if parts.method != hyper::Method::POST {
-        return Ok(error(405, "invalid_request_error", "method not allowed", &request_id));
+        return Ok(error(
+            405,
+            "invalid_request_error",
+            "method not allowed",
+            &request_id,
+        ));
     }
     if state.require_api_key && !parts.headers.contains_key("x-api-key") {
-        return Ok(error(401, "authentication_error", "x-api-key header is required", &request_id));
+        return Ok(error(
+            401,
+            "authentication_error",
+            "x-api-key header is required",
+            &request_id,
+        ));
     }
     if !parts.headers.contains_key("anthropic-version") {
-        return Ok(error(400, "invalid_request_error", "anthropic-version header is required", &request_id));
+        return Ok(error(
+            400,
+            "invalid_request_error",
+            "anthropic-version header is required",
+            &request_id,
+        ));
     }
     let Some(request) = parsed else {
-        return Ok(error(400, "invalid_request_error", "the body is not valid JSON", &request_id));
+        return Ok(error(
+            400,
+            "invalid_request_error",
+            "the body is not valid JSON",
+            &request_id,
+        ));
     };
     match answer_for(&request, &format!("msg_mock_{n:06}")) {
         Ok(answer) => Ok(respond(200, full(answer.to_string()), &request_id, &[])),

@@ -11,7 +11,8 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: cf-mock-llm [--port N] [--latency-ms N] [--fault-rate P] [--seed N] [--record]
+const USAGE: &str =
+    "usage: cf-mock-llm [--port N] [--latency-ms N] [--fault-rate P] [--seed N] [--record]
 
   --port N         port on 127.0.0.1 (default 0: any free port)
   --latency-ms N   delay before every response, in milliseconds (default 0)
@@ -22,32 +23,50 @@ const USAGE: &str = "usage: cf-mock-llm [--port N] [--latency-ms N] [--fault-rat
 Prints the base URL (http://127.0.0.1:PORT) on stdout, then serves until interrupted.";
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<MockConfig, String> {
-    let mut config = MockConfig { record: false, ..MockConfig::default() };
+    let mut config = MockConfig {
+        record: false,
+        ..MockConfig::default()
+    };
     let mut fault_rate = 0.0f64;
     let mut seed = 1u64;
     let mut args = args;
     while let Some(flag) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match flag.as_str() {
-            "--port" => config.port = value("--port")?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--port" => {
+                config.port = value("--port")?
+                    .parse()
+                    .map_err(|e| format!("--port: {e}"))?
+            }
             "--latency-ms" => {
-                let ms: u64 = value("--latency-ms")?.parse().map_err(|e| format!("--latency-ms: {e}"))?;
+                let ms: u64 = value("--latency-ms")?
+                    .parse()
+                    .map_err(|e| format!("--latency-ms: {e}"))?;
                 config.latency = Duration::from_millis(ms);
             }
             "--fault-rate" => {
-                fault_rate = value("--fault-rate")?.parse().map_err(|e| format!("--fault-rate: {e}"))?;
+                fault_rate = value("--fault-rate")?
+                    .parse()
+                    .map_err(|e| format!("--fault-rate: {e}"))?;
                 if !(0.0..=1.0).contains(&fault_rate) {
                     return Err(format!("--fault-rate {fault_rate} is outside [0, 1]"));
                 }
             }
-            "--seed" => seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--seed" => {
+                seed = value("--seed")?
+                    .parse()
+                    .map_err(|e| format!("--seed: {e}"))?
+            }
             "--record" => config.record = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if fault_rate > 0.0 {
-        config.fault_mix = Some(FaultMix { probability: fault_rate, seed });
+        config.fault_mix = Some(FaultMix {
+            probability: fault_rate,
+            seed,
+        });
     }
     Ok(config)
 }
@@ -79,7 +98,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cf-mock-llm: cannot start the runtime: {e}");
@@ -99,7 +121,11 @@ fn main() -> ExitCode {
         let _ = out.flush();
         drop(out);
         interrupted().await;
-        eprintln!("cf-mock-llm: {} requests, at most {} at once", server.requests(), server.max_in_flight());
+        eprintln!(
+            "cf-mock-llm: {} requests, at most {} at once",
+            server.requests(),
+            server.max_in_flight()
+        );
         server.stop().await;
         ExitCode::SUCCESS
     })
@@ -110,15 +136,27 @@ mod tests {
     use super::*;
 
     fn args(s: &str) -> impl Iterator<Item = String> {
-        s.split_whitespace().map(str::to_owned).collect::<Vec<_>>().into_iter()
+        s.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     #[test]
     fn flags_are_parsed_and_checked() {
-        let c = parse_args(args("--port 8080 --latency-ms 100 --fault-rate 0.1 --seed 9")).unwrap();
+        let c = parse_args(args(
+            "--port 8080 --latency-ms 100 --fault-rate 0.1 --seed 9",
+        ))
+        .unwrap();
         assert_eq!(c.port, 8080);
         assert_eq!(c.latency, Duration::from_millis(100));
-        assert_eq!(c.fault_mix, Some(FaultMix { probability: 0.1, seed: 9 }));
+        assert_eq!(
+            c.fault_mix,
+            Some(FaultMix {
+                probability: 0.1,
+                seed: 9
+            })
+        );
         assert!(!c.record);
         assert!(parse_args(args("--fault-rate 2")).is_err());
         assert!(parse_args(args("--port")).is_err());

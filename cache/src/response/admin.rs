@@ -26,7 +26,11 @@ impl ResponseCache {
     fn our_files(&self) -> Result<Vec<Found>, Error> {
         let context = "listing the cache directory";
         let mut found = Vec::new();
-        let items = self.inner.dir.entries().map_err(|e| Error::io(context, e))?;
+        let items = self
+            .inner
+            .dir
+            .entries()
+            .map_err(|e| Error::io(context, e))?;
         for item in items {
             let item = item.map_err(|e| Error::io(context, e))?;
             let name = item.file_name();
@@ -131,6 +135,10 @@ impl ResponseCache {
                     reason: RemoveReason::Dropped,
                 });
             }
+        }
+        if fix {
+            // Adopted orphans may have taken the cache over its limit.
+            locked.evict_to_limit(None)?;
         }
         locked.write_out()?;
         Ok(report)

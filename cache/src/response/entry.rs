@@ -75,7 +75,12 @@ pub(crate) struct Meta {
 }
 
 /// Header and MAC of an entry; the file is `header || payload || mac`.
-pub(crate) fn seal(secret: &Secret, key: &CacheKey, meta: &Meta, payload: &[u8]) -> (Vec<u8>, [u8; 32]) {
+pub(crate) fn seal(
+    secret: &Secret,
+    key: &CacheKey,
+    meta: &Meta,
+    payload: &[u8],
+) -> (Vec<u8>, [u8; 32]) {
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(key.as_bytes());
@@ -220,13 +225,27 @@ mod tests {
     fn every_tampering_is_caught() {
         let key = CacheKey::from_bytes([9; 32]);
         let file = sealed(&key, b"payload");
-        assert_eq!(open(&secret(2), &key, &file), Err(Fault::BadMac), "other secret");
-        assert_eq!(open(&secret(1), &CacheKey::from_bytes([8; 32]), &file), Err(Fault::WrongKey));
-        assert_eq!(open(&secret(1), &key, &file[..file.len() - 1]), Err(Fault::Malformed));
+        assert_eq!(
+            open(&secret(2), &key, &file),
+            Err(Fault::BadMac),
+            "other secret"
+        );
+        assert_eq!(
+            open(&secret(1), &CacheKey::from_bytes([8; 32]), &file),
+            Err(Fault::WrongKey)
+        );
+        assert_eq!(
+            open(&secret(1), &key, &file[..file.len() - 1]),
+            Err(Fault::Malformed)
+        );
         for at in [40, 48, 56, 64, 72, HEADER_LEN, file.len() - 1] {
             let mut bad = file.clone();
             bad[at] ^= 1;
-            assert_eq!(open(&secret(1), &key, &bad), Err(Fault::BadMac), "byte {at}");
+            assert_eq!(
+                open(&secret(1), &key, &bad),
+                Err(Fault::BadMac),
+                "byte {at}"
+            );
         }
         let mut bad = file.clone();
         bad[0] = b'X';

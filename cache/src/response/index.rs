@@ -73,11 +73,11 @@ struct DigestHasher {
 
 impl Hasher for DigestHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8).take(1) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.state ^= u64::from_le_bytes(word);
-        }
+        // The first eight bytes are enough: a digest's bytes are uniformly distributed.
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.state ^= u64::from_le_bytes(word);
     }
 
     fn finish(&self) -> u64 {
@@ -114,22 +114,24 @@ impl Index {
         // Live entries in the order of their last placement (a counting sort by their
         // unique sequence numbers). A snapshot is written in LRU order, so both sort keys
         // then arrive almost sorted and the ordered maps build in near-linear time.
-        let mut by_seq: Vec<Option<CacheKey>> = vec![None; index.next_seq as usize + 1];
+        let mut by_seq: Vec<Option<(CacheKey, u64, u64)>> = vec![None; index.next_seq as usize + 1];
         for (key, e) in &index.entries {
-            by_seq[e.seq as usize] = Some(*key);
+            by_seq[e.seq as usize] = Some((*key, e.last_access_ms, e.expires_ms));
         }
-        let live: Vec<(CacheKey, IndexEntry)> = by_seq
+        let live: Vec<(CacheKey, u64, u64, u64)> = by_seq
             .into_iter()
-            .flatten()
-            .filter_map(|key| index.entries.get(&key).map(|e| (key, *e)))
+            .enumerate()
+            .filter_map(|(seq, slot)| {
+                slot.map(|(key, last, expires)| (key, seq as u64, last, expires))
+            })
             .collect();
         index.lru = live
             .iter()
-            .map(|(key, e)| ((e.last_access_ms, e.seq), *key))
+            .map(|(key, seq, last, _)| ((*last, *seq), *key))
             .collect();
         index.by_expiry = live
             .iter()
-            .map(|(key, e)| ((e.expires_ms, e.seq), *key))
+            .map(|(key, seq, _, expires)| ((*expires, *seq), *key))
             .collect();
         index
     }
@@ -346,22 +348,37 @@ mod tests {
         index.apply(&put(1, 10, 1));
         index.apply(&put(2, 10, 2));
         index.apply(&put(3, 10, 3));
-        assert_eq!(index.victim(0, &key(9)), Some((key(1), RemoveReason::Evicted)));
+        assert_eq!(
+            index.victim(0, &key(9)),
+            Some((key(1), RemoveReason::Evicted))
+        );
         index.apply(&Record::Access {
             key: key(1),
             at_ms: 4,
             hits: 1,
         });
-        assert_eq!(index.victim(0, &key(9)), Some((key(2), RemoveReason::Evicted)));
-        assert_eq!(index.victim(0, &key(2)), Some((key(3), RemoveReason::Evicted)));
+        assert_eq!(
+            index.victim(0, &key(9)),
+            Some((key(2), RemoveReason::Evicted))
+        );
+        assert_eq!(
+            index.victim(0, &key(2)),
+            Some((key(3), RemoveReason::Evicted))
+        );
         // A stale access does not move an entry back in time.
         index.apply(&Record::Access {
             key: key(1),
             at_ms: 0,
             hits: 1,
         });
-        assert_eq!(index.get(&key(1)).map(|e| (e.last_access_ms, e.hits)), Some((4, 2)));
-        assert_eq!(index.victim(1_000, &key(9)).map(|v| v.1), Some(RemoveReason::Expired));
+        assert_eq!(
+            index.get(&key(1)).map(|e| (e.last_access_ms, e.hits)),
+            Some((4, 2))
+        );
+        assert_eq!(
+            index.victim(1_000, &key(9)).map(|v| v.1),
+            Some(RemoveReason::Expired)
+        );
         assert_eq!(index.expired(999), Vec::<CacheKey>::new());
         assert_eq!(index.expired(1_000).len(), 3);
     }
@@ -422,6 +439,9 @@ mod tests {
         assert_eq!(bulk.entries, stepwise.entries);
         assert_eq!(bulk.lru, stepwise.lru);
         assert_eq!(bulk.by_expiry, stepwise.by_expiry);
-        assert_eq!((bulk.total_bytes, bulk.totals), (stepwise.total_bytes, stepwise.totals));
+        assert_eq!(
+            (bulk.total_bytes, bulk.totals),
+            (stepwise.total_bytes, stepwise.totals)
+        );
     }
 }

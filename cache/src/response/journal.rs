@@ -76,7 +76,11 @@ pub(crate) enum Record {
         hits: u64,
     },
     /// `key` was read `hits` more times, last at `at_ms`.
-    Access { key: CacheKey, at_ms: u64, hits: u64 },
+    Access {
+        key: CacheKey,
+        at_ms: u64,
+        hits: u64,
+    },
     /// The entry file of `key` was removed.
     Remove { key: CacheKey, reason: RemoveReason },
     /// Counter increments.
@@ -87,13 +91,14 @@ pub(crate) enum Record {
 /// over 64-bit words. It catches torn and zeroed writes; it is no defence against an
 /// attacker, and needs none: the index only steers eviction, entries carry their own MAC.
 fn checksum(data: &[u8]) -> u64 {
-    data.chunks_exact(8).fold(0x243f_6a88_85a3_08d3_u64, |h, w| {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(w);
-        (h ^ u64::from_le_bytes(word))
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29)
-    })
+    data.chunks_exact(8)
+        .fold(0x243f_6a88_85a3_08d3_u64, |h, w| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            (h ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29)
+        })
 }
 
 fn word(data: &[u8], at: usize) -> u64 {
@@ -121,7 +126,12 @@ impl Record {
                 key[8..16].copy_from_slice(&d.misses.to_le_bytes());
                 key[16..24].copy_from_slice(&d.tokens_saved.to_le_bytes());
                 key[24..].copy_from_slice(&d.cost_saved_usd.to_bits().to_le_bytes());
-                (4, 0, key, [d.evictions, d.expirations, d.integrity_failures, 0])
+                (
+                    4,
+                    0,
+                    key,
+                    [d.evictions, d.expirations, d.integrity_failures, 0],
+                )
             }
         };
         out[0] = kind;
@@ -144,7 +154,12 @@ impl Record {
         let mut raw = [0u8; 32];
         raw.copy_from_slice(&data[8..40]);
         let key = CacheKey::from_bytes(raw);
-        let [a, b, c, d] = [word(data, 40), word(data, 48), word(data, 56), word(data, 64)];
+        let [a, b, c, d] = [
+            word(data, 40),
+            word(data, 48),
+            word(data, 56),
+            word(data, 64),
+        ];
         match (data[0], data[1]) {
             (1, 0) => Some(Self::Put {
                 key,
@@ -153,7 +168,11 @@ impl Record {
                 at_ms: c,
                 hits: d,
             }),
-            (2, 0) => Some(Self::Access { key, at_ms: a, hits: b }),
+            (2, 0) => Some(Self::Access {
+                key,
+                at_ms: a,
+                hits: b,
+            }),
             (3, reason) => {
                 let reason = match reason {
                     1 => RemoveReason::Evicted,
@@ -251,7 +270,9 @@ pub(crate) fn read(dir: &Dir, position: Option<(u64, u64)>) -> io::Result<Scan> 
     let mut records = Vec::with_capacity(data.len() / RECORD_LEN);
     let mut valid_end = start;
     for chunk in data.chunks_exact(RECORD_LEN) {
-        let Some(record) = Record::decode(chunk) else { break };
+        let Some(record) = Record::decode(chunk) else {
+            break;
+        };
         records.push(record);
         valid_end += RECORD_LEN as u64;
     }
@@ -266,7 +287,8 @@ pub(crate) fn read(dir: &Dir, position: Option<(u64, u64)>) -> io::Result<Scan> 
 
 /// Cuts a torn tail off the journal (lock held).
 pub(crate) fn truncate(dir: &Dir, len: u64) -> io::Result<()> {
-    dir.open_with(JOURNAL_NAME, &open_options(true))?.set_len(len)
+    dir.open_with(JOURNAL_NAME, &open_options(true))?
+        .set_len(len)
 }
 
 /// Writes `records` at `offset`, the end of the valid journal (lock held); returns the
@@ -327,7 +349,11 @@ mod tests {
                 at_ms: 3,
                 hits: 4,
             },
-            Record::Access { key, at_ms: 5, hits: 6 },
+            Record::Access {
+                key,
+                at_ms: 5,
+                hits: 6,
+            },
             Record::Remove {
                 key,
                 reason: RemoveReason::Integrity,
@@ -375,7 +401,10 @@ mod tests {
             panic!("records expected")
         };
         assert_eq!(tail.records, samples());
-        assert_eq!((tail.generation, tail.valid_end, tail.file_len), (generation, end, end + 30));
+        assert_eq!(
+            (tail.generation, tail.valid_end, tail.file_len),
+            (generation, end, end + 30)
+        );
         truncate(&dir, tail.valid_end).expect("truncate");
         let Scan::Records(tail) = read(&dir, Some((generation, end))).expect("read") else {
             panic!("records expected")
@@ -384,13 +413,20 @@ mod tests {
         let Scan::Records(tail) = read(&dir, Some((generation ^ 1, end))).expect("read") else {
             panic!("records expected")
         };
-        assert!(tail.from_start && tail.records.len() == 4, "new generation replays whole");
+        assert!(
+            tail.from_start && tail.records.len() == 4,
+            "new generation replays whole"
+        );
     }
 
     #[test]
     fn a_foreign_journal_is_unreadable() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        std::fs::write(tmp.path().join(JOURNAL_NAME), b"garbage garbage garbage garbage!").expect("w");
+        std::fs::write(
+            tmp.path().join(JOURNAL_NAME),
+            b"garbage garbage garbage garbage!",
+        )
+        .expect("w");
         let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
         assert!(matches!(read(&dir, None).expect("read"), Scan::Unreadable));
     }

@@ -48,7 +48,7 @@ pub struct EntryMeta {
     /// `None`.
     pub cost_usd: Option<f64>,
     /// Lifetime of this entry; `None` for [`CacheConfig::ttl`]. A zero TTL stores
-    /// nothing.
+    /// nothing (an existing entry of the key is left as it is).
     pub ttl: Option<Duration>,
 }
 
@@ -126,6 +126,8 @@ pub(crate) struct Inner {
     exclude: HashSet<String>,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// [`shared::COMPACT_SLACK`], lowered by tests to exercise compaction.
+    compact_slack: std::sync::atomic::AtomicU64,
 }
 
 /// What reading an entry file found.
@@ -175,9 +177,8 @@ impl Inner {
             .map_err(|e| Error::io("re-reading an entry", e))?;
         let still = match (&lookup, reason) {
             (Lookup::Valid(entry), RemoveReason::Expired) => entry.expires_ms <= now,
-            (Lookup::Bad(_), RemoveReason::Integrity) | (Lookup::Oversize, RemoveReason::Evicted) => {
-                true
-            }
+            (Lookup::Bad(_), RemoveReason::Integrity)
+            | (Lookup::Oversize, RemoveReason::Evicted) => true,
             _ => false,
         };
         if still {
@@ -286,6 +287,7 @@ impl ResponseCache {
                     pending: Pending::default(),
                     last_flush: Instant::now(),
                 }),
+                compact_slack: std::sync::atomic::AtomicU64::new(shared::COMPACT_SLACK),
             }),
         })
     }
@@ -370,7 +372,13 @@ impl ResponseCache {
     /// Stores `payload` under `key`, evicting least recently used entries (expired ones
     /// first) to stay under [`CacheConfig::max_bytes`]. For an excluded agent: does
     /// nothing. [`Error::TooLarge`] if the entry alone exceeds the size limit.
-    pub fn put(&self, agent: &str, key: &CacheKey, payload: &[u8], meta: EntryMeta) -> Result<(), Error> {
+    pub fn put(
+        &self,
+        agent: &str,
+        key: &CacheKey,
+        payload: &[u8],
+        meta: EntryMeta,
+    ) -> Result<(), Error> {
         if self.is_excluded(agent) || meta.ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Ok(());
         }
@@ -412,7 +420,14 @@ impl ResponseCache {
     }
 
     /// Under the lock: renames the temp file into place, records it, evicts as needed.
-    fn install(&self, key: &CacheKey, tmp: &str, size: u64, meta: &entry::Meta, now: u64) -> Result<(), Error> {
+    fn install(
+        &self,
+        key: &CacheKey,
+        tmp: &str,
+        size: u64,
+        meta: &entry::Meta,
+        now: u64,
+    ) -> Result<(), Error> {
         let inner = &*self.inner;
         let mut locked = inner.locked()?;
         locked.flush_pending()?;
@@ -425,14 +440,7 @@ impl ResponseCache {
             at_ms: now,
             hits: 0,
         });
-        while locked.index().total_bytes() > inner.max_bytes {
-            let Some((victim, reason)) = locked.index().victim(now, key) else {
-                break;
-            };
-            files::remove_regular(&inner.dir, &entry::entry_name(&victim))
-                .map_err(|e| Error::io("evicting an entry", e))?;
-            locked.push(Record::Remove { key: victim, reason });
-        }
+        locked.evict_to_limit(Some(key))?;
         locked.write_out()
     }
 
@@ -474,4 +482,93 @@ impl ResponseCache {
 
 fn flush_due(state: &State) -> bool {
     state.pending.events() >= FLUSH_EVENTS || state.last_flush.elapsed() >= FLUSH_AGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::atomic::Ordering;
+
+    fn key(n: u64) -> CacheKey {
+        crate::KeyBuilder::new("t").field_u64("n", n).finish()
+    }
+
+    fn open(dir: &std::path::Path, clock: &ManualClock) -> ResponseCache {
+        let mut cfg = CacheConfig::new(dir);
+        cfg.secret = Some(Secret::new(vec![1u8; 32]).expect("secret"));
+        cfg.max_bytes = 20 * (100 + OVERHEAD);
+        cfg.memory_max_entries = 0;
+        let cache = ResponseCache::open_with_clock(cfg, Arc::new(clock.clone())).expect("open");
+        cache.inner.compact_slack.store(8, Ordering::Relaxed);
+        cache
+    }
+
+    fn generation(cache: &ResponseCache) -> u64 {
+        cache.inner.locked().expect("locked").generation()
+    }
+
+    #[test]
+    fn compaction_keeps_the_index_and_other_handles_follow_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_000_000);
+        let a = open(tmp.path(), &clock);
+        let b = open(tmp.path(), &clock);
+        let first = generation(&a);
+        for n in 0..60 {
+            clock.advance(Duration::from_millis(1));
+            a.put("x", &key(n), &[n as u8; 100], EntryMeta::default())
+                .expect("put");
+            assert!(b.get("x", &key(n)).is_some());
+            b.flush().expect("flush");
+        }
+        assert_ne!(generation(&a), first, "the journal was compacted");
+        let journal_len = std::fs::metadata(tmp.path().join(journal::JOURNAL_NAME))
+            .expect("journal")
+            .len();
+        assert!(
+            journal_len < journal::HEADER_LEN + 200 * journal::RECORD_LEN as u64,
+            "{journal_len}"
+        );
+        // Both handles agree with each other and with the files.
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!(
+            (sa.entries, sa.bytes, sa.hits),
+            (sb.entries, sb.bytes, sb.hits)
+        );
+        assert_eq!((sa.entries, sa.evictions, sa.hits), (20, 40, 60));
+        let on_disk = std::fs::read_dir(tmp.path())
+            .expect("read_dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cfe"))
+            .count();
+        assert_eq!(on_disk, 20);
+        // Hit counts and last access survive compaction.
+        let info = a.entry_info(&key(59)).expect("info").expect("indexed");
+        assert_eq!(info.hits, 1);
+        let locked = a.inner.locked().expect("locked");
+        let entry = locked.entry(&key(59)).expect("entry");
+        assert_eq!(entry.last_access_ms, 1_000_060);
+    }
+
+    #[test]
+    fn a_failed_write_out_makes_the_next_session_replay_the_journal() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_000_000);
+        let cache = open(tmp.path(), &clock);
+        cache
+            .put("x", &key(1), &[1; 100], EntryMeta::default())
+            .expect("put");
+        {
+            let mut locked = cache.inner.locked().expect("locked");
+            // A change applied to the index but never written out…
+            locked.push(Record::Remove {
+                key: key(1),
+                reason: RemoveReason::Dropped,
+            });
+            assert!(locked.entry(&key(1)).is_none());
+        }
+        // …is forgotten: the journal still has the entry.
+        assert_eq!(cache.stats().entries, 1);
+    }
 }

@@ -17,6 +17,8 @@ use std::time::Instant;
 
 use super::entry::{self, OVERHEAD};
 use super::index::Index;
+#[cfg(test)]
+use super::index::IndexEntry;
 use super::journal::{self, CounterDelta, Record};
 use super::memory::MemoryLayer;
 use super::{CachedEntry, Inner};
@@ -25,7 +27,7 @@ use crate::files::{self, LockGuard, ReadOutcome};
 use crate::key::CacheKey;
 
 /// Compact when the journal holds more than `4 × entries + COMPACT_SLACK` records.
-const COMPACT_SLACK: u64 = 16_384;
+pub(crate) const COMPACT_SLACK: u64 = 16_384;
 
 /// The index as of a journal position.
 #[derive(Debug)]
@@ -167,7 +169,11 @@ impl Locked<'_> {
             .map_err(|e| Error::io("appending to the cache journal", e))?;
         shared.file_records += self.outbox.len() as u64;
         self.outbox.clear();
-        if shared.file_records > 4 * shared.index.len() as u64 + COMPACT_SLACK {
+        let slack = self
+            .inner
+            .compact_slack
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if shared.file_records > 4 * shared.index.len() as u64 + slack {
             let snapshot = shared.index.snapshot();
             let (generation, offset) = journal::rewrite(dir, &snapshot, fsync)
                 .map_err(|e| Error::io("compacting the cache journal", e))?;
@@ -176,6 +182,18 @@ impl Locked<'_> {
             shared.file_records = snapshot.len() as u64;
         }
         Ok(())
+    }
+
+    /// The journal generation this session is synced to.
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
+        self.state.shared.as_ref().map_or(0, |s| s.generation)
+    }
+
+    /// The index entry of `key`.
+    #[cfg(test)]
+    pub(crate) fn entry(&self, key: &CacheKey) -> Option<IndexEntry> {
+        self.index().get(key).copied()
     }
 
     /// Replaces the journal with an empty one (a new generation): for `clear`.
@@ -222,6 +240,27 @@ impl Locked<'_> {
         if !pending.counters.is_zero() {
             self.push(Record::Counters(pending.counters));
         }
+        // An adopted orphan may have taken the cache over its limit.
+        self.evict_to_limit(None)
+    }
+
+    /// Removes entries, expired ones first and then the least recently used, until the
+    /// cache is within its size limit; never `keep`.
+    pub(crate) fn evict_to_limit(&mut self, keep: Option<&CacheKey>) -> Result<(), Error> {
+        let now = self.inner.clock.now_ms();
+        let none = CacheKey::from_bytes([0; 32]);
+        let keep = keep.unwrap_or(&none);
+        while self.index().total_bytes() > self.inner.max_bytes {
+            let Some((victim, reason)) = self.index().victim(now, keep) else {
+                break;
+            };
+            files::remove_regular(&self.inner.dir, &entry::entry_name(&victim))
+                .map_err(|e| Error::io("evicting an entry", e))?;
+            self.push(Record::Remove {
+                key: victim,
+                reason,
+            });
+        }
         Ok(())
     }
 
@@ -244,7 +283,8 @@ impl Locked<'_> {
     fn sync(&mut self) -> Result<(), Error> {
         let dir = &self.inner.dir;
         let position = self.state.shared.as_ref().map(|s| (s.generation, s.offset));
-        let read = journal::read(dir, position).map_err(|e| Error::io("reading the cache journal", e))?;
+        let read =
+            journal::read(dir, position).map_err(|e| Error::io("reading the cache journal", e))?;
         let tail = match read {
             journal::Scan::Records(tail) => tail,
             journal::Scan::Missing | journal::Scan::Unreadable => return self.rebuild(),
@@ -270,7 +310,12 @@ impl Locked<'_> {
             }
             _ => {
                 let index = Index::replay(&tail.records);
-                self.install(index, tail.generation, tail.valid_end, tail.records.len() as u64);
+                self.install(
+                    index,
+                    tail.generation,
+                    tail.valid_end,
+                    tail.records.len() as u64,
+                );
             }
         }
         Ok(())
@@ -281,7 +326,8 @@ impl Locked<'_> {
         let state = &mut *self.state;
         state.memory.retain(|key, cached| {
             index.get(key).is_some_and(|e| {
-                e.expires_ms == cached.expires_ms && e.size == cached.payload.len() as u64 + OVERHEAD
+                e.expires_ms == cached.expires_ms
+                    && e.size == cached.payload.len() as u64 + OVERHEAD
             })
         });
         state.shared = Some(Shared {
@@ -297,7 +343,9 @@ impl Locked<'_> {
     fn rebuild(&mut self) -> Result<(), Error> {
         let dir = &self.inner.dir;
         let mut found: Vec<(u64, Record)> = Vec::new();
-        let items = dir.entries().map_err(|e| Error::io("listing the cache directory", e))?;
+        let items = dir
+            .entries()
+            .map_err(|e| Error::io("listing the cache directory", e))?;
         for item in items {
             let item = item.map_err(|e| Error::io("listing the cache directory", e))?;
             let name = item.file_name();
@@ -308,9 +356,12 @@ impl Locked<'_> {
             if !meta.is_file() {
                 continue;
             }
-            let header = files::read_prefix(dir, &entry::entry_name(&key), entry::HEADER_LEN as u64)
-                .map_err(|e| Error::io("reading an entry header", e))?;
-            let ReadOutcome::Data(header) = header else { continue };
+            let header =
+                files::read_prefix(dir, &entry::entry_name(&key), entry::HEADER_LEN as u64)
+                    .map_err(|e| Error::io("reading an entry header", e))?;
+            let ReadOutcome::Data(header) = header else {
+                continue;
+            };
             match entry::frame(&header) {
                 Some(f) if f.key == key && f.file_len == meta.len() => found.push((
                     f.created_ms,
@@ -329,11 +380,19 @@ impl Locked<'_> {
         found.sort_by_key(|(created, _)| *created);
         let records: Vec<Record> = found.into_iter().map(|(_, r)| r).collect();
         if !records.is_empty() {
-            tracing::info!(entries = records.len(), "rebuilt the cache journal from its entry files");
+            tracing::info!(
+                entries = records.len(),
+                "rebuilt the cache journal from its entry files"
+            );
         }
         let (generation, offset) = journal::rewrite(dir, &records, self.inner.fsync())
             .map_err(|e| Error::io("writing the cache journal", e))?;
-        self.install(Index::replay(&records), generation, offset, records.len() as u64);
+        self.install(
+            Index::replay(&records),
+            generation,
+            offset,
+            records.len() as u64,
+        );
         Ok(())
     }
 }

@@ -299,8 +299,14 @@ impl AgentStore {
             files::random_hex(8).map_err(|e| StoreError::io("naming a temp file", &e))?
         );
         let header = record::encode_header(key, value_len, expires_ms);
-        files::write_atomic(&self.dir, &name, &tmp, &[&header, key.as_bytes(), value], false)
-            .map_err(|e| StoreError::io("writing an entry", &e))?;
+        files::write_atomic(
+            &self.dir,
+            &name,
+            &tmp,
+            &[&header, key.as_bytes(), value],
+            false,
+        )
+        .map_err(|e| StoreError::io("writing an entry", &e))?;
         self.write_usage(projected)
     }
 
@@ -440,7 +446,17 @@ mod tests {
         for good in ["a", "Agent_1", "code-reviewer", &"x".repeat(64)] {
             assert!(validate_agent_name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "a/b", "a.b", "ä", "a b", "a\0", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a.b",
+            "ä",
+            "a b",
+            "a\0",
+            &"x".repeat(65),
+        ] {
             assert!(validate_agent_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -451,7 +467,10 @@ mod tests {
         assert!(validate_key(&"k".repeat(256)).is_ok());
         assert!(validate_key("../ünï/ĉode").is_ok());
         for bad in ["", "a\0b", "a\nb", "\u{7f}", "\u{85}", &"k".repeat(257)] {
-            assert!(matches!(validate_key(bad), Err(StoreError::InvalidKey(_))), "{bad:?}");
+            assert!(
+                matches!(validate_key(bad), Err(StoreError::InvalidKey(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -473,7 +492,13 @@ mod tests {
         assert_eq!(store.get("k").expect("get"), None);
         store.set("k", b"v1", None).expect("set");
         assert_eq!(store.get("k").expect("get").as_deref(), Some(&b"v1"[..]));
-        assert_eq!(store.usage().expect("usage"), StoreUsage { bytes: 3, entries: 1 });
+        assert_eq!(
+            store.usage().expect("usage"),
+            StoreUsage {
+                bytes: 3,
+                entries: 1
+            }
+        );
         assert!(store.delete("k").expect("delete"));
         assert!(!store.delete("k").expect("delete again"));
         assert_eq!(store.usage().expect("usage"), StoreUsage::default());
@@ -483,7 +508,9 @@ mod tests {
     fn expiry_is_a_miss_and_frees_quota() {
         let (_tmp, stores, clock) = stores(StoreLimits::default());
         let store = stores.scope("a").expect("scope");
-        store.set("k", b"value", Some(Duration::from_secs(10))).expect("set");
+        store
+            .set("k", b"value", Some(Duration::from_secs(10)))
+            .expect("set");
         clock.advance(Duration::from_secs(9));
         assert!(store.get("k").expect("get").is_some());
         clock.advance(Duration::from_secs(1));

@@ -50,7 +50,11 @@ pub(crate) fn write(dir: &Dir, usage: StoreUsage) -> io::Result<()> {
         dir,
         USAGE_NAME,
         &tmp,
-        &[MAGIC, &usage.bytes.to_le_bytes(), &usage.entries.to_le_bytes()],
+        &[
+            MAGIC,
+            &usage.bytes.to_le_bytes(),
+            &usage.entries.to_le_bytes(),
+        ],
         false,
     )
 }
@@ -112,8 +116,21 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("open");
         assert_eq!(read(&dir).expect("read"), None);
-        write(&dir, StoreUsage { bytes: 7, entries: 2 }).expect("write");
-        assert_eq!(read(&dir).expect("read"), Some(StoreUsage { bytes: 7, entries: 2 }));
+        write(
+            &dir,
+            StoreUsage {
+                bytes: 7,
+                entries: 2,
+            },
+        )
+        .expect("write");
+        assert_eq!(
+            read(&dir).expect("read"),
+            Some(StoreUsage {
+                bytes: 7,
+                entries: 2
+            })
+        );
 
         let mut live = record::encode_header("a", 2, 100);
         live.extend_from_slice(b"axy");
@@ -126,10 +143,22 @@ mod tests {
         dir.write(&tmp_name, b"debris").expect("tmp");
 
         let all = scan(&dir, None).expect("scan");
-        assert_eq!(all.usage, StoreUsage { bytes: 5, entries: 2 });
+        assert_eq!(
+            all.usage,
+            StoreUsage {
+                bytes: 5,
+                entries: 2
+            }
+        );
         assert!(!dir.exists(&tmp_name), "temp debris is removed");
         let swept = scan(&dir, Some(50)).expect("scan");
-        assert_eq!(swept.usage, StoreUsage { bytes: 3, entries: 1 });
+        assert_eq!(
+            swept.usage,
+            StoreUsage {
+                bytes: 3,
+                entries: 1
+            }
+        );
         assert_eq!(swept.expired_removed, 1);
         assert!(dir.exists("foreign.txt"));
     }

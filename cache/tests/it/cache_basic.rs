@@ -16,11 +16,21 @@ fn meta(tokens: u64, cost: Option<f64>) -> EntryMeta {
 }
 
 #[test]
+fn handles_are_clone_send_and_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<ResponseCache>();
+    check::<cf_cache::CacheKey>();
+    check::<cf_cache::CachedEntry>();
+}
+
+#[test]
 fn set_then_get_round_trips_and_an_empty_cache_misses() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cache = open(config(tmp.path()), &clock());
     assert_eq!(cache.get("agent", &key(1)), None, "miss on an empty cache");
-    cache.put("agent", &key(1), b"answer", meta(42, Some(0.01))).expect("put");
+    cache
+        .put("agent", &key(1), b"answer", meta(42, Some(0.01)))
+        .expect("put");
     let hit = cache.get("agent", &key(1)).expect("hit");
     assert_eq!(&*hit.payload, b"answer");
     assert_eq!((hit.tokens, hit.cost_usd), (42, Some(0.01)));
@@ -38,13 +48,31 @@ fn keys_are_consistent_and_unique() {
             .finish()
     };
     let a = build("m", 1.0, Some(b"be brief"));
-    assert_eq!(a, build("m", 1.0, Some(b"be brief")), "same request, same key");
+    assert_eq!(
+        a,
+        build("m", 1.0, Some(b"be brief")),
+        "same request, same key"
+    );
     assert_ne!(a, build("m2", 1.0, Some(b"be brief")), "model matters");
     assert_ne!(a, build("m", 0.5, Some(b"be brief")), "temperature matters");
-    assert_ne!(a, build("m", 1.0, Some(b"be long")), "system prompt matters");
-    assert_ne!(a, build("m", 1.0, None), "a missing system prompt is not an empty one");
-    let ab_c = KeyBuilder::new("v1").field_str("x", "ab").field_str("y", "c").finish();
-    let a_bc = KeyBuilder::new("v1").field_str("x", "a").field_str("y", "bc").finish();
+    assert_ne!(
+        a,
+        build("m", 1.0, Some(b"be long")),
+        "system prompt matters"
+    );
+    assert_ne!(
+        a,
+        build("m", 1.0, None),
+        "a missing system prompt is not an empty one"
+    );
+    let ab_c = KeyBuilder::new("v1")
+        .field_str("x", "ab")
+        .field_str("y", "c")
+        .finish();
+    let a_bc = KeyBuilder::new("v1")
+        .field_str("x", "a")
+        .field_str("y", "bc")
+        .finish();
     assert_ne!(ab_c, a_bc, "adjacent fields are not ambiguous");
     assert_eq!(a.to_hex().len(), 64, "full 256-bit key");
 }
@@ -53,27 +81,46 @@ fn keys_are_consistent_and_unique() {
 fn a_two_mib_payload_round_trips_across_a_reopen() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = clock();
-    let payload: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let payload: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     let cache = open(config(tmp.path()), &clock);
-    cache.put("a", &key(1), &payload, meta(1, None)).expect("put");
-    assert_eq!(&*cache.get("a", &key(1)).expect("hit").payload, &payload[..]);
+    cache
+        .put("a", &key(1), &payload, meta(1, None))
+        .expect("put");
+    assert_eq!(
+        &*cache.get("a", &key(1)).expect("hit").payload,
+        &payload[..]
+    );
     drop(cache);
     let cache = open(config(tmp.path()), &clock);
-    assert_eq!(&*cache.get("a", &key(1)).expect("hit after reopen").payload, &payload[..]);
+    assert_eq!(
+        &*cache.get("a", &key(1)).expect("hit after reopen").payload,
+        &payload[..]
+    );
 }
 
 #[test]
 fn an_overwrite_adjusts_the_size_exactly() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cache = open(config(tmp.path()), &clock());
-    cache.put("a", &key(1), &[1; 1000], meta(0, None)).expect("put");
-    cache.put("a", &key(2), &[2; 10], meta(0, None)).expect("put");
+    cache
+        .put("a", &key(1), &[1; 1000], meta(0, None))
+        .expect("put");
+    cache
+        .put("a", &key(2), &[2; 10], meta(0, None))
+        .expect("put");
     assert_eq!(cache.stats().bytes, 1010 + 2 * OVERHEAD);
-    cache.put("a", &key(1), &[1; 300], meta(0, None)).expect("overwrite");
+    cache
+        .put("a", &key(1), &[1; 300], meta(0, None))
+        .expect("overwrite");
     let stats = cache.stats();
     assert_eq!((stats.entries, stats.bytes), (2, 310 + 2 * OVERHEAD));
     assert_eq!(disk_usage(tmp.path()), (2, 310 + 2 * OVERHEAD));
-    assert_eq!(&*cache.get("a", &key(1)).expect("hit").payload, &[1; 300][..]);
+    assert_eq!(
+        &*cache.get("a", &key(1)).expect("hit").payload,
+        &[1; 300][..]
+    );
 }
 
 #[test]
@@ -82,14 +129,24 @@ fn entries_and_counters_persist_across_reopen() {
     let clock = clock();
     let cache = open(config(tmp.path()), &clock);
     for n in 0..10 {
-        cache.put("a", &key(n), format!("v{n}").as_bytes(), meta(100, Some(0.5))).expect("put");
+        cache
+            .put(
+                "a",
+                &key(n),
+                format!("v{n}").as_bytes(),
+                meta(100, Some(0.5)),
+            )
+            .expect("put");
     }
     assert!(cache.get("a", &key(3)).is_some());
     assert!(cache.get("a", &key(99)).is_none());
     drop(cache);
     let cache = open(config(tmp.path()), &clock);
     for n in 0..10 {
-        assert_eq!(&*cache.get("a", &key(n)).expect("hit").payload, format!("v{n}").as_bytes());
+        assert_eq!(
+            &*cache.get("a", &key(n)).expect("hit").payload,
+            format!("v{n}").as_bytes()
+        );
     }
     let stats = cache.stats();
     assert_eq!((stats.entries, stats.hits, stats.misses), (10, 11, 1));
@@ -104,13 +161,25 @@ fn excluded_agents_are_never_cached() {
     let mut cfg = config(tmp.path());
     cfg.exclude_agents = vec!["random-agent".into()];
     let cache = open(cfg, &clock());
-    cache.put("random-agent", &key(1), b"x", meta(1, None)).expect("put is a no-op");
+    cache
+        .put("random-agent", &key(1), b"x", meta(1, None))
+        .expect("put is a no-op");
     assert_eq!(cache.get("random-agent", &key(1)), None);
     assert_eq!(disk_usage(tmp.path()), (0, 0), "nothing written");
-    cache.put("other", &key(1), b"y", meta(1, None)).expect("put");
-    assert_eq!(cache.get("random-agent", &key(1)), None, "excluded even when present");
+    cache
+        .put("other", &key(1), b"y", meta(1, None))
+        .expect("put");
+    assert_eq!(
+        cache.get("random-agent", &key(1)),
+        None,
+        "excluded even when present"
+    );
     let stats = cache.stats();
-    assert_eq!((stats.hits, stats.misses, stats.entries), (0, 0, 1), "exclusions count nothing");
+    assert_eq!(
+        (stats.hits, stats.misses, stats.entries),
+        (0, 0, 1),
+        "exclusions count nothing"
+    );
     assert!(cache.is_excluded("random-agent") && !cache.is_excluded("other"));
 }
 
@@ -120,8 +189,12 @@ fn an_entry_larger_than_the_cache_is_refused() {
     let mut cfg = config(tmp.path());
     cfg.max_bytes = 1000;
     let cache = open(cfg, &clock());
-    cache.put("a", &key(1), &[0; 880], meta(0, None)).expect("exactly the limit fits");
-    let err = cache.put("a", &key(2), &[0; 881], meta(0, None)).expect_err("over");
+    cache
+        .put("a", &key(1), &[0; 880], meta(0, None))
+        .expect("exactly the limit fits");
+    let err = cache
+        .put("a", &key(2), &[0; 881], meta(0, None))
+        .expect_err("over");
     assert!(err.is_too_large(), "{err}");
     assert!(cache.get("a", &key(1)).is_some());
 }
@@ -146,10 +219,17 @@ fn a_generated_secret_is_kept_across_reopens() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = clock();
     let cfg = CacheConfig::new(tmp.path());
-    open(cfg.clone(), &clock).put("a", &key(1), b"x", meta(0, None)).expect("put");
-    assert!(open(cfg, &clock).get("a", &key(1)).is_some(), "same generated secret");
+    open(cfg.clone(), &clock)
+        .put("a", &key(1), b"x", meta(0, None))
+        .expect("put");
+    assert!(
+        open(cfg, &clock).get("a", &key(1)).is_some(),
+        "same generated secret"
+    );
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(tmp.path().join("cache.secret")).expect("secret").permissions(),
+        &std::fs::metadata(tmp.path().join("cache.secret"))
+            .expect("secret")
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
 }
@@ -162,7 +242,9 @@ fn the_memory_layer_is_bounded() {
     cfg.memory_max_bytes = 250;
     let cache = open(cfg, &clock());
     for n in 0..10 {
-        cache.put("a", &key(n), &[0; 100], meta(0, None)).expect("put");
+        cache
+            .put("a", &key(n), &[0; 100], meta(0, None))
+            .expect("put");
         assert!(cache.get("a", &key(n)).is_some());
     }
     let stats = cache.stats();

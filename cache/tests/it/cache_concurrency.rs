@@ -4,7 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use cf_cache::{EntryMeta, ResponseCache};
 
@@ -33,7 +34,10 @@ fn payload(n: u64, writer: u64, round: u64) -> Vec<u8> {
 fn check(n: u64, got: Option<cf_cache::CachedEntry>) {
     if let Some(entry) = got {
         let prefix = format!("key={n};");
-        assert!(entry.payload.starts_with(prefix.as_bytes()), "served under the wrong key");
+        assert!(
+            entry.payload.starts_with(prefix.as_bytes()),
+            "served under the wrong key"
+        );
     }
 }
 
@@ -43,7 +47,12 @@ fn workload(dir: &Path, writer: u64, rounds: u64, mut progress: impl FnMut(u64))
     for round in 0..rounds {
         let n = (round * 7 + writer * 13) % KEYS;
         cache
-            .put("agent", &key(n), &payload(n, writer, round), EntryMeta::default())
+            .put(
+                "agent",
+                &key(n),
+                &payload(n, writer, round),
+                EntryMeta::default(),
+            )
             .expect("put");
         for m in [n, (n + 1) % KEYS, (round * 3) % KEYS] {
             check(m, cache.get("agent", &key(m)));
@@ -60,7 +69,11 @@ fn assert_consistent(dir: &Path) {
     let report = cache.verify(false).expect("verify");
     assert!(report.is_clean(), "{report:?}");
     let stats = cache.stats();
-    assert_eq!((stats.entries, stats.bytes), disk_usage(dir), "index equals the files");
+    assert_eq!(
+        (stats.entries, stats.bytes),
+        disk_usage(dir),
+        "index equals the files"
+    );
     assert!(stats.bytes <= 48 * 1024);
     for n in 0..KEYS {
         check(n, cache.get("agent", &key(n)));
@@ -77,19 +90,57 @@ fn four_handles_in_four_threads_share_one_directory() {
         }
     });
     assert_consistent(tmp.path());
-    let stats = ResponseCache::open(small_config(tmp.path())).expect("open").stats();
+    let stats = ResponseCache::open(small_config(tmp.path()))
+        .expect("open")
+        .stats();
     // The writers' lookups, plus one per key in `assert_consistent`.
-    assert_eq!(stats.hits + stats.misses, 4 * ROUNDS * 3 + KEYS, "every lookup counted once");
+    assert_eq!(
+        stats.hits + stats.misses,
+        4 * ROUNDS * 3 + KEYS,
+        "every lookup counted once"
+    );
     assert!(stats.evictions > 0, "the size limit was exercised");
 }
 
-/// Run by `four_processes_share_one_directory` in child processes, not on its own.
+/// A child process killed if the test fails before reaping it.
+struct ChildGuard(Child);
+
+impl ChildGuard {
+    /// Waits at most `limit` for the child to exit; `step` names what it was doing.
+    fn wait(mut self, limit: Duration, step: &str) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?}: {step}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run in child processes by the multi-process tests, not on its own: without the
+/// variables set by its parent it does nothing.
 #[test]
-#[ignore = "helper: run as a child process by four_processes_share_one_directory"]
+#[ignore = "helper: run as a child process by the multi-process tests"]
 fn child_writer() {
-    let dir = std::env::var(CHILD_DIR).expect("run as a child: directory variable set");
-    let id: u64 = std::env::var(CHILD_ID).expect("id").parse().expect("numeric id");
-    let rounds = if id >= 100 { u64::MAX } else { ROUNDS };
+    let (Ok(dir), Ok(id)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_ID)) else {
+        eprintln!("child_writer only runs as a child of the multi-process tests");
+        return;
+    };
+    let id: u64 = id.parse().expect("numeric id");
+    // Ids from 100 are killed by their parent mid-run; the bound only stops a runaway.
+    let rounds = if id >= 100 { 50_000 } else { ROUNDS };
     workload(Path::new(&dir), id, rounds, |round| {
         if round % 20 == 19 {
             println!("progress {round}");
@@ -99,9 +150,15 @@ fn child_writer() {
 
 fn child(dir: &Path, id: u64) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["--exact", "cache_concurrency::child_writer", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_ID, id.to_string());
+    cmd.args([
+        "--exact",
+        "cache_concurrency::child_writer",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir)
+    .env(CHILD_ID, id.to_string());
     cmd
 }
 
@@ -110,31 +167,41 @@ fn four_processes_share_one_directory() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let children: Vec<_> = (1..=3)
         .map(|id| {
-            child(tmp.path(), id)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("spawn child")
+            ChildGuard(
+                child(tmp.path(), id)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("spawn child"),
+            )
         })
         .collect();
     workload(tmp.path(), 0, ROUNDS, |_| {});
-    for mut c in children {
-        let status = c.wait().expect("wait");
+    for c in children {
+        let status = c.wait(Duration::from_secs(120), "waiting for a child writer");
         assert!(status.success(), "child failed: {status}");
     }
     assert_consistent(tmp.path());
-    let stats = ResponseCache::open(small_config(tmp.path())).expect("open").stats();
-    assert_eq!(stats.hits + stats.misses, 4 * ROUNDS * 3 + KEYS, "every process's lookups counted");
+    let stats = ResponseCache::open(small_config(tmp.path()))
+        .expect("open")
+        .stats();
+    assert_eq!(
+        stats.hits + stats.misses,
+        4 * ROUNDS * 3 + KEYS,
+        "every process's lookups counted"
+    );
 }
 
 #[test]
 fn a_writer_killed_at_any_moment_leaves_nothing_served_corrupt() {
     let tmp = tempfile::tempdir().expect("tempdir");
     for attempt in 0..3u64 {
-        let mut writer = child(tmp.path(), 100 + attempt)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stdout = writer.stdout.take().expect("stdout");
+        let mut writer = ChildGuard(
+            child(tmp.path(), 100 + attempt)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn"),
+        );
+        let stdout = writer.0.stdout.take().expect("stdout");
         // Kill after a varying number of progress lines, i.e. mid-stream.
         let wanted = 2 + attempt * 3;
         let lines = BufReader::new(stdout)
@@ -144,8 +211,9 @@ fn a_writer_killed_at_any_moment_leaves_nothing_served_corrupt() {
             .take(wanted as usize)
             .count();
         assert_eq!(lines as u64, wanted, "the writer made progress");
-        writer.kill().expect("SIGKILL");
-        writer.wait().expect("reap");
+        writer.0.kill().expect("SIGKILL");
+        let status = writer.wait(Duration::from_secs(30), "reaping the killed writer");
+        assert!(!status.success(), "the writer was killed, not finished");
 
         // Whatever the kill interrupted: nothing is served wrong, and one repair pass
         // leaves the directory clean with exact accounting.

@@ -19,14 +19,23 @@ fn an_expired_entry_is_a_miss_removed_and_frees_its_size() {
     let clock = clock();
     let cache = open(config(tmp.path()), &clock);
     cache.put("a", &key(1), &[0; 100], ttl(60)).expect("put");
-    cache.put("a", &key(2), &[0; 50], EntryMeta::default()).expect("put, default ttl 24 h");
+    cache
+        .put("a", &key(2), &[0; 50], EntryMeta::default())
+        .expect("put, default ttl 24 h");
     clock.advance(Duration::from_secs(59));
     assert!(cache.get("a", &key(1)).is_some(), "alive before its expiry");
     clock.advance(Duration::from_secs(1));
     assert_eq!(cache.get("a", &key(1)), None, "expired at its expiry");
     let stats = cache.stats();
-    assert_eq!((stats.entries, stats.bytes, stats.expirations), (1, 50 + OVERHEAD, 1));
-    assert_eq!(disk_usage(tmp.path()), (1, 50 + OVERHEAD), "the file is gone");
+    assert_eq!(
+        (stats.entries, stats.bytes, stats.expirations),
+        (1, 50 + OVERHEAD, 1)
+    );
+    assert_eq!(
+        disk_usage(tmp.path()),
+        (1, 50 + OVERHEAD),
+        "the file is gone"
+    );
     clock.advance(Duration::from_secs(24 * 3600));
     assert_eq!(cache.get("a", &key(2)), None, "the default ttl applies");
     assert_eq!(disk_usage(tmp.path()), (0, 0));
@@ -36,7 +45,9 @@ fn an_expired_entry_is_a_miss_removed_and_frees_its_size() {
 fn an_expired_entry_is_a_miss_for_a_fresh_process_too() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = clock();
-    open(config(tmp.path()), &clock).put("a", &key(1), b"x", ttl(10)).expect("put");
+    open(config(tmp.path()), &clock)
+        .put("a", &key(1), b"x", ttl(10))
+        .expect("put");
     clock.advance(Duration::from_secs(10));
     let cache = open(config(tmp.path()), &clock);
     assert_eq!(cache.get("a", &key(1)), None);
@@ -50,11 +61,18 @@ fn the_configured_ttl_is_the_default() {
     let mut cfg = config(tmp.path());
     cfg.ttl = Duration::from_secs(5);
     let cache = open(cfg, &clock);
-    cache.put("a", &key(1), b"x", EntryMeta::default()).expect("put");
-    cache.put("a", &key(2), b"y", ttl(3600)).expect("put with its own ttl");
+    cache
+        .put("a", &key(1), b"x", EntryMeta::default())
+        .expect("put");
+    cache
+        .put("a", &key(2), b"y", ttl(3600))
+        .expect("put with its own ttl");
     clock.advance(Duration::from_secs(5));
     assert_eq!(cache.get("a", &key(1)), None);
-    assert!(cache.get("a", &key(2)).is_some(), "a per-entry ttl overrides");
+    assert!(
+        cache.get("a", &key(2)).is_some(),
+        "a per-entry ttl overrides"
+    );
 }
 
 #[test]
@@ -67,7 +85,10 @@ fn prune_removes_only_expired_entries() {
     }
     clock.advance(Duration::from_secs(12));
     let report = cache.prune().expect("prune");
-    assert_eq!((report.removed, report.freed_bytes), (3, 3 * (10 + OVERHEAD)));
+    assert_eq!(
+        (report.removed, report.freed_bytes),
+        (3, 3 * (10 + OVERHEAD))
+    );
     assert_eq!(disk_usage(tmp.path()), (2, 2 * (10 + OVERHEAD)));
     let stats = cache.stats();
     assert_eq!((stats.entries, stats.expirations), (2, 3));
@@ -81,12 +102,21 @@ fn expired_entries_are_evicted_before_live_ones() {
     let mut cfg = config(tmp.path());
     cfg.max_bytes = 3 * (100 + OVERHEAD);
     let cache = open(cfg, &clock);
-    cache.put("a", &key(1), &[0; 100], EntryMeta::default()).expect("put");
+    cache
+        .put("a", &key(1), &[0; 100], EntryMeta::default())
+        .expect("put");
     cache.put("a", &key(2), &[0; 100], ttl(1)).expect("put");
-    cache.put("a", &key(3), &[0; 100], EntryMeta::default()).expect("put");
+    cache
+        .put("a", &key(3), &[0; 100], EntryMeta::default())
+        .expect("put");
     clock.advance(Duration::from_secs(2));
-    cache.put("a", &key(4), &[0; 100], EntryMeta::default()).expect("put");
-    assert!(cache.get("a", &key(1)).is_some(), "the oldest live entry stays");
+    cache
+        .put("a", &key(4), &[0; 100], EntryMeta::default())
+        .expect("put");
+    assert!(
+        cache.get("a", &key(1)).is_some(),
+        "the oldest live entry stays"
+    );
     let stats = cache.stats();
     assert_eq!((stats.expirations, stats.evictions), (1, 0));
 }

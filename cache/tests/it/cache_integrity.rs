@@ -6,7 +6,9 @@ use cf_cache::{CacheConfig, EntryMeta, Secret};
 use crate::common::{clock, config, disk_usage, entry_path, key, open};
 
 fn put(cache: &cf_cache::ResponseCache, n: u64, payload: &[u8]) {
-    cache.put("a", &key(n), payload, EntryMeta::default()).expect("put");
+    cache
+        .put("a", &key(n), payload, EntryMeta::default())
+        .expect("put");
 }
 
 #[test]
@@ -24,7 +26,15 @@ fn a_payload_edited_on_disk_is_detected_counted_and_removed() {
     assert_eq!(cache.get("a", &key(1)), None, "not served");
     assert!(!path.exists(), "removed");
     let stats = cache.stats();
-    assert_eq!((stats.integrity_failures, stats.misses, stats.entries, stats.bytes), (1, 1, 0, 0));
+    assert_eq!(
+        (
+            stats.integrity_failures,
+            stats.misses,
+            stats.entries,
+            stats.bytes
+        ),
+        (1, 1, 0, 0)
+    );
 }
 
 #[test]
@@ -60,11 +70,18 @@ fn a_valid_entry_copied_over_another_keys_file_is_rejected() {
     put(&cache, 1, b"answer one");
     put(&cache, 2, b"answer two");
     drop(cache);
-    std::fs::copy(entry_path(tmp.path(), &key(1)), entry_path(tmp.path(), &key(2))).expect("copy");
+    std::fs::copy(
+        entry_path(tmp.path(), &key(1)),
+        entry_path(tmp.path(), &key(2)),
+    )
+    .expect("copy");
     let cache = open(config(tmp.path()), &clock);
     assert_eq!(cache.get("a", &key(2)), None);
     assert_eq!(cache.stats().integrity_failures, 1);
-    assert_eq!(&*cache.get("a", &key(1)).expect("hit").payload, b"answer one");
+    assert_eq!(
+        &*cache.get("a", &key(1)).expect("hit").payload,
+        b"answer one"
+    );
 }
 
 #[test]
@@ -78,8 +95,11 @@ fn an_entry_forged_with_another_secret_is_rejected() {
     let cache = open(config(tmp.path()), &clock);
     put(&cache, 1, b"real answer");
     drop(cache);
-    std::fs::copy(entry_path(forger_dir.path(), &key(1)), entry_path(tmp.path(), &key(1)))
-        .expect("plant");
+    std::fs::copy(
+        entry_path(forger_dir.path(), &key(1)),
+        entry_path(tmp.path(), &key(1)),
+    )
+    .expect("plant");
     let cache = open(config(tmp.path()), &clock);
     assert_eq!(cache.get("a", &key(1)), None, "forgery not served");
     assert_eq!(cache.stats().integrity_failures, 1);
@@ -143,7 +163,11 @@ fn verify_indexes_an_orphan_left_by_a_crash() {
     put(&open(config(other.path()), &clock), 7, b"orphan");
     let cache = open(config(tmp.path()), &clock);
     put(&cache, 1, b"indexed");
-    std::fs::copy(entry_path(other.path(), &key(7)), entry_path(tmp.path(), &key(7))).expect("copy");
+    std::fs::copy(
+        entry_path(other.path(), &key(7)),
+        entry_path(tmp.path(), &key(7)),
+    )
+    .expect("copy");
     let report = cache.verify(false).expect("verify");
     assert_eq!((report.orphans, report.bad.len()), (1, 0));
     cache.verify(true).expect("fix");
@@ -160,7 +184,11 @@ fn an_orphan_that_is_read_gets_indexed() {
     put(&open(config(other.path()), &clock), 7, b"orphan");
     let cache = open(config(tmp.path()), &clock);
     put(&cache, 1, b"indexed");
-    std::fs::copy(entry_path(other.path(), &key(7)), entry_path(tmp.path(), &key(7))).expect("copy");
+    std::fs::copy(
+        entry_path(other.path(), &key(7)),
+        entry_path(tmp.path(), &key(7)),
+    )
+    .expect("copy");
     assert!(cache.get("a", &key(7)).is_some());
     let stats = cache.stats();
     assert_eq!((stats.entries, stats.bytes), disk_usage(tmp.path()));

@@ -12,7 +12,12 @@ const ENTRY: u64 = PAYLOAD + OVERHEAD;
 
 fn put(cache: &cf_cache::ResponseCache, n: u64) {
     cache
-        .put("a", &key(n), &vec![n as u8; PAYLOAD as usize], EntryMeta::default())
+        .put(
+            "a",
+            &key(n),
+            &vec![n as u8; PAYLOAD as usize],
+            EntryMeta::default(),
+        )
         .expect("put");
 }
 
@@ -32,7 +37,10 @@ fn eviction_keeps_the_size_under_the_limit() {
     assert_eq!((stats.entries, stats.evictions), (10, 40));
     assert_eq!(disk_usage(tmp.path()), (10, 10 * ENTRY));
     for n in 40..50 {
-        assert!(cache.get("a", &key(n)).is_some(), "the newest entries stay: {n}");
+        assert!(
+            cache.get("a", &key(n)).is_some(),
+            "the newest entries stay: {n}"
+        );
     }
 }
 
@@ -56,8 +64,14 @@ fn the_least_recently_used_goes_first_and_a_frequently_read_entry_survives() {
     }
     clock.advance(Duration::from_millis(10));
     put(&cache, 4);
-    assert!(cache.get("a", &key(2)).is_none(), "2 was least recently used");
-    assert!(cache.get("a", &key(1)).is_some(), "the frequently read entry survives");
+    assert!(
+        cache.get("a", &key(2)).is_none(),
+        "2 was least recently used"
+    );
+    assert!(
+        cache.get("a", &key(1)).is_some(),
+        "the frequently read entry survives"
+    );
     clock.advance(Duration::from_millis(10));
     put(&cache, 5);
     assert!(cache.get("a", &key(3)).is_none(), "then 3");
@@ -75,7 +89,10 @@ fn recency_not_frequency_decides() {
     clock.advance(Duration::from_millis(10));
     put(&cache, 1);
     for _ in 0..20 {
-        assert!(cache.get("a", &key(1)).is_some(), "read 1 many times, long ago");
+        assert!(
+            cache.get("a", &key(1)).is_some(),
+            "read 1 many times, long ago"
+        );
     }
     clock.advance(Duration::from_millis(10));
     put(&cache, 2);
@@ -83,7 +100,10 @@ fn recency_not_frequency_decides() {
     assert!(cache.get("a", &key(2)).is_some(), "read 2 once, recently");
     clock.advance(Duration::from_millis(10));
     put(&cache, 3);
-    assert!(cache.get("a", &key(1)).is_none(), "least-frequently-used would keep 1; LRU drops it");
+    assert!(
+        cache.get("a", &key(1)).is_none(),
+        "least-frequently-used would keep 1; LRU drops it"
+    );
     assert!(cache.get("a", &key(2)).is_some());
 }
 
@@ -110,10 +130,20 @@ fn hit_counts_and_last_access_survive_a_restart() {
     assert_eq!(info.hits, 4);
     assert_eq!(info.last_access, read_at);
     assert_eq!(info.size, ENTRY);
-    assert_eq!(cache.entry_info(&key(2)).expect("info").expect("indexed").hits, 0);
+    assert_eq!(
+        cache
+            .entry_info(&key(2))
+            .expect("info")
+            .expect("indexed")
+            .hits,
+        0
+    );
     // The persisted last access decides the next eviction: 2, not 1.
     clock.advance(Duration::from_millis(10));
     put(&cache, 4);
-    assert!(cache.entry_info(&key(2)).expect("info").is_none(), "2 evicted");
+    assert!(
+        cache.entry_info(&key(2)).expect("info").is_none(),
+        "2 evicted"
+    );
     assert!(cache.entry_info(&key(1)).expect("info").is_some(), "1 kept");
 }

@@ -71,7 +71,9 @@ pub fn disk_usage(dir: &Path) -> (u64, u64) {
         let meta = entry.path().symlink_metadata().expect("meta");
         let ours = name.len() == 68
             && name.ends_with(".cfe")
-            && name[..64].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            && name[..64]
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if ours && meta.is_file() {
             usage.0 += 1;
             usage.1 += meta.len();

@@ -23,7 +23,10 @@ fn foreign_files_are_left_alone_and_not_charged() {
     a.set("k", b"v", None).expect("set");
     assert_eq!(a.usage().expect("usage").bytes, 2);
     assert!(a.delete("k").expect("delete"));
-    assert_eq!(std::fs::read(dir.join("notes.txt")).expect("read").len(), 5000);
+    assert_eq!(
+        std::fs::read(dir.join("notes.txt")).expect("read").len(),
+        5000
+    );
     assert!(dir.join("0000.kv").exists());
 }
 
@@ -43,11 +46,19 @@ fn a_symlink_under_an_entry_name_is_never_followed() {
     std::os::unix::fs::symlink(&outside, &link).expect("symlink");
 
     assert_eq!(a.get("k").expect("get"), None, "the link is not read");
-    assert!(!a.delete("k").expect("delete"), "the link is not removed as an entry");
+    assert!(
+        !a.delete("k").expect("delete"),
+        "the link is not removed as an entry"
+    );
     assert!(link.symlink_metadata().is_ok(), "the link itself stays");
-    a.set("k", b"mine", None).expect("set replaces the name, not the target");
+    a.set("k", b"mine", None)
+        .expect("set replaces the name, not the target");
     assert_eq!(a.get("k").expect("get").as_deref(), Some(&b"mine"[..]));
-    assert_eq!(std::fs::read(&outside).expect("outside"), forged, "target untouched");
+    assert_eq!(
+        std::fs::read(&outside).expect("outside"),
+        forged,
+        "target untouched"
+    );
 }
 
 #[test]
@@ -73,7 +84,11 @@ fn torn_or_misplaced_entry_files_are_misses() {
 #[test]
 fn data_survives_reopening() {
     let (tmp, stores, clock) = stores(StoreLimits::default());
-    stores.scope("a").expect("scope").set("k", b"kept", None).expect("set");
+    stores
+        .scope("a")
+        .expect("scope")
+        .set("k", b"kept", None)
+        .expect("set");
     drop(stores);
     let reopened = cf_cache::AgentStores::open_with_clock(
         tmp.path(),

@@ -23,8 +23,15 @@ fn value_size_limit_obeyed_and_violated() {
     let a = stores.scope("a").expect("scope");
     a.set("k", &[7; 40], None).expect("40 bytes is the limit");
     let err = a.set("k", &[7; 41], None).expect_err("41 bytes is over");
-    assert!(matches!(&err, StoreError::TooLarge(m) if m.contains("41")), "{err}");
-    assert_eq!(a.get("k").expect("get"), Some(vec![7; 40]), "old value kept");
+    assert!(
+        matches!(&err, StoreError::TooLarge(m) if m.contains("41")),
+        "{err}"
+    );
+    assert_eq!(
+        a.get("k").expect("get"),
+        Some(vec![7; 40]),
+        "old value kept"
+    );
 }
 
 #[test]
@@ -35,12 +42,25 @@ fn byte_quota_obeyed_and_violated() {
     a.set("k1", &[1; 38], None).expect("k1");
     a.set("k2", &[2; 38], None).expect("k2");
     a.set("k3", &[3; 18], None).expect("exactly 100 bytes fits");
-    assert_eq!(a.usage().expect("usage"), StoreUsage { bytes: 100, entries: 3 });
+    assert_eq!(
+        a.usage().expect("usage"),
+        StoreUsage {
+            bytes: 100,
+            entries: 3
+        }
+    );
     let err = a.set("k3", &[3; 19], None).expect_err("101 bytes is over");
-    assert!(matches!(&err, StoreError::QuotaExceeded(m) if m.contains("101") && m.contains("100")), "{err}");
+    assert!(
+        matches!(&err, StoreError::QuotaExceeded(m) if m.contains("101") && m.contains("100")),
+        "{err}"
+    );
     assert_eq!(a.get("k3").expect("get"), Some(vec![3; 18]));
     // Another agent has its own quota.
-    stores.scope("b").expect("b").set("k1", &[1; 38], None).expect("b has room");
+    stores
+        .scope("b")
+        .expect("b")
+        .set("k1", &[1; 38], None)
+        .expect("b has room");
 }
 
 #[test]
@@ -51,8 +71,12 @@ fn entry_quota_obeyed_and_violated() {
         a.set(key, b"v", None).expect(key);
     }
     let err = a.set("d", b"v", None).expect_err("a fourth entry is over");
-    assert!(matches!(&err, StoreError::QuotaExceeded(m) if m.contains("entries")), "{err}");
-    a.set("c", b"overwrite", None).expect("an overwrite adds no entry");
+    assert!(
+        matches!(&err, StoreError::QuotaExceeded(m) if m.contains("entries")),
+        "{err}"
+    );
+    a.set("c", b"overwrite", None)
+        .expect("an overwrite adds no entry");
     assert!(a.delete("a").expect("delete"));
     a.set("d", b"v", None).expect("room again after a delete");
 }
@@ -62,29 +86,62 @@ fn an_overwrite_accounts_for_the_old_size_exactly() {
     let (_tmp, stores, _clock) = stores(StoreLimits::default());
     let a = stores.scope("a").expect("scope");
     a.set("key", &[0; 1000], None).expect("set");
-    assert_eq!(a.usage().expect("usage"), StoreUsage { bytes: 1003, entries: 1 });
+    assert_eq!(
+        a.usage().expect("usage"),
+        StoreUsage {
+            bytes: 1003,
+            entries: 1
+        }
+    );
     a.set("key", &[0; 10], None).expect("shrink");
-    assert_eq!(a.usage().expect("usage"), StoreUsage { bytes: 13, entries: 1 });
+    assert_eq!(
+        a.usage().expect("usage"),
+        StoreUsage {
+            bytes: 13,
+            entries: 1
+        }
+    );
     a.set("key", &[0; 500], None).expect("grow");
-    assert_eq!(a.usage().expect("usage"), StoreUsage { bytes: 503, entries: 1 });
+    assert_eq!(
+        a.usage().expect("usage"),
+        StoreUsage {
+            bytes: 503,
+            entries: 1
+        }
+    );
 }
 
 #[test]
 fn expired_entries_are_misses_and_are_swept_before_a_refusal() {
     let (_tmp, stores, clock) = stores(small());
     let a = stores.scope("a").expect("scope");
-    a.set("short", &[1; 38], Some(Duration::from_secs(1))).expect("short");
-    a.set("long", &[2; 38], None).expect("long (default ttl 60 s)");
+    a.set("short", &[1; 38], Some(Duration::from_secs(1)))
+        .expect("short");
+    a.set("long", &[2; 38], None)
+        .expect("long (default ttl 60 s)");
     clock.advance(Duration::from_millis(999));
-    assert!(a.get("short").expect("get").is_some(), "alive until its expiry");
+    assert!(
+        a.get("short").expect("get").is_some(),
+        "alive until its expiry"
+    );
     clock.advance(Duration::from_millis(1));
     // Not read since it expired, so still charged; the sweep makes room for this write.
-    a.set("new", &[3; 38], None).expect("expired entry swept to make room");
-    assert_eq!(a.usage().expect("usage"), StoreUsage { bytes: 42 + 41, entries: 2 });
+    a.set("new", &[3; 38], None)
+        .expect("expired entry swept to make room");
+    assert_eq!(
+        a.usage().expect("usage"),
+        StoreUsage {
+            bytes: 42 + 41,
+            entries: 2
+        }
+    );
     assert_eq!(a.get("short").expect("get"), None);
     clock.advance(Duration::from_secs(60));
     assert_eq!(a.get("long").expect("get"), None, "default ttl applies");
-    assert!(!a.delete("new").expect("delete"), "an expired entry is not live");
+    assert!(
+        !a.delete("new").expect("delete"),
+        "an expired entry is not live"
+    );
     assert_eq!(a.usage().expect("usage"), StoreUsage::default());
 }
 
@@ -97,13 +154,25 @@ fn quota_is_shared_by_handles_in_separate_instances() {
     let a2 = other.scope("a").expect("scope 2");
     a1.set("k1", &[1; 38], None).expect("k1");
     a2.set("k2", &[2; 38], None).expect("k2");
-    assert_eq!(a1.usage().expect("usage"), StoreUsage { bytes: 80, entries: 2 });
-    let err = a1.set("k3", &[3; 38], None).expect_err("over across handles");
+    assert_eq!(
+        a1.usage().expect("usage"),
+        StoreUsage {
+            bytes: 80,
+            entries: 2
+        }
+    );
+    let err = a1
+        .set("k3", &[3; 38], None)
+        .expect_err("over across handles");
     assert!(matches!(err, StoreError::QuotaExceeded(_)));
     assert!(a2.delete("k1").expect("delete"));
-    a1.set("k3", &[3; 38], None).expect("room made by the other handle");
+    a1.set("k3", &[3; 38], None)
+        .expect("room made by the other handle");
     // A new scope rescans and agrees.
-    assert_eq!(other.scope("a").expect("scope 3").usage().expect("usage"), a1.usage().expect("usage"));
+    assert_eq!(
+        other.scope("a").expect("scope 3").usage().expect("usage"),
+        a1.usage().expect("usage")
+    );
 }
 
 #[test]

@@ -37,15 +37,27 @@ fn hostile_keys_stay_hashed_inside_their_own_directory() {
     keys.push(&long);
 
     for (i, key) in keys.iter().enumerate() {
-        a.set(key, format!("value {i}").as_bytes(), None).expect(key);
+        a.set(key, format!("value {i}").as_bytes(), None)
+            .expect(key);
     }
     for (i, key) in keys.iter().enumerate() {
         let got = a.get(key).expect(key);
-        assert_eq!(got, Some(format!("value {i}").into_bytes()), "{key:?} round-trips");
-        assert_eq!(b.get(key).expect(key), None, "{key:?} is invisible to agent b");
+        assert_eq!(
+            got,
+            Some(format!("value {i}").into_bytes()),
+            "{key:?} round-trips"
+        );
+        assert_eq!(
+            b.get(key).expect(key),
+            None,
+            "{key:?} is invisible to agent b"
+        );
     }
     // Two spellings of "é" are different keys, not folded together.
-    assert_ne!(a.get("e\u{301}").expect("get"), a.get("\u{e9}").expect("get"));
+    assert_ne!(
+        a.get("e\u{301}").expect("get"),
+        a.get("\u{e9}").expect("get")
+    );
 
     let files = tree(tmp.path());
     for path in &files {
@@ -72,10 +84,27 @@ fn invalid_keys_are_refused_and_create_nothing() {
     let a = stores.scope("a").expect("scope");
     let before = tree(tmp.path());
     let too_long = "k".repeat(257);
-    for key in ["", "a\0b", "line\nbreak", "tab\t", "\u{1b}[2J", "\u{85}", &too_long] {
-        assert!(matches!(a.set(key, b"v", None), Err(StoreError::InvalidKey(_))), "{key:?}");
-        assert!(matches!(a.get(key), Err(StoreError::InvalidKey(_))), "{key:?}");
-        assert!(matches!(a.delete(key), Err(StoreError::InvalidKey(_))), "{key:?}");
+    for key in [
+        "",
+        "a\0b",
+        "line\nbreak",
+        "tab\t",
+        "\u{1b}[2J",
+        "\u{85}",
+        &too_long,
+    ] {
+        assert!(
+            matches!(a.set(key, b"v", None), Err(StoreError::InvalidKey(_))),
+            "{key:?}"
+        );
+        assert!(
+            matches!(a.get(key), Err(StoreError::InvalidKey(_))),
+            "{key:?}"
+        );
+        assert!(
+            matches!(a.delete(key), Err(StoreError::InvalidKey(_))),
+            "{key:?}"
+        );
     }
     assert_eq!(tree(tmp.path()), before);
     // The longest valid key is fine.
@@ -86,7 +115,9 @@ fn invalid_keys_are_refused_and_create_nothing() {
 fn invalid_agent_names_are_refused() {
     let (tmp, stores, _clock) = stores(StoreLimits::default());
     let too_long = "a".repeat(65);
-    for name in ["", ".", "..", "../a", "a/b", "a\\b", "a.b", "ä", "a\0", &too_long] {
+    for name in [
+        "", ".", "..", "../a", "a/b", "a\\b", "a.b", "ä", "a\0", &too_long,
+    ] {
         let err = stores.scope(name).expect_err(name);
         assert!(err.is_invalid_agent_name(), "{name:?}: {err}");
     }
@@ -100,10 +131,19 @@ fn the_same_key_in_two_agents_is_two_values() {
     let b = stores.scope("b").expect("b");
     a.set("shared", b"from a", None).expect("a set");
     b.set("shared", b"from b", None).expect("b set");
-    assert_eq!(a.get("shared").expect("a get").as_deref(), Some(&b"from a"[..]));
-    assert_eq!(b.get("shared").expect("b get").as_deref(), Some(&b"from b"[..]));
+    assert_eq!(
+        a.get("shared").expect("a get").as_deref(),
+        Some(&b"from a"[..])
+    );
+    assert_eq!(
+        b.get("shared").expect("b get").as_deref(),
+        Some(&b"from b"[..])
+    );
     assert!(b.delete("shared").expect("b delete"));
-    assert_eq!(a.get("shared").expect("a get").as_deref(), Some(&b"from a"[..]));
+    assert_eq!(
+        a.get("shared").expect("a get").as_deref(),
+        Some(&b"from a"[..])
+    );
 }
 
 #[test]
@@ -116,12 +156,19 @@ fn a_symlinked_agent_directory_is_refused() {
     let outside = tempfile::tempdir().expect("outside");
     std::os::unix::fs::symlink(outside.path(), agents.join("escaper")).expect("symlink");
 
-    let err = stores.scope("thief").expect_err("symlink to a sibling is refused");
+    let err = stores
+        .scope("thief")
+        .expect_err("symlink to a sibling is refused");
     assert!(err.is_io(), "{err}");
-    let err = stores.scope("escaper").expect_err("symlink outside is refused");
+    let err = stores
+        .scope("escaper")
+        .expect_err("symlink outside is refused");
     assert!(err.is_io(), "{err}");
     assert_eq!(std::fs::read_dir(outside.path()).expect("read").count(), 0);
-    assert_eq!(victim.get("k").expect("get").as_deref(), Some(&b"private"[..]));
+    assert_eq!(
+        victim.get("k").expect("get").as_deref(),
+        Some(&b"private"[..])
+    );
 }
 
 #[test]
@@ -131,6 +178,10 @@ fn stores_are_send_sync_and_clone() {
     check::<cf_cache::AgentStore>();
     let (_tmp, stores, _clock) = stores(StoreLimits::default());
     let copy = stores.clone();
-    stores.scope("a").expect("a").set("k", b"v", None).expect("set");
+    stores
+        .scope("a")
+        .expect("a")
+        .set("k", b"v", None)
+        .expect("set");
     assert!(copy.scope("a").expect("a").get("k").expect("get").is_some());
 }

@@ -1,6 +1,8 @@
 //! `python-expert`: answers Python questions with idiomatic, tested code.
 
-use cf_agent_sdk::{Agent, AgentError, AgentInfo, AgentOutput, Task, context, delimit, export_agent, llm};
+use cf_agent_sdk::{
+    Agent, AgentError, AgentInfo, AgentOutput, Task, context, delimit, export_agent, llm,
+};
 
 const SYSTEM: &str = "You are a senior Python engineer. Answer the question inside the <task> block. \
 Prefer the standard library and idiomatic, typed Python 3. Show code in fenced ```python blocks, \
@@ -14,24 +16,41 @@ impl Agent for PythonExpert {
         AgentInfo {
             default_model: "claude-sonnet-4-5".into(),
             tags: vec!["python".into(), "coding".into()],
-            ..cf_agent_sdk::info("python-expert", env!("CARGO_PKG_VERSION"), "Answers Python questions with idiomatic, typed code and explains the trade-offs.")
+            ..cf_agent_sdk::info(
+                "python-expert",
+                env!("CARGO_PKG_VERSION"),
+                "Answers Python questions with idiomatic, typed code and explains the trade-offs.",
+            )
         }
     }
 
     fn run(task: Task) -> Result<AgentOutput, AgentError> {
         if task.text.trim().is_empty() {
-            return Err(AgentError::InvalidTask("the task is empty: ask a Python question".into()));
+            return Err(AgentError::InvalidTask(
+                "the task is empty: ask a Python question".into(),
+            ));
         }
         let mut system = SYSTEM.to_owned();
         if let Some(version) = context(&task, "python_version") {
-            system.push_str(&format!(" The user runs Python {version}: use only features it has."));
+            system.push_str(&format!(
+                " The user runs Python {version}: use only features it has."
+            ));
         }
-        let answer = llm::Request::new().system(system).user(delimit("task", &task.text)).temperature(0.3).max_tokens(2048).send()?;
+        let answer = llm::Request::new()
+            .system(system)
+            .user(delimit("task", &task.text))
+            .temperature(0.3)
+            .max_tokens(2048)
+            .send()?;
         let text = close_fences(answer.text.trim());
         let blocks = text.matches("```").count() / 2;
         Ok(AgentOutput {
             text,
-            metadata: vec![("code_blocks".into(), blocks.to_string()), ("model".into(), answer.model), ("stop_reason".into(), format!("{:?}", answer.stop_reason))],
+            metadata: vec![
+                ("code_blocks".into(), blocks.to_string()),
+                ("model".into(), answer.model),
+                ("stop_reason".into(), format!("{:?}", answer.stop_reason)),
+            ],
         })
     }
 }

@@ -105,8 +105,8 @@ pub mod llm {
     //!     .send()?;
     //! ```
     pub use crate::bindings::claude_force::agent::types::{
-        CacheMode, LlmError, LlmRequest, LlmResponse, Message, RateLimitedError, Role,
-        ServerError, StopReason, Usage,
+        CacheMode, LlmError, LlmRequest, LlmResponse, Message, RateLimitedError, Role, ServerError,
+        StopReason, Usage,
     };
 
     /// Sends a request as it is.
@@ -151,13 +151,19 @@ pub mod llm {
 
         /// Appends a user turn.
         pub fn user(mut self, text: impl Into<String>) -> Self {
-            self.0.messages.push(Message { role: Role::User, content: text.into() });
+            self.0.messages.push(Message {
+                role: Role::User,
+                content: text.into(),
+            });
             self
         }
 
         /// Appends an assistant turn (a final one is a prefill the model continues).
         pub fn assistant(mut self, text: impl Into<String>) -> Self {
-            self.0.messages.push(Message { role: Role::Assistant, content: text.into() });
+            self.0.messages.push(Message {
+                role: Role::Assistant,
+                content: text.into(),
+            });
             self
         }
 
@@ -229,8 +235,8 @@ pub mod cache {
     //! cache::set("greeting", b"hello", Some(3600))?;
     //! assert_eq!(cache::get("greeting")?.as_deref(), Some(&b"hello"[..]));
     //! ```
-    pub use crate::bindings::claude_force::agent::cache::CacheError;
     use crate::bindings::claude_force::agent::cache as wit;
+    pub use crate::bindings::claude_force::agent::cache::CacheError;
 
     /// Reads a value; `None` when absent or expired.
     pub fn get(key: &str) -> Result<Option<Vec<u8>>, CacheError> {
@@ -259,8 +265,8 @@ pub mod log {
     //! ```ignore
     //! cf_agent_sdk::log::info("starting");
     //! ```
-    pub use crate::bindings::claude_force::agent::log::Level;
     use crate::bindings::claude_force::agent::log as wit;
+    pub use crate::bindings::claude_force::agent::log::Level;
 
     /// Writes a record at `level`.
     pub fn write(level: Level, message: &str) {

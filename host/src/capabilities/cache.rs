@@ -16,18 +16,29 @@ pub(crate) struct CacheCtx {
 
 impl CacheCtx {
     pub(crate) fn new(stores: Option<AgentStores>, agent: String) -> Self {
-        Self { stores, agent, scope: None }
+        Self {
+            stores,
+            agent,
+            scope: None,
+        }
     }
 
     /// The agent's scope, opened on first use so that runs that never touch the
     /// cache pay nothing.
     fn scope(&mut self) -> Result<&AgentStore, CacheError> {
         if self.scope.is_none() {
-            let stores = self.stores.as_ref().ok_or_else(|| CacheError::Io("this host has no cache directory".into()))?;
-            let scope = stores.scope(&self.agent).map_err(|e| CacheError::Io(e.to_string()))?;
+            let stores = self
+                .stores
+                .as_ref()
+                .ok_or_else(|| CacheError::Io("this host has no cache directory".into()))?;
+            let scope = stores
+                .scope(&self.agent)
+                .map_err(|e| CacheError::Io(e.to_string()))?;
             self.scope = Some(scope);
         }
-        self.scope.as_ref().ok_or_else(|| CacheError::Io("the agent's store is unavailable".into()))
+        self.scope
+            .as_ref()
+            .ok_or_else(|| CacheError::Io("the agent's store is unavailable".into()))
     }
 }
 
@@ -46,9 +57,16 @@ impl Host for CacheCtx {
         Ok(self.scope().and_then(|s| s.get(&key).map_err(to_wit)))
     }
 
-    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<(), CacheError>> {
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<(), CacheError>> {
         let ttl = ttl_seconds.map(|s| Duration::from_secs(u64::from(s)));
-        Ok(self.scope().and_then(|s| s.set(&key, &value, ttl).map_err(to_wit)))
+        Ok(self
+            .scope()
+            .and_then(|s| s.set(&key, &value, ttl).map_err(to_wit)))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, CacheError>> {

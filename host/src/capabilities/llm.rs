@@ -4,7 +4,9 @@
 use crate::bindings::v0_1::claude_force::agent::llm::Host;
 use crate::bindings::v0_1::types as wit;
 use crate::config::RunOptions;
-use cf_llm::{CallContext, Ledger, LlmError, LlmService, Message, Request, Role, StopReason, Usage};
+use cf_llm::{
+    CallContext, Ledger, LlmError, LlmService, Message, Request, Role, StopReason, Usage,
+};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,7 +47,11 @@ impl LlmCtx {
             .unwrap_or_else(|| self.host_model.clone());
         Request {
             model,
-            max_tokens: self.options.max_tokens.or(r.max_tokens).unwrap_or(self.default_max_tokens),
+            max_tokens: self
+                .options
+                .max_tokens
+                .or(r.max_tokens)
+                .unwrap_or(self.default_max_tokens),
             system: r.system.filter(|s| !s.is_empty()),
             messages: r
                 .messages
@@ -77,19 +83,28 @@ fn request_bytes(r: &wit::LlmRequest) -> usize {
 }
 
 impl Host for LlmCtx {
-    async fn complete(&mut self, request: wit::LlmRequest) -> wasmtime::Result<Result<wit::LlmResponse, wit::LlmError>> {
+    async fn complete(
+        &mut self,
+        request: wit::LlmRequest,
+    ) -> wasmtime::Result<Result<wit::LlmResponse, wit::LlmError>> {
         if self.calls_left == 0 {
             let why = if self.max_calls == 0 {
                 "describe() may not call the model".to_owned()
             } else {
-                format!("capability llm: agent {} reached its limit of {} model calls in one run", self.agent, self.max_calls)
+                format!(
+                    "capability llm: agent {} reached its limit of {} model calls in one run",
+                    self.agent, self.max_calls
+                )
             };
             return Ok(Err(wit::LlmError::Denied(why)));
         }
         self.calls_left -= 1;
         let bytes = request_bytes(&request);
         if bytes > self.max_request_bytes {
-            return Ok(Err(wit::LlmError::TooLarge(format!("the request has {bytes} bytes of text; the host accepts {}", self.max_request_bytes))));
+            return Ok(Err(wit::LlmError::TooLarge(format!(
+                "the request has {bytes} bytes of text; the host accepts {}",
+                self.max_request_bytes
+            ))));
         }
         let cache_mode = request.cache;
         let resolved = self.resolve(request);
@@ -148,12 +163,17 @@ pub(crate) fn error_to_wit(e: LlmError) -> wit::LlmError {
         LlmError::Permission(m) => wit::LlmError::Permission(m),
         LlmError::NotFound(m) => wit::LlmError::NotFound(m),
         LlmError::TooLarge(m) => wit::LlmError::TooLarge(m),
-        LlmError::RateLimited { retry_after, message } => wit::LlmError::RateLimited(wit::RateLimitedError {
+        LlmError::RateLimited {
+            retry_after,
+            message,
+        } => wit::LlmError::RateLimited(wit::RateLimitedError {
             retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             message,
         }),
         LlmError::Overloaded(m) => wit::LlmError::Overloaded(m),
-        LlmError::Server { status, message } => wit::LlmError::ServerError(wit::ServerError { status, message }),
+        LlmError::Server { status, message } => {
+            wit::LlmError::ServerError(wit::ServerError { status, message })
+        }
         LlmError::Timeout(m) => wit::LlmError::Timeout(m),
         LlmError::Connection(m) => wit::LlmError::Connection(m),
         LlmError::BudgetExceeded(m) => wit::LlmError::BudgetExceeded(m),
@@ -171,9 +191,15 @@ pub(crate) fn error_from_wit(e: wit::LlmError) -> LlmError {
         wit::LlmError::Permission(m) => LlmError::Permission(m),
         wit::LlmError::NotFound(m) => LlmError::NotFound(m),
         wit::LlmError::TooLarge(m) => LlmError::TooLarge(m),
-        wit::LlmError::RateLimited(r) => LlmError::RateLimited { retry_after: r.retry_after_ms.map(Duration::from_millis), message: r.message },
+        wit::LlmError::RateLimited(r) => LlmError::RateLimited {
+            retry_after: r.retry_after_ms.map(Duration::from_millis),
+            message: r.message,
+        },
         wit::LlmError::Overloaded(m) => LlmError::Overloaded(m),
-        wit::LlmError::ServerError(s) => LlmError::Server { status: s.status, message: s.message },
+        wit::LlmError::ServerError(s) => LlmError::Server {
+            status: s.status,
+            message: s.message,
+        },
         wit::LlmError::Timeout(m) => LlmError::Timeout(m),
         wit::LlmError::Connection(m) => LlmError::Connection(m),
         wit::LlmError::BudgetExceeded(m) => LlmError::BudgetExceeded(m),

@@ -24,7 +24,10 @@ pub(crate) struct Capture {
 
 impl Capture {
     pub(crate) fn new(max: usize) -> Self {
-        Self { buffer: Arc::default(), max }
+        Self {
+            buffer: Arc::default(),
+            max,
+        }
     }
 
     /// What was kept, and how many bytes were dropped.
@@ -51,7 +54,11 @@ impl StdoutStream for Capture {
 }
 
 impl AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let mut b = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let room = self.max.saturating_sub(b.bytes.len());
         let keep = room.min(data.len());

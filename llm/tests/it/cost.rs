@@ -16,13 +16,28 @@ async fn cost_of_known_token_counts_matches_the_price_table() {
     })));
     let service = builder(&server).build();
     let ledger = Ledger::unlimited();
-    let done = step("a priced call", Duration::from_secs(5), service.complete(&CallContext::new("a", &ledger), request("hi"))).await.expect("answered");
-    let usage = Usage { input_tokens: 1_000_000, output_tokens: 100_000, cache_creation_input_tokens: 200_000, cache_read_input_tokens: 2_000_000 };
+    let done = step(
+        "a priced call",
+        Duration::from_secs(5),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect("answered");
+    let usage = Usage {
+        input_tokens: 1_000_000,
+        output_tokens: 100_000,
+        cache_creation_input_tokens: 200_000,
+        cache_read_input_tokens: 2_000_000,
+    };
     assert_eq!(done.response.usage, usage);
     // Sonnet 4.5: $3 input, $3.75 cache write, $0.30 cache read, $15 output per million.
     let expected = PriceTable::built_in().cost("claude-sonnet-4-5", &usage);
     assert_eq!(done.cost, expected);
-    assert!((done.cost.usd - (3.0 + 0.75 + 0.60 + 1.5)).abs() < 1e-9, "{}", done.cost.usd);
+    assert!(
+        (done.cost.usd - (3.0 + 0.75 + 0.60 + 1.5)).abs() < 1e-9,
+        "{}",
+        done.cost.usd
+    );
     assert_eq!(done.cost.known_usd(), Some(done.cost.usd));
     assert_eq!(ledger.totals().cost, expected);
     assert_eq!(ledger.totals().usage, usage);
@@ -35,7 +50,13 @@ async fn an_unknown_model_is_unpriced_not_free() {
     let ledger = Ledger::unlimited();
     let mut r = request("hi");
     r.model = "some-local-model".into();
-    let done = step("an unpriced call", Duration::from_secs(5), service.complete(&CallContext::new("a", &ledger), r)).await.expect("answered");
+    let done = step(
+        "an unpriced call",
+        Duration::from_secs(5),
+        service.complete(&CallContext::new("a", &ledger), r),
+    )
+    .await
+    .expect("answered");
     assert_eq!(done.cost.unpriced_calls, 1);
     assert_eq!(done.cost.known_usd(), None);
 }

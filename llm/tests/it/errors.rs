@@ -12,9 +12,13 @@ async fn one_call(server: &cf_mock_llm::MockServer, fault: Fault) -> (LlmError, 
     server.push_fault(fault);
     let service = builder(server).build();
     let ledger = Ledger::unlimited();
-    let e = step("one failing call", Duration::from_secs(10), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect_err("the call fails");
+    let e = step(
+        "one failing call",
+        Duration::from_secs(10),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect_err("the call fails");
     (e, ledger.totals().attempts)
 }
 
@@ -46,47 +50,85 @@ async fn other_refusals_are_typed_and_not_retried() {
     ] {
         let server = server(Duration::ZERO).await;
         let (e, attempts) = one_call(&server, Fault::api_error(status, kind, "no", &[])).await;
-        assert_eq!((e.kind(), attempts), (expected, 1), "status {status}: {e:?}");
+        assert_eq!(
+            (e.kind(), attempts),
+            (expected, 1),
+            "status {status}: {e:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn non_json_error_bodies_fall_back_to_the_status_line() {
     let server = server(Duration::ZERO).await;
-    let fault = Fault::Status { status: 502, body: "<html>Bad Gateway</html>".into(), headers: vec![("x-should-retry".into(), "false".into())] };
+    let fault = Fault::Status {
+        status: 502,
+        body: "<html>Bad Gateway</html>".into(),
+        headers: vec![("x-should-retry".into(), "false".into())],
+    };
     let (e, _) = one_call(&server, fault).await;
-    assert_eq!(e, LlmError::Server { status: 502, message: "HTTP 502 Bad Gateway".into() });
+    assert_eq!(
+        e,
+        LlmError::Server {
+            status: 502,
+            message: "HTTP 502 Bad Gateway".into()
+        }
+    );
 }
 
 #[tokio::test]
 async fn a_hang_longer_than_the_attempt_timeout_is_a_timeout_within_its_bound() {
     let server = server(Duration::ZERO).await;
     server.push_fault(Fault::Hang(Duration::from_secs(5)));
-    let service = builder(&server).attempt_timeout(Duration::from_millis(300)).max_retries(0).build();
+    let service = builder(&server)
+        .attempt_timeout(Duration::from_millis(300))
+        .max_retries(0)
+        .build();
     let ledger = Ledger::unlimited();
     let start = Instant::now();
-    let e = step("hung server", Duration::from_secs(3), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect_err("times out");
+    let e = step(
+        "hung server",
+        Duration::from_secs(3),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect_err("times out");
     let elapsed = start.elapsed();
     assert!(e.is_timeout(), "{e:?}");
-    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(600), "timed out after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(600),
+        "timed out after {elapsed:?}"
+    );
     assert_eq!(ledger.totals().attempts, 1);
 }
 
 #[tokio::test]
 async fn a_hang_is_retried_and_the_deadline_bounds_the_whole_call() {
     let server = server(Duration::ZERO).await;
-    server.push_faults([Fault::Hang(Duration::from_secs(5)), Fault::Hang(Duration::from_secs(5))]);
-    let service = builder(&server).attempt_timeout(Duration::from_millis(200)).build();
+    server.push_faults([
+        Fault::Hang(Duration::from_secs(5)),
+        Fault::Hang(Duration::from_secs(5)),
+    ]);
+    let service = builder(&server)
+        .attempt_timeout(Duration::from_millis(200))
+        .build();
     let ledger = Ledger::unlimited();
     let start = Instant::now();
-    let call = CallContext::new("a", &ledger).with_deadline(tokio::time::Instant::now() + Duration::from_millis(1500));
-    let e = step("two hangs under a 1.5 s deadline", Duration::from_secs(4), service.complete(&call, request("hi")))
-        .await
-        .expect_err("runs out of time");
+    let call = CallContext::new("a", &ledger)
+        .with_deadline(tokio::time::Instant::now() + Duration::from_millis(1500));
+    let e = step(
+        "two hangs under a 1.5 s deadline",
+        Duration::from_secs(4),
+        service.complete(&call, request("hi")),
+    )
+    .await
+    .expect_err("runs out of time");
     assert!(e.is_timeout(), "{e:?}");
-    assert!(start.elapsed() <= Duration::from_millis(1700), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() <= Duration::from_millis(1700),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -94,11 +136,19 @@ async fn connection_refused_is_a_connection_error() {
     let server = server(Duration::ZERO).await;
     let config = config(&server);
     step("stop the server", Duration::from_secs(5), server.stop()).await;
-    let service = LlmService::builder(Arc::new(AnthropicProvider::new(config).expect("valid config"))).max_retries(0).build();
+    let service = LlmService::builder(Arc::new(
+        AnthropicProvider::new(config).expect("valid config"),
+    ))
+    .max_retries(0)
+    .build();
     let ledger = Ledger::unlimited();
-    let e = step("call a closed port", Duration::from_secs(5), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect_err("nobody listens");
+    let e = step(
+        "call a closed port",
+        Duration::from_secs(5),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect_err("nobody listens");
     assert!(matches!(e, LlmError::Connection(_)), "{e:?}");
 }
 
@@ -114,7 +164,10 @@ async fn malformed_json_is_an_invalid_response() {
 async fn an_oversized_streamed_body_is_refused_while_it_streams() {
     let server = server(Duration::ZERO).await;
     let (e, _) = one_call(&server, Fault::Oversized(64 * 1024 * 1024)).await;
-    assert!(matches!(&e, LlmError::InvalidResponse(m) if m.contains("cap of 8388608 bytes")), "{e:?}");
+    assert!(
+        matches!(&e, LlmError::InvalidResponse(m) if m.contains("cap of 8388608 bytes")),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -125,12 +178,22 @@ async fn a_body_declared_larger_than_the_cap_is_refused() {
     let big = json!({"id": "m", "type": "message", "role": "assistant", "model": "x", "content": [{"type": "text", "text": "y".repeat(4096)}],
         "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}});
     server.push_fault(Fault::Response(big));
-    let service = LlmService::builder(Arc::new(AnthropicProvider::new(config).expect("valid config"))).build();
+    let service = LlmService::builder(Arc::new(
+        AnthropicProvider::new(config).expect("valid config"),
+    ))
+    .build();
     let ledger = Ledger::unlimited();
-    let e = step("a 4 KiB answer with a 1 KiB cap", Duration::from_secs(5), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect_err("refused");
-    assert!(matches!(&e, LlmError::InvalidResponse(m) if m.contains("cap of 1024 bytes")), "{e:?}");
+    let e = step(
+        "a 4 KiB answer with a 1 KiB cap",
+        Duration::from_secs(5),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        matches!(&e, LlmError::InvalidResponse(m) if m.contains("cap of 1024 bytes")),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -144,9 +207,18 @@ async fn empty_content_and_odd_bodies_are_invalid_responses() {
     no_text["content"] = json!([{"type": "tool_use", "id": "t", "name": "n", "input": {}}]);
     let mut no_usage = ok.clone();
     no_usage.as_object_mut().map(|o| o.remove("usage"));
-    for fault in [Fault::EmptyContent, Fault::Response(wrong_type), Fault::Response(no_text), Fault::Response(no_usage), Fault::Response(json!([1, 2]))] {
+    for fault in [
+        Fault::EmptyContent,
+        Fault::Response(wrong_type),
+        Fault::Response(no_text),
+        Fault::Response(no_usage),
+        Fault::Response(json!([1, 2])),
+    ] {
         let (e, attempts) = one_call(&server, fault.clone()).await;
-        assert!(matches!(e, LlmError::InvalidResponse(_)), "{fault:?}: {e:?}");
+        assert!(
+            matches!(e, LlmError::InvalidResponse(_)),
+            "{fault:?}: {e:?}"
+        );
         assert_eq!(attempts, 1);
     }
 }

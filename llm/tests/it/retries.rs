@@ -13,11 +13,19 @@ async fn rate_limit_with_retry_after_is_waited_out_then_succeeds() {
     let service = builder(&server).build();
     let ledger = Ledger::unlimited();
     let start = Instant::now();
-    let done = step("429 then success", Duration::from_secs(10), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect("the retry succeeds");
+    let done = step(
+        "429 then success",
+        Duration::from_secs(10),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect("the retry succeeds");
     assert_eq!(done.attempts, 2);
-    assert!(start.elapsed() >= Duration::from_secs(1), "waited {:?}, asked for 1 s", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "waited {:?}, asked for 1 s",
+        start.elapsed()
+    );
     assert_eq!(server.requests(), 2);
     assert_eq!(ledger.totals().attempts, 2);
 }
@@ -28,9 +36,13 @@ async fn overloaded_twice_then_success_takes_three_attempts() {
     server.push_faults([Fault::overloaded(), Fault::overloaded()]);
     let service = builder(&server).build();
     let ledger = Ledger::unlimited();
-    let done = step("529, 529, 200", Duration::from_secs(10), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect("the third attempt succeeds");
+    let done = step(
+        "529, 529, 200",
+        Duration::from_secs(10),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect("the third attempt succeeds");
     assert_eq!(done.attempts, 3);
     assert_eq!(server.requests(), 3);
 }
@@ -41,9 +53,13 @@ async fn server_errors_until_retries_run_out_return_the_last_error() {
     server.push_faults(std::iter::repeat_n(Fault::server_error(), 5));
     let service = builder(&server).max_retries(2).build();
     let ledger = Ledger::unlimited();
-    let e = step("500 × 3", Duration::from_secs(10), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect_err("retries run out");
+    let e = step(
+        "500 × 3",
+        Duration::from_secs(10),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect_err("retries run out");
     assert!(matches!(e, LlmError::Server { status: 500, .. }), "{e:?}");
     assert_eq!(server.requests(), 3);
     let t = ledger.totals();
@@ -56,21 +72,32 @@ async fn connection_reset_is_retried() {
     server.push_fault(Fault::Reset);
     let service = builder(&server).build();
     let ledger = Ledger::unlimited();
-    let done = step("reset then success", Duration::from_secs(10), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect("the retry succeeds");
+    let done = step(
+        "reset then success",
+        Duration::from_secs(10),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect("the retry succeeds");
     assert_eq!(done.attempts, 2);
 }
 
 #[tokio::test]
 async fn x_should_retry_false_stops_retries_of_a_500() {
     let server = server(Duration::ZERO).await;
-    server.push_faults([Fault::server_error().with_header("x-should-retry", "false"), Fault::server_error()]);
+    server.push_faults([
+        Fault::server_error().with_header("x-should-retry", "false"),
+        Fault::server_error(),
+    ]);
     let service = builder(&server).build();
     let ledger = Ledger::unlimited();
-    let e = step("500 with x-should-retry: false", Duration::from_secs(5), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect_err("not retried");
+    let e = step(
+        "500 with x-should-retry: false",
+        Duration::from_secs(5),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect_err("not retried");
     assert!(matches!(e, LlmError::Server { status: 500, .. }), "{e:?}");
     assert_eq!(server.requests(), 1);
 }
@@ -78,12 +105,20 @@ async fn x_should_retry_false_stops_retries_of_a_500() {
 #[tokio::test]
 async fn x_should_retry_true_retries_a_400() {
     let server = server(Duration::ZERO).await;
-    server.push_fault(Fault::invalid_request("try again").with_header("x-should-retry", "true").with_header("retry-after-ms", "10"));
+    server.push_fault(
+        Fault::invalid_request("try again")
+            .with_header("x-should-retry", "true")
+            .with_header("retry-after-ms", "10"),
+    );
     let service = builder(&server).build();
     let ledger = Ledger::unlimited();
-    let done = step("400 with x-should-retry: true", Duration::from_secs(5), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect("retried");
+    let done = step(
+        "400 with x-should-retry: true",
+        Duration::from_secs(5),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect("retried");
     assert_eq!(done.attempts, 2);
 }
 
@@ -94,12 +129,19 @@ async fn retry_after_ms_is_preferred_over_retry_after() {
     let service = builder(&server).build();
     let ledger = Ledger::unlimited();
     let start = Instant::now();
-    let done = step("429 with both headers", Duration::from_secs(10), service.complete(&CallContext::new("a", &ledger), request("hi")))
-        .await
-        .expect("retried after 100 ms");
+    let done = step(
+        "429 with both headers",
+        Duration::from_secs(10),
+        service.complete(&CallContext::new("a", &ledger), request("hi")),
+    )
+    .await
+    .expect("retried after 100 ms");
     assert_eq!(done.attempts, 2);
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(100) && waited < Duration::from_secs(5), "waited {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
+        "waited {waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -111,11 +153,25 @@ async fn retry_after_past_the_deadline_returns_at_once() {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     let call = CallContext::new("a", &ledger).with_deadline(deadline);
-    let e = step("429 asking for 30 s with 2 s left", Duration::from_secs(5), service.complete(&call, request("hi")))
-        .await
-        .expect_err("gives up");
-    assert_eq!(e, LlmError::RateLimited { retry_after: Some(Duration::from_secs(30)), message: "Number of request tokens has exceeded your per-minute rate limit".into() });
-    assert!(start.elapsed() < Duration::from_secs(1), "returned after {:?}", start.elapsed());
+    let e = step(
+        "429 asking for 30 s with 2 s left",
+        Duration::from_secs(5),
+        service.complete(&call, request("hi")),
+    )
+    .await
+    .expect_err("gives up");
+    assert_eq!(
+        e,
+        LlmError::RateLimited {
+            retry_after: Some(Duration::from_secs(30)),
+            message: "Number of request tokens has exceeded your per-minute rate limit".into()
+        }
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "returned after {:?}",
+        start.elapsed()
+    );
     assert_eq!(server.requests(), 1);
 }
 
@@ -128,9 +184,20 @@ async fn backoff_never_waits_past_the_deadline() {
     let service = builder(&server).max_retries(5).build();
     let ledger = Ledger::unlimited();
     let start = Instant::now();
-    let call = CallContext::new("a", &ledger).with_deadline(tokio::time::Instant::now() + Duration::from_secs(1));
-    let e = step("529s under a 1 s deadline", Duration::from_secs(5), service.complete(&call, request("hi"))).await.expect_err("gives up");
+    let call = CallContext::new("a", &ledger)
+        .with_deadline(tokio::time::Instant::now() + Duration::from_secs(1));
+    let e = step(
+        "529s under a 1 s deadline",
+        Duration::from_secs(5),
+        service.complete(&call, request("hi")),
+    )
+    .await
+    .expect_err("gives up");
     assert!(matches!(e, LlmError::Overloaded(_)), "{e:?}");
-    assert!(start.elapsed() < Duration::from_secs(1), "returned after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "returned after {:?}",
+        start.elapsed()
+    );
     assert_eq!(server.requests(), 2);
 }

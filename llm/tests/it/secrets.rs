@@ -10,7 +10,10 @@ async fn the_key_never_appears_in_debug_display_or_errors() {
     let server = server(Duration::ZERO).await;
     let config = config(&server);
     let provider = provider(&server);
-    let service = builder(&server).attempt_timeout(Duration::from_millis(300)).max_retries(0).build();
+    let service = builder(&server)
+        .attempt_timeout(Duration::from_millis(300))
+        .max_retries(0)
+        .build();
     let mut texts = vec![
         format!("{:?}", config),
         format!("{:?}", config.api_key),
@@ -31,20 +34,44 @@ async fn the_key_never_appears_in_debug_display_or_errors() {
     ]);
     let ledger = Ledger::unlimited();
     for _ in 0..9 {
-        match step("a failing call", Duration::from_secs(5), service.complete(&CallContext::new("a", &ledger), request("hi"))).await {
+        match step(
+            "a failing call",
+            Duration::from_secs(5),
+            service.complete(&CallContext::new("a", &ledger), request("hi")),
+        )
+        .await
+        {
             Ok(done) => texts.push(format!("{done:?}")),
             Err(e) => texts.extend([format!("{e:?}"), format!("{e}")]),
         }
     }
     assert_eq!(server.pending_faults(), 0);
-    let direct = step("a direct attempt", Duration::from_secs(5), provider.send(&request("hi"))).await;
+    let direct = step(
+        "a direct attempt",
+        Duration::from_secs(5),
+        provider.send(&request("hi")),
+    )
+    .await;
     texts.push(format!("{direct:?}"));
-    let bad_key = AnthropicProvider::new(cf_llm::AnthropicConfig::new(server.base_url(), ApiKey::new(format!("{KEY}\n")))).expect_err("invalid");
+    let bad_key = AnthropicProvider::new(cf_llm::AnthropicConfig::new(
+        server.base_url(),
+        ApiKey::new(format!("{KEY}\n")),
+    ))
+    .expect_err("invalid");
     assert!(matches!(bad_key, AnthropicConfigError::InvalidApiKey));
     texts.extend([format!("{bad_key:?}"), format!("{bad_key}")]);
     for text in &texts {
         assert!(!text.contains(KEY), "the key leaked: {text}");
-        assert!(!text.contains("TEST-SECRET"), "part of the key leaked: {text}");
+        assert!(
+            !text.contains("TEST-SECRET"),
+            "part of the key leaked: {text}"
+        );
     }
-    assert!(server.received().iter().all(|r| r.header("x-api-key") == Some(KEY)), "the key was sent");
+    assert!(
+        server
+            .received()
+            .iter()
+            .all(|r| r.header("x-api-key") == Some(KEY)),
+        "the key was sent"
+    );
 }

@@ -1,7 +1,9 @@
 //! Shared helpers: a mock server, a provider and a service pointed at it, and a
 //! timeout that names the step it bounds.
 
-use cf_llm::{AnthropicConfig, AnthropicProvider, ApiKey, LlmService, LlmServiceBuilder, Message, Request};
+use cf_llm::{
+    AnthropicConfig, AnthropicProvider, ApiKey, LlmService, LlmServiceBuilder, Message, Request,
+};
 use cf_mock_llm::{MockConfig, MockServer};
 use std::future::Future;
 use std::sync::Arc;
@@ -23,9 +25,16 @@ pub async fn step<F: Future>(name: &str, limit: Duration, fut: F) -> F::Output {
 
 /// A mock server with `latency`, no faults yet.
 pub async fn server(latency: Duration) -> MockServer {
-    step("start the mock server", Duration::from_secs(5), MockServer::start(MockConfig { latency, ..MockConfig::default() }))
-        .await
-        .expect("bind 127.0.0.1")
+    step(
+        "start the mock server",
+        Duration::from_secs(5),
+        MockServer::start(MockConfig {
+            latency,
+            ..MockConfig::default()
+        }),
+    )
+    .await
+    .expect("bind 127.0.0.1")
 }
 
 /// The config of a provider for `server`.

@@ -10,19 +10,28 @@ async fn invalid_names_and_unknown_agents_are_refused() {
     assert!(matches!(err, Error::InvalidAgentName { .. }), "{err:?}");
     let err = host.load("nosuch").await.unwrap_err();
     assert!(matches!(err, Error::UnknownAgent { .. }), "{err:?}");
-    assert!(err.to_string().contains("python-expert"), "lists the built-ins: {err}");
+    assert!(
+        err.to_string().contains("python-expert"),
+        "lists the built-ins: {err}"
+    );
 }
 
 #[tokio::test]
 async fn bytes_that_are_not_a_component_are_refused_clearly() {
     let (host, _dir) = host();
-    let err = host.load(Source::Bytes(b"hello".to_vec())).await.unwrap_err();
+    let err = host
+        .load(Source::Bytes(b"hello".to_vec()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidComponent { .. }), "{err:?}");
     // A core module (not a component): the smallest valid one.
     let core = b"\0asm\x01\0\0\0".to_vec();
     let err = host.load(Source::Bytes(core)).await.unwrap_err();
     assert!(matches!(err, Error::InvalidComponent { .. }), "{err:?}");
-    let err = host.load(std::path::PathBuf::from("/nonexistent/agent.wasm")).await.unwrap_err();
+    let err = host
+        .load(std::path::PathBuf::from("/nonexistent/agent.wasm"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
 }
 
@@ -30,21 +39,54 @@ async fn bytes_that_are_not_a_component_are_refused_clearly() {
 async fn a_component_is_compiled_once_and_reused_from_disk() {
     let (host, dir) = host();
     let wasm = std::fs::read(hostile_wasm()).expect("hostile guest built");
-    let first = bounded("first load", 60, host.load(Source::Bytes(wasm.clone()))).await.expect("loads");
-    let compiled: Vec<_> = std::fs::read_dir(dir.path().join("components")).expect("compiled dir").flatten().map(|e| e.path()).collect();
-    let cwasm: Vec<_> = compiled.iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
+    let first = bounded("first load", 60, host.load(Source::Bytes(wasm.clone())))
+        .await
+        .expect("loads");
+    let compiled: Vec<_> = std::fs::read_dir(dir.path().join("components"))
+        .expect("compiled dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let cwasm: Vec<_> = compiled
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
     assert_eq!(cwasm.len(), 1, "{compiled:?}");
-    assert!(cwasm[0].file_name().unwrap().to_string_lossy().starts_with(&first.info().sha256));
+    assert!(
+        cwasm[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&first.info().sha256)
+    );
     let modified = std::fs::metadata(cwasm[0]).unwrap().modified().unwrap();
     // A second host (a second `cf-host run`) loads the compiled copy.
-    let second_host = cf_host::Host::builder().cache_dir(Some(dir.path().to_path_buf())).build().expect("host");
-    let second = bounded("second load", 60, second_host.load(Source::Bytes(wasm))).await.expect("loads");
+    let second_host = cf_host::Host::builder()
+        .cache_dir(Some(dir.path().to_path_buf()))
+        .build()
+        .expect("host");
+    let second = bounded("second load", 60, second_host.load(Source::Bytes(wasm)))
+        .await
+        .expect("loads");
     assert_eq!(first.info(), second.info());
-    assert_eq!(std::fs::metadata(cwasm[0]).unwrap().modified().unwrap(), modified, "not rewritten");
+    assert_eq!(
+        std::fs::metadata(cwasm[0]).unwrap().modified().unwrap(),
+        modified,
+        "not rewritten"
+    );
     // A corrupt compiled copy is ignored and replaced, never fatal.
     std::fs::write(cwasm[0], b"garbage").unwrap();
-    let third_host = cf_host::Host::builder().cache_dir(Some(dir.path().to_path_buf())).build().expect("host");
-    bounded("load over a corrupt copy", 60, third_host.load(hostile_wasm().to_path_buf())).await.expect("recompiles");
+    let third_host = cf_host::Host::builder()
+        .cache_dir(Some(dir.path().to_path_buf()))
+        .build()
+        .expect("host");
+    bounded(
+        "load over a corrupt copy",
+        60,
+        third_host.load(hostile_wasm().to_path_buf()),
+    )
+    .await
+    .expect("recompiles");
 }
 
 #[tokio::test]
@@ -53,8 +95,18 @@ async fn inspect_reports_the_contract_and_imports() {
     let wasm = std::fs::read(hostile_wasm()).expect("built");
     let interface = host.inspect(wasm).await.expect("a component");
     assert_eq!(interface.contract_versions, vec!["0.1.0".to_owned()]);
-    assert!(interface.imports.iter().any(|i| i == "claude-force:agent/llm@0.1.0"));
-    assert!(interface.exports.iter().any(|e| e == "claude-force:agent/agent@0.1.0"));
+    assert!(
+        interface
+            .imports
+            .iter()
+            .any(|i| i == "claude-force:agent/llm@0.1.0")
+    );
+    assert!(
+        interface
+            .exports
+            .iter()
+            .any(|e| e == "claude-force:agent/agent@0.1.0")
+    );
     assert_eq!(interface.check().expect("supported"), "0.1.0");
 }
 

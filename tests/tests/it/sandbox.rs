@@ -6,7 +6,9 @@ use cf_host::{Agent, Error, Host, Limits, RunOptions, Task};
 use std::time::{Duration, Instant};
 
 async fn hostile(host: &Host) -> Agent {
-    bounded("load hostile", 60, host.load(hostile_wasm().to_path_buf())).await.expect("hostile guest loads")
+    bounded("load hostile", 60, host.load(hostile_wasm().to_path_buf()))
+        .await
+        .expect("hostile guest loads")
 }
 
 async fn run(agent: &Agent, task: &str) -> Result<cf_host::RunOutput, cf_host::RunError> {
@@ -16,10 +18,20 @@ async fn run(agent: &Agent, task: &str) -> Result<cf_host::RunOutput, cf_host::R
 /// The host still serves a normal run after whatever happened before.
 async fn still_serves(host: &Host) {
     let agent = hostile(host).await;
-    let out = run(&agent, "echo hello").await.expect("a normal run after a hostile one");
+    let out = run(&agent, "echo hello")
+        .await
+        .expect("a normal run after a hostile one");
     assert!(out.text.starts_with("[offline]"), "{}", out.text);
-    let expert = bounded("load python-expert", 60, host.load("python-expert")).await.expect("builtin loads");
-    bounded("python-expert", 60, expert.run(Task::new("What is a list?"))).await.expect("builtin runs");
+    let expert = bounded("load python-expert", 60, host.load("python-expert"))
+        .await
+        .expect("builtin loads");
+    bounded(
+        "python-expert",
+        60,
+        expert.run(Task::new("What is a list?")),
+    )
+    .await
+    .expect("builtin runs");
 }
 
 #[tokio::test]
@@ -27,13 +39,25 @@ async fn infinite_loop_is_stopped_at_the_deadline_within_ten_percent() {
     let (host, _dir) = host();
     let agent = hostile(&host).await;
     let limit = Duration::from_millis(1000);
-    let options = RunOptions { deadline: Some(limit), ..RunOptions::default() };
+    let options = RunOptions {
+        deadline: Some(limit),
+        ..RunOptions::default()
+    };
     let started = Instant::now();
-    let err = bounded("loop", 30, agent.run_with(Task::new("loop"), &options)).await.unwrap_err();
+    let err = bounded("loop", 30, agent.run_with(Task::new("loop"), &options))
+        .await
+        .unwrap_err();
     let elapsed = started.elapsed();
-    assert!(matches!(err.error, Error::Deadline { .. }), "{:?}", err.error);
+    assert!(
+        matches!(err.error, Error::Deadline { .. }),
+        "{:?}",
+        err.error
+    );
     assert!(elapsed >= limit, "stopped before the deadline: {elapsed:?}");
-    assert!(elapsed <= limit + limit / 10, "stopped {elapsed:?} after start, more than 10% past {limit:?}");
+    assert!(
+        elapsed <= limit + limit / 10,
+        "stopped {elapsed:?} after start, more than 10% past {limit:?}"
+    );
     still_serves(&host).await;
 }
 
@@ -41,21 +65,40 @@ async fn infinite_loop_is_stopped_at_the_deadline_within_ten_percent() {
 async fn computing_within_the_deadline_is_allowed() {
     let (host, _dir) = host();
     let agent = hostile(&host).await;
-    let options = RunOptions { deadline: Some(Duration::from_secs(10)), ..RunOptions::default() };
-    let out = bounded("spin", 30, agent.run_with(Task::new("spin 200"), &options)).await.expect("200 ms of work fits 10 s");
+    let options = RunOptions {
+        deadline: Some(Duration::from_secs(10)),
+        ..RunOptions::default()
+    };
+    let out = bounded("spin", 30, agent.run_with(Task::new("spin 200"), &options))
+        .await
+        .expect("200 ms of work fits 10 s");
     assert_eq!(out.text, "spun 200 ms");
 }
 
 #[tokio::test]
 async fn memory_within_the_cap_is_allowed_and_a_bomb_is_stopped() {
-    let (host, _dir) = host_with(None, Limits { memory_bytes: 64 << 20, ..Limits::default() });
+    let (host, _dir) = host_with(
+        None,
+        Limits {
+            memory_bytes: 64 << 20,
+            ..Limits::default()
+        },
+    );
     let agent = hostile(&host).await;
     let out = run(&agent, "alloc 16").await.expect("16 MiB fits 64 MiB");
     assert_eq!(out.text, "allocated 16 MiB");
     let err = run(&agent, "alloc 100").await.unwrap_err();
-    assert!(matches!(err.error, Error::MemoryLimit { limit_bytes } if limit_bytes == 64 << 20), "{:?}", err.error);
+    assert!(
+        matches!(err.error, Error::MemoryLimit { limit_bytes } if limit_bytes == 64 << 20),
+        "{:?}",
+        err.error
+    );
     let err = run(&agent, "membomb").await.unwrap_err();
-    assert!(matches!(err.error, Error::MemoryLimit { .. }), "{:?}", err.error);
+    assert!(
+        matches!(err.error, Error::MemoryLimit { .. }),
+        "{:?}",
+        err.error
+    );
     still_serves(&host).await;
 }
 
@@ -67,19 +110,35 @@ async fn a_guest_gets_no_files_no_environment_no_arguments_no_network() {
     let addr = listener.local_addr().expect("addr");
     let (host, _dir) = host();
     let agent = hostile(&host).await;
-    let out = run(&agent, &format!("escape {addr}")).await.expect("the escape attempt runs");
+    let out = run(&agent, &format!("escape {addr}"))
+        .await
+        .expect("the escape attempt runs");
     for line in out.text.lines() {
         let (what, verdict) = line.split_once(": ").expect("name: verdict");
         match what {
             "env vars" | "args" => assert_eq!(verdict, "0", "{line}"),
             // wasi-libc answers "/" without asking the host: it reveals nothing.
             "cwd" => assert_eq!(verdict, "GRANTED \"/\"", "{line}"),
-            _ => assert!(verdict.starts_with("denied"), "the guest obtained {what}: {verdict}"),
+            _ => assert!(
+                verdict.starts_with("denied"),
+                "the guest obtained {what}: {verdict}"
+            ),
         }
     }
-    assert_eq!(out.text.lines().count(), 12, "every probe reported:\n{}", out.text);
-    assert!(listener.accept().is_err(), "the guest reached the loopback listener");
-    assert!(!std::path::Path::new("/tmp/cf-escape").exists(), "the guest created a file");
+    assert_eq!(
+        out.text.lines().count(),
+        12,
+        "every probe reported:\n{}",
+        out.text
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the guest reached the loopback listener"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/cf-escape").exists(),
+        "the guest created a file"
+    );
 }
 
 #[tokio::test]
@@ -106,26 +165,49 @@ async fn unbounded_recursion_is_a_stack_overflow_trap() {
 
 #[tokio::test]
 async fn output_within_the_cap_is_returned_and_a_100_mib_output_is_refused() {
-    let limits = Limits { memory_bytes: 512 << 20, max_output_bytes: 1 << 20, ..Limits::default() };
+    let limits = Limits {
+        memory_bytes: 512 << 20,
+        max_output_bytes: 1 << 20,
+        ..Limits::default()
+    };
     let (host, _dir) = host_with(None, limits);
     let agent = hostile(&host).await;
-    let out = run(&agent, "output 1000").await.expect("1000 bytes fit 1 MiB");
+    let out = run(&agent, "output 1000")
+        .await
+        .expect("1000 bytes fit 1 MiB");
     assert_eq!(out.text.len(), 1000);
-    let err = run(&agent, &format!("output {}", 100 << 20)).await.unwrap_err();
-    assert!(matches!(err.error, Error::OutputTooLarge { bytes, max } if bytes == 100 << 20 && max == 1 << 20), "{:?}", err.error);
+    let err = run(&agent, &format!("output {}", 100 << 20))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.error, Error::OutputTooLarge { bytes, max } if bytes == 100 << 20 && max == 1 << 20),
+        "{:?}",
+        err.error
+    );
     still_serves(&host).await;
 }
 
 #[tokio::test]
 async fn model_calls_are_capped_per_run() {
-    let limits = Limits { max_llm_calls: 20, ..Limits::default() };
+    let limits = Limits {
+        max_llm_calls: 20,
+        ..Limits::default()
+    };
     let (host, _dir) = host_with(None, limits);
     let agent = hostile(&host).await;
-    let out = run(&agent, "llm-loop 20").await.expect("20 calls are allowed");
+    let out = run(&agent, "llm-loop 20")
+        .await
+        .expect("20 calls are allowed");
     assert_eq!(out.text, "ok=20 last_error=none");
     assert_eq!(out.stats.llm_calls, 20);
-    let out = run(&agent, "llm-loop 25").await.expect("the guest sees denials, not a trap");
-    assert!(out.text.starts_with("ok=20 last_error=LlmError::Denied("), "{}", out.text);
+    let out = run(&agent, "llm-loop 25")
+        .await
+        .expect("the guest sees denials, not a trap");
+    assert!(
+        out.text.starts_with("ok=20 last_error=LlmError::Denied("),
+        "{}",
+        out.text
+    );
     assert!(out.text.contains("limit of 20 model calls"), "{}", out.text);
     still_serves(&host).await;
 }
@@ -134,22 +216,47 @@ async fn model_calls_are_capped_per_run() {
 async fn a_token_budget_stops_a_calling_loop() {
     let (host, _dir) = host();
     let agent = hostile(&host).await;
-    let options = RunOptions { budget: cf_host::llm::Budget { usd: None, tokens: Some(100) }, ..RunOptions::default() };
-    let out = bounded("llm-loop", 60, agent.run_with(Task::new("llm-loop 30"), &options)).await.expect("runs");
+    let options = RunOptions {
+        budget: cf_host::llm::Budget {
+            usd: None,
+            tokens: Some(100),
+        },
+        ..RunOptions::default()
+    };
+    let out = bounded(
+        "llm-loop",
+        60,
+        agent.run_with(Task::new("llm-loop 30"), &options),
+    )
+    .await
+    .expect("runs");
     let (ok, rest) = out.text.split_once(' ').expect("ok=N last_error=…");
     let calls: u32 = ok.trim_start_matches("ok=").parse().expect("a count");
-    assert!(calls >= 1 && calls < 30, "the budget stopped the loop after {calls} calls");
-    assert!(rest.starts_with("last_error=LlmError::BudgetExceeded("), "{rest}");
-    assert!(out.stats.usage.total() >= 100, "the budget was spent before calls were refused");
+    assert!(
+        (1..30).contains(&calls),
+        "the budget stopped the loop after {calls} calls"
+    );
+    assert!(
+        rest.starts_with("last_error=LlmError::BudgetExceeded("),
+        "{rest}"
+    );
+    assert!(
+        out.stats.usage.total() >= 100,
+        "the budget was spent before calls were refused"
+    );
 }
 
 #[tokio::test]
 async fn guest_stdout_and_log_floods_are_bounded_not_fatal() {
     let (host, _dir) = host();
     let agent = hostile(&host).await;
-    let out = run(&agent, "print 1000000").await.expect("printing a megabyte is harmless");
+    let out = run(&agent, "print 1000000")
+        .await
+        .expect("printing a megabyte is harmless");
     assert_eq!(out.text, "printed 1000000");
-    let out = run(&agent, "log 5000").await.expect("5000 log records are harmless");
+    let out = run(&agent, "log 5000")
+        .await
+        .expect("5000 log records are harmless");
     assert_eq!(out.text, "logged 5000");
 }
 
@@ -159,19 +266,45 @@ async fn cache_keys_cannot_name_paths() {
     let agent = hostile(&host).await;
     let out = run(&agent, "cache-keys").await.expect("runs");
     let lines: Vec<&str> = out.text.lines().collect();
-    let verdict = |key: &str| lines.iter().find(|l| l.starts_with(key)).copied().unwrap_or_else(|| panic!("no line for {key}: {lines:?}"));
+    let verdict = |key: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(key))
+            .copied()
+            .unwrap_or_else(|| panic!("no line for {key}: {lines:?}"))
+    };
     // Keys are hashed into file names: path-like keys are just keys, stored in scope.
-    assert!(verdict("\"../escape\"").contains("set=ok get=\"v\""), "{lines:?}");
-    assert!(verdict("\"/etc/passwd\"").contains("set=ok get=\"v\""), "{lines:?}");
+    assert!(
+        verdict("\"../escape\"").contains("set=ok get=\"v\""),
+        "{lines:?}"
+    );
+    assert!(
+        verdict("\"/etc/passwd\"").contains("set=ok get=\"v\""),
+        "{lines:?}"
+    );
     // Keys the store refuses.
-    assert!(verdict("\"nul\\0byte\"").contains("set=CacheError::InvalidKey"), "{lines:?}");
-    assert!(verdict("\"\"").contains("set=CacheError::InvalidKey"), "{lines:?}");
-    assert!(verdict("\"kkkkkkkkkkkkkkkkkkkk\"").contains("set=CacheError::InvalidKey"), "{lines:?}");
+    assert!(
+        verdict("\"nul\\0byte\"").contains("set=CacheError::InvalidKey"),
+        "{lines:?}"
+    );
+    assert!(
+        verdict("\"\"").contains("set=CacheError::InvalidKey"),
+        "{lines:?}"
+    );
+    assert!(
+        verdict("\"kkkkkkkkkkkkkkkkkkkk\"").contains("set=CacheError::InvalidKey"),
+        "{lines:?}"
+    );
     // Nothing was written outside the agent's own directory.
     let scope = dir.path().join("agents").join("hostile");
     for entry in walk(dir.path()) {
-        let in_scope = entry.starts_with(&scope) || entry.starts_with(dir.path().join("components"));
-        assert!(in_scope || entry.is_dir(), "a file outside the agent's scope: {}", entry.display());
+        let in_scope =
+            entry.starts_with(&scope) || entry.starts_with(dir.path().join("components"));
+        assert!(
+            in_scope || entry.is_dir(),
+            "a file outside the agent's scope: {}",
+            entry.display()
+        );
     }
     assert!(!std::path::Path::new("/etc/passwd-cf").exists());
 }

@@ -22,12 +22,12 @@ impl Spy {
 
     pub fn scripted(texts: &[&str]) -> Arc<Self> {
         let spy = Self::default();
-        *spy.script.lock().unwrap() = texts.iter().rev().map(|t| (*t).to_owned()).collect();
+        *spy.script.lock().expect("not poisoned") = texts.iter().rev().map(|t| (*t).to_owned()).collect();
         Arc::new(spy)
     }
 
     pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
+        self.requests.lock().expect("not poisoned").clone()
     }
 }
 
@@ -37,9 +37,9 @@ impl Provider for Spy {
     }
 
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>> {
-        self.requests.lock().unwrap().push(request.clone());
+        self.requests.lock().expect("not poisoned").push(request.clone());
         let mut answer = OfflineProvider::answer(request);
-        if let Some(text) = self.script.lock().unwrap().pop() {
+        if let Some(text) = self.script.lock().expect("not poisoned").pop() {
             answer.text = text;
         }
         Box::pin(async move { Ok(answer) })
@@ -49,7 +49,9 @@ impl Provider for Spy {
 /// A host with its own cache directory (kept alive by the returned guard).
 pub fn host_with(provider: Option<Arc<dyn Provider>>, limits: Limits) -> (Host, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut b: HostBuilder = Host::builder().cache_dir(Some(dir.path().to_path_buf())).limits(limits);
+    let mut b: HostBuilder = Host::builder()
+        .cache_dir(Some(dir.path().to_path_buf()))
+        .limits(limits);
     if let Some(p) = provider {
         b = b.provider(p);
     }

@@ -2,7 +2,7 @@
 
 use crate::exit;
 use crate::output;
-use cf_host::{Host, Limits, RunOptions, Source, Task};
+use cf_host::{Host, Limits, RunOptions, Source, Task, llm};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -47,6 +47,8 @@ pub(crate) enum ProviderKind {
     Offline,
     /// The Anthropic Messages API (needs ANTHROPIC_API_KEY).
     Anthropic,
+    /// Answers from a cassette recorded with --record (needs --cassette); no network.
+    Replay,
 }
 
 /// Settings of the host shared by the subcommands.
@@ -56,6 +58,28 @@ pub(crate) struct HostArgs {
     /// else offline.
     #[arg(long, value_enum)]
     pub provider: Option<ProviderKind>,
+    /// The API's base URL. Default: ANTHROPIC_BASE_URL, else https://api.anthropic.com.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// The cassette `--provider replay` answers from.
+    #[arg(long, value_name = "FILE", required_if_eq("provider", "replay"))]
+    pub cassette: Option<PathBuf>,
+    /// Append every answered request/response pair to this JSONL cassette.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Model calls in flight at once across all runs.
+    #[arg(long, value_name = "N", default_value_t = cf_host::llm::DEFAULT_MAX_CONCURRENT, value_parser = concurrency)]
+    pub max_concurrent: usize,
+    /// Timeout of one model-call attempt, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_secs)]
+    pub timeout: f64,
+    /// Retries of a transient model-call failure (429, 5xx, timeouts, connection errors).
+    #[arg(long, value_name = "N", default_value_t = cf_host::llm::DEFAULT_MAX_RETRIES, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub max_retries: u32,
+    /// A price table (TOML, the format of llm/prices.toml) whose entries replace the
+    /// built-in ones.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
     /// Wall-clock deadline of a run, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 120.0, value_parser = positive_secs)]
     pub deadline: f64,
@@ -89,6 +113,12 @@ pub(crate) struct RunArgs {
     /// Temperature for every call, in [0, 1].
     #[arg(long, value_name = "T", value_parser = temperature)]
     pub temperature: Option<f32>,
+    /// Stop starting model calls once the run has spent this many US dollars.
+    #[arg(long, value_name = "USD", value_parser = non_negative)]
+    pub budget_usd: Option<f64>,
+    /// Stop starting model calls once the run has used this many tokens.
+    #[arg(long, value_name = "N")]
+    pub budget_tokens: Option<u64>,
     /// Print one JSON object per result on stdout.
     #[arg(long)]
     pub json: bool,
@@ -117,13 +147,39 @@ pub(crate) struct InspectArgs {
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 { Ok(v) } else { Err(format!("{s} is not in (0, 86400] seconds")) }
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not in (0, 86400] seconds"))
+    }
 }
 
 fn temperature(s: &str) -> Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{s} is not in [0, 1]")) }
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not in [0, 1]"))
+    }
+}
+
+fn concurrency(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not in 1..=10000")),
+    }
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a non-negative amount"))
+    }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -140,21 +196,51 @@ fn build_host(args: &HostArgs) -> Result<Host, String> {
         Some(kind) => kind,
         None if has_key => ProviderKind::Anthropic,
         None => {
-            eprintln!("cf-host: ANTHROPIC_API_KEY is not set; using the offline provider (answers are labelled [offline])");
+            eprintln!(
+                "cf-host: ANTHROPIC_API_KEY is not set; using the offline provider (answers are labelled [offline])"
+            );
             ProviderKind::Offline
         }
     };
-    let provider: Arc<dyn cf_host::llm::Provider> = match kind {
-        ProviderKind::Offline => Arc::new(cf_host::llm::OfflineProvider::new()),
-        ProviderKind::Anthropic => return Err("the anthropic provider is not available in this build; use --provider offline".into()),
+    let mut provider: Arc<dyn llm::Provider> = match kind {
+        ProviderKind::Offline => Arc::new(llm::OfflineProvider::new()),
+        ProviderKind::Anthropic => {
+            let config = llm::AnthropicConfig::from_env(args.base_url.as_deref())
+                .map_err(|e| e.to_string())?;
+            Arc::new(llm::AnthropicProvider::new(config).map_err(|e| e.to_string())?)
+        }
+        ProviderKind::Replay => {
+            let path = args
+                .cassette
+                .as_ref()
+                .ok_or("--provider replay needs --cassette FILE")?;
+            Arc::new(llm::ReplayProvider::open(path).map_err(|e| e.to_string())?)
+        }
     };
+    if let Some(path) = &args.record {
+        provider =
+            Arc::new(llm::RecordingProvider::new(provider, path).map_err(|e| e.to_string())?);
+    }
+    let mut prices = llm::PriceTable::built_in();
+    if let Some(path) = &args.prices {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let overrides =
+            llm::PriceTable::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        prices = prices.with_overrides(overrides);
+    }
     let limits = Limits {
         deadline: Duration::from_secs_f64(args.deadline),
         memory_bytes: args.memory_mb * 1024 * 1024,
         max_task_chars: args.max_task_chars,
         ..Limits::default()
     };
-    let mut builder = Host::builder().provider(provider).limits(limits);
+    let mut builder = Host::builder()
+        .provider(provider)
+        .prices(prices)
+        .limits(limits)
+        .max_concurrent(args.max_concurrent)
+        .max_retries(args.max_retries)
+        .attempt_timeout(Duration::from_secs_f64(args.timeout));
     if let Some(dir) = &args.cache_dir {
         builder = builder.cache_dir(Some(dir.clone()));
     }
@@ -165,7 +251,9 @@ fn read_task(task: Option<String>) -> Result<String, String> {
     match task.as_deref() {
         Some("-") | None => {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the task from stdin: {e}"))?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("reading the task from stdin: {e}"))?;
             Ok(text)
         }
         Some(t) => Ok(t.to_owned()),
@@ -180,10 +268,10 @@ fn usage_error(message: impl std::fmt::Display) -> u8 {
 pub(crate) async fn run(args: RunArgs) -> u8 {
     // Validate what needs no engine first, so bad input costs nothing.
     let source = Source::from(args.agent.as_str());
-    if let Source::Builtin(name) = &source {
-        if let Err(e) = cf_host::validate_agent_name(name) {
-            return usage_error(e);
-        }
+    if let Source::Builtin(name) = &source
+        && let Err(e) = cf_host::validate_agent_name(name)
+    {
+        return usage_error(e);
     }
     let text = match read_task(args.task) {
         Ok(t) => t,
@@ -191,7 +279,10 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
     };
     let chars = text.chars().count();
     if chars > args.host.max_task_chars {
-        return usage_error(cf_host::Error::TaskTooLarge { chars, max: args.host.max_task_chars });
+        return usage_error(cf_host::Error::TaskTooLarge {
+            chars,
+            max: args.host.max_task_chars,
+        });
     }
     let host = match build_host(&args.host) {
         Ok(h) => h,
@@ -201,8 +292,20 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
         Ok(a) => a,
         Err(e) => return usage_error(e),
     };
-    let options = RunOptions { model: args.model, max_tokens: args.max_tokens, temperature: args.temperature, ..RunOptions::default() };
-    let task = Task { text, context: args.context };
+    let options = RunOptions {
+        model: args.model,
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        budget: llm::Budget {
+            usd: args.budget_usd,
+            tokens: args.budget_tokens,
+        },
+        ..RunOptions::default()
+    };
+    let task = Task {
+        text,
+        context: args.context,
+    };
     let result = agent.run_with(task, &options).await;
     let code = match &result {
         Ok(_) => exit::OK,
@@ -248,9 +351,17 @@ pub(crate) async fn inspect(args: InspectArgs) -> u8 {
     };
     // Describe it only when this host can run it.
     let described = match interface.check() {
-        Ok(_) => host.load(Source::Bytes(wasm)).await.map_err(|e| e.to_string()),
+        Ok(_) => host
+            .load(Source::Bytes(wasm))
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    output::print_inspect(&args.wasm, &interface, described.as_ref().map(|a| a.info()), args.json);
+    output::print_inspect(
+        &args.wasm,
+        &interface,
+        described.as_ref().map(|a| a.info()),
+        args.json,
+    );
     exit::OK
 }

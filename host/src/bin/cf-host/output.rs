@@ -69,7 +69,10 @@ pub(crate) fn print_human_result(agent: &str, result: &Result<RunOutput, RunErro
 fn summary(agent: &str, s: &RunStats) -> String {
     let cost = match s.cost.known_usd() {
         Some(usd) => format!("${usd:.6}"),
-        None => format!("${:.6} + {} unpriced call(s)", s.cost.usd, s.cost.unpriced_calls),
+        None => format!(
+            "${:.6} + {} unpriced call(s)",
+            s.cost.usd, s.cost.unpriced_calls
+        ),
     };
     format!(
         "— {agent} · {} · {} call(s), {} attempt(s), {} cached · {} tokens in, {} out · {cost} · {:.0} ms",
@@ -90,11 +93,25 @@ pub(crate) fn print_agents(infos: &[AgentInfo], as_json: bool) {
     }
     for a in infos {
         println!("{:<18} {:<8} {}", a.name, a.version, a.description);
-        println!("{:<18} model: {}  tags: {}", "", if a.default_model.is_empty() { "(host default)" } else { &a.default_model }, a.tags.join(", "));
+        println!(
+            "{:<18} model: {}  tags: {}",
+            "",
+            if a.default_model.is_empty() {
+                "(host default)"
+            } else {
+                &a.default_model
+            },
+            a.tags.join(", ")
+        );
     }
 }
 
-pub(crate) fn print_inspect(path: &Path, interface: &ComponentInterface, described: Result<&AgentInfo, &String>, as_json: bool) {
+pub(crate) fn print_inspect(
+    path: &Path,
+    interface: &ComponentInterface,
+    described: Result<&AgentInfo, &String>,
+    as_json: bool,
+) {
     let compatible = interface.check();
     if as_json {
         let value = json!({
@@ -111,7 +128,11 @@ pub(crate) fn print_inspect(path: &Path, interface: &ComponentInterface, describ
         return;
     }
     println!("component: {}", path.display());
-    let versions = if interface.contract_versions.is_empty() { "none".to_owned() } else { interface.contract_versions.join(", ") };
+    let versions = if interface.contract_versions.is_empty() {
+        "none".to_owned()
+    } else {
+        interface.contract_versions.join(", ")
+    };
     println!("contract:  claude-force:agent@{versions}");
     match &compatible {
         Ok(v) => println!("host:      supported (contract {v})"),
@@ -128,7 +149,14 @@ pub(crate) fn print_inspect(path: &Path, interface: &ComponentInterface, describ
     match described {
         Ok(a) => {
             println!("agent:     {} {} — {}", a.name, a.version, a.description);
-            println!("model:     {}", if a.default_model.is_empty() { "(host default)" } else { &a.default_model });
+            println!(
+                "model:     {}",
+                if a.default_model.is_empty() {
+                    "(host default)"
+                } else {
+                    &a.default_model
+                }
+            );
             println!("tags:      {}", a.tags.join(", "));
             println!("sha256:    {}", a.sha256);
         }

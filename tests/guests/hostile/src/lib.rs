@@ -19,23 +19,35 @@
 //! | `cache-put K V`     | stores V under K                                             |
 //! | `cache-get K`       | reads K                                                      |
 
-use cf_agent_sdk::{Agent, AgentError, AgentInfo, AgentOutput, Task, cache, export_agent, llm, log};
+use cf_agent_sdk::{
+    Agent, AgentError, AgentInfo, AgentOutput, Task, cache, export_agent, llm, log,
+};
 use std::fmt::Write as _;
 use std::hint::black_box;
 
 struct Hostile;
 
 fn arg<T: std::str::FromStr>(words: &[&str], i: usize) -> Result<T, AgentError> {
-    words.get(i).and_then(|w| w.parse().ok()).ok_or_else(|| AgentError::InvalidTask(format!("argument {i} missing or invalid")))
+    words
+        .get(i)
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| AgentError::InvalidTask(format!("argument {i} missing or invalid")))
 }
 
 fn ok(text: String) -> Result<AgentOutput, AgentError> {
-    Ok(AgentOutput { text, metadata: vec![] })
+    Ok(AgentOutput {
+        text,
+        metadata: vec![],
+    })
 }
 
 impl Agent for Hostile {
     fn describe() -> AgentInfo {
-        cf_agent_sdk::info("hostile", "0.1.0", "Misbehaves on purpose, for the host's tests.")
+        cf_agent_sdk::info(
+            "hostile",
+            "0.1.0",
+            "Misbehaves on purpose, for the host's tests.",
+        )
     }
 
     fn run(task: Task) -> Result<AgentOutput, AgentError> {
@@ -79,7 +91,11 @@ impl Agent for Hostile {
                 let n: u32 = arg(&words, 1)?;
                 let (mut good, mut last_error) = (0, String::from("none"));
                 for i in 0..n {
-                    match llm::Request::new().user(format!("call {i}")).max_tokens(16).send() {
+                    match llm::Request::new()
+                        .user(format!("call {i}"))
+                        .max_tokens(16)
+                        .send()
+                    {
                         Ok(_) => good += 1,
                         Err(e) => last_error = format!("{e:?}"),
                     }
@@ -103,7 +119,10 @@ impl Agent for Hostile {
             }
             "cache-keys" => ok(cache_keys()),
             "cache-put" => {
-                let (k, v) = (words.get(1).copied().unwrap_or(""), words.get(2).copied().unwrap_or(""));
+                let (k, v) = (
+                    words.get(1).copied().unwrap_or(""),
+                    words.get(2).copied().unwrap_or(""),
+                );
                 cache::set(k, v.as_bytes(), None).map_err(|e| AgentError::Failed(e.to_string()))?;
                 ok("stored".into())
             }
@@ -112,7 +131,9 @@ impl Agent for Hostile {
                 let v = cache::get_string(k).map_err(|e| AgentError::Failed(e.to_string()))?;
                 ok(v.unwrap_or_else(|| "<absent>".into()))
             }
-            other => Err(AgentError::InvalidTask(format!("unknown behaviour {other:?}"))),
+            other => Err(AgentError::InvalidTask(format!(
+                "unknown behaviour {other:?}"
+            ))),
         }
     }
 }
@@ -127,18 +148,54 @@ fn recurse(depth: u64) -> u64 {
 /// Everything a sandbox escape would try; one `name: result` line each.
 fn escape(addr: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "read /etc/passwd: {}", verdict(std::fs::read("/etc/passwd").map(|b| b.len())));
-    let _ = writeln!(out, "read ./Cargo.toml: {}", verdict(std::fs::read("Cargo.toml").map(|b| b.len())));
-    let _ = writeln!(out, "create /tmp/cf-escape: {}", verdict(std::fs::write("/tmp/cf-escape", b"x")));
-    let _ = writeln!(out, "list /: {}", verdict(std::fs::read_dir("/").map(|d| d.count())));
+    let _ = writeln!(
+        out,
+        "read /etc/passwd: {}",
+        verdict(std::fs::read("/etc/passwd").map(|b| b.len()))
+    );
+    let _ = writeln!(
+        out,
+        "read ./Cargo.toml: {}",
+        verdict(std::fs::read("Cargo.toml").map(|b| b.len()))
+    );
+    let _ = writeln!(
+        out,
+        "create /tmp/cf-escape: {}",
+        verdict(std::fs::write("/tmp/cf-escape", b"x"))
+    );
+    let _ = writeln!(
+        out,
+        "list /: {}",
+        verdict(std::fs::read_dir("/").map(|d| d.count()))
+    );
     let _ = writeln!(out, "env vars: {}", std::env::vars().count());
-    let _ = writeln!(out, "env ANTHROPIC_API_KEY: {}", verdict(std::env::var("ANTHROPIC_API_KEY")));
-    let _ = writeln!(out, "env CF_CACHE_SECRET: {}", verdict(std::env::var("CF_CACHE_SECRET")));
+    let _ = writeln!(
+        out,
+        "env ANTHROPIC_API_KEY: {}",
+        verdict(std::env::var("ANTHROPIC_API_KEY"))
+    );
+    let _ = writeln!(
+        out,
+        "env CF_CACHE_SECRET: {}",
+        verdict(std::env::var("CF_CACHE_SECRET"))
+    );
     let _ = writeln!(out, "args: {}", std::env::args().count());
     let _ = writeln!(out, "cwd: {}", verdict(std::env::current_dir()));
-    let _ = writeln!(out, "tcp {addr}: {}", verdict(std::net::TcpStream::connect(addr)));
-    let _ = writeln!(out, "udp bind: {}", verdict(std::net::UdpSocket::bind("127.0.0.1:0")));
-    let _ = writeln!(out, "dns localhost: {}", verdict(std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80)).map(|a| a.count())));
+    let _ = writeln!(
+        out,
+        "tcp {addr}: {}",
+        verdict(std::net::TcpStream::connect(addr))
+    );
+    let _ = writeln!(
+        out,
+        "udp bind: {}",
+        verdict(std::net::UdpSocket::bind("127.0.0.1:0"))
+    );
+    let _ = writeln!(
+        out,
+        "dns localhost: {}",
+        verdict(std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80)).map(|a| a.count()))
+    );
     out
 }
 
@@ -152,17 +209,37 @@ fn verdict<T: std::fmt::Debug, E: std::fmt::Display>(r: Result<T, E>) -> String 
 /// Tries keys that would name paths if the host built paths from them.
 fn cache_keys() -> String {
     let long = "k".repeat(10_000);
-    let keys = ["../escape", "/etc/passwd", "a/b", "..", ".", "nul\0byte", "\u{202e}rtl", "con", "ok-key", long.as_str(), ""];
+    let keys = [
+        "../escape",
+        "/etc/passwd",
+        "a/b",
+        "..",
+        ".",
+        "nul\0byte",
+        "\u{202e}rtl",
+        "con",
+        "ok-key",
+        long.as_str(),
+        "",
+    ];
     let mut out = String::new();
     for k in keys {
         let shown: String = k.chars().take(20).collect();
         let set = cache::set(k, b"v", None);
         let get = cache::get(k);
-        let _ = writeln!(out, "{shown:?}: set={} get={}", set.map_or_else(|e| format!("{e:?}").split('(').next().unwrap_or("").to_owned(), |_| "ok".into()), match get {
-            Ok(Some(v)) => format!("{:?}", String::from_utf8_lossy(&v)),
-            Ok(None) => "absent".into(),
-            Err(e) => format!("{e:?}").split('(').next().unwrap_or("").to_owned(),
-        });
+        let _ = writeln!(
+            out,
+            "{shown:?}: set={} get={}",
+            set.map_or_else(
+                |e| format!("{e:?}").split('(').next().unwrap_or("").to_owned(),
+                |_| "ok".into()
+            ),
+            match get {
+                Ok(Some(v)) => format!("{:?}", String::from_utf8_lossy(&v)),
+                Ok(None) => "absent".into(),
+                Err(e) => format!("{e:?}").split('(').next().unwrap_or("").to_owned(),
+            }
+        );
     }
     out
 }
