@@ -16,10 +16,21 @@ fn cf_host(args: &[&str], stdin: Option<&str>) -> (Run, tempfile::TempDir) {
 }
 
 fn cf_host_in(cache: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Run {
+    cf_host_env(cache, args, stdin, &[])
+}
+
+fn cf_host_env(
+    cache: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cf-host"));
     cmd.args(args)
         .env("CF_CACHE_DIR", cache)
         .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -257,4 +268,117 @@ fn help_documents_the_exit_codes() {
     ] {
         assert!(r.stdout.contains(line), "{line:?} missing from --help");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn record_against_the_api_then_replay_without_network() {
+    const KEY: &str = "sk-ant-cli-test-key-7f3a";
+    let server = cf_mock_llm::MockServer::start(cf_mock_llm::MockConfig::default())
+        .await
+        .expect("mock server");
+    let base = server.base_url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cassette = dir.path().join("agent.cassette.jsonl");
+    let cassette_arg = cassette.to_str().expect("utf-8 path").to_owned();
+    let cache = dir.path().to_path_buf();
+    let recorded = {
+        let (cache, cassette_arg) = (cache.clone(), cassette_arg.clone());
+        tokio::task::spawn_blocking(move || {
+            cf_host_env(
+                &cache,
+                &[
+                    "run",
+                    "--base-url",
+                    &base,
+                    "--record",
+                    &cassette_arg,
+                    "python-expert",
+                    "What is a set?",
+                ],
+                None,
+                &[("ANTHROPIC_API_KEY", KEY)],
+            )
+        })
+        .await
+        .expect("cf-host ran")
+    };
+    assert_eq!(recorded.code, 0, "{}", recorded.stderr);
+    assert!(
+        !recorded.stderr.contains("offline"),
+        "a key selects the anthropic provider: {}",
+        recorded.stderr
+    );
+    assert_eq!(server.received().len(), 1);
+    server.stop().await;
+    let tape = std::fs::read_to_string(&cassette).expect("cassette written");
+    assert_eq!(tape.lines().count(), 1);
+    assert!(!tape.contains(KEY), "the key never reaches a cassette");
+
+    let replayed = tokio::task::spawn_blocking({
+        let (cache, cassette_arg) = (cache.clone(), cassette_arg.clone());
+        move || {
+            cf_host_in(
+                &cache,
+                &[
+                    "run",
+                    "--provider",
+                    "replay",
+                    "--cassette",
+                    &cassette_arg,
+                    "python-expert",
+                    "What is a set?",
+                ],
+                None,
+            )
+        }
+    })
+    .await
+    .expect("cf-host ran");
+    assert_eq!(replayed.code, 0, "{}", replayed.stderr);
+    assert_eq!(
+        replayed.stdout, recorded.stdout,
+        "the same answer, with the server gone"
+    );
+
+    let unseen = tokio::task::spawn_blocking(move || {
+        cf_host_in(
+            &cache,
+            &[
+                "run",
+                "--json",
+                "--provider",
+                "replay",
+                "--cassette",
+                &cassette_arg,
+                "python-expert",
+                "Something else",
+            ],
+            None,
+        )
+    })
+    .await
+    .expect("cf-host ran");
+    assert_eq!(unseen.code, 1, "{}", unseen.stderr);
+    let v: serde_json::Value = serde_json::from_str(unseen.stdout.trim()).expect("JSON");
+    assert_eq!(v["error"]["kind"], "not_found");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("no recorded answer"),
+        "{v}"
+    );
+}
+
+#[test]
+fn replay_needs_a_cassette_and_anthropic_needs_a_key() {
+    let (r, _d) = cf_host(&["run", "--provider", "replay", "python-expert", "x"], None);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--cassette"), "{}", r.stderr);
+    let (r, _d) = cf_host(
+        &["run", "--provider", "anthropic", "python-expert", "x"],
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("ANTHROPIC_API_KEY"), "{}", r.stderr);
 }

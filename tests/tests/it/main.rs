@@ -2,6 +2,7 @@
 //! shipped agents end to end, and loading components.
 
 mod agents;
+mod anthropic;
 mod loading;
 mod sandbox;
 mod support;

@@ -22,7 +22,8 @@ impl Spy {
 
     pub fn scripted(texts: &[&str]) -> Arc<Self> {
         let spy = Self::default();
-        *spy.script.lock().expect("not poisoned") = texts.iter().rev().map(|t| (*t).to_owned()).collect();
+        *spy.script.lock().expect("not poisoned") =
+            texts.iter().rev().map(|t| (*t).to_owned()).collect();
         Arc::new(spy)
     }
 
@@ -37,7 +38,10 @@ impl Provider for Spy {
     }
 
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>> {
-        self.requests.lock().expect("not poisoned").push(request.clone());
+        self.requests
+            .lock()
+            .expect("not poisoned")
+            .push(request.clone());
         let mut answer = OfflineProvider::answer(request);
         if let Some(text) = self.script.lock().expect("not poisoned").pop() {
             answer.text = text;

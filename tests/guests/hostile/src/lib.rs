@@ -13,6 +13,7 @@
 //! | `recurse`           | recurses without bound                                       |
 //! | `output BYTES`      | returns an output of BYTES bytes                             |
 //! | `llm-loop N`        | calls the model N times, reports successes and the last error|
+//! | `llm-debug …`       | one model call; returns the whole result as Debug text       |
 //! | `print BYTES`       | writes BYTES bytes to stdout, then returns                   |
 //! | `log N`             | writes N log records                                         |
 //! | `cache-keys`        | tries hostile keys against its cache                         |
@@ -101,6 +102,11 @@ impl Agent for Hostile {
                     }
                 }
                 ok(format!("ok={good} last_error={last_error}"))
+            }
+            "llm-debug" => {
+                // Everything the host returns for one call, as the guest sees it.
+                let result = llm::Request::new().user(task.text.clone()).send();
+                ok(format!("{result:?}"))
             }
             "print" => {
                 let bytes: usize = arg(&words, 1)?;
