@@ -245,6 +245,10 @@ impl Agent {
         let limit = options.deadline.unwrap_or(host.limits.deadline);
         let deadline = started + limit;
         let ledger = parent.child(options.budget);
+        let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, host.instance_slots.acquire()).await
+        else {
+            return Err(Error::Deadline { limit }.into());
+        };
         let mut store = self.new_store(
             &ledger,
             options.clone(),
@@ -324,6 +328,13 @@ impl Agent {
     async fn describe_guest(&self) -> Result<AgentInfo, Error> {
         let deadline = Instant::now() + DESCRIBE_DEADLINE;
         let ledger = Ledger::unlimited();
+        let Ok(Ok(_slot)) =
+            tokio::time::timeout_at(deadline, self.inner.host.instance_slots.acquire()).await
+        else {
+            return Err(Error::InvalidDescription(
+                "no instance slot became free in time to call describe()".into(),
+            ));
+        };
         let mut store = self.new_store(&ledger, RunOptions::default(), deadline, 0);
         let described = tokio::time::timeout_at(deadline, async {
             let plugin: AgentPlugin = self.inner.pre.instantiate_async(&mut store).await?;

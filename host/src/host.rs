@@ -4,10 +4,10 @@
 use crate::agent::{Agent, Source};
 use crate::capabilities;
 use crate::config::{self, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Dirs, Limits};
-use crate::engine::{CompiledCache, EpochTicker, new_engine};
+use crate::engine::{CompiledCache, DEFAULT_MAX_INSTANCES, EpochTicker, new_engine};
 use crate::error::Error;
 use crate::run::RunState;
-use cf_cache::{AgentStores, StoreLimits};
+use cf_cache::{AgentStores, CacheConfig, ResponseCache, StoreLimits};
 use cf_llm::{LlmService, OfflineProvider, PriceTable, Provider};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +29,18 @@ pub struct HostBuilder {
     default_max_tokens: u32,
     dirs: Dirs,
     store_limits: StoreLimits,
+    response_cache: ResponseCacheSetting,
+    shared_namespace: Option<String>,
+    max_instances: u32,
+}
+
+/// Whether and how the host caches model answers.
+#[derive(Debug)]
+enum ResponseCacheSetting {
+    /// `<cache_dir>/responses` with `CacheConfig`'s defaults, when there is a cache dir.
+    Default,
+    Disabled,
+    Config(Box<CacheConfig>),
 }
 
 impl Default for HostBuilder {
@@ -47,6 +59,9 @@ impl Default for HostBuilder {
                 compiled_cache: true,
             },
             store_limits: StoreLimits::default(),
+            response_cache: ResponseCacheSetting::Default,
+            shared_namespace: None,
+            max_instances: DEFAULT_MAX_INSTANCES,
         }
     }
 }
@@ -120,9 +135,38 @@ impl HostBuilder {
         self
     }
 
+    /// The response cache in front of the provider. Default: `<cache_dir>/responses`
+    /// with [`CacheConfig`]'s defaults (24 h TTL, 100 MB, a secret generated once per
+    /// directory), when the host has a cache directory.
+    pub fn response_cache(mut self, config: CacheConfig) -> Self {
+        self.response_cache = ResponseCacheSetting::Config(Box::new(config));
+        self
+    }
+
+    /// Guest instances that may exist at once: the pooling allocator reserves this
+    /// many slots, and runs beyond it wait (within their deadline) for one to free.
+    /// Default 256.
+    pub fn max_instances(mut self, n: u32) -> Self {
+        self.max_instances = n.max(1);
+        self
+    }
+
+    /// No response cache: every model call goes to the provider.
+    pub fn no_response_cache(mut self) -> Self {
+        self.response_cache = ResponseCacheSetting::Disabled;
+        self
+    }
+
+    /// Cache answers in one namespace shared by every agent, instead of one per agent
+    /// (the default, as the seed did).
+    pub fn shared_cache_namespace(mut self, namespace: Option<String>) -> Self {
+        self.shared_namespace = namespace;
+        self
+    }
+
     /// The host: engine, epoch ticker, linker, LLM service and stores.
     pub fn build(self) -> Result<Host, Error> {
-        let engine = new_engine(self.limits.memory_bytes)?;
+        let engine = new_engine(self.limits.memory_bytes, self.max_instances)?;
         let ticker = EpochTicker::start(&engine)?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)
@@ -130,12 +174,31 @@ impl HostBuilder {
         let provider = self
             .provider
             .unwrap_or_else(|| Arc::new(OfflineProvider::new()));
-        let llm = LlmService::builder(provider)
+        let cache_config = match self.response_cache {
+            ResponseCacheSetting::Disabled => None,
+            ResponseCacheSetting::Config(c) => Some(*c),
+            ResponseCacheSetting::Default => self
+                .dirs
+                .cache_dir
+                .as_ref()
+                .map(|d| CacheConfig::new(d.join("responses"))),
+        };
+        let mut llm = LlmService::builder(provider)
             .prices(self.prices)
             .max_concurrent(self.max_concurrent)
             .max_retries(self.max_retries)
-            .attempt_timeout(self.attempt_timeout)
-            .build();
+            .attempt_timeout(self.attempt_timeout);
+        if let Some(config) = cache_config {
+            let dir = config.dir.clone();
+            let cache = ResponseCache::open(config).map_err(|e| {
+                Error::Setup(format!(
+                    "opening the response cache in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            llm = llm.response_cache(cache, self.shared_namespace);
+        }
+        let llm = llm.build();
         let stores = match &self.dirs.cache_dir {
             Some(dir) => Some(AgentStores::open(dir, self.store_limits).map_err(|e| {
                 Error::Setup(format!(
@@ -162,6 +225,7 @@ impl HostBuilder {
                 limits: self.limits,
                 default_model: self.default_model,
                 default_max_tokens: self.default_max_tokens,
+                instance_slots: tokio::sync::Semaphore::new(self.max_instances as usize),
                 _ticker: ticker,
             }),
         })
@@ -177,6 +241,8 @@ pub(crate) struct HostInner {
     pub limits: Limits,
     pub default_model: String,
     pub default_max_tokens: u32,
+    /// One permit per pooling-allocator slot: a run holds one while its instance lives.
+    pub instance_slots: tokio::sync::Semaphore,
     _ticker: EpochTicker,
 }
 

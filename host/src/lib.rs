@@ -37,6 +37,7 @@ pub use agent::{Agent, AgentInfo, Source, Task};
 pub use bindings::SUPPORTED_CONTRACTS;
 pub use config::{DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Limits, RunOptions, default_cache_dir};
 pub use contract::ComponentInterface;
+pub use engine::DEFAULT_MAX_INSTANCES;
 pub use error::{Error, validate_agent_name};
 pub use host::{Host, HostBuilder};
 pub use run::{RunError, RunOutput, RunStats, Timings};

@@ -382,3 +382,55 @@ fn replay_needs_a_cassette_and_anthropic_needs_a_key() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("ANTHROPIC_API_KEY"), "{}", r.stderr);
 }
+
+#[test]
+fn the_response_cache_serves_repeats_and_is_looked_after_by_the_cache_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--json", "python-expert", "What is a frozenset?"];
+        args.extend_from_slice(extra);
+        let r = cf_host_in(dir.path(), &args, None);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str::<serde_json::Value>(r.stdout.trim()).expect("JSON")
+    };
+    assert_eq!(run(&[])["cached"], false);
+    assert_eq!(run(&[])["cached"], true, "the second run is a hit");
+    assert_eq!(
+        run(&["--no-cache"])["cached"],
+        false,
+        "--no-cache goes to the provider"
+    );
+    let stats = cf_host_in(dir.path(), &["cache", "stats", "--json"], None);
+    assert_eq!(stats.code, 0, "{}", stats.stderr);
+    let v: serde_json::Value = serde_json::from_str(stats.stdout.trim()).expect("JSON");
+    assert_eq!(v["entries"], 1);
+    let clean = cf_host_in(dir.path(), &["cache", "verify"], None);
+    assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
+    // Tamper with the entry: verify reports it (exit 1), --fix removes it.
+    let entry = std::fs::read_dir(dir.path().join("responses"))
+        .expect("responses dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "cfe"))
+        .expect("an entry");
+    let mut bytes = std::fs::read(&entry).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&entry, bytes).expect("tamper");
+    let bad = cf_host_in(dir.path(), &["cache", "verify", "--json"], None);
+    assert_eq!(bad.code, 1, "{}", bad.stdout);
+    let v: serde_json::Value = serde_json::from_str(bad.stdout.trim()).expect("JSON");
+    assert_eq!(v["bad"].as_array().expect("bad list").len(), 1);
+    let fixed = cf_host_in(dir.path(), &["cache", "verify", "--fix"], None);
+    assert_eq!(fixed.code, 0, "{}", fixed.stdout);
+    assert_eq!(cf_host_in(dir.path(), &["cache", "verify"], None).code, 0);
+    // clear removes cache files only.
+    let foreign = dir.path().join("responses").join("notes.txt");
+    std::fs::write(&foreign, "mine").expect("write");
+    run(&[]);
+    let cleared = cf_host_in(dir.path(), &["cache", "clear", "--json"], None);
+    assert_eq!(cleared.code, 0);
+    let v: serde_json::Value = serde_json::from_str(cleared.stdout.trim()).expect("JSON");
+    assert_eq!(v["removed"], 1);
+    assert!(foreign.exists(), "a foreign file survives clear");
+}

@@ -2,7 +2,7 @@
 //! against cf-mock-llm answering after 100 ms, on loopback.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-llm cargo bench -p cf-llm --bench throughput
+//! cargo bench -p cf-llm --bench throughput
 //! ```
 //!
 //! For each case it prints the wall time, its ratio to the ideal
@@ -14,56 +14,14 @@
 use cf_llm::{
     AnthropicConfig, AnthropicProvider, ApiKey, CallContext, Ledger, LlmService, Message, Request,
 };
+use cf_mock_llm::measure::{cpu_seconds_of, status_mib};
 use cf_mock_llm::{MockConfig, MockServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LATENCY: Duration = Duration::from_millis(100);
-/// Linux's USER_HZ, the unit of utime and stime in /proc (100 on every mainstream
-/// architecture).
-const TICKS_PER_SECOND: f64 = 100.0;
 const CLIENT_THREADS: &str = "bench-client";
 const SERVER_THREADS: &str = "mock-server";
-
-/// CPU seconds used so far by this process's threads whose name is `name`.
-fn cpu_seconds_of(name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return f64::NAN;
-    };
-    let mut ticks = 0u64;
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at `state`;
-        // utime and stime are the 12th and 13th of them.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        ticks += fields
-            .get(11)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-        ticks += fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    ticks as f64 / TICKS_PER_SECOND
-}
-
-/// A `kB` field of /proc/self/status, in MiB.
-fn status_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 /// A service with its own connection pool, limited to `limit` attempts in flight.
 fn service(base_url: &str, limit: usize) -> LlmService {

@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 
 mod anthropic;
+mod caching;
 mod cassette;
 mod ledger;
 mod offline;
@@ -64,6 +65,7 @@ pub use anthropic::{
     ANTHROPIC_VERSION, AnthropicConfig, AnthropicConfigError, AnthropicProvider, ApiKey,
     DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, resolve_base_url,
 };
+pub use caching::request_key;
 pub use cassette::{CassetteError, RecordingProvider, ReplayProvider};
 
 pub use ledger::{Budget, Ledger, LedgerTotals};

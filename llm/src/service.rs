@@ -2,10 +2,12 @@
 //! holds a permit of the global concurrency limit per attempt, bounds each attempt by
 //! a timeout and the caller's deadline, retries transient failures, and accounts costs.
 
+use crate::caching::{CacheLayer, Flight, request_key};
 use crate::ledger::Ledger;
 use crate::pricing::{Cost, PriceTable};
 use crate::provider::{Provider, ProviderError};
-use crate::types::{LlmError, Request, Response};
+use crate::types::{CacheMode, LlmError, Request, Response};
+use cf_cache::ResponseCache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,9 +35,21 @@ pub struct LlmServiceBuilder {
     max_retries: u32,
     attempt_timeout: Duration,
     max_retry_wait: Duration,
+    cache: Option<(ResponseCache, Option<String>)>,
 }
 
 impl LlmServiceBuilder {
+    /// Puts `cache` in front of the provider. Entries are namespaced per agent, or all
+    /// in `shared_namespace` when given. Default: no response cache.
+    pub fn response_cache(
+        mut self,
+        cache: ResponseCache,
+        shared_namespace: Option<String>,
+    ) -> Self {
+        self.cache = Some((cache, shared_namespace));
+        self
+    }
+
     /// The price table. Default: the built-in table.
     pub fn prices(mut self, prices: PriceTable) -> Self {
         self.prices = prices;
@@ -92,6 +106,7 @@ impl LlmServiceBuilder {
                 max_retries: self.max_retries,
                 attempt_timeout: self.attempt_timeout,
                 max_retry_wait: self.max_retry_wait,
+                cache: self.cache.map(|(c, ns)| CacheLayer::new(c, ns)),
             }),
         }
     }
@@ -109,6 +124,7 @@ struct Inner {
     max_retries: u32,
     attempt_timeout: Duration,
     max_retry_wait: Duration,
+    cache: Option<CacheLayer>,
 }
 
 /// Who is calling, and under which account and deadline.
@@ -120,6 +136,8 @@ pub struct CallContext<'a> {
     pub ledger: &'a Ledger,
     /// No attempt or wait goes past this instant.
     pub deadline: Option<Instant>,
+    /// How the call uses the response cache.
+    pub cache_mode: CacheMode,
 }
 
 impl<'a> CallContext<'a> {
@@ -129,6 +147,15 @@ impl<'a> CallContext<'a> {
             agent,
             ledger,
             deadline: None,
+            cache_mode: CacheMode::Normal,
+        }
+    }
+
+    /// The same call, using the response cache as `mode` says.
+    pub fn with_cache_mode(self, mode: CacheMode) -> Self {
+        Self {
+            cache_mode: mode,
+            ..self
         }
     }
 
@@ -150,8 +177,10 @@ pub struct Completion {
     pub attempts: u32,
     /// Whether the answer came from the response cache.
     pub cached: bool,
-    /// What the call cost.
+    /// What the call cost (nothing for a cached or shared answer).
     pub cost: Cost,
+    /// What a cached or shared answer saved, in US dollars (0 otherwise).
+    pub saved_usd: f64,
     /// Time spent waiting for a concurrency permit, over all attempts.
     pub queue_wait: Duration,
 }
@@ -198,7 +227,13 @@ impl LlmService {
             max_retries: DEFAULT_MAX_RETRIES,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
+            cache: None,
         }
+    }
+
+    /// The response cache in front of the provider, if any.
+    pub fn response_cache(&self) -> Option<&ResponseCache> {
+        self.inner.cache.as_ref().map(|layer| &layer.cache)
     }
 
     /// The provider's name.
@@ -246,11 +281,101 @@ impl LlmService {
         call: &CallContext<'_>,
         request: Request,
     ) -> Result<Completion, LlmError> {
-        let inner = &*self.inner;
         if let Err(e) = request.validate() {
             call.ledger.record_failure(0);
             return Err(e);
         }
+        let Some(layer) = self
+            .inner
+            .cache
+            .as_ref()
+            .filter(|_| call.cache_mode != CacheMode::Bypass)
+        else {
+            return self.upstream(call, request).await;
+        };
+        let key = request_key(&*self.inner.provider, layer.namespace(call.agent), &request);
+        // A hit takes no concurrency permit and spends no budget.
+        if let Some((response, _entry)) = layer.lookup(call.cache_mode, call.agent, &key) {
+            return Ok(self.free_answer(call, response));
+        }
+        loop {
+            match layer.flight(key) {
+                Flight::Follower(mut rx) => {
+                    let waited = match call.deadline {
+                        Some(d) => tokio::time::timeout_at(d, rx.wait_for(Option::is_some))
+                            .await
+                            .map(|r| r.map(|v| v.clone())),
+                        None => Ok(rx.wait_for(Option::is_some).await.map(|v| v.clone())),
+                    };
+                    match waited {
+                        Ok(Ok(Some(Ok(response)))) => return Ok(self.free_answer(call, response)),
+                        Ok(Ok(Some(Err(e)))) => {
+                            call.ledger.record_failure(0);
+                            return Err(e);
+                        }
+                        // The leader was cancelled: go again (perhaps as the leader).
+                        Ok(Ok(None) | Err(_)) => continue,
+                        Err(_elapsed) => {
+                            call.ledger.record_failure(0);
+                            return Err(LlmError::Timeout(
+                                "the run's deadline was reached while waiting for an identical call in flight".into(),
+                            ));
+                        }
+                    }
+                }
+                Flight::Leader(leader) => {
+                    let guard = AbandonOnDrop {
+                        layer,
+                        leader: Some(leader),
+                    };
+                    let outcome = self.upstream(call, request).await;
+                    if let Ok(done) = &outcome {
+                        layer.store(
+                            call.cache_mode,
+                            call.agent,
+                            &key,
+                            &done.response,
+                            done.cost.known_usd(),
+                        );
+                    }
+                    let shared = outcome
+                        .as_ref()
+                        .map(|d| d.response.clone())
+                        .map_err(Clone::clone);
+                    if let Some(leader) = guard.disarm() {
+                        layer.finish(leader, &shared);
+                    }
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    /// An answer that cost nothing: from the cache, or shared by an identical call.
+    fn free_answer(&self, call: &CallContext<'_>, response: Response) -> Completion {
+        let saved_usd = self
+            .cost(&response.model, &response.usage)
+            .known_usd()
+            .unwrap_or(0.0);
+        call.ledger
+            .record_call(&response.usage, &Cost::default(), 0, true, saved_usd);
+        Completion {
+            response,
+            attempts: 0,
+            cached: true,
+            cost: Cost::default(),
+            saved_usd,
+            queue_wait: Duration::ZERO,
+        }
+    }
+
+    /// The call to the provider: budget check, attempts, retries.
+    async fn upstream(
+        &self,
+        call: &CallContext<'_>,
+        request: Request,
+    ) -> Result<Completion, LlmError> {
+        let inner = &*self.inner;
         let priced = !inner.provider.billable() || inner.prices.price(&request.model).is_some();
         if let Err(e) = call.ledger.check(priced) {
             call.ledger.record_failure(0);
@@ -273,6 +398,7 @@ impl LlmService {
                         attempts,
                         cached: false,
                         cost,
+                        saved_usd: 0.0,
                         queue_wait,
                     });
                 }
@@ -375,6 +501,27 @@ impl LlmService {
                 ),
                 sent: true,
             }),
+        }
+    }
+}
+
+/// Forgets a single-flight whose leader's call was dropped before it finished, so that
+/// its followers and later calls are not left waiting.
+struct AbandonOnDrop<'a> {
+    layer: &'a CacheLayer,
+    leader: Option<crate::caching::Leader>,
+}
+
+impl AbandonOnDrop<'_> {
+    fn disarm(mut self) -> Option<crate::caching::Leader> {
+        self.leader.take()
+    }
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(leader) = &self.leader {
+            self.layer.abandon(leader);
         }
     }
 }

@@ -27,6 +27,7 @@
 mod answer;
 mod body;
 mod fault;
+pub mod measure;
 
 pub use answer::{answer_for, estimate_tokens};
 pub use fault::{Fault, FaultMix};

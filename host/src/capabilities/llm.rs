@@ -5,7 +5,7 @@ use crate::bindings::v0_1::claude_force::agent::llm::Host;
 use crate::bindings::v0_1::types as wit;
 use crate::config::RunOptions;
 use cf_llm::{
-    CallContext, Ledger, LlmError, LlmService, Message, Request, Role, StopReason, Usage,
+    CacheMode, CallContext, Ledger, LlmError, LlmService, Message, Request, Role, StopReason, Usage,
 };
 use std::time::Duration;
 use tokio::time::Instant;
@@ -106,10 +106,16 @@ impl Host for LlmCtx {
                 self.max_request_bytes
             ))));
         }
-        let cache_mode = request.cache;
+        let cache_mode = match request.cache {
+            wit::CacheMode::Normal => CacheMode::Normal,
+            wit::CacheMode::Bypass => CacheMode::Bypass,
+            wit::CacheMode::Refresh => CacheMode::Refresh,
+            wit::CacheMode::ReadOnly => CacheMode::ReadOnly,
+        };
         let resolved = self.resolve(request);
-        let _ = cache_mode; // The response cache honours it (cf-cache wiring).
-        let call = CallContext::new(&self.agent, &self.ledger).with_deadline(self.deadline);
+        let call = CallContext::new(&self.agent, &self.ledger)
+            .with_deadline(self.deadline)
+            .with_cache_mode(cache_mode);
         let started = Instant::now();
         let result = self.service.complete(&call, resolved).await;
         self.busy += started.elapsed();

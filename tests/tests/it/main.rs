@@ -3,6 +3,7 @@
 
 mod agents;
 mod anthropic;
+mod cache;
 mod loading;
 mod sandbox;
 mod support;

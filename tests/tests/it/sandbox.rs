@@ -320,3 +320,72 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn runs_beyond_the_instance_slots_wait_for_one_within_their_deadline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = Host::builder()
+        .cache_dir(Some(dir.path().to_path_buf()))
+        .max_instances(2)
+        .build()
+        .expect("host");
+    let agent = hostile(&host).await;
+    // Obeyed: six runs share two slots and all finish.
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.run(Task::new("spin 50")).await })
+        })
+        .collect();
+    for run in runs {
+        bounded("join", 60, run)
+            .await
+            .expect("joined")
+            .expect("every run gets a slot in turn");
+    }
+    // Violated: one slot held for 3 s; a run with a 500 ms deadline cannot get it.
+    let host = Host::builder()
+        .cache_dir(Some(dir.path().to_path_buf()))
+        .max_instances(1)
+        .build()
+        .expect("host");
+    let agent = hostile(&host).await;
+    let holder = {
+        let agent = agent.clone();
+        tokio::spawn(async move { agent.run(Task::new("spin 3000")).await })
+    };
+    // Until the holder has taken the slot, a short run may still get it; retry until
+    // one finds the slot taken.
+    let options = RunOptions {
+        deadline: Some(Duration::from_millis(500)),
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    let mut waited = None;
+    for _ in 0..50 {
+        match bounded(
+            "queued run",
+            30,
+            agent.run_with(Task::new("echo x"), &options),
+        )
+        .await
+        {
+            Err(e) => {
+                waited = Some(e);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let err = waited.expect("a run found the only slot taken");
+    assert!(
+        matches!(err.error, Error::Deadline { .. }),
+        "{:?}",
+        err.error
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    bounded("holder", 30, holder)
+        .await
+        .expect("joined")
+        .expect("the holder finishes");
+}

@@ -13,6 +13,10 @@ pub use cf_tests::{bounded, hostile_wasm};
 pub struct Spy {
     pub requests: Mutex<Vec<Request>>,
     pub script: Mutex<Vec<String>>,
+    /// How long each answer takes.
+    pub delay: std::time::Duration,
+    /// Failures to return, in order, before answering again.
+    pub failures: Mutex<Vec<ProviderError>>,
 }
 
 impl Spy {
@@ -25,6 +29,21 @@ impl Spy {
         *spy.script.lock().expect("not poisoned") =
             texts.iter().rev().map(|t| (*t).to_owned()).collect();
         Arc::new(spy)
+    }
+
+    pub fn slow(delay: std::time::Duration) -> Arc<Self> {
+        Arc::new(Self {
+            delay,
+            ..Self::default()
+        })
+    }
+
+    pub fn failing(delay: std::time::Duration, failures: Vec<ProviderError>) -> Arc<Self> {
+        Arc::new(Self {
+            delay,
+            failures: Mutex::new(failures),
+            ..Self::default()
+        })
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -46,15 +65,26 @@ impl Provider for Spy {
         if let Some(text) = self.script.lock().expect("not poisoned").pop() {
             answer.text = text;
         }
-        Box::pin(async move { Ok(answer) })
+        let failure = self.failures.lock().expect("not poisoned").pop();
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            match failure {
+                Some(f) => Err(f),
+                None => Ok(answer),
+            }
+        })
     }
 }
 
 /// A host with its own cache directory (kept alive by the returned guard).
 pub fn host_with(provider: Option<Arc<dyn Provider>>, limits: Limits) -> (Host, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
+    // The response cache is tested on its own (tests/it/cache.rs); here every call
+    // reaches the provider so that tests see what agents send.
     let mut b: HostBuilder = Host::builder()
         .cache_dir(Some(dir.path().to_path_buf()))
+        .no_response_cache()
         .limits(limits);
     if let Some(p) = provider {
         b = b.provider(p);

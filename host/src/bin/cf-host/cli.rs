@@ -39,6 +39,37 @@ pub(crate) enum Command {
     /// Show a component's contract version, imports, exports and description.
     #[command(after_help = AFTER_HELP)]
     Inspect(InspectArgs),
+    /// Look after the response cache: stats, verify, prune, clear.
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CacheArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+    /// The host's cache directory; the response cache is its `responses/`.
+    /// Default: $XDG_CACHE_HOME/cf-host.
+    #[arg(long, value_name = "DIR", env = "CF_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub(crate) enum CacheAction {
+    /// Hits, misses, entries, bytes, evictions, integrity failures, tokens and cost saved.
+    Stats,
+    /// Check every entry's HMAC; report bad entries (exit 1 if any).
+    Verify {
+        /// Remove bad entries and repair the index.
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Remove expired entries.
+    Prune,
+    /// Remove every cache entry (and nothing else).
+    Clear,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,10 +120,16 @@ pub(crate) struct HostArgs {
     /// Longest task accepted, in characters.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_task_chars: usize,
-    /// The host's cache directory (compiled components, agents' stores).
+    /// The host's cache directory (compiled components, agents' stores, responses).
     /// Default: $XDG_CACHE_HOME/cf-host.
     #[arg(long, value_name = "DIR", env = "CF_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Do not use the response cache: every model call goes to the provider.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Lifetime of a cached answer, in seconds (default 86400).
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub cache_ttl: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +271,7 @@ fn build_host(args: &HostArgs) -> Result<Host, String> {
         max_task_chars: args.max_task_chars,
         ..Limits::default()
     };
+    let cache_dir = args.cache_dir.clone().or_else(cf_host::default_cache_dir);
     let mut builder = Host::builder()
         .provider(provider)
         .prices(prices)
@@ -241,10 +279,25 @@ fn build_host(args: &HostArgs) -> Result<Host, String> {
         .max_concurrent(args.max_concurrent)
         .max_retries(args.max_retries)
         .attempt_timeout(Duration::from_secs_f64(args.timeout));
-    if let Some(dir) = &args.cache_dir {
-        builder = builder.cache_dir(Some(dir.clone()));
+    builder = builder.cache_dir(cache_dir.clone());
+    if args.no_cache {
+        builder = builder.no_response_cache();
+    } else if let Some(dir) = &cache_dir {
+        let mut config = response_cache_config(dir)?;
+        if let Some(ttl) = args.cache_ttl {
+            config.ttl = Duration::from_secs_f64(ttl);
+        }
+        builder = builder.response_cache(config);
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// The response cache's settings for the host cache directory `dir`, with the secret
+/// from `CF_CACHE_SECRET` when set (else the one generated for the directory).
+fn response_cache_config(dir: &std::path::Path) -> Result<cf_cache::CacheConfig, String> {
+    let mut config = cf_cache::CacheConfig::new(dir.join("responses"));
+    config.secret = cf_cache::Secret::from_env().map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
 fn read_task(task: Option<String>) -> Result<String, String> {
@@ -364,4 +417,38 @@ pub(crate) async fn inspect(args: InspectArgs) -> u8 {
         args.json,
     );
     exit::OK
+}
+
+pub(crate) async fn cache(args: CacheArgs) -> u8 {
+    let Some(dir) = args.cache_dir.or_else(cf_host::default_cache_dir) else {
+        return usage_error("no cache directory: pass --cache-dir");
+    };
+    let cache = match response_cache_config(&dir)
+        .and_then(|c| cf_cache::ResponseCache::open(c).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let result = match args.action {
+        CacheAction::Stats => Ok((serde_json::to_value(cache.stats()), true)),
+        CacheAction::Verify { fix } => cache.verify(fix).map(|r| {
+            let clean = r.bad.is_empty() || fix;
+            (serde_json::to_value(r), clean)
+        }),
+        CacheAction::Prune => cache.prune().map(|r| (serde_json::to_value(r), true)),
+        CacheAction::Clear => cache
+            .clear()
+            .map(|n| (Ok(serde_json::json!({ "removed": n })), true)),
+    };
+    match result {
+        Ok((Ok(value), ok)) => {
+            output::print_cache_report(&value, args.json);
+            if ok { exit::OK } else { exit::TASK_FAILED }
+        }
+        Ok((Err(e), _)) => usage_error(e),
+        Err(e) => {
+            eprintln!("cf-host: cache: {e}");
+            exit::TASK_FAILED
+        }
+    }
 }

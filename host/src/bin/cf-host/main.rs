@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run(args).await,
             Command::Agents(args) => cli::agents(args).await,
             Command::Inspect(args) => cli::inspect(args).await,
+            Command::Cache(args) => cli::cache(args).await,
         }
     });
     ExitCode::from(code)

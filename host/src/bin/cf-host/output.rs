@@ -163,3 +163,24 @@ pub(crate) fn print_inspect(
         Err(e) => println!("describe:  unavailable ({e})"),
     }
 }
+
+/// A cache report: JSON as is, or one `name: value` line per field.
+pub(crate) fn print_cache_report(value: &Value, as_json: bool) {
+    if as_json {
+        println!("{value}");
+        return;
+    }
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            match v {
+                Value::Array(items) => {
+                    println!("{k}: {}", items.len());
+                    for item in items {
+                        println!("  {item}");
+                    }
+                }
+                other => println!("{k}: {other}"),
+            }
+        }
+    }
+}

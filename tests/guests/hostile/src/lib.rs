@@ -13,6 +13,7 @@
 //! | `recurse`           | recurses without bound                                       |
 //! | `output BYTES`      | returns an output of BYTES bytes                             |
 //! | `llm-loop N`        | calls the model N times, reports successes and the last error|
+//! | `llm-mode M TEXT`   | one model call with response-cache mode M                    |
 //! | `llm-debug …`       | one model call; returns the whole result as Debug text       |
 //! | `print BYTES`       | writes BYTES bytes to stdout, then returns                   |
 //! | `log N`             | writes N log records                                         |
@@ -102,6 +103,28 @@ impl Agent for Hostile {
                     }
                 }
                 ok(format!("ok={good} last_error={last_error}"))
+            }
+            "llm-mode" => {
+                // `llm-mode MODE TEXT…`: one call with the given response-cache mode.
+                let mode = match words.get(1).copied() {
+                    Some("normal") => llm::CacheMode::Normal,
+                    Some("bypass") => llm::CacheMode::Bypass,
+                    Some("refresh") => llm::CacheMode::Refresh,
+                    Some("read-only") => llm::CacheMode::ReadOnly,
+                    other => {
+                        return Err(AgentError::InvalidTask(format!(
+                            "unknown cache mode {other:?}"
+                        )));
+                    }
+                };
+                let answer = llm::Request::new()
+                    .user(words[2..].join(" "))
+                    .cache(mode)
+                    .send()?;
+                Ok(AgentOutput {
+                    text: answer.text,
+                    metadata: vec![("cached".into(), answer.cached.to_string())],
+                })
             }
             "llm-debug" => {
                 // Everything the host returns for one call, as the guest sees it.

@@ -1,0 +1,300 @@
+//! The response cache wired into the `llm` capability: hits, modes, errors,
+//! single-flight, tampering, and that a hit needs no concurrency permit.
+
+use crate::support::*;
+use cf_host::llm::{LlmError, Provider, ProviderError};
+use cf_host::{Agent, Host, Task};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn cached_host(provider: Arc<dyn Provider>, max_concurrent: usize) -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = Host::builder()
+        .cache_dir(Some(dir.path().to_path_buf()))
+        .provider(provider)
+        .max_concurrent(max_concurrent)
+        .build()
+        .expect("host");
+    (host, dir)
+}
+
+async fn hostile(host: &Host) -> Agent {
+    bounded("load", 60, host.load(hostile_wasm().to_path_buf()))
+        .await
+        .expect("loads")
+}
+
+async fn ask(agent: &Agent, task: &str) -> cf_host::RunOutput {
+    bounded(task, 60, agent.run(Task::new(task)))
+        .await
+        .expect("runs")
+}
+
+fn cached_flag(out: &cf_host::RunOutput) -> &str {
+    out.metadata
+        .iter()
+        .find(|(k, _)| k == "cached")
+        .map(|(_, v)| v.as_str())
+        .expect("cached metadata")
+}
+
+#[tokio::test]
+async fn a_repeated_request_is_answered_from_the_cache_for_free() {
+    let spy = Spy::new();
+    let (host, _dir) = cached_host(spy.clone(), 10);
+    let agent = bounded("load", 60, host.load("python-expert"))
+        .await
+        .expect("loads");
+    let first = bounded("first", 60, agent.run(Task::new("What is a dict?")))
+        .await
+        .expect("runs");
+    let second = bounded("second", 60, agent.run(Task::new("What is a dict?")))
+        .await
+        .expect("runs");
+    assert_eq!(
+        spy.requests().len(),
+        1,
+        "the second run was served from the cache"
+    );
+    assert_eq!(first.text, second.text);
+    assert_eq!((first.stats.cache_hits, second.stats.cache_hits), (0, 1));
+    assert_eq!((first.stats.attempts, second.stats.attempts), (1, 0));
+    assert!(first.stats.cost.usd > 0.0);
+    assert_eq!(second.stats.cost.usd, 0.0, "a hit costs nothing");
+    assert!(
+        (second.stats.saved_usd - first.stats.cost.usd).abs() < 1e-12,
+        "and saves what the call cost"
+    );
+    // Anything the API would see differently is a different entry.
+    bounded("third", 60, agent.run(Task::new("What is a dict? ")))
+        .await
+        .expect("runs");
+    let options = cf_host::RunOptions {
+        temperature: Some(0.9),
+        ..cf_host::RunOptions::default()
+    };
+    bounded(
+        "fourth",
+        60,
+        agent.run_with(Task::new("What is a dict?"), &options),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(spy.requests().len(), 3);
+    let stats = host
+        .llm()
+        .response_cache()
+        .expect("a response cache")
+        .stats();
+    assert_eq!((stats.hits, stats.entries), (1, 3));
+}
+
+#[tokio::test]
+async fn the_guest_chooses_the_cache_mode() {
+    let spy = Spy::new();
+    let (host, _dir) = cached_host(spy.clone(), 10);
+    let agent = hostile(&host).await;
+    let calls = || spy.requests().len();
+    // bypass: neither reads nor writes.
+    assert_eq!(
+        cached_flag(&ask(&agent, "llm-mode bypass alpha").await),
+        "false"
+    );
+    assert_eq!(
+        cached_flag(&ask(&agent, "llm-mode normal alpha").await),
+        "false",
+        "bypass stored nothing"
+    );
+    assert_eq!(calls(), 2);
+    // normal: the entry written above is read now.
+    assert_eq!(
+        cached_flag(&ask(&agent, "llm-mode normal alpha").await),
+        "true"
+    );
+    assert_eq!(calls(), 2);
+    // refresh: skips the read, calls, writes.
+    assert_eq!(
+        cached_flag(&ask(&agent, "llm-mode refresh alpha").await),
+        "false"
+    );
+    assert_eq!(calls(), 3);
+    // read-only: reads a stored entry...
+    assert_eq!(
+        cached_flag(&ask(&agent, "llm-mode read-only alpha").await),
+        "true"
+    );
+    assert_eq!(calls(), 3);
+    // ...but on a miss calls without storing.
+    assert_eq!(
+        cached_flag(&ask(&agent, "llm-mode read-only beta").await),
+        "false"
+    );
+    assert_eq!(
+        cached_flag(&ask(&agent, "llm-mode normal beta").await),
+        "false",
+        "read-only stored nothing"
+    );
+    assert_eq!(calls(), 5);
+}
+
+#[tokio::test]
+async fn errors_are_never_cached() {
+    let spy = Spy::failing(
+        Duration::ZERO,
+        vec![ProviderError::fatal(LlmError::InvalidRequest("no".into()))],
+    );
+    let (host, _dir) = cached_host(spy.clone(), 10);
+    let agent = hostile(&host).await;
+    let err = bounded("failing", 60, agent.run(Task::new("llm-mode normal gamma")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err.error, cf_host::Error::Llm(LlmError::InvalidRequest(_))),
+        "{:?}",
+        err.error
+    );
+    assert_eq!(
+        cached_flag(&ask(&agent, "llm-mode normal gamma").await),
+        "false",
+        "the error was not stored"
+    );
+    assert_eq!(spy.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn identical_requests_in_flight_make_one_upstream_call() {
+    let spy = Spy::slow(Duration::from_millis(300));
+    let (host, _dir) = cached_host(spy.clone(), 10);
+    let agent = hostile(&host).await;
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.run(Task::new("llm-mode normal delta")).await })
+        })
+        .collect();
+    let mut cached = 0;
+    for run in runs {
+        let out = bounded("join", 60, run)
+            .await
+            .expect("joined")
+            .expect("runs");
+        cached += usize::from(cached_flag(&out) == "true");
+    }
+    assert_eq!(
+        spy.requests().len(),
+        1,
+        "one upstream call for 8 identical requests"
+    );
+    assert_eq!(cached, 7);
+}
+
+#[tokio::test]
+async fn a_failed_call_in_flight_fails_every_waiter_with_its_typed_error() {
+    let spy = Spy::failing(
+        Duration::from_millis(300),
+        vec![ProviderError::fatal(LlmError::Permission(
+            "not for you".into(),
+        ))],
+    );
+    let (host, _dir) = cached_host(spy.clone(), 10);
+    let agent = hostile(&host).await;
+    let runs: Vec<_> = (0..5)
+        .map(|_| {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.run(Task::new("llm-mode normal epsilon")).await })
+        })
+        .collect();
+    for run in runs {
+        let err = bounded("join", 60, run).await.expect("joined").unwrap_err();
+        assert!(
+            matches!(&err.error, cf_host::Error::Llm(LlmError::Permission(m)) if m == "not for you"),
+            "{:?}",
+            err.error
+        );
+    }
+    assert_eq!(spy.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_hit_needs_no_concurrency_permit() {
+    // One permit, held by a call that takes 2 s; a cached answer still comes at once.
+    let spy = Spy::slow(Duration::from_secs(2));
+    let (host, _dir) = cached_host(spy.clone(), 1);
+    let agent = hostile(&host).await;
+    ask(&agent, "llm-mode normal zeta").await;
+    let blocker = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            agent
+                .run(Task::new("llm-mode normal something else entirely"))
+                .await
+        })
+    };
+    // Wait until the blocker holds the only permit.
+    bounded("blocker in flight", 30, async {
+        while spy.requests().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let out = ask(&agent, "llm-mode normal zeta").await;
+    assert_eq!(cached_flag(&out), "true");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the hit waited for the permit: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !blocker.is_finished(),
+        "the permit was still held during the hit"
+    );
+    bounded("blocker", 30, blocker)
+        .await
+        .expect("joined")
+        .expect("runs");
+}
+
+#[tokio::test]
+async fn an_entry_tampered_on_disk_is_a_miss_and_counted() {
+    let spy = Spy::new();
+    let (host, dir) = cached_host(spy.clone(), 10);
+    let agent = hostile(&host).await;
+    ask(&agent, "llm-mode normal eta").await;
+    let responses = dir.path().join("responses");
+    let entry = std::fs::read_dir(&responses)
+        .expect("cache dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "cfe"))
+        .expect("an entry file");
+    let mut bytes = std::fs::read(&entry).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&entry, bytes).expect("tamper");
+    // A new host (a new process) so the memory layer does not answer.
+    let (host2, _) = (
+        Host::builder()
+            .cache_dir(Some(dir.path().to_path_buf()))
+            .provider(spy.clone())
+            .build()
+            .expect("host"),
+        (),
+    );
+    let agent2 = hostile(&host2).await;
+    assert_eq!(
+        cached_flag(&ask(&agent2, "llm-mode normal eta").await),
+        "false",
+        "the tampered entry was not served"
+    );
+    assert_eq!(spy.requests().len(), 2);
+    assert_eq!(
+        host2
+            .llm()
+            .response_cache()
+            .expect("cache")
+            .stats()
+            .integrity_failures,
+        1
+    );
+}
