@@ -81,7 +81,16 @@ async fn run_case(
                 ok += 1;
                 calls += u64::from(out.stats.llm_calls);
             }
-            _ => failed += 1,
+            Ok(Err(e)) => {
+                if failed == 0 {
+                    eprintln!("first failure: {} ({})", e.error, e.error.kind());
+                }
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("a run panicked: {e}");
+                failed += 1;
+            }
         }
     }
     let wall = start.elapsed().as_secs_f64();

@@ -37,7 +37,8 @@ pub(crate) fn new_engine(memory_bytes: u64, max_instances: u32) -> Result<Engine
         .max_memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
         // Keep the first pages of each slot mapped: a fresh instance reuses them.
         .linear_memory_keep_resident(64 * 1024)
-        .table_keep_resident(16 * 1024);
+        .table_keep_resident(16 * 1024)
+        .total_stacks(max_instances);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
