@@ -43,6 +43,10 @@ pub(crate) fn new_engine(memory_bytes: u64, max_instances: u32) -> Result<Engine
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
+        // Copy data segments at instantiation instead of mapping the image copy-on-write:
+        // with many short-lived instances, CoW faults flush TLBs across cores (measured:
+        // 175 → 140 µs of host CPU per run with 2000 runs in flight).
+        .memory_init_cow(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| Error::Setup(format!("creating the wasmtime engine: {e}")))
 }
