@@ -111,6 +111,66 @@ pub enum Error {
     /// The host could not be set up (engine, configuration).
     #[error("host setup failed: {0}")]
     Setup(String),
+    /// The batch was cancelled before this item finished; `started` says whether it
+    /// had begun.
+    #[error("cancelled before it finished ({})", if *started { "it was running" } else { "it had not started" })]
+    Cancelled {
+        /// Whether the item had started.
+        started: bool,
+    },
+}
+
+impl Clone for Error {
+    /// A copy for reporting the same failure on several batch items; an I/O error is
+    /// copied as its kind and message.
+    fn clone(&self) -> Self {
+        match self {
+            Self::InvalidAgentName { name } => Self::InvalidAgentName { name: name.clone() },
+            Self::UnknownAgent { name, known } => Self::UnknownAgent {
+                name: name.clone(),
+                known: known.clone(),
+            },
+            Self::TaskTooLarge { chars, max } => Self::TaskTooLarge {
+                chars: *chars,
+                max: *max,
+            },
+            Self::Io { path, source } => Self::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Self::InvalidComponent { detail } => Self::InvalidComponent {
+                detail: detail.clone(),
+            },
+            Self::IncompatibleContract { found, supported } => Self::IncompatibleContract {
+                found: found.clone(),
+                supported: supported.clone(),
+            },
+            Self::NotAnAgent { expected, exports } => Self::NotAnAgent {
+                expected: expected.clone(),
+                exports: exports.clone(),
+            },
+            Self::MissingImports { imports } => Self::MissingImports {
+                imports: imports.clone(),
+            },
+            Self::InvalidDescription(m) => Self::InvalidDescription(m.clone()),
+            Self::Deadline { limit } => Self::Deadline { limit: *limit },
+            Self::MemoryLimit { limit_bytes } => Self::MemoryLimit {
+                limit_bytes: *limit_bytes,
+            },
+            Self::Trap { message } => Self::Trap {
+                message: message.clone(),
+            },
+            Self::OutputTooLarge { bytes, max } => Self::OutputTooLarge {
+                bytes: *bytes,
+                max: *max,
+            },
+            Self::InvalidTask(m) => Self::InvalidTask(m.clone()),
+            Self::Llm(e) => Self::Llm(e.clone()),
+            Self::AgentFailed(m) => Self::AgentFailed(m.clone()),
+            Self::Setup(m) => Self::Setup(m.clone()),
+            Self::Cancelled { started } => Self::Cancelled { started: *started },
+        }
+    }
 }
 
 impl Error {
@@ -135,6 +195,7 @@ impl Error {
             Self::Llm(e) => e.kind(),
             Self::AgentFailed(_) => "agent_failed",
             Self::Setup(_) => "setup",
+            Self::Cancelled { .. } => "cancelled",
         }
     }
 

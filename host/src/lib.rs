@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod batch;
 mod bindings;
 mod capabilities;
 mod config;
@@ -34,6 +35,7 @@ mod host;
 mod run;
 
 pub use agent::{Agent, AgentInfo, Source, Task};
+pub use batch::{BatchCanceller, BatchItem, BatchOptions, BatchResult, BatchRun};
 pub use bindings::SUPPORTED_CONTRACTS;
 pub use config::{DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Limits, RunOptions, default_cache_dir};
 pub use contract::ComponentInterface;

@@ -49,9 +49,26 @@ impl Agent for PythonExpert {
             metadata: vec![
                 ("code_blocks".into(), blocks.to_string()),
                 ("model".into(), answer.model),
-                ("stop_reason".into(), format!("{:?}", answer.stop_reason)),
+                (
+                    "stop_reason".into(),
+                    stop_reason(&answer.stop_reason).into(),
+                ),
             ],
         })
+    }
+}
+
+/// The wire name of a stop reason.
+fn stop_reason(r: &llm::StopReason) -> &str {
+    match r {
+        llm::StopReason::EndTurn => "end_turn",
+        llm::StopReason::MaxTokens => "max_tokens",
+        llm::StopReason::StopSequence(_) => "stop_sequence",
+        llm::StopReason::ToolUse => "tool_use",
+        llm::StopReason::PauseTurn => "pause_turn",
+        llm::StopReason::Refusal => "refusal",
+        llm::StopReason::ModelContextWindowExceeded => "model_context_window_exceeded",
+        llm::StopReason::Other(other) => other,
     }
 }
 

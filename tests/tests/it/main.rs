@@ -3,6 +3,7 @@
 
 mod agents;
 mod anthropic;
+mod batch;
 mod cache;
 mod loading;
 mod sandbox;

@@ -2,7 +2,8 @@
 
 use crate::exit;
 use crate::output;
-use cf_host::{Host, Limits, RunOptions, Source, Task, llm};
+use crate::{batch, summary, tasks};
+use cf_host::{BatchOptions, Host, Limits, RunOptions, Source, Task, llm};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -135,9 +136,22 @@ pub(crate) struct HostArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// A built-in agent's name (see `cf-host agents`) or a path to a .wasm component.
-    pub agent: String,
+    /// In a batch, the agent of items that name none.
+    #[arg(required_unless_present_any = ["tasks", "batch_task"])]
+    pub agent: Option<String>,
     /// The task; `-` or nothing reads it from stdin.
     pub task: Option<String>,
+    /// Run a batch from a JSONL file (`-` for stdin): one object per line with
+    /// `agent`, `task`, and optional `id`, `model`, `max_tokens`, `temperature`,
+    /// `context`.
+    #[arg(long, value_name = "FILE", conflicts_with = "task")]
+    pub tasks: Option<String>,
+    /// A batch item for AGENT (repeatable).
+    #[arg(long = "task", value_name = "TEXT", id = "batch_task", requires = "agent", conflicts_with_all = ["task", "tasks"])]
+    pub batch_tasks: Vec<String>,
+    /// After Ctrl-C, how long running items may take to finish, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_secs)]
+    pub grace: f64,
     /// Context for the agent, as KEY=VALUE (repeatable).
     #[arg(long = "context", short = 'c', value_name = "KEY=VALUE", value_parser = key_value)]
     pub context: Vec<(String, String)>,
@@ -150,10 +164,12 @@ pub(crate) struct RunArgs {
     /// Temperature for every call, in [0, 1].
     #[arg(long, value_name = "T", value_parser = temperature)]
     pub temperature: Option<f32>,
-    /// Stop starting model calls once the run has spent this many US dollars.
+    /// Stop starting model calls once the run (or the whole batch) has spent this many
+    /// US dollars.
     #[arg(long, value_name = "USD", value_parser = non_negative)]
     pub budget_usd: Option<f64>,
-    /// Stop starting model calls once the run has used this many tokens.
+    /// Stop starting model calls once the run (or the whole batch) has used this many
+    /// tokens.
     #[arg(long, value_name = "N")]
     pub budget_tokens: Option<u64>,
     /// Print one JSON object per result on stdout.
@@ -319,8 +335,14 @@ fn usage_error(message: impl std::fmt::Display) -> u8 {
 }
 
 pub(crate) async fn run(args: RunArgs) -> u8 {
+    if args.tasks.is_some() || !args.batch_tasks.is_empty() {
+        return run_batch(args).await;
+    }
+    let Some(agent_arg) = args.agent.as_deref() else {
+        return usage_error("name an AGENT, or pass --tasks FILE");
+    };
     // Validate what needs no engine first, so bad input costs nothing.
-    let source = Source::from(args.agent.as_str());
+    let source = Source::from(agent_arg);
     if let Source::Builtin(name) = &source
         && let Err(e) = cf_host::validate_agent_name(name)
     {
@@ -371,6 +393,56 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
         output::print_human_result(agent.name(), &result);
     }
     code
+}
+
+async fn run_batch(args: RunArgs) -> u8 {
+    let base = RunOptions {
+        model: args.model.clone(),
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        ..RunOptions::default()
+    };
+    let (items, bad) = match &args.tasks {
+        Some(path) if path == "-" => {
+            tasks::read_jsonl(std::io::stdin().lock(), args.agent.as_deref(), &base)
+        }
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => tasks::read_jsonl(std::io::BufReader::new(f), args.agent.as_deref(), &base),
+            Err(e) => return usage_error(format!("{path}: {e}")),
+        },
+        None => (
+            tasks::from_flags(
+                &args.batch_tasks,
+                args.agent.as_deref().unwrap_or_default(),
+                &args.context,
+                &base,
+            ),
+            Vec::new(),
+        ),
+    };
+    for b in &bad {
+        eprintln!(
+            "cf-host: {}:{}: skipped: {}",
+            args.tasks.as_deref().unwrap_or("-"),
+            b.line,
+            b.message
+        );
+    }
+    let host = match build_host(&args.host) {
+        Ok(h) => h,
+        Err(e) => return usage_error(e),
+    };
+    let options = BatchOptions {
+        budget: llm::Budget {
+            usd: args.budget_usd,
+            tokens: args.budget_tokens,
+        },
+        grace: Duration::from_secs_f64(args.grace),
+        max_in_flight: None,
+    };
+    let outcome = batch::run(&host, items, options, args.json).await;
+    summary::print_batch(&outcome, bad.len());
+    batch::exit_code(&outcome, bad.len())
 }
 
 pub(crate) async fn agents(args: AgentsArgs) -> u8 {

@@ -3,8 +3,11 @@
 //! A thin binary over the `cf_host` library: it parses flags, builds one host, and
 //! owns exit codes and messages.
 
+mod batch;
 mod cli;
 mod output;
+mod summary;
+mod tasks;
 
 use clap::Parser;
 use cli::{Cli, Command};

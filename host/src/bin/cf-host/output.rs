@@ -1,6 +1,6 @@
 //! What the CLI prints: results on stdout, everything for humans on stderr.
 
-use cf_host::{AgentInfo, ComponentInterface, RunError, RunOutput, RunStats};
+use cf_host::{AgentInfo, BatchResult, ComponentInterface, RunError, RunOutput, RunStats};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -22,6 +22,43 @@ fn stats_json(stats: &RunStats) -> Value {
 
 /// One JSON object per result, on one line of stdout.
 pub(crate) fn print_json_result(agent: &str, result: &Result<RunOutput, RunError>) {
+    println!("{}", result_json(agent, result));
+}
+
+/// A batch item's result as one line of JSON: the single-run fields plus `id` and
+/// `index`.
+pub(crate) fn print_json_item(item: &BatchResult) {
+    let mut value = result_json(&item.agent, &item.result);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "id".into(),
+            item.id.clone().map_or(Value::Null, Value::from),
+        );
+        map.insert("index".into(), Value::from(item.index));
+    }
+    println!("{value}");
+}
+
+/// A batch item's result for a person: a header line, then the answer or the error.
+pub(crate) fn print_human_item(item: &BatchResult) {
+    let id = item.id.as_deref().unwrap_or("-");
+    match &item.result {
+        Ok(out) => println!(
+            "── [{id}] {} · ok · {:.0} ms\n{}",
+            item.agent,
+            out.stats.timings.total.as_secs_f64() * 1000.0,
+            out.text
+        ),
+        Err(e) => println!(
+            "── [{id}] {} · {} · {}",
+            item.agent,
+            e.error.kind(),
+            e.error
+        ),
+    }
+}
+
+fn result_json(agent: &str, result: &Result<RunOutput, RunError>) -> Value {
     let (mut value, stats) = match result {
         Ok(out) => (
             json!({
@@ -47,7 +84,7 @@ pub(crate) fn print_json_result(agent: &str, result: &Result<RunOutput, RunError
     if let (Value::Object(map), Value::Object(extra)) = (&mut value, stats_json(stats)) {
         map.extend(extra);
     }
-    println!("{value}");
+    value
 }
 
 /// The answer on stdout, a one-line summary on stderr.

@@ -1,0 +1,272 @@
+//! Batches: many (agent, task, options) items under the host's one concurrency limit,
+//! with a result per item — as they finish, or all in input order — and cancellation
+//! that loses nothing that finished.
+
+use crate::agent::{Agent, Source, Task};
+use crate::config::RunOptions;
+use crate::error::Error;
+use crate::host::Host;
+use crate::run::{RunError, RunOutput};
+use cf_llm::{Budget, Ledger, LedgerTotals};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{OnceCell, Semaphore, mpsc, watch};
+
+/// One item of a batch.
+#[derive(Debug, Clone, Default)]
+pub struct BatchItem {
+    /// The caller's name for the item, echoed in its result.
+    pub id: Option<String>,
+    /// A built-in agent's name or a path to a component.
+    pub agent: String,
+    /// The task.
+    pub task: Task,
+    /// The operator's settings for this item. Its `budget` applies to the item alone;
+    /// the batch's budget applies on top.
+    pub options: RunOptions,
+}
+
+/// Settings of a whole batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOptions {
+    /// What the whole batch may spend. Default: no limit.
+    pub budget: Budget,
+    /// After [`BatchRun::cancel`], how long items already running may take to finish
+    /// before they are stopped. Default 10 s.
+    pub grace: Duration,
+    /// Items running at once. Default: the host's instance slots, so that an item's
+    /// deadline starts when it can really run.
+    pub max_in_flight: Option<usize>,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self {
+            budget: Budget::default(),
+            grace: Duration::from_secs(10),
+            max_in_flight: None,
+        }
+    }
+}
+
+/// The result of one item.
+#[derive(Debug)]
+pub struct BatchResult {
+    /// The item's position in the input, from 0.
+    pub index: usize,
+    /// The item's id, if it had one.
+    pub id: Option<String>,
+    /// The agent as the item named it.
+    pub agent: String,
+    /// What happened.
+    pub result: Result<RunOutput, RunError>,
+}
+
+/// A batch in progress. Results arrive with [`next`](BatchRun::next) as items finish.
+#[derive(Debug)]
+pub struct BatchRun {
+    results: mpsc::UnboundedReceiver<BatchResult>,
+    cancel: watch::Sender<bool>,
+    ledger: Ledger,
+    in_flight: Arc<AtomicUsize>,
+    total: usize,
+    received: usize,
+}
+
+/// Cancels a batch from elsewhere (a Ctrl-C handler). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BatchCanceller(watch::Sender<bool>);
+
+impl BatchCanceller {
+    /// Stops new items; running ones get the batch's grace period.
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl BatchRun {
+    /// The next result to finish; `None` once every item has reported.
+    pub async fn next(&mut self) -> Option<BatchResult> {
+        if self.received == self.total {
+            return None;
+        }
+        let r = self.results.recv().await;
+        self.received += usize::from(r.is_some());
+        r
+    }
+
+    /// Stops starting items. Items not started report [`Error::Cancelled`] at once;
+    /// running items may finish within the grace period, then are stopped and report
+    /// `Cancelled { started: true }`. Every item still reports exactly once.
+    pub fn cancel(&self) {
+        self.cancel.send_replace(true);
+    }
+
+    /// A handle that cancels this batch.
+    pub fn canceller(&self) -> BatchCanceller {
+        BatchCanceller(self.cancel.clone())
+    }
+
+    /// What the batch has spent so far.
+    pub fn totals(&self) -> LedgerTotals {
+        self.ledger.totals()
+    }
+
+    /// Items running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether the batch has no items.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Waits for every item and returns the results in input order.
+    pub async fn finish(mut self) -> Vec<BatchResult> {
+        let mut slots: Vec<Option<BatchResult>> = (0..self.total).map(|_| None).collect();
+        while let Some(r) = self.next().await {
+            let i = r.index;
+            slots[i] = Some(r);
+        }
+        slots.into_iter().flatten().collect()
+    }
+}
+
+type Loaded = Arc<OnceCell<Result<Agent, Error>>>;
+
+impl Host {
+    /// Starts a batch; see [`BatchRun`]. Must be called within a tokio runtime.
+    pub fn start_batch(&self, items: Vec<BatchItem>, options: BatchOptions) -> BatchRun {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (cancel, cancelled) = watch::channel(false);
+        let ledger = Ledger::with_budget(options.budget);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let total = items.len();
+        let limit = options
+            .max_in_flight
+            .unwrap_or(self.inner.instance_slots.available_permits().max(1));
+        tokio::spawn(drive(
+            self.clone(),
+            items,
+            options.grace,
+            limit,
+            ledger.clone(),
+            in_flight.clone(),
+            tx,
+            cancelled,
+        ));
+        BatchRun {
+            results: rx,
+            cancel,
+            ledger,
+            in_flight,
+            total,
+            received: 0,
+        }
+    }
+
+    /// Runs a batch to the end and returns every result in input order.
+    pub async fn run_batch(
+        &self,
+        items: Vec<BatchItem>,
+        options: BatchOptions,
+    ) -> Vec<BatchResult> {
+        self.start_batch(items, options).finish().await
+    }
+}
+
+/// Starts items in input order as room frees up, until done or cancelled.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the batch's state, moved into its driver task"
+)]
+async fn drive(
+    host: Host,
+    items: Vec<BatchItem>,
+    grace: Duration,
+    limit: usize,
+    ledger: Ledger,
+    in_flight: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<BatchResult>,
+    mut cancelled: watch::Receiver<bool>,
+) {
+    let room = Arc::new(Semaphore::new(limit));
+    let mut agents: HashMap<String, Loaded> = HashMap::new();
+    let mut items = items.into_iter().enumerate();
+    for (index, item) in items.by_ref() {
+        let permit = tokio::select! {
+            biased;
+            _ = cancelled.wait_for(|c| *c) => {
+                send_cancelled(&tx, index, item, false);
+                break;
+            }
+            permit = room.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let loaded = agents.entry(item.agent.clone()).or_default().clone();
+        let (host, ledger, tx, in_flight) =
+            (host.clone(), ledger.clone(), tx.clone(), in_flight.clone());
+        let mut cancelled = cancelled.clone();
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let BatchItem {
+                id,
+                agent,
+                task,
+                options,
+            } = item;
+            let run = async {
+                let agent = loaded
+                    .get_or_init(|| host.load(Source::from(agent.as_str())))
+                    .await
+                    .clone()
+                    .map_err(RunError::from)?;
+                agent.run_in(task, &options, &ledger).await
+            };
+            let stop = async {
+                let _ = cancelled.wait_for(|c| *c).await;
+                tokio::time::sleep(grace).await;
+            };
+            let result = tokio::select! {
+                r = run => r,
+                _ = stop => Err(RunError::from(Error::Cancelled { started: true })),
+            };
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            let _ = tx.send(BatchResult {
+                index,
+                id,
+                agent,
+                result,
+            });
+        });
+    }
+    // Items never started after a cancellation.
+    for (index, item) in items {
+        send_cancelled(&tx, index, item, false);
+    }
+}
+
+fn send_cancelled(
+    tx: &mpsc::UnboundedSender<BatchResult>,
+    index: usize,
+    item: BatchItem,
+    started: bool,
+) {
+    let _ = tx.send(BatchResult {
+        index,
+        id: item.id,
+        agent: item.agent,
+        result: Err(Error::Cancelled { started }.into()),
+    });
+}
