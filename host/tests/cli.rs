@@ -28,6 +28,8 @@ fn cf_host_env(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cf-host"));
     cmd.args(args)
         .env("CF_CACHE_DIR", cache)
+        // No config file of the machine's user: the default path is under the temp dir.
+        .env("XDG_CONFIG_HOME", cache.join("config-home"))
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("ANTHROPIC_BASE_URL")
         .envs(env.iter().copied())
@@ -439,28 +441,78 @@ fn the_response_cache_serves_repeats_and_is_looked_after_by_the_cache_command() 
 fn a_batch_reports_malformed_lines_and_keeps_the_rest() {
     let dir = tempfile::tempdir().expect("temp dir");
     let tasks = "{\"agent\":\"python-expert\",\"task\":\"What is a list?\",\"id\":\"first\"}\nnot json at all\n\n{\"agent\":\"nosuch\",\"task\":\"x\"}\n{\"task\":\"def f(): pass\",\"max_tokens\":50}\n";
-    let r = cf_host_in(dir.path(), &["run", "--json", "--tasks", "-", "code-reviewer"], Some(tasks));
-    assert_eq!(r.code, 1, "a failed item and a bad line: exit 1\n{}", r.stderr);
+    let r = cf_host_in(
+        dir.path(),
+        &["run", "--json", "--tasks", "-", "code-reviewer"],
+        Some(tasks),
+    );
+    assert_eq!(
+        r.code, 1,
+        "a failed item and a bad line: exit 1\n{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("cf-host: -:2: skipped: "), "{}", r.stderr);
-    let lines: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let lines: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
     assert_eq!(lines.len(), 3, "{}", r.stdout);
-    let by_id = |id: &str| lines.iter().find(|v| v["id"] == id).unwrap_or_else(|| panic!("no result for {id}"));
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap_or_else(|| panic!("no result for {id}"))
+    };
     assert_eq!(by_id("first")["ok"], true);
-    assert_eq!(by_id("4")["error"]["kind"], "unknown_agent", "ids default to line numbers");
+    assert_eq!(
+        by_id("4")["error"]["kind"],
+        "unknown_agent",
+        "ids default to line numbers"
+    );
     let fifth = by_id("5");
-    assert_eq!(fifth["agent"], "code-reviewer", "the command line's AGENT fills in");
-    assert!(fifth["output"].as_str().expect("output").contains("max_tokens=50"));
-    assert!(r.stderr.contains("3 item(s): 2 ok, 1 failed, 1 malformed line(s) skipped"), "{}", r.stderr);
+    assert_eq!(
+        fifth["agent"], "code-reviewer",
+        "the command line's AGENT fills in"
+    );
+    assert!(
+        fifth["output"]
+            .as_str()
+            .expect("output")
+            .contains("max_tokens=50")
+    );
+    assert!(
+        r.stderr
+            .contains("3 item(s): 2 ok, 1 failed, 1 malformed line(s) skipped"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn repeated_task_flags_make_a_batch() {
-    let (r, _d) = cf_host(&["run", "--json", "python-expert", "--task", "one", "--task", "two"], None);
+    let (r, _d) = cf_host(
+        &[
+            "run",
+            "--json",
+            "python-expert",
+            "--task",
+            "one",
+            "--task",
+            "two",
+        ],
+        None,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut ids: Vec<String> = r
         .stdout
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["id"].as_str().expect("id").to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
         .collect();
     ids.sort();
     assert_eq!(ids, ["1", "2"]);
@@ -469,12 +521,30 @@ fn repeated_task_flags_make_a_batch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_stops_a_batch_prints_what_finished_and_exits_130() {
     // A slow API (300 ms per call) and one call at a time: 200 items would take a minute.
-    let config = cf_mock_llm::MockConfig { latency: std::time::Duration::from_millis(300), ..cf_mock_llm::MockConfig::default() };
-    let server = cf_mock_llm::MockServer::start(config).await.expect("mock server");
+    let config = cf_mock_llm::MockConfig {
+        latency: std::time::Duration::from_millis(300),
+        ..cf_mock_llm::MockConfig::default()
+    };
+    let server = cf_mock_llm::MockServer::start(config)
+        .await
+        .expect("mock server");
     let dir = tempfile::tempdir().expect("temp dir");
-    let tasks: String = (0..200).map(|i| format!("{{\"agent\":\"python-expert\",\"task\":\"q{i}\"}}\n")).collect();
+    let tasks: String = (0..200)
+        .map(|i| format!("{{\"agent\":\"python-expert\",\"task\":\"q{i}\"}}\n"))
+        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
-        .args(["run", "--json", "--tasks", "-", "--grace", "5", "--max-concurrent", "1", "--base-url", &server.base_url()])
+        .args([
+            "run",
+            "--json",
+            "--tasks",
+            "-",
+            "--grace",
+            "5",
+            "--max-concurrent",
+            "1",
+            "--base-url",
+            &server.base_url(),
+        ])
         .env("CF_CACHE_DIR", dir.path())
         .env("ANTHROPIC_API_KEY", "test-key")
         .stdin(Stdio::piped())
@@ -482,20 +552,32 @@ async fn ctrl_c_stops_a_batch_prints_what_finished_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cf-host starts");
-    child.stdin.take().expect("stdin").write_all(tasks.as_bytes()).expect("write tasks");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(tasks.as_bytes())
+        .expect("write tasks");
     let pid = child.id().to_string();
     let (code, lines, stderr) = tokio::task::spawn_blocking(move || {
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let mut first = String::new();
         std::io::BufRead::read_line(&mut stdout, &mut first).expect("a first result");
-        let status = Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
+        let status = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
         assert!(status.success());
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut rest).expect("the rest of stdout");
         let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+            .expect("stderr");
         let code = child.wait().expect("exits").code();
-        let lines: Vec<serde_json::Value> = std::iter::once(first.as_str()).chain(rest.lines()).map(|l| serde_json::from_str(l).expect("a JSON result")).collect();
+        let lines: Vec<serde_json::Value> = std::iter::once(first.as_str())
+            .chain(rest.lines())
+            .map(|l| serde_json::from_str(l).expect("a JSON result"))
+            .collect();
         (code, lines, stderr)
     })
     .await
@@ -503,13 +585,81 @@ async fn ctrl_c_stops_a_batch_prints_what_finished_and_exits_130() {
     assert_eq!(code, Some(130), "{stderr}");
     assert_eq!(lines.len(), 200, "every item is reported, finished or not");
     let finished = lines.iter().filter(|v| v["ok"] == true).count();
-    let cancelled = lines.iter().filter(|v| v["error"]["kind"] == "cancelled").count();
+    let cancelled = lines
+        .iter()
+        .filter(|v| v["error"]["kind"] == "cancelled")
+        .count();
     assert!(finished >= 1, "what finished is printed");
     assert_eq!(finished + cancelled, 200);
-    assert!(cancelled > 150, "the batch stopped early: {cancelled} cancelled");
+    assert!(
+        cancelled > 150,
+        "the batch stopped early: {cancelled} cancelled"
+    );
     assert!(stderr.contains("interrupted"), "{stderr}");
     // Items in flight got the grace period; at most the one call in flight at its end
     // (the limit is 1) was cut off, and reported as cancelled.
     let sent = server.received().len();
-    assert!(sent == finished || sent == finished + 1, "{sent} calls sent, {finished} finished");
+    assert!(
+        sent == finished || sent == finished + 1,
+        "{sent} calls sent, {finished} finished"
+    );
+}
+
+#[test]
+fn config_show_resolves_flags_over_env_over_file_and_redacts_secrets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_home = dir.path().join("config-home").join("cf-host");
+    std::fs::create_dir_all(&config_home).expect("mkdir");
+    std::fs::write(
+        config_home.join("config.toml"),
+        "max_concurrent = 3\ntimeout_secs = 7\nmax_retries = 4\napi_key = \"sk-file-secret\"\n[cache]\nsecret = \"cache-secret-0123456789\"\n",
+    )
+    .expect("write config");
+    let r = cf_host_env(
+        dir.path(),
+        &["config", "show", "--json", "--max-retries", "1"],
+        None,
+        &[("CF_TIMEOUT", "9")],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("JSON");
+    assert_eq!(v["max_concurrent"], 3, "from the file");
+    assert_eq!(v["timeout_secs"], 9.0, "the environment over the file");
+    assert_eq!(v["max_retries"], 1, "the flag over both");
+    assert_eq!(v["deadline_secs"], 120.0, "the default");
+    assert_eq!(v["api_key"], "<redacted>");
+    assert_eq!(v["cache_secret"], "<redacted>");
+    assert!(!r.stdout.contains("sk-file-secret") && !r.stdout.contains("cache-secret-0123456789"));
+    let human = cf_host_in(dir.path(), &["config", "show"], None);
+    assert!(
+        human.stdout.contains("max_concurrent = 3") && !human.stdout.contains("sk-file-secret"),
+        "{}",
+        human.stdout
+    );
+
+    std::fs::write(config_home.join("config.toml"), "max_concurency = 3\n").expect("write config");
+    let r = cf_host_in(dir.path(), &["run", "python-expert", "x"], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("max_concurency"),
+        "the unknown key is named: {}",
+        r.stderr
+    );
+    let missing = cf_host_in(
+        dir.path(),
+        &[
+            "run",
+            "--config",
+            "/nonexistent/cf.toml",
+            "python-expert",
+            "x",
+        ],
+        None,
+    );
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("/nonexistent/cf.toml"),
+        "{}",
+        missing.stderr
+    );
 }

@@ -2,7 +2,7 @@
 
 use crate::exit;
 use crate::output;
-use crate::{batch, summary, tasks};
+use crate::{batch, config, summary, tasks};
 use cf_host::{BatchOptions, Host, Limits, RunOptions, Source, Task, llm};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Read as _;
@@ -42,16 +42,40 @@ pub(crate) enum Command {
     Inspect(InspectArgs),
     /// Look after the response cache: stats, verify, prune, clear.
     Cache(CacheArgs),
+    /// Show the effective configuration (flags > environment > file > defaults),
+    /// secrets redacted.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigAction {
+    /// Print the effective configuration as TOML (or JSON), secrets redacted.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        host: HostArgs,
+    },
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct CacheArgs {
     #[command(subcommand)]
     pub action: CacheAction,
-    /// The host's cache directory; the response cache is its `responses/`.
-    /// Default: $XDG_CACHE_HOME/cf-host.
-    #[arg(long, value_name = "DIR", env = "CF_CACHE_DIR", global = true)]
+    /// The host's cache directory; the response cache is its `responses/`
+    /// [env: CF_CACHE_DIR; default $XDG_CACHE_HOME/cf-host].
+    #[arg(long, value_name = "DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
+    /// The config file (for the cache directory and secret).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
     /// Print JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -83,14 +107,18 @@ pub(crate) enum ProviderKind {
     Replay,
 }
 
-/// Settings of the host shared by the subcommands.
-#[derive(Debug, Args)]
+/// Settings of the host shared by the subcommands. Every one may also come from the
+/// environment or the config file (see `cf-host config show`); a flag wins.
+#[derive(Debug, Default, Args)]
 pub(crate) struct HostArgs {
-    /// Who answers model calls. Default: anthropic when ANTHROPIC_API_KEY is set,
-    /// else offline.
+    /// The config file. Default: $XDG_CONFIG_HOME/cf-host/config.toml, if it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Who answers model calls [env: CF_PROVIDER]. Default: anthropic when
+    /// ANTHROPIC_API_KEY is set, else offline.
     #[arg(long, value_enum)]
     pub provider: Option<ProviderKind>,
-    /// The API's base URL. Default: ANTHROPIC_BASE_URL, else https://api.anthropic.com.
+    /// The API's base URL [env: ANTHROPIC_BASE_URL]. Default: https://api.anthropic.com.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
     /// The cassette `--provider replay` answers from.
@@ -99,38 +127,50 @@ pub(crate) struct HostArgs {
     /// Append every answered request/response pair to this JSONL cassette.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Model calls in flight at once across all runs.
-    #[arg(long, value_name = "N", default_value_t = cf_host::llm::DEFAULT_MAX_CONCURRENT, value_parser = concurrency)]
-    pub max_concurrent: usize,
-    /// Timeout of one model-call attempt, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_secs)]
-    pub timeout: f64,
-    /// Retries of a transient model-call failure (429, 5xx, timeouts, connection errors).
-    #[arg(long, value_name = "N", default_value_t = cf_host::llm::DEFAULT_MAX_RETRIES, value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub max_retries: u32,
+    /// Model calls in flight at once across all runs [env: CF_MAX_CONCURRENT; default 10].
+    #[arg(long, value_name = "N", value_parser = concurrency)]
+    pub max_concurrent: Option<usize>,
+    /// Timeout of one model-call attempt, in seconds [env: CF_TIMEOUT; default 30].
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub timeout: Option<f64>,
+    /// Retries of a transient model-call failure (429, 5xx, timeouts, connection
+    /// errors) [env: CF_MAX_RETRIES; default 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub max_retries: Option<u32>,
     /// A price table (TOML, the format of llm/prices.toml) whose entries replace the
-    /// built-in ones.
+    /// built-in ones [env: CF_PRICES].
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
-    /// Wall-clock deadline of a run, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 120.0, value_parser = positive_secs)]
-    pub deadline: f64,
-    /// Memory a guest may use, in MiB.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub memory_mb: u64,
-    /// Longest task accepted, in characters.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
-    pub max_task_chars: usize,
-    /// The host's cache directory (compiled components, agents' stores, responses).
-    /// Default: $XDG_CACHE_HOME/cf-host.
-    #[arg(long, value_name = "DIR", env = "CF_CACHE_DIR")]
+    /// Wall-clock deadline of a run, in seconds [env: CF_DEADLINE; default 120].
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub deadline: Option<f64>,
+    /// Memory a guest may use, in MiB [env: CF_MEMORY_MB; default 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub memory_mb: Option<u64>,
+    /// Longest task accepted, in characters [env: CF_MAX_TASK_CHARS; default 100000].
+    #[arg(long, value_name = "N")]
+    pub max_task_chars: Option<usize>,
+    /// The host's cache directory: compiled components, agents' stores, responses
+    /// [env: CF_CACHE_DIR; default $XDG_CACHE_HOME/cf-host].
+    #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Do not use the response cache: every model call goes to the provider.
     #[arg(long)]
     pub no_cache: bool,
-    /// Lifetime of a cached answer, in seconds (default 86400).
+    /// Lifetime of a cached answer, in seconds [env: CF_CACHE_TTL; default 86400].
     #[arg(long, value_name = "SECS", value_parser = positive_secs)]
     pub cache_ttl: Option<f64>,
+    /// The model for every call (overrides the agent's choice) [env: CF_MODEL].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Stop starting model calls once the run (or the whole batch) has spent this
+    /// many US dollars [env: CF_BUDGET_USD].
+    #[arg(long, value_name = "USD", value_parser = non_negative)]
+    pub budget_usd: Option<f64>,
+    /// Stop starting model calls once the run (or the whole batch) has used this many
+    /// tokens [env: CF_BUDGET_TOKENS].
+    #[arg(long, value_name = "N")]
+    pub budget_tokens: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -155,23 +195,12 @@ pub(crate) struct RunArgs {
     /// Context for the agent, as KEY=VALUE (repeatable).
     #[arg(long = "context", short = 'c', value_name = "KEY=VALUE", value_parser = key_value)]
     pub context: Vec<(String, String)>,
-    /// The model for every call (overrides the agent's choice).
-    #[arg(long)]
-    pub model: Option<String>,
     /// max_tokens for every call.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: Option<u32>,
     /// Temperature for every call, in [0, 1].
     #[arg(long, value_name = "T", value_parser = temperature)]
     pub temperature: Option<f32>,
-    /// Stop starting model calls once the run (or the whole batch) has spent this many
-    /// US dollars.
-    #[arg(long, value_name = "USD", value_parser = non_negative)]
-    pub budget_usd: Option<f64>,
-    /// Stop starting model calls once the run (or the whole batch) has used this many
-    /// tokens.
-    #[arg(long, value_name = "N")]
-    pub budget_tokens: Option<u64>,
     /// Print one JSON object per result on stdout.
     #[arg(long)]
     pub json: bool,
@@ -242,24 +271,30 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Builds the host from the flags. Errors are configuration errors (exit 2).
-fn build_host(args: &HostArgs) -> Result<Host, String> {
-    let has_key = std::env::var_os("ANTHROPIC_API_KEY").is_some_and(|k| !k.is_empty());
-    let kind = match args.provider {
-        Some(kind) => kind,
-        None if has_key => ProviderKind::Anthropic,
-        None => {
-            eprintln!(
-                "cf-host: ANTHROPIC_API_KEY is not set; using the offline provider (answers are labelled [offline])"
-            );
-            ProviderKind::Offline
-        }
-    };
+/// The effective settings for these flags, from the process environment and the
+/// config file.
+pub(crate) fn settings(args: &HostArgs) -> Result<config::Settings, String> {
+    let (file, path) = config::load_file(args.config.as_deref())?;
+    config::resolve(args, &|name| std::env::var(name).ok(), file, path)
+}
+
+/// Builds the host from the effective settings. Errors are configuration errors
+/// (exit 2).
+fn build_host(args: &HostArgs, s: &config::Settings) -> Result<Host, String> {
+    let (kind, defaulted) = s.provider_kind();
+    if defaulted {
+        eprintln!(
+            "cf-host: ANTHROPIC_API_KEY is not set; using the offline provider (answers are labelled [offline])"
+        );
+    }
     let mut provider: Arc<dyn llm::Provider> = match kind {
         ProviderKind::Offline => Arc::new(llm::OfflineProvider::new()),
         ProviderKind::Anthropic => {
-            let config = llm::AnthropicConfig::from_env(args.base_url.as_deref())
-                .map_err(|e| e.to_string())?;
+            let key = s.api_key.0.clone().ok_or(
+                "the anthropic provider needs ANTHROPIC_API_KEY (or api_key in the config file)",
+            )?;
+            let base = llm::resolve_base_url(s.base_url.as_deref());
+            let config = llm::AnthropicConfig::new(base, llm::ApiKey::new(key));
             Arc::new(llm::AnthropicProvider::new(config).map_err(|e| e.to_string())?)
         }
         ProviderKind::Replay => {
@@ -275,44 +310,58 @@ fn build_host(args: &HostArgs) -> Result<Host, String> {
             Arc::new(llm::RecordingProvider::new(provider, path).map_err(|e| e.to_string())?);
     }
     let mut prices = llm::PriceTable::built_in();
-    if let Some(path) = &args.prices {
+    if let Some(path) = &s.prices {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let overrides =
             llm::PriceTable::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         prices = prices.with_overrides(overrides);
     }
     let limits = Limits {
-        deadline: Duration::from_secs_f64(args.deadline),
-        memory_bytes: args.memory_mb * 1024 * 1024,
-        max_task_chars: args.max_task_chars,
+        deadline: Duration::from_secs_f64(s.deadline_secs),
+        memory_bytes: s.memory_mb * 1024 * 1024,
+        max_task_chars: s.max_task_chars,
         ..Limits::default()
     };
-    let cache_dir = args.cache_dir.clone().or_else(cf_host::default_cache_dir);
     let mut builder = Host::builder()
         .provider(provider)
         .prices(prices)
         .limits(limits)
-        .max_concurrent(args.max_concurrent)
-        .max_retries(args.max_retries)
-        .attempt_timeout(Duration::from_secs_f64(args.timeout));
-    builder = builder.cache_dir(cache_dir.clone());
-    if args.no_cache {
+        .max_concurrent(s.max_concurrent)
+        .max_retries(s.max_retries)
+        .attempt_timeout(Duration::from_secs_f64(s.timeout_secs))
+        .cache_dir(s.cache_dir.clone())
+        .shared_cache_namespace(s.cache_shared_namespace.clone());
+    if !s.cache_enabled {
         builder = builder.no_response_cache();
-    } else if let Some(dir) = &cache_dir {
-        let mut config = response_cache_config(dir)?;
-        if let Some(ttl) = args.cache_ttl {
-            config.ttl = Duration::from_secs_f64(ttl);
-        }
-        builder = builder.response_cache(config);
+    } else if let Some(dir) = &s.cache_dir {
+        builder = builder.response_cache(response_cache_config(dir, s)?);
     }
     builder.build().map_err(|e| e.to_string())
 }
 
-/// The response cache's settings for the host cache directory `dir`, with the secret
-/// from `CF_CACHE_SECRET` when set (else the one generated for the directory).
-fn response_cache_config(dir: &std::path::Path) -> Result<cf_cache::CacheConfig, String> {
+/// Settings and host for a subcommand, or the usage error to exit with.
+fn host_and_settings(args: &HostArgs) -> Result<(Host, config::Settings), String> {
+    let s = settings(args)?;
+    Ok((build_host(args, &s)?, s))
+}
+
+/// The response cache's settings for the host cache directory `dir`: the secret from
+/// the settings (`CF_CACHE_SECRET` or the file) else the one generated for the
+/// directory, the TTL, the excluded agents.
+fn response_cache_config(
+    dir: &std::path::Path,
+    s: &config::Settings,
+) -> Result<cf_cache::CacheConfig, String> {
     let mut config = cf_cache::CacheConfig::new(dir.join("responses"));
-    config.secret = cf_cache::Secret::from_env().map_err(|e| e.to_string())?;
+    config.secret = s
+        .cache_secret
+        .0
+        .clone()
+        .map(cf_cache::Secret::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    config.ttl = Duration::from_secs_f64(s.cache_ttl_secs);
+    config.exclude_agents = s.cache_exclude_agents.clone();
     Ok(config)
 }
 
@@ -348,18 +397,22 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
     {
         return usage_error(e);
     }
+    let settings = match settings(&args.host) {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
     let text = match read_task(args.task) {
         Ok(t) => t,
         Err(e) => return usage_error(e),
     };
     let chars = text.chars().count();
-    if chars > args.host.max_task_chars {
+    if chars > settings.max_task_chars {
         return usage_error(cf_host::Error::TaskTooLarge {
             chars,
-            max: args.host.max_task_chars,
+            max: settings.max_task_chars,
         });
     }
-    let host = match build_host(&args.host) {
+    let host = match build_host(&args.host, &settings) {
         Ok(h) => h,
         Err(e) => return usage_error(e),
     };
@@ -368,12 +421,12 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
         Err(e) => return usage_error(e),
     };
     let options = RunOptions {
-        model: args.model,
+        model: settings.model.clone(),
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         budget: llm::Budget {
-            usd: args.budget_usd,
-            tokens: args.budget_tokens,
+            usd: settings.budget_usd,
+            tokens: settings.budget_tokens,
         },
         ..RunOptions::default()
     };
@@ -396,8 +449,12 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
 }
 
 async fn run_batch(args: RunArgs) -> u8 {
+    let (host, settings) = match host_and_settings(&args.host) {
+        Ok(h) => h,
+        Err(e) => return usage_error(e),
+    };
     let base = RunOptions {
-        model: args.model.clone(),
+        model: settings.model.clone(),
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         ..RunOptions::default()
@@ -428,14 +485,10 @@ async fn run_batch(args: RunArgs) -> u8 {
             b.message
         );
     }
-    let host = match build_host(&args.host) {
-        Ok(h) => h,
-        Err(e) => return usage_error(e),
-    };
     let options = BatchOptions {
         budget: llm::Budget {
-            usd: args.budget_usd,
-            tokens: args.budget_tokens,
+            usd: settings.budget_usd,
+            tokens: settings.budget_tokens,
         },
         grace: Duration::from_secs_f64(args.grace),
         max_in_flight: None,
@@ -446,7 +499,7 @@ async fn run_batch(args: RunArgs) -> u8 {
 }
 
 pub(crate) async fn agents(args: AgentsArgs) -> u8 {
-    let host = match build_host(&args.host) {
+    let (host, _) = match host_and_settings(&args.host) {
         Ok(h) => h,
         Err(e) => return usage_error(e),
     };
@@ -466,7 +519,7 @@ pub(crate) async fn inspect(args: InspectArgs) -> u8 {
         Ok(w) => w,
         Err(e) => return usage_error(format!("{}: {e}", args.wasm.display())),
     };
-    let host = match build_host(&args.host) {
+    let (host, _) = match host_and_settings(&args.host) {
         Ok(h) => h,
         Err(e) => return usage_error(e),
     };
@@ -492,10 +545,19 @@ pub(crate) async fn inspect(args: InspectArgs) -> u8 {
 }
 
 pub(crate) async fn cache(args: CacheArgs) -> u8 {
-    let Some(dir) = args.cache_dir.or_else(cf_host::default_cache_dir) else {
+    let host_args = HostArgs {
+        config: args.config.clone(),
+        cache_dir: args.cache_dir.clone(),
+        ..HostArgs::default()
+    };
+    let settings = match settings(&host_args) {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let Some(dir) = settings.cache_dir.clone() else {
         return usage_error("no cache directory: pass --cache-dir");
     };
-    let cache = match response_cache_config(&dir)
+    let cache = match response_cache_config(&dir, &settings)
         .and_then(|c| cf_cache::ResponseCache::open(c).map_err(|e| e.to_string()))
     {
         Ok(c) => c,
@@ -522,5 +584,17 @@ pub(crate) async fn cache(args: CacheArgs) -> u8 {
             eprintln!("cf-host: cache: {e}");
             exit::TASK_FAILED
         }
+    }
+}
+
+pub(crate) fn config(args: ConfigArgs) -> u8 {
+    match args.action {
+        ConfigAction::Show { json, host } => match settings(&host) {
+            Ok(s) => {
+                output::print_settings(&s, json);
+                exit::OK
+            }
+            Err(e) => usage_error(e),
+        },
     }
 }

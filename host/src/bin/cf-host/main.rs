@@ -5,6 +5,7 @@
 
 mod batch;
 mod cli;
+mod config;
 mod output;
 mod summary;
 mod tasks;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Command::Agents(args) => cli::agents(args).await,
             Command::Inspect(args) => cli::inspect(args).await,
             Command::Cache(args) => cli::cache(args).await,
+            Command::Config(args) => cli::config(args),
         }
     });
     ExitCode::from(code)

@@ -221,3 +221,12 @@ pub(crate) fn print_cache_report(value: &Value, as_json: bool) {
         }
     }
 }
+
+/// The effective configuration, secrets redacted: TOML for people, or JSON.
+pub(crate) fn print_settings(settings: &crate::config::Settings, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(settings).unwrap_or_default());
+    } else {
+        print!("{}", toml::to_string(settings).unwrap_or_default());
+    }
+}
