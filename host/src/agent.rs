@@ -106,6 +106,7 @@ struct AgentInner {
     host: Arc<HostInner>,
     pre: AgentPluginPre<RunState>,
     info: AgentInfo,
+    scope: crate::capabilities::cache::SharedScope,
 }
 
 impl std::fmt::Debug for AgentInner {
@@ -184,6 +185,7 @@ impl Agent {
                     contract: contract.to_owned(),
                     sha256,
                 },
+                scope: Default::default(),
             }),
         };
         let described = agent.describe_guest().await?;
@@ -396,7 +398,7 @@ impl Agent {
             queue_wait: Duration::ZERO,
             last_model: None,
         };
-        let cache = CacheCtx::new(host.stores.clone(), name.clone());
+        let cache = CacheCtx::new(host.stores.clone(), name.clone(), self.inner.scope.clone());
         let log = LogCtx {
             agent: name,
             max_bytes: limits.max_log_bytes,

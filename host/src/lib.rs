@@ -32,7 +32,9 @@ mod contract;
 mod engine;
 mod error;
 mod host;
+pub mod metrics;
 mod run;
+pub mod summary;
 
 pub use agent::{Agent, AgentInfo, Source, Task};
 pub use batch::{BatchCanceller, BatchItem, BatchOptions, BatchResult, BatchRun};

@@ -30,6 +30,7 @@ fn cf_host_env(
         .env("CF_CACHE_DIR", cache)
         // No config file of the machine's user: the default path is under the temp dir.
         .env("XDG_CONFIG_HOME", cache.join("config-home"))
+        .env("XDG_DATA_HOME", cache.join("data-home"))
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("ANTHROPIC_BASE_URL")
         .envs(env.iter().copied())
@@ -546,6 +547,8 @@ async fn ctrl_c_stops_a_batch_prints_what_finished_and_exits_130() {
             &server.base_url(),
         ])
         .env("CF_CACHE_DIR", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
+        .env("XDG_DATA_HOME", dir.path().join("data-home"))
         .env("ANTHROPIC_API_KEY", "test-key")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -661,5 +664,62 @@ fn config_show_resolves_flags_over_env_over_file_and_redacts_secrets() {
         missing.stderr.contains("/nonexistent/cf.toml"),
         "{}",
         missing.stderr
+    );
+}
+
+#[test]
+fn every_run_is_logged_and_stats_summarises_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for task in ["What is a list?", "What is a dict?"] {
+        assert_eq!(
+            cf_host_in(dir.path(), &["run", "python-expert", task], None).code,
+            0
+        );
+    }
+    let batch = cf_host_in(
+        dir.path(),
+        &[
+            "run",
+            "code-reviewer",
+            "--task",
+            "fn a() {}",
+            "--task",
+            "   ",
+        ],
+        None,
+    );
+    assert_eq!(batch.code, 1, "one item fails");
+    assert!(
+        batch.stderr.contains("p50"),
+        "the batch summary has percentiles: {}",
+        batch.stderr
+    );
+    let log = std::fs::read_to_string(dir.path().join("data-home/cf-host/metrics/runs.jsonl"))
+        .expect("the run log");
+    assert_eq!(log.lines().count(), 4);
+    assert!(
+        !log.contains("What is a list?"),
+        "task text is never logged, only its hash"
+    );
+    let r = cf_host_in(dir.path(), &["stats", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("JSON");
+    assert_eq!(v["runs"], 4);
+    assert_eq!(v["failed"], 1);
+    assert_eq!(v["by_agent"]["python-expert"]["runs"], 2);
+    assert_eq!(v["by_agent"]["code-reviewer"]["failed"], 1);
+    assert_eq!(v["error_kinds"]["invalid_task"], 1);
+    let csv = cf_host_in(dir.path(), &["stats", "--csv", "--since", "1h"], None);
+    assert!(
+        csv.stdout.starts_with("scope,name,runs,ok,failed,p50_ms"),
+        "{}",
+        csv.stdout
+    );
+    let none = cf_host_in(dir.path(), &["stats", "--json", "--since", "0s"], None);
+    let v: serde_json::Value = serde_json::from_str(none.stdout.trim()).expect("JSON");
+    assert!(v["runs"].as_u64().expect("runs") <= 4);
+    assert_eq!(
+        cf_host_in(dir.path(), &["stats", "--since", "soon"], None).code,
+        2
     );
 }

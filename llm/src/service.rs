@@ -330,13 +330,21 @@ impl LlmService {
                     };
                     let outcome = self.upstream(call, request).await;
                     if let Ok(done) = &outcome {
-                        layer.store(
+                        // Writing the entry is file I/O: keep it off the async workers.
+                        let (inner, mode, agent) = (
+                            Arc::clone(&self.inner),
                             call.cache_mode,
-                            call.agent,
-                            &key,
-                            &done.response,
-                            done.cost.known_usd(),
+                            call.agent.to_owned(),
                         );
+                        let (response, cost) = (done.response.clone(), done.cost.known_usd());
+                        let stored = tokio::task::spawn_blocking(move || {
+                            if let Some(layer) = &inner.cache {
+                                layer.store(mode, &agent, &key, &response, cost);
+                            }
+                        });
+                        if let Err(e) = stored.await {
+                            tracing::warn!(error = %e, "storing an answer in the cache failed");
+                        }
                     }
                     let shared = outcome
                         .as_ref()

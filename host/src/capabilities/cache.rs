@@ -4,41 +4,46 @@
 
 use crate::bindings::v0_1::claude_force::agent::cache::{CacheError, Host};
 use cf_cache::{AgentStore, AgentStores, StoreError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+/// An agent's store, opened on first use and shared by every run of the agent: opening
+/// a scope scans its directory, which must not happen once per run.
+pub(crate) type SharedScope = Arc<OnceLock<Arc<AgentStore>>>;
 
 /// The `cache` capability of one run.
 #[derive(Debug)]
 pub(crate) struct CacheCtx {
     pub stores: Option<AgentStores>,
     pub agent: String,
-    scope: Option<AgentStore>,
+    scope: SharedScope,
 }
 
 impl CacheCtx {
-    pub(crate) fn new(stores: Option<AgentStores>, agent: String) -> Self {
+    pub(crate) fn new(stores: Option<AgentStores>, agent: String, scope: SharedScope) -> Self {
         Self {
             stores,
             agent,
-            scope: None,
+            scope,
         }
     }
 
-    /// The agent's scope, opened on first use so that runs that never touch the
+    /// The agent's scope, opened on first use so that agents that never touch the
     /// cache pay nothing.
-    fn scope(&mut self) -> Result<&AgentStore, CacheError> {
-        if self.scope.is_none() {
-            let stores = self
-                .stores
-                .as_ref()
-                .ok_or_else(|| CacheError::Io("this host has no cache directory".into()))?;
-            let scope = stores
-                .scope(&self.agent)
-                .map_err(|e| CacheError::Io(e.to_string()))?;
-            self.scope = Some(scope);
+    fn scope(&mut self) -> Result<Arc<AgentStore>, CacheError> {
+        if let Some(scope) = self.scope.get() {
+            return Ok(scope.clone());
         }
-        self.scope
+        let stores = self
+            .stores
             .as_ref()
-            .ok_or_else(|| CacheError::Io("the agent's store is unavailable".into()))
+            .ok_or_else(|| CacheError::Io("this host has no cache directory".into()))?;
+        let scope = Arc::new(
+            stores
+                .scope(&self.agent)
+                .map_err(|e| CacheError::Io(e.to_string()))?,
+        );
+        Ok(self.scope.get_or_init(|| scope).clone())
     }
 }
 

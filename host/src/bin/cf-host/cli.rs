@@ -3,6 +3,7 @@
 use crate::exit;
 use crate::output;
 use crate::{batch, config, summary, tasks};
+use cf_host::metrics::{self, MetricsLog, RunRecord};
 use cf_host::{BatchOptions, Host, Limits, RunOptions, Source, Task, llm};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Read as _;
@@ -45,6 +46,22 @@ pub(crate) enum Command {
     /// Show the effective configuration (flags > environment > file > defaults),
     /// secrets redacted.
     Config(ConfigArgs),
+    /// Summarise the run log: runs, success rate, latency percentiles, tokens, cost and
+    /// saved cost, per agent and per model.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Only runs newer than this: 30s, 15m, 2h, 7d, 1w.
+    #[arg(long, value_name = "DURATION", value_parser = cf_host::summary::parse_duration)]
+    pub since: Option<Duration>,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV: one row for all runs, then one per agent and per model.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 #[derive(Debug, Args)]
@@ -434,7 +451,9 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
         text,
         context: args.context,
     };
+    let task_text = task.text.clone();
     let result = agent.run_with(task, &options).await;
+    summary::log_runs(&[RunRecord::from_result(agent.name(), &task_text, &result)]);
     let code = match &result {
         Ok(_) => exit::OK,
         Err(e) if e.error.is_usage() => exit::USAGE,
@@ -493,8 +512,21 @@ async fn run_batch(args: RunArgs) -> u8 {
         grace: Duration::from_secs_f64(args.grace),
         max_in_flight: None,
     };
+    let texts: Vec<String> = items.iter().map(|i| i.task.text.clone()).collect();
     let outcome = batch::run(&host, items, options, args.json).await;
-    summary::print_batch(&outcome, bad.len());
+    let records: Vec<RunRecord> = outcome
+        .results
+        .iter()
+        .map(|r| {
+            let record = RunRecord::from_result(&r.agent, &texts[r.index], &r.result);
+            match &r.id {
+                Some(id) => record.with_id(id.clone()),
+                None => record,
+            }
+        })
+        .collect();
+    summary::log_runs(&records);
+    summary::print_batch(&outcome, &records, bad.len());
     batch::exit_code(&outcome, bad.len())
 }
 
@@ -597,4 +629,38 @@ pub(crate) fn config(args: ConfigArgs) -> u8 {
             Err(e) => usage_error(e),
         },
     }
+}
+
+pub(crate) fn stats(args: StatsArgs) -> u8 {
+    let Some(dir) = metrics::default_dir() else {
+        return usage_error("no data directory for the run log");
+    };
+    let since = match args.since {
+        Some(d) => match std::time::SystemTime::now().checked_sub(d) {
+            Some(t) => Some(t),
+            None => return usage_error("--since reaches before the epoch"),
+        },
+        None => None,
+    };
+    let report = match MetricsLog::open(&dir, metrics::DEFAULT_MAX_BYTES)
+        .and_then(|log| log.read_since(since))
+    {
+        Ok(r) => r,
+        Err(e) => return usage_error(e),
+    };
+    if report.skipped_lines > 0 {
+        eprintln!(
+            "cf-host: skipped {} unreadable line(s) of the run log",
+            report.skipped_lines
+        );
+    }
+    let summary = cf_host::summary::Summary::from_records(&report.records);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else if args.csv {
+        print!("{}", summary.to_csv());
+    } else {
+        print!("{summary}");
+    }
+    exit::OK
 }

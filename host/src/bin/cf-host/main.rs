@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Command::Inspect(args) => cli::inspect(args).await,
             Command::Cache(args) => cli::cache(args).await,
             Command::Config(args) => cli::config(args),
+            Command::Stats(args) => cli::stats(args),
         }
     });
     ExitCode::from(code)
