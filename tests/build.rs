@@ -10,7 +10,7 @@ fn main() {
     let wit = manifest.join("../wit");
     let built = cf_build_support::build(
         &guests,
-        &["hostile"],
+        &["hostile", "future"],
         &[guests.as_path(), sdk.as_path(), wit.as_path()],
     );
     for b in built {

@@ -121,7 +121,11 @@ impl std::fmt::Debug for AgentInner {
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 
 impl Agent {
-    pub(crate) async fn load(host: Arc<HostInner>, source: Source) -> Result<Self, Error> {
+    pub(crate) async fn load(
+        host: Arc<HostInner>,
+        source: Source,
+        pinned: Option<&str>,
+    ) -> Result<Self, Error> {
         let (wasm, sha256): (Cow<'static, [u8]>, String) = match source {
             Source::Builtin(name) => {
                 validate_agent_name(&name)?;
@@ -147,6 +151,15 @@ impl Agent {
                 (Cow::Owned(bytes), sha)
             }
         };
+        // A pinned digest is checked before anything is compiled.
+        if let Some(expected) = pinned
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(Error::DigestMismatch {
+                expected: expected.to_ascii_lowercase(),
+                actual: sha256,
+            });
+        }
         let h = host.clone();
         let key = sha256.clone();
         let (component, contract) =

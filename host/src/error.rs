@@ -54,6 +54,14 @@ pub enum Error {
         /// The versions this host supports, comma-separated.
         supported: String,
     },
+    /// The component's SHA-256 is not the one it was pinned to.
+    #[error("the component's SHA-256 is {actual}, not the pinned {expected}: refusing to load it")]
+    DigestMismatch {
+        /// The pinned digest.
+        expected: String,
+        /// The component's digest.
+        actual: String,
+    },
     /// The component does not export the agent interface.
     #[error(
         "not an agent: the component does not export claude-force:agent/agent@{expected} (it exports: {exports})"
@@ -149,6 +157,10 @@ impl Clone for Error {
                 expected: expected.clone(),
                 exports: exports.clone(),
             },
+            Self::DigestMismatch { expected, actual } => Self::DigestMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
             Self::MissingImports { imports } => Self::MissingImports {
                 imports: imports.clone(),
             },
@@ -185,6 +197,7 @@ impl Error {
             Self::InvalidComponent { .. } => "invalid_component",
             Self::IncompatibleContract { .. } => "incompatible_contract",
             Self::NotAnAgent { .. } => "not_an_agent",
+            Self::DigestMismatch { .. } => "digest_mismatch",
             Self::MissingImports { .. } => "missing_imports",
             Self::InvalidDescription(_) => "invalid_description",
             Self::Deadline { .. } => "deadline",
@@ -211,6 +224,7 @@ impl Error {
                 | Self::InvalidComponent { .. }
                 | Self::IncompatibleContract { .. }
                 | Self::NotAnAgent { .. }
+                | Self::DigestMismatch { .. }
                 | Self::MissingImports { .. }
                 | Self::InvalidDescription(_)
                 | Self::Setup(_)

@@ -281,7 +281,17 @@ impl Host {
     /// Compiles it (or reuses the compiled copy on disk), checks it against the
     /// contract, prepares its instantiation and asks it to describe itself.
     pub async fn load(&self, source: impl Into<Source>) -> Result<Agent, Error> {
-        Agent::load(self.inner.clone(), source.into()).await
+        Agent::load(self.inner.clone(), source.into(), None).await
+    }
+
+    /// Loads an agent only if its component's SHA-256 is `sha256` (hex, any case);
+    /// otherwise refuses it with [`Error::DigestMismatch`] before compiling anything.
+    pub async fn load_pinned(
+        &self,
+        source: impl Into<Source>,
+        sha256: &str,
+    ) -> Result<Agent, Error> {
+        Agent::load(self.inner.clone(), source.into(), Some(sha256)).await
     }
 
     /// The limits of every run.

@@ -46,6 +46,12 @@ pub use error::{Error, validate_agent_name};
 pub use host::{Host, HostBuilder};
 pub use run::{RunError, RunOutput, RunStats, Timings};
 
+/// SHA-256 of a component's bytes, lowercase hex: the digest `load_pinned` and
+/// `--sha256` compare against.
+pub fn component_sha256(wasm: &[u8]) -> String {
+    engine::sha256_hex(wasm)
+}
+
 /// The engine behind the `llm` capability, re-exported for embedders.
 pub use cf_llm as llm;
 

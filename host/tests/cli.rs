@@ -723,3 +723,100 @@ fn every_run_is_logged_and_stats_summarises_the_log() {
         2
     );
 }
+
+#[test]
+fn check_tells_whether_a_component_fits_this_host() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let builtin = dir.path().join("python-expert.wasm");
+    std::fs::write(
+        &builtin,
+        cf_builtin::find("python-expert").expect("shipped").wasm,
+    )
+    .expect("write");
+    let r = cf_host_in(
+        dir.path(),
+        &["check", builtin.to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("targets:       claude-force:agent@0.1.0"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("verdict:       compatible — python-expert"),
+        "{}",
+        r.stdout
+    );
+
+    let future = cf_tests::future_wasm().to_str().expect("utf-8");
+    let r = cf_host_in(dir.path(), &["check", "--json", future], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("JSON");
+    assert_eq!(v["compatible"], false);
+    assert_eq!(v["targets"][0], "claude-force:agent@0.2.0");
+    assert_eq!(v["host_supports"][0], "claude-force:agent@0.1.0");
+    let problem = v["problem"].as_str().expect("a problem");
+    assert!(
+        problem.contains("0.2.0") && problem.contains("0.1.0"),
+        "names what it found and what is expected: {problem}"
+    );
+    // Loading it fails with the same explanation.
+    let r = cf_host_in(dir.path(), &["run", future, "x"], None);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains(problem), "{}", r.stderr);
+
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
+    let r = cf_host_in(dir.path(), &["check", core.to_str().expect("utf-8")], None);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout
+            .contains("NOT compatible: not a valid WebAssembly component"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_pinned_digest_is_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("code-reviewer.wasm");
+    let agent = cf_builtin::find("code-reviewer").expect("shipped");
+    std::fs::write(&path, agent.wasm).expect("write");
+    let p = path.to_str().expect("utf-8");
+    let right = cf_host_in(
+        dir.path(),
+        &[
+            "run",
+            "--sha256",
+            &agent.sha256.to_uppercase(),
+            p,
+            "fn f() {}",
+        ],
+        None,
+    );
+    assert_eq!(right.code, 0, "{}", right.stderr);
+    // A fresh cache directory: the refused component must not even be compiled.
+    let fresh = tempfile::tempdir().expect("temp dir");
+    let wrong = cf_host_in(
+        fresh.path(),
+        &["run", "--json", "--sha256", &"0".repeat(64), p, "fn f() {}"],
+        None,
+    );
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(
+        wrong.stderr.contains("refusing to load it") && wrong.stderr.contains(agent.sha256),
+        "{}",
+        wrong.stderr
+    );
+    let compiled = std::fs::read_dir(fresh.path().join("components"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        compiled, 0,
+        "nothing was compiled for the refused component"
+    );
+}

@@ -10,6 +10,12 @@ pub fn hostile_wasm() -> &'static Path {
     Path::new(env!("CF_GUEST_HOSTILE"))
 }
 
+/// A component built for `claude-force:agent@0.2.0`, a contract version this host does
+/// not serve (`tests/guests/future`).
+pub fn future_wasm() -> &'static Path {
+    Path::new(env!("CF_GUEST_FUTURE"))
+}
+
 /// Runs `fut`, failing the test with `step` in the message if it takes longer than
 /// `secs` seconds.
 pub async fn bounded<F: std::future::Future>(step: &str, secs: u64, fut: F) -> F::Output {

@@ -120,3 +120,50 @@ async fn describe_is_read_at_load() {
     assert_eq!(info.sha256.len(), 64);
     assert!(info.tags.iter().any(|t| t == "multi-step"));
 }
+
+#[tokio::test]
+async fn a_component_for_another_contract_version_is_refused_by_name() {
+    let (host, _dir) = host();
+    let err = host
+        .load(cf_tests::future_wasm().to_path_buf())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::IncompatibleContract { found, supported } => {
+            assert_eq!(found, "claude-force:agent@0.2.0");
+            assert_eq!(supported, "0.1.0");
+        }
+        other => panic!("expected IncompatibleContract, got {other:?}"),
+    }
+    assert!(err.is_usage());
+}
+
+#[tokio::test]
+async fn pinned_digests_right_wrong_and_missing() {
+    let (host, _dir) = host();
+    let wasm = std::fs::read(hostile_wasm()).expect("built");
+    let digest = cf_host::component_sha256(&wasm);
+    let agent = host
+        .load_pinned(Source::Bytes(wasm.clone()), &digest)
+        .await
+        .expect("the right digest loads");
+    assert_eq!(agent.info().sha256, digest);
+    let err = host
+        .load_pinned(Source::Bytes(wasm.clone()), &"ab".repeat(32))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::DigestMismatch { actual, .. } if *actual == digest),
+        "{err:?}"
+    );
+    // No pin: loads whatever it is given.
+    host.load(Source::Bytes(wasm))
+        .await
+        .expect("unpinned loads");
+    // A pinned built-in is checked against its embedded digest.
+    let builtin = cf_builtin::find("python-expert").expect("shipped");
+    host.load_pinned("python-expert", builtin.sha256)
+        .await
+        .expect("built-in with its digest");
+    assert!(host.load_pinned("python-expert", &digest).await.is_err());
+}

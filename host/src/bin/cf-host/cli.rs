@@ -41,6 +41,10 @@ pub(crate) enum Command {
     /// Show a component's contract version, imports, exports and description.
     #[command(after_help = AFTER_HELP)]
     Inspect(InspectArgs),
+    /// Tell whether a component fits this host: the contract version it targets, the
+    /// versions the host serves, imports the host does not offer. Exit 0 if it fits,
+    /// 1 if not.
+    Check(InspectArgs),
     /// Look after the response cache: stats, verify, prune, clear.
     Cache(CacheArgs),
     /// Show the effective configuration (flags > environment > file > defaults),
@@ -206,6 +210,10 @@ pub(crate) struct RunArgs {
     /// A batch item for AGENT (repeatable).
     #[arg(long = "task", value_name = "TEXT", id = "batch_task", requires = "agent", conflicts_with_all = ["task", "tasks"])]
     pub batch_tasks: Vec<String>,
+    /// Refuse to run AGENT unless its component's SHA-256 is this (hex), checked before
+    /// it is compiled.
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["tasks", "batch_task"])]
+    pub sha256: Option<String>,
     /// After Ctrl-C, how long running items may take to finish, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_secs)]
     pub grace: f64,
@@ -433,7 +441,11 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
         Ok(h) => h,
         Err(e) => return usage_error(e),
     };
-    let agent = match host.load(source).await {
+    let loaded = match &args.sha256 {
+        Some(digest) => host.load_pinned(source, digest).await,
+        None => host.load(source).await,
+    };
+    let agent = match loaded {
         Ok(a) => a,
         Err(e) => return usage_error(e),
     };
@@ -663,4 +675,37 @@ pub(crate) fn stats(args: StatsArgs) -> u8 {
         print!("{summary}");
     }
     exit::OK
+}
+
+pub(crate) async fn check(args: InspectArgs) -> u8 {
+    let wasm = match std::fs::read(&args.wasm) {
+        Ok(w) => w,
+        Err(e) => return usage_error(format!("{}: {e}", args.wasm.display())),
+    };
+    let (host, _) = match host_and_settings(&args.host) {
+        Ok(h) => h,
+        Err(e) => return usage_error(e),
+    };
+    let verdict = match host.inspect(wasm.clone()).await {
+        Err(e) => Err((None, e.to_string())),
+        Ok(interface) => match interface.check() {
+            Err(e) => Err((Some(interface), e.to_string())),
+            // Fits the contract: loading also calls describe(), the last check.
+            Ok(_) => match host.load(Source::Bytes(wasm.clone())).await {
+                Ok(agent) => Ok((interface, agent.info().clone())),
+                Err(e) => Err((Some(interface), e.to_string())),
+            },
+        },
+    };
+    output::print_check(
+        &args.wasm,
+        &cf_host::component_sha256(&wasm),
+        &verdict,
+        args.json,
+    );
+    if verdict.is_ok() {
+        exit::OK
+    } else {
+        exit::TASK_FAILED
+    }
 }

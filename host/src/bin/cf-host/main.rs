@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run(args).await,
             Command::Agents(args) => cli::agents(args).await,
             Command::Inspect(args) => cli::inspect(args).await,
+            Command::Check(args) => cli::check(args).await,
             Command::Cache(args) => cli::cache(args).await,
             Command::Config(args) => cli::config(args),
             Command::Stats(args) => cli::stats(args),

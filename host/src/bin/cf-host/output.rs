@@ -230,3 +230,58 @@ pub(crate) fn print_settings(settings: &crate::config::Settings, as_json: bool) 
         print!("{}", toml::to_string(settings).unwrap_or_default());
     }
 }
+
+/// The verdict of `cf-host check`.
+pub(crate) type CheckVerdict =
+    Result<(ComponentInterface, AgentInfo), (Option<ComponentInterface>, String)>;
+
+pub(crate) fn print_check(path: &Path, sha256: &str, verdict: &CheckVerdict, as_json: bool) {
+    let supported: Vec<String> = cf_host::SUPPORTED_CONTRACTS
+        .iter()
+        .map(|v| format!("claude-force:agent@{v}"))
+        .collect();
+    let interface = match verdict {
+        Ok((i, _)) => Some(i),
+        Err((i, _)) => i.as_ref(),
+    };
+    let targets: Vec<String> = interface
+        .map(|i| {
+            i.contract_versions
+                .iter()
+                .map(|v| format!("claude-force:agent@{v}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if as_json {
+        let value = json!({
+            "path": path.display().to_string(),
+            "sha256": sha256,
+            "compatible": verdict.is_ok(),
+            "targets": targets,
+            "host_supports": supported,
+            "problem": verdict.as_ref().err().map(|(_, e)| e),
+            "imports": interface.map(|i| i.imports.clone()),
+            "agent": verdict.as_ref().ok().map(|(_, a)| a),
+        });
+        println!("{value}");
+        return;
+    }
+    println!("component:     {}", path.display());
+    println!("sha256:        {sha256}");
+    println!(
+        "targets:       {}",
+        if targets.is_empty() {
+            "no claude-force agent contract".to_owned()
+        } else {
+            targets.join(", ")
+        }
+    );
+    println!("host supports: {}", supported.join(", "));
+    match verdict {
+        Ok((_, a)) => println!(
+            "verdict:       compatible — {} {} ({})",
+            a.name, a.version, a.description
+        ),
+        Err((_, e)) => println!("verdict:       NOT compatible: {e}"),
+    }
+}
