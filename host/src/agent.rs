@@ -7,6 +7,7 @@ use crate::contract::ComponentInterface;
 use crate::engine::sha256_hex;
 use crate::error::{Error, validate_agent_name};
 use crate::host::HostInner;
+use crate::permissions::{Manifest, Permissions};
 use crate::run::{RunError, RunOutput, RunState, RunStats, Timings, classify_trap};
 use cf_llm::Ledger;
 use serde::Serialize;
@@ -107,6 +108,9 @@ struct AgentInner {
     pre: AgentPluginPre<RunState>,
     info: AgentInfo,
     scope: crate::capabilities::cache::SharedScope,
+    permissions: Arc<Permissions>,
+    /// The plugin's share of the model-call concurrency, when limited.
+    llm_share: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for AgentInner {
@@ -126,8 +130,13 @@ impl Agent {
         source: Source,
         pinned: Option<&str>,
     ) -> Result<Self, Error> {
+        // What the plugin declares: shipped agents are the operator's own (None); a
+        // component from a path declares in its sidecar `<stem>.toml`; bytes declare
+        // nothing.
+        let mut declared: Option<Manifest> = Some(Manifest::default());
         let (wasm, sha256): (Cow<'static, [u8]>, String) = match source {
             Source::Builtin(name) => {
+                declared = None;
                 validate_agent_name(&name)?;
                 let b = cf_builtin::find(&name).ok_or_else(|| Error::UnknownAgent {
                     name: name.clone(),
@@ -140,6 +149,24 @@ impl Agent {
                 (Cow::Borrowed(b.wasm), b.sha256.to_owned())
             }
             Source::Path(path) => {
+                let sidecar = path.with_extension("toml");
+                match tokio::fs::read_to_string(&sidecar).await {
+                    Ok(text) => {
+                        declared = Some(Manifest::parse(&text).map_err(|reason| {
+                            Error::InvalidManifest {
+                                path: sidecar.clone(),
+                                reason,
+                            }
+                        })?);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(Error::Io {
+                            path: sidecar,
+                            source,
+                        });
+                    }
+                }
                 let bytes = tokio::fs::read(&path)
                     .await
                     .map_err(|source| Error::Io { path, source })?;
@@ -199,6 +226,8 @@ impl Agent {
                     sha256,
                 },
                 scope: Default::default(),
+                permissions: Arc::new(Permissions::unrestricted("")),
+                llm_share: None,
             }),
         };
         let described = agent.describe_guest().await?;
@@ -215,6 +244,16 @@ impl Agent {
             sha256: inner.info.sha256.clone(),
             ..described
         };
+        let name = inner.info.name.as_str();
+        let grant = inner.host.grants.get(name);
+        inner.permissions = Arc::new(match (&declared, grant) {
+            (None, None) => Permissions::unrestricted(name),
+            (None, Some(g)) => Permissions::granted(name, g),
+            (Some(manifest), g) => Permissions::intersect(name, manifest, g, &inner.info.sha256),
+        });
+        if let Some(n) = inner.permissions.concurrency() {
+            inner.llm_share = Some(Arc::new(tokio::sync::Semaphore::new(n as usize)));
+        }
         Ok(agent)
     }
 
@@ -259,7 +298,12 @@ impl Agent {
         }
         let limit = options.deadline.unwrap_or(host.limits.deadline);
         let deadline = started + limit;
-        let ledger = parent.child(options.budget);
+        // A plugin's granted budget narrows the run's.
+        let mut budget = options.budget;
+        if let Some(granted) = self.inner.permissions.budget_usd() {
+            budget.usd = Some(budget.usd.map_or(granted, |b| b.min(granted)));
+        }
+        let ledger = parent.child(budget);
         let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, host.instance_slots.acquire()).await
         else {
             return Err(Error::Deadline { limit }.into());
@@ -410,8 +454,15 @@ impl Agent {
             busy: Duration::ZERO,
             queue_wait: Duration::ZERO,
             last_model: None,
+            permissions: self.inner.permissions.clone(),
+            share: self.inner.llm_share.clone(),
         };
-        let cache = CacheCtx::new(host.stores.clone(), name.clone(), self.inner.scope.clone());
+        let cache = CacheCtx::new(
+            host.stores.clone(),
+            name.clone(),
+            self.inner.scope.clone(),
+            self.inner.permissions.clone(),
+        );
         let log = LogCtx {
             agent: name,
             max_bytes: limits.max_log_bytes,

@@ -54,6 +54,14 @@ pub enum Error {
         /// The versions this host supports, comma-separated.
         supported: String,
     },
+    /// A plugin's sidecar manifest is not valid.
+    #[error("{}: invalid plugin manifest: {reason}", path.display())]
+    InvalidManifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong (an unknown key is named).
+        reason: String,
+    },
     /// The component's SHA-256 is not the one it was pinned to.
     #[error("the component's SHA-256 is {actual}, not the pinned {expected}: refusing to load it")]
     DigestMismatch {
@@ -157,6 +165,10 @@ impl Clone for Error {
                 expected: expected.clone(),
                 exports: exports.clone(),
             },
+            Self::InvalidManifest { path, reason } => Self::InvalidManifest {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
             Self::DigestMismatch { expected, actual } => Self::DigestMismatch {
                 expected: expected.clone(),
                 actual: actual.clone(),
@@ -198,6 +210,7 @@ impl Error {
             Self::IncompatibleContract { .. } => "incompatible_contract",
             Self::NotAnAgent { .. } => "not_an_agent",
             Self::DigestMismatch { .. } => "digest_mismatch",
+            Self::InvalidManifest { .. } => "invalid_manifest",
             Self::MissingImports { .. } => "missing_imports",
             Self::InvalidDescription(_) => "invalid_description",
             Self::Deadline { .. } => "deadline",
@@ -225,6 +238,7 @@ impl Error {
                 | Self::IncompatibleContract { .. }
                 | Self::NotAnAgent { .. }
                 | Self::DigestMismatch { .. }
+                | Self::InvalidManifest { .. }
                 | Self::MissingImports { .. }
                 | Self::InvalidDescription(_)
                 | Self::Setup(_)

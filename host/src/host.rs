@@ -6,9 +6,11 @@ use crate::capabilities;
 use crate::config::{self, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Dirs, Limits};
 use crate::engine::{CompiledCache, DEFAULT_MAX_INSTANCES, EpochTicker, new_engine};
 use crate::error::Error;
+use crate::permissions::Grant;
 use crate::run::RunState;
 use cf_cache::{AgentStores, CacheConfig, ResponseCache, StoreLimits};
 use cf_llm::{LlmService, OfflineProvider, PriceTable, Provider};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub struct HostBuilder {
     response_cache: ResponseCacheSetting,
     shared_namespace: Option<String>,
     max_instances: u32,
+    grants: HashMap<String, Grant>,
 }
 
 /// Whether and how the host caches model answers.
@@ -62,6 +65,7 @@ impl Default for HostBuilder {
             response_cache: ResponseCacheSetting::Default,
             shared_namespace: None,
             max_instances: DEFAULT_MAX_INSTANCES,
+            grants: HashMap::new(),
         }
     }
 }
@@ -151,6 +155,15 @@ impl HostBuilder {
         self
     }
 
+    /// Grants `plugin` (an agent's name) capabilities. A third-party plugin may do
+    /// only what it declares and is granted; with no grant it may call no model and
+    /// use no cache. A shipped agent with a grant is narrowed to it. See
+    /// [`permissions`](crate::permissions).
+    pub fn grant(mut self, plugin: impl Into<String>, grant: Grant) -> Self {
+        self.grants.insert(plugin.into(), grant);
+        self
+    }
+
     /// No response cache: every model call goes to the provider.
     pub fn no_response_cache(mut self) -> Self {
         self.response_cache = ResponseCacheSetting::Disabled;
@@ -226,6 +239,7 @@ impl HostBuilder {
                 default_model: self.default_model,
                 default_max_tokens: self.default_max_tokens,
                 instance_slots: tokio::sync::Semaphore::new(self.max_instances as usize),
+                grants: self.grants,
                 _ticker: ticker,
             }),
         })
@@ -243,6 +257,8 @@ pub(crate) struct HostInner {
     pub default_max_tokens: u32,
     /// One permit per pooling-allocator slot: a run holds one while its instance lives.
     pub instance_slots: tokio::sync::Semaphore,
+    /// The operator's grants, by plugin name.
+    pub grants: HashMap<String, Grant>,
     _ticker: EpochTicker,
 }
 

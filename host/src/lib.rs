@@ -33,6 +33,7 @@ mod engine;
 mod error;
 mod host;
 pub mod metrics;
+pub mod permissions;
 mod run;
 pub mod summary;
 

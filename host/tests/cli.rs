@@ -787,10 +787,35 @@ fn a_pinned_digest_is_checked_before_anything_runs() {
     let agent = cf_builtin::find("code-reviewer").expect("shipped");
     std::fs::write(&path, agent.wasm).expect("write");
     let p = path.to_str().expect("utf-8");
+    // Loaded from a path it is a third-party plugin: it declares, the operator grants.
+    std::fs::write(
+        dir.path().join("code-reviewer.toml"),
+        "models = [\"claude-*\"]\n",
+    )
+    .expect("manifest");
+    let denied = cf_host_in(dir.path(), &["run", "--json", p, "fn f() {}"], None);
+    assert_eq!(denied.code, 1, "no grant: {}", denied.stdout);
+    assert!(
+        denied.stdout.contains("capability llm.model") && denied.stdout.contains("not granted"),
+        "{}",
+        denied.stdout
+    );
+    let config = dir.path().join("cf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins.code-reviewer]\nmodels = [\"claude-sonnet-*\"]\nsha256 = \"{}\"\n",
+            agent.sha256
+        ),
+    )
+    .expect("config");
+    let c = config.to_str().expect("utf-8");
     let right = cf_host_in(
         dir.path(),
         &[
             "run",
+            "--config",
+            c,
             "--sha256",
             &agent.sha256.to_uppercase(),
             p,

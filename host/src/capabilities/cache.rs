@@ -17,20 +17,31 @@ pub(crate) struct CacheCtx {
     pub stores: Option<AgentStores>,
     pub agent: String,
     scope: SharedScope,
+    permissions: Arc<crate::permissions::Permissions>,
 }
 
 impl CacheCtx {
-    pub(crate) fn new(stores: Option<AgentStores>, agent: String, scope: SharedScope) -> Self {
+    pub(crate) fn new(
+        stores: Option<AgentStores>,
+        agent: String,
+        scope: SharedScope,
+        permissions: Arc<crate::permissions::Permissions>,
+    ) -> Self {
         Self {
             stores,
             agent,
             scope,
+            permissions,
         }
     }
 
     /// The agent's scope, opened on first use so that agents that never touch the
     /// cache pay nothing.
     fn scope(&mut self) -> Result<Arc<AgentStore>, CacheError> {
+        // Not granted: the plugin's quota is zero.
+        self.permissions
+            .cache_allowed()
+            .map_err(CacheError::QuotaExceeded)?;
         if let Some(scope) = self.scope.get() {
             return Ok(scope.clone());
         }

@@ -31,6 +31,10 @@ pub(crate) struct LlmCtx {
     pub queue_wait: Duration,
     /// The model of the last answer.
     pub last_model: Option<String>,
+    /// What the plugin may call, checked before each call.
+    pub permissions: std::sync::Arc<crate::permissions::Permissions>,
+    /// The plugin's share of the concurrency limit, held during each call.
+    pub share: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl LlmCtx {
@@ -113,6 +117,19 @@ impl Host for LlmCtx {
             wit::CacheMode::ReadOnly => CacheMode::ReadOnly,
         };
         let resolved = self.resolve(request);
+        if let Err(why) = self
+            .permissions
+            .check_call(&resolved.model, resolved.max_tokens)
+        {
+            return Ok(Err(wit::LlmError::Denied(why)));
+        }
+        let _share = match &self.share {
+            Some(share) => match tokio::time::timeout_at(self.deadline, share.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => return Ok(Err(wit::LlmError::Timeout("the run's deadline was reached waiting for the plugin's share of the concurrency limit".into()))),
+            },
+            None => None,
+        };
         let call = CallContext::new(&self.agent, &self.ledger)
             .with_deadline(self.deadline)
             .with_cache_mode(cache_mode);

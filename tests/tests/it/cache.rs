@@ -10,6 +10,7 @@ use std::time::Duration;
 fn cached_host(provider: Arc<dyn Provider>, max_concurrent: usize) -> (Host, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let host = Host::builder()
+        .grant("hostile", cf_host::permissions::Grant::unrestricted())
         .cache_dir(Some(dir.path().to_path_buf()))
         .provider(provider)
         .max_concurrent(max_concurrent)
@@ -275,6 +276,7 @@ async fn an_entry_tampered_on_disk_is_a_miss_and_counted() {
     // A new host (a new process) so the memory layer does not answer.
     let (host2, _) = (
         Host::builder()
+            .grant("hostile", cf_host::permissions::Grant::unrestricted())
             .cache_dir(Some(dir.path().to_path_buf()))
             .provider(spy.clone())
             .build()

@@ -6,5 +6,6 @@ mod anthropic;
 mod batch;
 mod cache;
 mod loading;
+mod permissions;
 mod sandbox;
 mod support;

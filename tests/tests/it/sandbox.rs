@@ -325,6 +325,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn runs_beyond_the_instance_slots_wait_for_one_within_their_deadline() {
     let dir = tempfile::tempdir().expect("temp dir");
     let host = Host::builder()
+        .grant("hostile", cf_host::permissions::Grant::unrestricted())
         .cache_dir(Some(dir.path().to_path_buf()))
         .max_instances(2)
         .build()
@@ -345,6 +346,7 @@ async fn runs_beyond_the_instance_slots_wait_for_one_within_their_deadline() {
     }
     // Violated: one slot held for 3 s; a run with a 500 ms deadline cannot get it.
     let host = Host::builder()
+        .grant("hostile", cf_host::permissions::Grant::unrestricted())
         .cache_dir(Some(dir.path().to_path_buf()))
         .max_instances(1)
         .build()

@@ -85,6 +85,7 @@ pub fn host_with(provider: Option<Arc<dyn Provider>>, limits: Limits) -> (Host, 
     let mut b: HostBuilder = Host::builder()
         .cache_dir(Some(dir.path().to_path_buf()))
         .no_response_cache()
+        .grant("hostile", cf_host::permissions::Grant::unrestricted())
         .limits(limits);
     if let Some(p) = provider {
         b = b.provider(p);

@@ -356,6 +356,9 @@ fn build_host(args: &HostArgs, s: &config::Settings) -> Result<Host, String> {
         .attempt_timeout(Duration::from_secs_f64(s.timeout_secs))
         .cache_dir(s.cache_dir.clone())
         .shared_cache_namespace(s.cache_shared_namespace.clone());
+    for (plugin, grant) in &s.plugins {
+        builder = builder.grant(plugin.clone(), grant.clone());
+    }
     if !s.cache_enabled {
         builder = builder.no_response_cache();
     } else if let Some(dir) = &s.cache_dir {

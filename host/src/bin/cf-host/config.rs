@@ -24,6 +24,7 @@
 //! | `cache.shared_namespace` | `CF_CACHE_NAMESPACE` | one namespace per agent |
 //! | `cache.exclude_agents` | — | none |
 //! | `budget.usd`, `budget.tokens` | `CF_BUDGET_USD`, `CF_BUDGET_TOKENS` | no limit |
+//! | `[plugins.<name>]` | — | no grant: a third-party plugin may call nothing |
 
 use crate::cli::{HostArgs, ProviderKind};
 use clap::ValueEnum;
@@ -50,6 +51,10 @@ pub(crate) struct FileConfig {
     cache: FileCache,
     #[serde(default)]
     budget: FileBudget,
+    /// Grants per plugin name: `[plugins.<name>]` with `models`, `max_tokens`,
+    /// `cache`, `concurrency`, `budget_usd`, `sha256`.
+    #[serde(default)]
+    plugins: std::collections::BTreeMap<String, cf_host::permissions::Grant>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +121,8 @@ pub(crate) struct Settings {
     pub cache_exclude_agents: Vec<String>,
     pub budget_usd: Option<f64>,
     pub budget_tokens: Option<u64>,
+    /// The operator's grants, by plugin name (from the file).
+    pub plugins: std::collections::BTreeMap<String, cf_host::permissions::Grant>,
     /// Where the file came from, if one was read.
     pub config_file: Option<PathBuf>,
 }
@@ -262,6 +269,7 @@ pub(crate) fn resolve(
             .budget_tokens
             .or(int("CF_BUDGET_TOKENS")?)
             .or(file.budget.tokens),
+        plugins: file.plugins,
         config_file,
     };
     settings.validate()?;

@@ -1,0 +1,371 @@
+//! Capabilities a plugin declares and the operator grants. What a plugin may do is the
+//! intersection, checked at every call; anything not both declared and granted is
+//! denied, naming the capability and the plugin.
+//!
+//! A plugin declares in a sidecar TOML file beside its component — `agent.wasm` →
+//! `agent.toml` — read when the component is loaded from a path:
+//!
+//! ```toml
+//! models = ["claude-haiku-4-5", "claude-sonnet-*"]   # `*` matches any run of characters
+//! max_tokens = 1024                                   # per call
+//! cache = true                                        # uses its cache directory
+//! concurrency = 2                                     # model calls in flight at once
+//! ```
+//!
+//! The operator grants per plugin name, in the config file (`[plugins.<name>]`, same
+//! keys plus `budget_usd` and `sha256`) or with [`HostBuilder::grant`]. A grant with a
+//! `sha256` applies only to the component with that digest, so that a plugin cannot
+//! borrow another's grant by claiming its name.
+//!
+//! The shipped agents are the operator's own: they run unrestricted unless the
+//! operator grants them something narrower.
+//!
+//! [`HostBuilder::grant`]: crate::HostBuilder::grant
+
+use serde::Deserialize;
+
+/// What a plugin asks for. Every field is optional; an absent list asks for nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Model patterns the plugin may call.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// The most tokens one call may ask for.
+    pub max_tokens: Option<u32>,
+    /// Whether the plugin uses its cache directory.
+    #[serde(default)]
+    pub cache: bool,
+    /// Model calls in flight at once.
+    pub concurrency: Option<u32>,
+}
+
+impl Manifest {
+    /// Parses a sidecar manifest.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.message().to_owned())
+    }
+}
+
+/// What the operator allows a plugin. An absent list allows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Model patterns the plugin may call.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// The most tokens one call may ask for.
+    pub max_tokens: Option<u32>,
+    /// Whether the plugin may use its cache directory.
+    #[serde(default)]
+    pub cache: bool,
+    /// Model calls in flight at once.
+    pub concurrency: Option<u32>,
+    /// What one run may spend, in US dollars.
+    pub budget_usd: Option<f64>,
+    /// The component this grant is for (hex SHA-256); any component when absent.
+    pub sha256: Option<String>,
+}
+
+impl Grant {
+    /// Every model, the cache, no limits: for plugins the operator fully trusts.
+    pub fn unrestricted() -> Self {
+        Self {
+            models: vec!["*".to_owned()],
+            cache: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// The effective permissions of a loaded agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Permissions {
+    plugin: String,
+    /// `None`: any model.
+    models: Option<(Vec<String>, Vec<String>)>,
+    max_tokens: Option<u32>,
+    cache: bool,
+    concurrency: Option<u32>,
+    budget_usd: Option<f64>,
+}
+
+impl Permissions {
+    /// No restriction: the shipped agents without a grant.
+    pub fn unrestricted(plugin: &str) -> Self {
+        Self {
+            plugin: plugin.to_owned(),
+            models: None,
+            max_tokens: None,
+            cache: true,
+            concurrency: None,
+            budget_usd: None,
+        }
+    }
+
+    /// A shipped agent with an operator's grant: the grant alone applies.
+    pub fn granted(plugin: &str, grant: &Grant) -> Self {
+        Self {
+            plugin: plugin.to_owned(),
+            models: Some((vec!["*".to_owned()], grant.models.clone())),
+            max_tokens: grant.max_tokens,
+            cache: grant.cache,
+            concurrency: grant.concurrency,
+            budget_usd: grant.budget_usd,
+        }
+    }
+
+    /// A third-party plugin: what it declares and the operator grants, both. No grant
+    /// (or a grant pinned to another digest) allows nothing.
+    pub fn intersect(
+        plugin: &str,
+        declared: &Manifest,
+        grant: Option<&Grant>,
+        sha256: &str,
+    ) -> Self {
+        let grant = grant.filter(|g| {
+            g.sha256
+                .as_deref()
+                .is_none_or(|pin| pin.eq_ignore_ascii_case(sha256))
+        });
+        let empty = Grant::default();
+        let g = grant.unwrap_or(&empty);
+        Self {
+            plugin: plugin.to_owned(),
+            models: Some((declared.models.clone(), g.models.clone())),
+            max_tokens: min_some(declared.max_tokens, g.max_tokens),
+            cache: declared.cache && g.cache,
+            concurrency: min_some(declared.concurrency, g.concurrency),
+            budget_usd: g.budget_usd,
+        }
+    }
+
+    /// Whether a call of `model` with `max_tokens` is allowed; the error names the
+    /// capability and the plugin.
+    pub fn check_call(&self, model: &str, max_tokens: u32) -> Result<(), String> {
+        if let Some((declared, granted)) = &self.models {
+            let in_declared = declared.iter().any(|p| glob(p, model));
+            let in_granted = granted.iter().any(|p| glob(p, model));
+            if !(in_declared && in_granted) {
+                let why = match (in_declared, in_granted) {
+                    (false, false) => "neither declared by the plugin nor granted by the operator",
+                    (true, false) => "declared by the plugin but not granted by the operator",
+                    _ => "granted by the operator but not declared by the plugin",
+                };
+                return Err(format!(
+                    "capability llm.model: plugin {} may not call model {model:?}: {why}",
+                    self.plugin
+                ));
+            }
+        }
+        if let Some(limit) = self.max_tokens
+            && max_tokens > limit
+        {
+            return Err(format!(
+                "capability llm.max_tokens: plugin {} may ask for at most {limit} tokens per call, not {max_tokens}",
+                self.plugin
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the plugin may use its cache directory.
+    pub fn cache_allowed(&self) -> Result<(), String> {
+        if self.cache {
+            Ok(())
+        } else {
+            Err(format!(
+                "capability cache: plugin {} was not granted a cache directory",
+                self.plugin
+            ))
+        }
+    }
+
+    /// Model calls in flight at once, if limited.
+    pub fn concurrency(&self) -> Option<u32> {
+        self.concurrency
+    }
+
+    /// What one run may spend, if limited.
+    pub fn budget_usd(&self) -> Option<f64> {
+        self.budget_usd
+    }
+}
+
+fn min_some(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else literally.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        for (p, t, ok) in [
+            ("claude-*", "claude-haiku-4-5", true),
+            ("claude-*", "gpt-4", false),
+            ("*", "anything", true),
+            ("claude-sonnet-4-5", "claude-sonnet-4-5", true),
+            ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929", false),
+            ("claude-*-4-5", "claude-haiku-4-5", true),
+            ("claude-*-4-5", "claude-haiku-4-6", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "acb", false),
+        ] {
+            assert_eq!(glob(p, t), ok, "{p} ~ {t}");
+        }
+    }
+
+    fn declared(models: &[&str]) -> Manifest {
+        Manifest {
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            max_tokens: Some(1000),
+            cache: true,
+            concurrency: Some(4),
+        }
+    }
+
+    fn grant(models: &[&str]) -> Grant {
+        Grant {
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            max_tokens: Some(500),
+            cache: true,
+            ..Grant::default()
+        }
+    }
+
+    #[test]
+    fn the_grant_matrix() {
+        let haiku = "claude-haiku-4-5";
+        let cases: [(&str, Manifest, Option<Grant>, Result<(), &str>); 6] = [
+            (
+                "no grant",
+                declared(&[haiku]),
+                None,
+                Err("declared by the plugin but not granted"),
+            ),
+            (
+                "exact grant",
+                declared(&[haiku]),
+                Some(grant(&[haiku])),
+                Ok(()),
+            ),
+            (
+                "wildcard grant",
+                declared(&[haiku]),
+                Some(grant(&["claude-*"])),
+                Ok(()),
+            ),
+            (
+                "wildcard on both sides",
+                declared(&["claude-haiku-*"]),
+                Some(grant(&["claude-*"])),
+                Ok(()),
+            ),
+            (
+                "declared but not granted",
+                declared(&[haiku]),
+                Some(grant(&["claude-sonnet-4-5"])),
+                Err("declared by the plugin but not granted"),
+            ),
+            (
+                "granted but not declared",
+                declared(&["claude-sonnet-4-5"]),
+                Some(grant(&[haiku])),
+                Err("granted by the operator but not declared"),
+            ),
+        ];
+        for (name, manifest, g, expected) in cases {
+            let p = Permissions::intersect("poet", &manifest, g.as_ref(), "abc");
+            match (p.check_call(haiku, 100), expected) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(why)) => {
+                    assert!(e.contains(why), "{name}: {e}");
+                    assert!(
+                        e.contains("plugin poet") && e.contains("capability llm.model"),
+                        "{name}: {e}"
+                    );
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_the_smaller_of_both_and_pins_bind_grants() {
+        let p = Permissions::intersect("poet", &declared(&["*"]), Some(&grant(&["*"])), "abc");
+        assert!(p.check_call("m", 500).is_ok());
+        assert!(
+            p.check_call("m", 501)
+                .unwrap_err()
+                .contains("at most 500 tokens")
+        );
+        assert_eq!(p.concurrency(), Some(4));
+        let pinned = Grant {
+            sha256: Some("ABC".into()),
+            ..grant(&["*"])
+        };
+        assert!(
+            Permissions::intersect("poet", &declared(&["*"]), Some(&pinned), "abc")
+                .check_call("m", 1)
+                .is_ok(),
+            "case-insensitive digest"
+        );
+        assert!(
+            Permissions::intersect("poet", &declared(&["*"]), Some(&pinned), "def")
+                .check_call("m", 1)
+                .is_err(),
+            "another component"
+        );
+        assert!(
+            Permissions::intersect("poet", &Manifest::default(), Some(&grant(&["*"])), "abc")
+                .cache_allowed()
+                .is_err(),
+            "cache not declared"
+        );
+        assert!(
+            Permissions::unrestricted("python-expert")
+                .check_call("any", u32::MAX)
+                .is_ok()
+        );
+        let narrowed = Permissions::granted("python-expert", &grant(&["claude-haiku-*"]));
+        assert!(
+            narrowed.check_call("claude-sonnet-4-5", 10).is_err(),
+            "a grant narrows a shipped agent"
+        );
+    }
+
+    #[test]
+    fn manifests_refuse_unknown_keys() {
+        assert!(Manifest::parse("models = [\"a\"]\nmax_tokens = 5\n").is_ok());
+        assert!(
+            Manifest::parse("modles = [\"a\"]\n")
+                .unwrap_err()
+                .contains("modles")
+        );
+    }
+}

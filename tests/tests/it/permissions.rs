@@ -1,0 +1,215 @@
+//! Declared-and-granted capabilities, end to end: a plugin may call only models it
+//! declares and the operator grants; everything else is denied at call time, names
+//! the capability and the plugin, and is never sent.
+
+use crate::support::*;
+use cf_host::permissions::Grant;
+use cf_host::{Error, Host, Task};
+use std::path::PathBuf;
+
+/// The hostile guest copied beside a manifest of our choosing.
+fn plugin_with_manifest(dir: &std::path::Path, manifest: Option<&str>) -> PathBuf {
+    let wasm = dir.join("plugin.wasm");
+    std::fs::copy(hostile_wasm(), &wasm).expect("copy the guest");
+    if let Some(text) = manifest {
+        std::fs::write(dir.join("plugin.toml"), text).expect("write the manifest");
+    }
+    wasm
+}
+
+fn grant(models: &[&str]) -> Grant {
+    Grant {
+        models: models.iter().map(|m| (*m).to_owned()).collect(),
+        cache: true,
+        ..Grant::default()
+    }
+}
+
+#[tokio::test]
+async fn the_grant_matrix_end_to_end() {
+    let sonnet = "models = [\"claude-sonnet-4-5\"]\ncache = true\n";
+    let haiku = "models = [\"claude-haiku-4-5\"]\ncache = true\n";
+    let cases: [(&str, Option<&str>, Option<Grant>, bool); 6] = [
+        ("no grant", Some(sonnet), None, false),
+        ("no manifest", None, Some(grant(&["*"])), false),
+        (
+            "exact grant",
+            Some(sonnet),
+            Some(grant(&["claude-sonnet-4-5"])),
+            true,
+        ),
+        (
+            "wildcard grant",
+            Some(sonnet),
+            Some(grant(&["claude-*"])),
+            true,
+        ),
+        (
+            "declared but not granted",
+            Some(sonnet),
+            Some(grant(&["claude-haiku-4-5"])),
+            false,
+        ),
+        (
+            "granted but not declared",
+            Some(haiku),
+            Some(grant(&["claude-sonnet-4-5"])),
+            false,
+        ),
+    ];
+    for (name, manifest, g, allowed) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wasm = plugin_with_manifest(dir.path(), manifest);
+        let spy = Spy::new();
+        let mut builder = Host::builder()
+            .cache_dir(Some(dir.path().join("cache")))
+            .no_response_cache()
+            .provider(spy.clone());
+        if let Some(g) = g {
+            builder = builder.grant("hostile", g);
+        }
+        let host = builder.build().expect("host");
+        let agent = bounded("load", 60, host.load(wasm)).await.expect("loads");
+        let out = bounded(name, 60, agent.run(Task::new("llm-debug hello")))
+            .await
+            .expect("runs");
+        if allowed {
+            assert!(out.text.starts_with("Ok("), "{name}: {}", out.text);
+            assert_eq!(spy.requests().len(), 1, "{name}");
+        } else {
+            assert!(
+                out.text.starts_with("Err(LlmError::Denied("),
+                "{name}: {}",
+                out.text
+            );
+            assert!(
+                out.text.contains("capability llm.model") && out.text.contains("plugin hostile"),
+                "{name}: {}",
+                out.text
+            );
+            assert!(
+                spy.requests().is_empty(),
+                "{name}: a denied call is never sent"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn limits_cache_and_pins_follow_the_grant() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wasm = plugin_with_manifest(dir.path(), Some("models = [\"*\"]\nmax_tokens = 100\n"));
+    let spy = Spy::new();
+    let host = Host::builder()
+        .cache_dir(Some(dir.path().join("cache")))
+        .no_response_cache()
+        .provider(spy.clone())
+        .grant(
+            "hostile",
+            Grant {
+                models: vec!["*".into()],
+                max_tokens: Some(50),
+                cache: true,
+                ..Grant::default()
+            },
+        )
+        .build()
+        .expect("host");
+    let agent = bounded("load", 60, host.load(wasm.clone()))
+        .await
+        .expect("loads");
+    // `llm-loop` asks for 16 tokens per call: within 50.
+    let out = bounded("within", 60, agent.run(Task::new("llm-loop 1")))
+        .await
+        .expect("runs");
+    assert_eq!(out.text, "ok=1 last_error=none");
+    // The operator's --max-tokens 80 is above the smaller limit (50).
+    let options = cf_host::RunOptions {
+        max_tokens: Some(80),
+        ..cf_host::RunOptions::default()
+    };
+    let out = bounded(
+        "beyond",
+        60,
+        agent.run_with(Task::new("llm-loop 1"), &options),
+    )
+    .await
+    .expect("runs");
+    assert!(
+        out.text.contains("capability llm.max_tokens") && out.text.contains("at most 50"),
+        "{}",
+        out.text
+    );
+    // The manifest did not declare the cache: its quota is zero.
+    let err = bounded("cache", 60, agent.run(Task::new("cache-put k v")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err.error, Error::AgentFailed(m) if m.contains("capability cache")),
+        "{:?}",
+        err.error
+    );
+
+    // A grant pinned to another component does not apply.
+    let pinned = Host::builder()
+        .cache_dir(Some(dir.path().join("cache")))
+        .no_response_cache()
+        .provider(spy.clone())
+        .grant(
+            "hostile",
+            Grant {
+                sha256: Some("00".repeat(32)),
+                ..Grant::unrestricted()
+            },
+        )
+        .build()
+        .expect("host");
+    let agent = bounded("load", 60, pinned.load(wasm)).await.expect("loads");
+    let out = bounded("pinned elsewhere", 60, agent.run(Task::new("llm-debug x")))
+        .await
+        .expect("runs");
+    assert!(out.text.contains("Denied"), "{}", out.text);
+}
+
+#[tokio::test]
+async fn a_broken_manifest_is_a_clear_load_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wasm = plugin_with_manifest(dir.path(), Some("modles = [\"*\"]\n"));
+    let (host, _d) = host();
+    let err = host.load(wasm).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidManifest { reason, .. } if reason.contains("modles")),
+        "{err:?}"
+    );
+    assert!(err.is_usage());
+}
+
+#[tokio::test]
+async fn shipped_agents_run_unless_a_grant_narrows_them() {
+    let spy = Spy::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = Host::builder()
+        .cache_dir(Some(dir.path().to_path_buf()))
+        .no_response_cache()
+        .provider(spy.clone())
+        .grant("code-reviewer", grant(&["claude-haiku-*"]))
+        .build()
+        .expect("host");
+    let expert = bounded("load", 60, host.load("python-expert"))
+        .await
+        .expect("loads");
+    bounded("ungranted shipped agent", 60, expert.run(Task::new("x")))
+        .await
+        .expect("the operator's own agents run");
+    let reviewer = bounded("load", 60, host.load("code-reviewer"))
+        .await
+        .expect("loads");
+    let err = bounded("narrowed", 60, reviewer.run(Task::new("fn f() {}")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err.error, Error::Llm(cf_host::llm::LlmError::Denied(m)) if m.contains("claude-sonnet-4-5")),
+        "{:?}",
+        err.error
+    );
+}
