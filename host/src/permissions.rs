@@ -261,7 +261,8 @@ mod tests {
     #[test]
     fn the_grant_matrix() {
         let haiku = "claude-haiku-4-5";
-        let cases: [(&str, Manifest, Option<Grant>, Result<(), &str>); 6] = [
+        type Case<'a> = (&'a str, Manifest, Option<Grant>, Result<(), &'a str>);
+        let cases: [Case; 6] = [
             (
                 "no grant",
                 declared(&[haiku]),

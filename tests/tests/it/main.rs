@@ -7,5 +7,6 @@ mod batch;
 mod cache;
 mod loading;
 mod permissions;
+mod python;
 mod sandbox;
 mod support;
