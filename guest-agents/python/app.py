@@ -118,7 +118,7 @@ class Agent(wit_world.exports.Agent):
             kept = cache.get(key)
         except Err as e:
             # The store is a convenience: go on without it.
-            log.log(log.Level.WARN, f"cache read failed: {e.value}")
+            log.log(log.Level.WARN, f"cache read failed: {e.value.value}")
             kept = None
         if kept is not None:
             summary = kept.decode()
@@ -156,7 +156,7 @@ class Agent(wit_world.exports.Agent):
         try:
             cache.set(key, summary.encode(), CACHE_TTL_SECONDS)
         except Err as e:
-            log.log(log.Level.WARN, f"cache write failed: {e.value}")
+            log.log(log.Level.WARN, f"cache write failed: {e.value.value}")
         return wit.AgentOutput(
             text=summary,
             metadata=[

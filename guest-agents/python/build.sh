@@ -3,6 +3,7 @@
 # componentize-py, against wit/0.1.0, world `agent-plugin`:
 #
 #   ${CARGO_TARGET_DIR:-<repo>/target}/wasm-guests/python/py-summarizer.wasm
+#   ${CARGO_TARGET_DIR:-<repo>/target}/wasm-guests/python/py-summarizer.toml (its manifest)
 #
 # componentize-py comes from PyPI, pinned below, into a venv at
 # ${CARGO_TARGET_DIR:-<repo>/target}/py-venv. When python3, venv or the install is not
@@ -28,6 +29,10 @@ skip() {
     echo "python agent: skipped: $*"
     exit 0
 }
+
+# The sidecar manifest: what the agent declares it needs (models, max_tokens, cache).
+mkdir -p "$outdir"
+cmp -s "$here/$NAME.toml" "$outdir/$NAME.toml" || cp "$here/$NAME.toml" "$outdir/$NAME.toml"
 
 # Up to date: nothing newer than the component among its inputs.
 if [[ -f "$out" ]] && [[ -z "$(find "$here/app.py" "$here/build.sh" "$wit" -newer "$out" -print -quit)" ]]; then

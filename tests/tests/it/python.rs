@@ -9,7 +9,8 @@
 
 use crate::support::*;
 use cf_host::llm::{AnthropicConfig, AnthropicProvider, ApiKey, Provider};
-use cf_host::{Agent, Error, Host, HostBuilder, Task};
+use cf_host::permissions::Grant;
+use cf_host::{Agent, Error, Host, HostBuilder, RunOptions, Task};
 use cf_mock_llm::{MockConfig, MockServer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,49 +20,48 @@ const NAME: &str = "py-summarizer";
 /// Compiling the component in a debug build of the host, on a busy machine.
 const LOAD_SECS: u64 = 600;
 
-/// `CARGO_TARGET_DIR`, else `<repo>/target`: where `build.sh` puts the component.
+/// Where the build puts things: the directory holding `wasm-guests/`.
 fn target_dir() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf();
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => repo.join(dir),
-        None => repo.join("target"),
-    }
+    component_path()
+        .and_then(|p| p.ancestors().nth(3).map(Path::to_path_buf))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// The built component, or `None` when its build was skipped on purpose.
+fn component_path() -> Option<PathBuf> {
+    option_env!("CF_PYTHON_AGENT").map(PathBuf::from)
+}
+
+/// The component built by `tests/build.rs` (through `guest-agents/python/build.sh`),
+/// its manifest beside it; `None` when the build reported that componentize-py cannot
+/// be had on this machine.
 fn component() -> Option<PathBuf> {
-    let path = target_dir().join(format!("wasm-guests/python/{NAME}.wasm"));
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-agents/python/app.py");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    match (modified(&path), modified(&source)) {
-        (Some(built), Some(written)) if built >= written => Some(path),
-        (Some(_), _) => panic!(
-            "{} is older than guest-agents/python/app.py: run `bash guest-agents/python/build.sh`",
-            path.display()
-        ),
-        (None, _) if std::env::var_os("CF_SKIP_PYTHON_AGENT").is_some_and(|v| v == "1") => {
-            eprintln!(
-                "skipping the Python agent: CF_SKIP_PYTHON_AGENT=1 and {} was not built \
-                 (guest-agents/python/build.sh reported `python agent: skipped`)",
-                path.display()
-            );
-            None
-        }
-        (None, _) => panic!(
-            "{} is missing: run `bash guest-agents/python/build.sh` first (set \
-             CF_SKIP_PYTHON_AGENT=1 only when it reports `python agent: skipped: …`)",
-            path.display()
-        ),
+    if let Some(reason) = option_env!("CF_PYTHON_AGENT_SKIPPED") {
+        eprintln!("skipping the Python agent: guest-agents/python/build.sh reported: {reason}");
+        return None;
     }
+    let path =
+        component_path().expect("tests/build.rs sets CF_PYTHON_AGENT or CF_PYTHON_AGENT_SKIPPED");
+    assert!(
+        path.exists() && path.with_extension("toml").exists(),
+        "{} or its manifest is missing",
+        path.display()
+    );
+    Some(path)
 }
 
-/// The cache directory of the test's hosts: compiled components survive between runs
-/// of the test; the agents' stores and the response cache start empty.
-fn cache_dir() -> PathBuf {
+/// The cache directory of the test's hosts: the compiled component survives between
+/// runs of the test (older builds of it are removed); the agents' stores and the
+/// response cache start empty.
+fn cache_dir(wasm: &Path) -> PathBuf {
     let dir = target_dir().join("test-compiled-python");
+    let sha = cf_host::component_sha256(&std::fs::read(wasm).expect("read the component"));
+    if let Ok(entries) = std::fs::read_dir(dir.join("components")) {
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(&sha) {
+                std::fs::remove_file(entry.path()).expect("removing an old compiled component");
+            }
+        }
+    }
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             if entry.file_name() != "components" {
@@ -87,6 +87,15 @@ async fn load(step: &str, builder: HostBuilder, wasm: &Path) -> (Host, Agent, Du
     (host, agent, started.elapsed())
 }
 
+/// The operator's grant: the agent's default model and its cache.
+fn grant() -> Grant {
+    Grant {
+        models: vec!["claude-haiku-4-5".into()],
+        cache: true,
+        ..Grant::default()
+    }
+}
+
 fn meta<'a>(metadata: &'a [(String, String)], key: &str) -> Option<&'a str> {
     metadata
         .iter()
@@ -97,14 +106,16 @@ fn meta<'a>(metadata: &'a [(String, String)], key: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_agent_end_to_end() {
     let Some(wasm) = component() else { return };
-    let dir = cache_dir();
+    let dir = cache_dir(&wasm);
     let compiled = dir.join("components");
     let was_compiled = std::fs::read_dir(&compiled).is_ok_and(|mut d| d.next().is_some());
 
     // 1. The offline provider, the host's default.
     let (host, agent, first_load) = load(
         "load (offline host)",
-        Host::builder().cache_dir(Some(dir.clone())),
+        Host::builder()
+            .cache_dir(Some(dir.clone()))
+            .grant(NAME, grant()),
         &wasm,
     )
     .await;
@@ -175,6 +186,25 @@ async fn python_agent_end_to_end() {
         );
         assert_eq!(err.stats.llm_calls, 0);
     }
+    // A model the plugin declares (`claude-*`) but the operator did not grant: the
+    // denial reaches the agent, which gives it back as its `llm` error.
+    let options = RunOptions {
+        model: Some("claude-opus-4-1".into()),
+        ..RunOptions::default()
+    };
+    let err = bounded(
+        "denied run",
+        120,
+        agent.run_with(Task::new("Another text."), &options),
+    )
+    .await
+    .expect_err("denied");
+    assert!(
+        matches!(&err.error, Error::Llm(e) if e.kind() == "denied"
+            && e.to_string().contains("declared by the plugin but not granted")),
+        "{:?}",
+        err.error
+    );
     drop((agent, host));
 
     // 2. What it sends, and its post-processing, on a scripted double of the provider.
@@ -185,6 +215,7 @@ async fn python_agent_end_to_end() {
         "load (spy host)",
         Host::builder()
             .cache_dir(Some(dir.clone()))
+            .grant(NAME, grant())
             .no_response_cache()
             .provider(spy.clone()),
         &wasm,
@@ -233,6 +264,7 @@ async fn python_agent_end_to_end() {
         "load (anthropic host)",
         Host::builder()
             .cache_dir(Some(dir.clone()))
+            .grant(NAME, grant())
             .no_response_cache()
             .provider(provider),
         &wasm,
