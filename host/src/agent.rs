@@ -129,11 +129,13 @@ impl Agent {
         host: Arc<HostInner>,
         source: Source,
         pinned: Option<&str>,
+        manifest: Option<Manifest>,
     ) -> Result<Self, Error> {
         // What the plugin declares: shipped agents are the operator's own (None); a
         // component from a path declares in its sidecar `<stem>.toml`; bytes declare
-        // nothing.
-        let mut declared: Option<Manifest> = Some(Manifest::default());
+        // nothing unless the embedder passes a manifest.
+        let given = manifest.is_some();
+        let mut declared: Option<Manifest> = Some(manifest.unwrap_or_default());
         let (wasm, sha256): (Cow<'static, [u8]>, String) = match source {
             Source::Builtin(name) => {
                 declared = None;
@@ -149,22 +151,25 @@ impl Agent {
                 (Cow::Borrowed(b.wasm), b.sha256.to_owned())
             }
             Source::Path(path) => {
-                let sidecar = path.with_extension("toml");
-                match tokio::fs::read_to_string(&sidecar).await {
-                    Ok(text) => {
-                        declared = Some(Manifest::parse(&text).map_err(|reason| {
-                            Error::InvalidManifest {
-                                path: sidecar.clone(),
-                                reason,
-                            }
-                        })?);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(Error::Io {
-                            path: sidecar,
-                            source,
-                        });
+                if !given {
+                    let sidecar = path.with_extension("toml");
+                    match tokio::fs::read_to_string(&sidecar).await {
+                        Ok(text) => {
+                            let manifest = Manifest::parse(&text).map_err(|reason| {
+                                Error::InvalidManifest {
+                                    path: sidecar.clone(),
+                                    reason,
+                                }
+                            })?;
+                            declared = Some(manifest);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(Error::Io {
+                                path: sidecar,
+                                source,
+                            });
+                        }
                     }
                 }
                 let bytes = tokio::fs::read(&path)

@@ -6,7 +6,7 @@ use crate::capabilities;
 use crate::config::{self, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Dirs, Limits};
 use crate::engine::{CompiledCache, DEFAULT_MAX_INSTANCES, EpochTicker, new_engine};
 use crate::error::Error;
-use crate::permissions::Grant;
+use crate::permissions::{Grant, Manifest};
 use crate::run::RunState;
 use cf_cache::{AgentStores, CacheConfig, ResponseCache, StoreLimits};
 use cf_llm::{LlmService, OfflineProvider, PriceTable, Provider};
@@ -297,7 +297,18 @@ impl Host {
     /// Compiles it (or reuses the compiled copy on disk), checks it against the
     /// contract, prepares its instantiation and asks it to describe itself.
     pub async fn load(&self, source: impl Into<Source>) -> Result<Agent, Error> {
-        Agent::load(self.inner.clone(), source.into(), None).await
+        Agent::load(self.inner.clone(), source.into(), None, None).await
+    }
+
+    /// Loads a third-party plugin with the capabilities it declares given here rather
+    /// than in a sidecar file (for components from bytes). What it may do is still
+    /// the intersection with the operator's grant.
+    pub async fn load_declared(
+        &self,
+        source: impl Into<Source>,
+        manifest: Manifest,
+    ) -> Result<Agent, Error> {
+        Agent::load(self.inner.clone(), source.into(), None, Some(manifest)).await
     }
 
     /// Loads an agent only if its component's SHA-256 is `sha256` (hex, any case);
@@ -307,7 +318,7 @@ impl Host {
         source: impl Into<Source>,
         sha256: &str,
     ) -> Result<Agent, Error> {
-        Agent::load(self.inner.clone(), source.into(), Some(sha256)).await
+        Agent::load(self.inner.clone(), source.into(), Some(sha256), None).await
     }
 
     /// The limits of every run.

@@ -213,3 +213,44 @@ async fn shipped_agents_run_unless_a_grant_narrows_them() {
         err.error
     );
 }
+
+#[tokio::test]
+async fn an_embedder_declares_for_a_component_from_bytes() {
+    use cf_host::permissions::Manifest;
+    let spy = Spy::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = Host::builder()
+        .cache_dir(Some(dir.path().to_path_buf()))
+        .no_response_cache()
+        .provider(spy.clone())
+        .grant("hostile", grant(&["claude-*"]))
+        .build()
+        .expect("host");
+    let wasm = std::fs::read(hostile_wasm()).expect("built");
+    // Bytes declare nothing: denied even with a grant.
+    let bare = bounded("load", 60, host.load(wasm.clone()))
+        .await
+        .expect("loads");
+    let out = bounded("bare", 60, bare.run(Task::new("llm-debug x")))
+        .await
+        .expect("runs");
+    assert!(
+        out.text
+            .contains("granted by the operator but not declared"),
+        "{}",
+        out.text
+    );
+    // Declared by the embedder: allowed where the grant agrees.
+    let manifest = Manifest {
+        models: vec!["claude-sonnet-*".into()],
+        ..Manifest::default()
+    };
+    let declared = bounded("load", 60, host.load_declared(wasm, manifest))
+        .await
+        .expect("loads");
+    let out = bounded("declared", 60, declared.run(Task::new("llm-debug x")))
+        .await
+        .expect("runs");
+    assert!(out.text.starts_with("Ok("), "{}", out.text);
+    assert_eq!(spy.requests().len(), 1);
+}
