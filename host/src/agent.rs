@@ -7,7 +7,7 @@ use crate::contract::ComponentInterface;
 use crate::engine::sha256_hex;
 use crate::error::{Error, validate_agent_name};
 use crate::host::HostInner;
-use crate::permissions::{Manifest, Permissions};
+use crate::permissions::{Grant, Manifest, Permissions};
 use crate::run::{RunError, RunOutput, RunState, RunStats, Timings, classify_trap};
 use cf_llm::Ledger;
 use serde::Serialize;
@@ -250,7 +250,12 @@ impl Agent {
             ..described
         };
         let name = inner.info.name.as_str();
-        let grant = inner.host.grants.get(name);
+        // An operator who trusts local plugins grants each what it declares.
+        let trusted = match (&declared, inner.host.grants.get(name)) {
+            (Some(m), None) if inner.host.trust_declared => Some(Grant::from_manifest(m)),
+            _ => None,
+        };
+        let grant = inner.host.grants.get(name).or(trusted.as_ref());
         inner.permissions = Arc::new(match (&declared, grant) {
             (None, None) => Permissions::unrestricted(name),
             (None, Some(g)) => Permissions::granted(name, g),

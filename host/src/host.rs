@@ -35,6 +35,7 @@ pub struct HostBuilder {
     shared_namespace: Option<String>,
     max_instances: u32,
     grants: HashMap<String, Grant>,
+    trust_declared: bool,
 }
 
 /// Whether and how the host caches model answers.
@@ -66,6 +67,7 @@ impl Default for HostBuilder {
             shared_namespace: None,
             max_instances: DEFAULT_MAX_INSTANCES,
             grants: HashMap::new(),
+            trust_declared: false,
         }
     }
 }
@@ -164,6 +166,14 @@ impl HostBuilder {
         self
     }
 
+    /// Grants every third-party plugin without a grant of its own exactly what it
+    /// declares — for an author trying a local plugin (`cf-host run --trust`). An
+    /// explicit grant still takes precedence. Default: off (deny by default).
+    pub fn trust_declared(mut self, on: bool) -> Self {
+        self.trust_declared = on;
+        self
+    }
+
     /// No response cache: every model call goes to the provider.
     pub fn no_response_cache(mut self) -> Self {
         self.response_cache = ResponseCacheSetting::Disabled;
@@ -240,6 +250,7 @@ impl HostBuilder {
                 default_max_tokens: self.default_max_tokens,
                 instance_slots: tokio::sync::Semaphore::new(self.max_instances as usize),
                 grants: self.grants,
+                trust_declared: self.trust_declared,
                 _ticker: ticker,
             }),
         })
@@ -259,6 +270,8 @@ pub(crate) struct HostInner {
     pub instance_slots: tokio::sync::Semaphore,
     /// The operator's grants, by plugin name.
     pub grants: HashMap<String, Grant>,
+    /// Whether plugins without a grant get what they declare.
+    pub trust_declared: bool,
     _ticker: EpochTicker,
 }
 

@@ -76,6 +76,17 @@ impl Grant {
             ..Self::default()
         }
     }
+
+    /// Exactly what `manifest` declares: what `--trust` grants a local plugin.
+    pub fn from_manifest(manifest: &Manifest) -> Self {
+        Self {
+            models: manifest.models.clone(),
+            max_tokens: manifest.max_tokens,
+            cache: manifest.cache,
+            concurrency: manifest.concurrency,
+            ..Self::default()
+        }
+    }
 }
 
 /// The effective permissions of a loaded agent.

@@ -845,3 +845,84 @@ fn a_pinned_digest_is_checked_before_anything_runs() {
         "nothing was compiled for the refused component"
     );
 }
+
+#[test]
+fn new_creates_an_agent_that_builds_and_runs_in_two_commands() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let made = cf_host_in(
+        dir.path(),
+        &[
+            "new",
+            "demo-agent",
+            "--dir",
+            dir.path().to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let root = dir.path().join("demo-agent");
+    assert!(root.join("agent.toml").exists() && root.join("wit/0.1.0/agent.wit").exists());
+    assert_eq!(
+        cf_host_in(
+            dir.path(),
+            &[
+                "new",
+                "demo-agent",
+                "--dir",
+                dir.path().to_str().expect("utf-8")
+            ],
+            None
+        )
+        .code,
+        2,
+        "an existing directory is left alone"
+    );
+    // Command one.
+    let built = Command::new("cargo")
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&root)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let wasm = root.join("target/wasm32-wasip2/release/demo_agent.wasm");
+    assert!(
+        wasm.with_extension("toml").exists(),
+        "the build put the manifest beside the component"
+    );
+    // Command two.
+    let run = cf_host_in(
+        dir.path(),
+        &[
+            "run",
+            "--trust",
+            wasm.to_str().expect("utf-8"),
+            "What is a monad?",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("[offline]") && run.stdout.contains("What is a monad?"),
+        "{}",
+        run.stdout
+    );
+    // Without --trust or a grant it may call nothing.
+    let denied = cf_host_in(
+        dir.path(),
+        &["run", wasm.to_str().expect("utf-8"), "What is a monad?"],
+        None,
+    );
+    assert_eq!(denied.code, 1);
+    assert!(
+        denied.stderr.contains("not granted by the operator"),
+        "{}",
+        denied.stderr
+    );
+}

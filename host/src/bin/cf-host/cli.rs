@@ -45,6 +45,8 @@ pub(crate) enum Command {
     /// versions the host serves, imports the host does not offer. Exit 0 if it fits,
     /// 1 if not.
     Check(InspectArgs),
+    /// Create a Rust agent project that builds and runs in two commands.
+    New(NewArgs),
     /// Look after the response cache: stats, verify, prune, clear.
     Cache(CacheArgs),
     /// Show the effective configuration (flags > environment > file > defaults),
@@ -66,6 +68,15 @@ pub(crate) struct StatsArgs {
     /// Print CSV: one row for all runs, then one per agent and per model.
     #[arg(long)]
     pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NewArgs {
+    /// The agent's name: letters, digits, '-' or '_'.
+    pub name: String,
+    /// Where to create the project directory.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +153,10 @@ pub(crate) struct HostArgs {
     /// The API's base URL [env: ANTHROPIC_BASE_URL]. Default: https://api.anthropic.com.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// Grant every plugin without a grant of its own exactly what its manifest
+    /// declares: for trying a local plugin.
+    #[arg(long)]
+    pub trust: bool,
     /// The cassette `--provider replay` answers from.
     #[arg(long, value_name = "FILE", required_if_eq("provider", "replay"))]
     pub cassette: Option<PathBuf>,
@@ -355,7 +370,8 @@ fn build_host(args: &HostArgs, s: &config::Settings) -> Result<Host, String> {
         .max_retries(s.max_retries)
         .attempt_timeout(Duration::from_secs_f64(s.timeout_secs))
         .cache_dir(s.cache_dir.clone())
-        .shared_cache_namespace(s.cache_shared_namespace.clone());
+        .shared_cache_namespace(s.cache_shared_namespace.clone())
+        .trust_declared(args.trust);
     for (plugin, grant) in &s.plugins {
         builder = builder.grant(plugin.clone(), grant.clone());
     }
@@ -710,5 +726,24 @@ pub(crate) async fn check(args: InspectArgs) -> u8 {
         exit::OK
     } else {
         exit::TASK_FAILED
+    }
+}
+
+pub(crate) fn new_project(args: NewArgs) -> u8 {
+    match crate::new::create(&args.dir, &args.name) {
+        Ok(root) => {
+            let file = args.name.replace('-', "_");
+            eprintln!("cf-host: created {}", root.display());
+            println!(
+                "cd {} && cargo build --release --target wasm32-wasip2",
+                root.display()
+            );
+            println!(
+                "cf-host run --trust {}/target/wasm32-wasip2/release/{file}.wasm \"What is a monad?\"",
+                root.display()
+            );
+            exit::OK
+        }
+        Err(e) => usage_error(e),
     }
 }

@@ -6,6 +6,7 @@
 mod batch;
 mod cli;
 mod config;
+mod new;
 mod output;
 mod summary;
 mod tasks;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             Command::Inspect(args) => cli::inspect(args).await,
             Command::Check(args) => cli::check(args).await,
             Command::Cache(args) => cli::cache(args).await,
+            Command::New(args) => cli::new_project(args),
             Command::Config(args) => cli::config(args),
             Command::Stats(args) => cli::stats(args),
         }
