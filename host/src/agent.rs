@@ -250,6 +250,19 @@ impl Agent {
             ..described
         };
         let name = inner.info.name.as_str();
+        // A grant pinned to a digest refuses any other component under that name.
+        if let Some(pin) = inner
+            .host
+            .grants
+            .get(name)
+            .and_then(|g| g.sha256.as_deref())
+            && !pin.eq_ignore_ascii_case(&inner.info.sha256)
+        {
+            return Err(Error::DigestMismatch {
+                expected: pin.to_ascii_lowercase(),
+                actual: inner.info.sha256.clone(),
+            });
+        }
         // An operator who trusts local plugins grants each what it declares.
         let trusted = match (&declared, inner.host.grants.get(name)) {
             (Some(m), None) if inner.host.trust_declared => Some(Grant::from_manifest(m)),

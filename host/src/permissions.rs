@@ -9,6 +9,7 @@
 //! models = ["claude-haiku-4-5", "claude-sonnet-*"]   # `*` matches any run of characters
 //! max_tokens = 1024                                   # per call
 //! cache = true                                        # uses its cache directory
+//! cache_quota_bytes = 1048576                         # at most this much in it
 //! concurrency = 2                                     # model calls in flight at once
 //! ```
 //!
@@ -36,6 +37,8 @@ pub struct Manifest {
     /// Whether the plugin uses its cache directory.
     #[serde(default)]
     pub cache: bool,
+    /// The most bytes its cache directory may hold.
+    pub cache_quota_bytes: Option<u64>,
     /// Model calls in flight at once.
     pub concurrency: Option<u32>,
 }
@@ -59,6 +62,8 @@ pub struct Grant {
     /// Whether the plugin may use its cache directory.
     #[serde(default)]
     pub cache: bool,
+    /// The most bytes its cache directory may hold.
+    pub cache_quota_bytes: Option<u64>,
     /// Model calls in flight at once.
     pub concurrency: Option<u32>,
     /// What one run may spend, in US dollars.
@@ -83,6 +88,7 @@ impl Grant {
             models: manifest.models.clone(),
             max_tokens: manifest.max_tokens,
             cache: manifest.cache,
+            cache_quota_bytes: manifest.cache_quota_bytes,
             concurrency: manifest.concurrency,
             ..Self::default()
         }
@@ -97,6 +103,7 @@ pub struct Permissions {
     models: Option<(Vec<String>, Vec<String>)>,
     max_tokens: Option<u32>,
     cache: bool,
+    cache_quota_bytes: Option<u64>,
     concurrency: Option<u32>,
     budget_usd: Option<f64>,
 }
@@ -109,6 +116,7 @@ impl Permissions {
             models: None,
             max_tokens: None,
             cache: true,
+            cache_quota_bytes: None,
             concurrency: None,
             budget_usd: None,
         }
@@ -121,6 +129,7 @@ impl Permissions {
             models: Some((vec!["*".to_owned()], grant.models.clone())),
             max_tokens: grant.max_tokens,
             cache: grant.cache,
+            cache_quota_bytes: grant.cache_quota_bytes,
             concurrency: grant.concurrency,
             budget_usd: grant.budget_usd,
         }
@@ -146,6 +155,7 @@ impl Permissions {
             models: Some((declared.models.clone(), g.models.clone())),
             max_tokens: min_some(declared.max_tokens, g.max_tokens),
             cache: declared.cache && g.cache,
+            cache_quota_bytes: min_some64(declared.cache_quota_bytes, g.cache_quota_bytes),
             concurrency: min_some(declared.concurrency, g.concurrency),
             budget_usd: g.budget_usd,
         }
@@ -192,6 +202,12 @@ impl Permissions {
         }
     }
 
+    /// The most bytes the plugin's cache directory may hold, if limited below the
+    /// host's quota.
+    pub fn cache_quota_bytes(&self) -> Option<u64> {
+        self.cache_quota_bytes
+    }
+
     /// Model calls in flight at once, if limited.
     pub fn concurrency(&self) -> Option<u32> {
         self.concurrency
@@ -200,6 +216,13 @@ impl Permissions {
     /// What one run may spend, if limited.
     pub fn budget_usd(&self) -> Option<f64> {
         self.budget_usd
+    }
+}
+
+fn min_some64(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -256,6 +279,7 @@ mod tests {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             max_tokens: Some(1000),
             cache: true,
+            cache_quota_bytes: None,
             concurrency: Some(4),
         }
     }

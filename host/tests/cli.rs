@@ -750,6 +750,33 @@ fn check_tells_whether_a_component_fits_this_host() {
         "{}",
         r.stdout
     );
+    assert!(r.stdout.contains("declares:      nothing"), "{}", r.stdout);
+    std::fs::write(
+        builtin.with_extension("toml"),
+        "models = [\"claude-*\"]\nmax_tokens = 300\n",
+    )
+    .expect("manifest");
+    let r = cf_host_in(
+        dir.path(),
+        &["check", "--json", builtin.to_str().expect("utf-8")],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("JSON");
+    assert_eq!(v["declares"]["models"][0], "claude-*");
+    assert_eq!(v["declares"]["max_tokens"], 300);
+    std::fs::write(builtin.with_extension("toml"), "modles = []\n").expect("manifest");
+    let r = cf_host_in(
+        dir.path(),
+        &["check", builtin.to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.contains("modles"),
+        "a broken manifest is named: {}",
+        r.stdout
+    );
+    std::fs::remove_file(builtin.with_extension("toml")).expect("remove");
 
     let future = cf_tests::future_wasm().to_str().expect("utf-8");
     let r = cf_host_in(dir.path(), &["check", "--json", future], None);

@@ -178,6 +178,19 @@ impl AgentStores {
     /// match `^[a-zA-Z0-9_-]{1,64}$`, else [`Error::InvalidAgentName`]. Opening rescans
     /// the directory to settle its usage (agent directories are small).
     pub fn scope(&self, agent: &str) -> Result<AgentStore, Error> {
+        self.scope_with_limits(agent, self.inner.limits.clone())
+    }
+
+    /// [`scope`](Self::scope) with limits of its own for this agent (a plugin's
+    /// granted quota), each capped by the limits of every scope.
+    pub fn scope_with_limits(&self, agent: &str, limits: StoreLimits) -> Result<AgentStore, Error> {
+        let base = &self.inner.limits;
+        let limits = StoreLimits {
+            max_bytes: limits.max_bytes.min(base.max_bytes),
+            max_entries: limits.max_entries.min(base.max_entries),
+            max_value_bytes: limits.max_value_bytes.min(base.max_value_bytes),
+            default_ttl: limits.default_ttl.min(base.default_ttl),
+        };
         validate_agent_name(agent)?;
         let inner = &self.inner;
         let context = |step: &str| format!("{step} the store of agent {agent}");
@@ -198,7 +211,7 @@ impl AgentStores {
             dir,
             lock,
             serial: Mutex::new(()),
-            limits: inner.limits.clone(),
+            limits,
             clock: Arc::clone(&inner.clock),
         })
     }

@@ -49,11 +49,17 @@ impl CacheCtx {
             .stores
             .as_ref()
             .ok_or_else(|| CacheError::Io("this host has no cache directory".into()))?;
-        let scope = Arc::new(
-            stores
-                .scope(&self.agent)
-                .map_err(|e| CacheError::Io(e.to_string()))?,
-        );
+        let opened = match self.permissions.cache_quota_bytes() {
+            Some(bytes) => stores.scope_with_limits(
+                &self.agent,
+                cf_cache::StoreLimits {
+                    max_bytes: bytes,
+                    ..stores.limits().clone()
+                },
+            ),
+            None => stores.scope(&self.agent),
+        };
+        let scope = Arc::new(opened.map_err(|e| CacheError::Io(e.to_string()))?);
         Ok(self.scope.get_or_init(|| scope).clone())
     }
 }

@@ -150,7 +150,7 @@ async fn limits_cache_and_pins_follow_the_grant() {
         err.error
     );
 
-    // A grant pinned to another component does not apply.
+    // A grant pinned to another component refuses this one.
     let pinned = Host::builder()
         .cache_dir(Some(dir.path().join("cache")))
         .no_response_cache()
@@ -164,11 +164,11 @@ async fn limits_cache_and_pins_follow_the_grant() {
         )
         .build()
         .expect("host");
-    let agent = bounded("load", 60, pinned.load(wasm)).await.expect("loads");
-    let out = bounded("pinned elsewhere", 60, agent.run(Task::new("llm-debug x")))
-        .await
-        .expect("runs");
-    assert!(out.text.contains("Denied"), "{}", out.text);
+    let err = bounded("load", 60, pinned.load(wasm)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::DigestMismatch { expected, .. } if *expected == "00".repeat(32)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -253,4 +253,48 @@ async fn an_embedder_declares_for_a_component_from_bytes() {
         .expect("runs");
     assert!(out.text.starts_with("Ok("), "{}", out.text);
     assert_eq!(spy.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_plugin_cache_quota_is_the_smaller_of_both() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wasm = plugin_with_manifest(
+        dir.path(),
+        Some("models = [\"*\"]\ncache = true\ncache_quota_bytes = 4096\n"),
+    );
+    let host = Host::builder()
+        .cache_dir(Some(dir.path().join("cache")))
+        .no_response_cache()
+        .grant(
+            "hostile",
+            Grant {
+                cache_quota_bytes: Some(100),
+                ..Grant::unrestricted()
+            },
+        )
+        .build()
+        .expect("host");
+    let agent = bounded("load", 60, host.load(wasm)).await.expect("loads");
+    let small = "v".repeat(40);
+    let out = bounded(
+        "within",
+        60,
+        agent.run(Task::new(format!("cache-put a {small}"))),
+    )
+    .await
+    .expect("40 bytes fit 100");
+    assert_eq!(out.text, "stored");
+    let big = "v".repeat(90);
+    let err = bounded(
+        "beyond",
+        60,
+        agent.run(Task::new(format!("cache-put b {big}"))),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err.error, Error::AgentFailed(m) if m.contains("QuotaExceeded") && m.contains("limit of 100 bytes")),
+        "{:?}",
+        err.error
+    );
 }

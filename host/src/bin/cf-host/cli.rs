@@ -716,10 +716,25 @@ pub(crate) async fn check(args: InspectArgs) -> u8 {
             },
         },
     };
+    // What the plugin declares, from its sidecar manifest.
+    let sidecar = args.wasm.with_extension("toml");
+    let declared = match std::fs::read_to_string(&sidecar) {
+        Ok(text) => Some(
+            cf_host::permissions::Manifest::parse(&text)
+                .map_err(|e| format!("{}: {e}", sidecar.display())),
+        ),
+        Err(_) => None,
+    };
+    let verdict = match (verdict, &declared) {
+        (Ok(_), Some(Err(e))) => Err((None, format!("invalid plugin manifest {e}"))),
+        (v, _) => v,
+    };
+    let declared = declared.and_then(Result::ok);
     output::print_check(
         &args.wasm,
         &cf_host::component_sha256(&wasm),
         &verdict,
+        declared.as_ref(),
         args.json,
     );
     if verdict.is_ok() {

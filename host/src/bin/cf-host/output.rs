@@ -235,7 +235,13 @@ pub(crate) fn print_settings(settings: &crate::config::Settings, as_json: bool) 
 pub(crate) type CheckVerdict =
     Result<(ComponentInterface, AgentInfo), (Option<ComponentInterface>, String)>;
 
-pub(crate) fn print_check(path: &Path, sha256: &str, verdict: &CheckVerdict, as_json: bool) {
+pub(crate) fn print_check(
+    path: &Path,
+    sha256: &str,
+    verdict: &CheckVerdict,
+    declared: Option<&cf_host::permissions::Manifest>,
+    as_json: bool,
+) {
     let supported: Vec<String> = cf_host::SUPPORTED_CONTRACTS
         .iter()
         .map(|v| format!("claude-force:agent@{v}"))
@@ -262,6 +268,10 @@ pub(crate) fn print_check(path: &Path, sha256: &str, verdict: &CheckVerdict, as_
             "problem": verdict.as_ref().err().map(|(_, e)| e),
             "imports": interface.map(|i| i.imports.clone()),
             "agent": verdict.as_ref().ok().map(|(_, a)| a),
+            "declares": declared.map(|m| json!({
+                "models": m.models, "max_tokens": m.max_tokens, "cache": m.cache,
+                "cache_quota_bytes": m.cache_quota_bytes, "concurrency": m.concurrency,
+            })),
         });
         println!("{value}");
         return;
@@ -277,6 +287,20 @@ pub(crate) fn print_check(path: &Path, sha256: &str, verdict: &CheckVerdict, as_
         }
     );
     println!("host supports: {}", supported.join(", "));
+    match declared {
+        Some(m) => println!(
+            "declares:      models [{}], max_tokens {}, cache {}{}, concurrency {}",
+            m.models.join(", "),
+            m.max_tokens.map_or("any".to_owned(), |n| n.to_string()),
+            if m.cache { "yes" } else { "no" },
+            m.cache_quota_bytes
+                .map_or(String::new(), |b| format!(" ({b} bytes)")),
+            m.concurrency.map_or("any".to_owned(), |n| n.to_string()),
+        ),
+        None => println!(
+            "declares:      nothing (no manifest beside it): a third-party plugin may call nothing"
+        ),
+    }
     match verdict {
         Ok((_, a)) => println!(
             "verdict:       compatible — {} {} ({})",
