@@ -42,13 +42,17 @@ async fn two_hundred_mixed_items_come_back_in_order_with_the_right_kinds() {
         .build()
         .expect("host");
     let hostile = hostile_wasm().display().to_string();
-    // Faults keyed by text in the last user message.
+    // Faults keyed by text in the last user message; `-end` keeps one key from being
+    // a prefix of another (item 15's key inside item 155's message).
     for i in 0..200 {
         if i % 10 == 5 {
-            server.push_fault_for(&format!("auth-fault-{i}"), Fault::unauthorized());
+            server.push_fault_for(&format!("auth-fault-{i}-end"), Fault::unauthorized());
         }
         if i % 10 == 6 {
-            server.push_fault_for(&format!("bad-request-{i}"), Fault::invalid_request("nope"));
+            server.push_fault_for(
+                &format!("bad-request-{i}-end"),
+                Fault::invalid_request("nope"),
+            );
         }
     }
     let mut items = Vec::new();
@@ -60,11 +64,11 @@ async fn two_hundred_mixed_items_come_back_in_order_with_the_right_kinds() {
             3 => (item("python-expert", &"x".repeat(5_001)), "task_too_large"),
             4 => (item(&hostile, "panic"), "trap"),
             5 => (
-                item(&hostile, &format!("echo auth-fault-{i}")),
+                item(&hostile, &format!("echo auth-fault-{i}-end")),
                 "authentication",
             ),
             6 => (
-                item(&hostile, &format!("echo bad-request-{i}")),
+                item(&hostile, &format!("echo bad-request-{i}-end")),
                 "invalid_request",
             ),
             7 => (item("bad name!", "x"), "invalid_agent_name"),
