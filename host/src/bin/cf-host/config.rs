@@ -198,6 +198,8 @@ pub(crate) fn resolve(
             None => file.cache.enabled.unwrap_or(true),
         }
     };
+    // The library's defaults, so that they live in one place.
+    let defaults = cf_host::Limits::default();
     let settings = Settings {
         provider,
         base_url: flags
@@ -220,7 +222,7 @@ pub(crate) fn resolve(
             .timeout
             .or(parsed("CF_TIMEOUT")?)
             .or(file.timeout_secs)
-            .unwrap_or(30.0),
+            .unwrap_or(cf_host::llm::DEFAULT_ATTEMPT_TIMEOUT.as_secs_f64()),
         max_retries: flags
             .max_retries
             .or(int("CF_MAX_RETRIES")?.map(|v| v as u32))
@@ -230,17 +232,17 @@ pub(crate) fn resolve(
             .deadline
             .or(parsed("CF_DEADLINE")?)
             .or(file.deadline_secs)
-            .unwrap_or(120.0),
+            .unwrap_or(defaults.deadline.as_secs_f64()),
         memory_mb: flags
             .memory_mb
             .or(int("CF_MEMORY_MB")?)
             .or(file.memory_mb)
-            .unwrap_or(64),
+            .unwrap_or(defaults.memory_bytes / (1024 * 1024)),
         max_task_chars: flags
             .max_task_chars
             .or(int("CF_MAX_TASK_CHARS")?.map(|v| v as usize))
             .or(file.max_task_chars)
-            .unwrap_or(100_000),
+            .unwrap_or(defaults.max_task_chars),
         prices: flags
             .prices
             .clone()
