@@ -136,9 +136,12 @@ impl Agent {
         // nothing unless the embedder passes a manifest.
         let given = manifest.is_some();
         let mut declared: Option<Manifest> = Some(manifest.unwrap_or_default());
+        // The name the plugin should report, known before compiling it.
+        let mut expected_name: Option<String> = None;
         let (wasm, sha256): (Cow<'static, [u8]>, String) = match source {
             Source::Builtin(name) => {
                 declared = None;
+                expected_name = Some(name.clone());
                 validate_agent_name(&name)?;
                 let b = cf_builtin::find(&name).ok_or_else(|| Error::UnknownAgent {
                     name: name.clone(),
@@ -172,6 +175,10 @@ impl Agent {
                         }
                     }
                 }
+                expected_name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_owned);
                 let bytes = tokio::fs::read(&path)
                     .await
                     .map_err(|source| Error::Io { path, source })?;
@@ -183,12 +190,27 @@ impl Agent {
                 (Cow::Owned(bytes), sha)
             }
         };
-        // A pinned digest is checked before anything is compiled.
+        if let Some(n) = declared.as_ref().and_then(|m| m.name.clone()) {
+            expected_name = Some(n);
+        }
+        // A pinned digest is checked before anything is compiled: the caller's pin,
+        // then a grant pinned to the name the plugin is expected to have.
         if let Some(expected) = pinned
             && !expected.eq_ignore_ascii_case(&sha256)
         {
             return Err(Error::DigestMismatch {
                 expected: expected.to_ascii_lowercase(),
+                actual: sha256,
+            });
+        }
+        if let Some(pin) = expected_name
+            .as_deref()
+            .and_then(|n| host.grants.get(n))
+            .and_then(|g| g.sha256.as_deref())
+            && !pin.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(Error::DigestMismatch {
+                expected: pin.to_ascii_lowercase(),
                 actual: sha256,
             });
         }
@@ -250,6 +272,13 @@ impl Agent {
             ..described
         };
         let name = inner.info.name.as_str();
+        if let Some(declared_name) = declared.as_ref().and_then(|m| m.name.as_deref())
+            && declared_name != name
+        {
+            return Err(Error::InvalidDescription(format!(
+                "the manifest names the plugin {declared_name:?} but it describes itself as {name:?}"
+            )));
+        }
         // A grant pinned to a digest refuses any other component under that name.
         if let Some(pin) = inner
             .host

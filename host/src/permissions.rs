@@ -6,6 +6,7 @@
 //! `agent.toml` — read when the component is loaded from a path:
 //!
 //! ```toml
+//! name = "poet"                                       # the name describe() reports
 //! models = ["claude-haiku-4-5", "claude-sonnet-*"]   # `*` matches any run of characters
 //! max_tokens = 1024                                   # per call
 //! cache = true                                        # uses its cache directory
@@ -16,7 +17,11 @@
 //! The operator grants per plugin name, in the config file (`[plugins.<name>]`, same
 //! keys plus `budget_usd` and `sha256`) or with [`HostBuilder::grant`]. A grant with a
 //! `sha256` applies only to the component with that digest, so that a plugin cannot
-//! borrow another's grant by claiming its name.
+//! borrow another's grant by claiming its name. The pin is checked twice: before
+//! compiling, against the name the plugin is expected to have (the manifest's `name`,
+//! else the file stem: `poet.wasm` → `poet`), and after `describe()`, against the name
+//! it reports — a component that reports a pinned name with another digest is refused
+//! either way.
 //!
 //! The shipped agents are the operator's own: they run unrestricted unless the
 //! operator grants them something narrower.
@@ -29,6 +34,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The name the plugin reports from `describe()`. When present, loading checks
+    /// that the two agree, and a grant pinned to this name is checked before the
+    /// component is compiled.
+    pub name: Option<String>,
     /// Model patterns the plugin may call.
     #[serde(default)]
     pub models: Vec<String>,

@@ -298,3 +298,60 @@ async fn a_plugin_cache_quota_is_the_smaller_of_both() {
         err.error
     );
 }
+
+/// Compiled components the host keeps under `cache`.
+fn compiled_components(cache: &std::path::Path) -> usize {
+    std::fs::read_dir(cache.join("components")).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn a_grant_pinned_to_the_expected_name_refuses_before_compiling() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = dir.path().join("cache");
+    let pinned_host = |name: &str| {
+        Host::builder()
+            .cache_dir(Some(cache.clone()))
+            .no_response_cache()
+            .provider(Spy::new())
+            .grant(
+                name,
+                Grant {
+                    sha256: Some("00".repeat(32)),
+                    ..Grant::unrestricted()
+                },
+            )
+            .build()
+            .expect("host")
+    };
+    // By the file stem: `plugin.wasm` is expected to be `plugin`.
+    let wasm = plugin_with_manifest(dir.path(), None);
+    let err = bounded("load", 60, pinned_host("plugin").load(wasm.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::DigestMismatch { .. }), "{err:?}");
+    assert_eq!(compiled_components(&cache), 0, "refused before compiling");
+
+    // By the manifest's name, which the component must then report.
+    let wasm = plugin_with_manifest(dir.path(), Some("name = \"hostile\"\n"));
+    let err = bounded("load", 60, pinned_host("hostile").load(wasm.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::DigestMismatch { .. }), "{err:?}");
+    assert_eq!(compiled_components(&cache), 0, "refused before compiling");
+
+    // The same plugin under a host without that pin loads (and is compiled).
+    bounded("load", 60, pinned_host("someone-else").load(wasm.clone()))
+        .await
+        .expect("loads");
+    assert_eq!(compiled_components(&cache), 1);
+
+    // A manifest naming the plugin otherwise than it describes itself is refused.
+    let wasm = plugin_with_manifest(dir.path(), Some("name = \"poet\"\n"));
+    let err = bounded("load", 60, pinned_host("someone-else").load(wasm))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidDescription(m) if m.contains("\"poet\"") && m.contains("\"hostile\"")),
+        "{err:?}"
+    );
+}

@@ -20,7 +20,7 @@ pub(crate) fn create(dir: &Path, name: &str) -> Result<std::path::PathBuf, Strin
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\ncf-agent-sdk = {{ path = \"vendor/cf-agent-sdk\" }}\n\n[profile.release]\nopt-level = \"s\"\nstrip = true\npanic = \"abort\"\n\n# A workspace of its own.\n[workspace]\n"
         )),
         ("rust-toolchain.toml", "[toolchain]\nchannel = \"1.95.0\"\ntargets = [\"wasm32-wasip2\"]\nprofile = \"minimal\"\n".to_owned()),
-        ("agent.toml", "# What this agent asks the host for; the operator grants it (or runs it with --trust).\nmodels = [\"claude-*\"]\nmax_tokens = 1024\ncache = false\n".to_owned()),
+        ("agent.toml", format!("# What this agent asks the host for; the operator grants it (or runs it with --trust).\nname = \"{name}\"\nmodels = [\"claude-*\"]\nmax_tokens = 1024\ncache = false\n")),
         ("build.rs", BUILD_RS.to_owned()),
         ("src/lib.rs", AGENT_LIB.replace("{{name}}", name)),
         ("vendor/cf-agent-sdk/Cargo.toml", "[package]\nname = \"cf-agent-sdk\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[dependencies]\nwit-bindgen = { version = \"0.63\", default-features = false, features = [\"macros\", \"realloc\", \"std\"] }\n".to_owned()),

@@ -269,7 +269,7 @@ pub(crate) fn print_check(
             "imports": interface.map(|i| i.imports.clone()),
             "agent": verdict.as_ref().ok().map(|(_, a)| a),
             "declares": declared.map(|m| json!({
-                "models": m.models, "max_tokens": m.max_tokens, "cache": m.cache,
+                "name": m.name, "models": m.models, "max_tokens": m.max_tokens, "cache": m.cache,
                 "cache_quota_bytes": m.cache_quota_bytes, "concurrency": m.concurrency,
             })),
         });
@@ -289,7 +289,10 @@ pub(crate) fn print_check(
     println!("host supports: {}", supported.join(", "));
     match declared {
         Some(m) => println!(
-            "declares:      models [{}], max_tokens {}, cache {}{}, concurrency {}",
+            "declares:      {}models [{}], max_tokens {}, cache {}{}, concurrency {}",
+            m.name
+                .as_ref()
+                .map_or(String::new(), |n| format!("name {n}, ")),
             m.models.join(", "),
             m.max_tokens.map_or("any".to_owned(), |n| n.to_string()),
             if m.cache { "yes" } else { "no" },
