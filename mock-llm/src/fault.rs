@@ -1,6 +1,7 @@
 //! Scripted and random faults: what the server does instead of answering normally.
 
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the server does with one request instead of (or before) answering normally.
@@ -88,6 +89,25 @@ impl Fault {
         self
     }
 }
+
+/// A deterministic schedule of faults keyed by request content, for soak tests whose
+/// expectations must be exact: `plan(last_user_message, nth)` decides the fault
+/// of a request whose last user message is `last_user_message` and which is the
+/// `nth` (from 0) request with that message — so a task's retries get the task's own
+/// sequence whatever order requests arrive in. Any `Fn(&str, u32) -> Option<Fault>`
+/// is a plan. Set with [`MockServer::set_fault_plan`](crate::MockServer::set_fault_plan).
+///
+/// ```
+/// use cf_mock_llm::{Fault, FaultPlan};
+/// use std::sync::Arc;
+/// // Every message mentioning "flaky" fails twice with a 529, then succeeds.
+/// let plan: FaultPlan = Arc::new(|text: &str, nth: u32| {
+///     (text.contains("flaky") && nth < 2).then(Fault::overloaded)
+/// });
+/// assert_eq!(plan("a flaky task", 1), Some(Fault::overloaded()));
+/// assert_eq!(plan("a flaky task", 2), None);
+/// ```
+pub type FaultPlan = Arc<dyn Fn(&str, u32) -> Option<Fault> + Send + Sync>;
 
 /// Random faults for soak tests: each request that no scripted fault claims fails
 /// with probability `probability`, with a transient fault drawn from a fixed list

@@ -30,7 +30,7 @@ mod fault;
 pub mod measure;
 
 pub use answer::{answer_for, estimate_tokens};
-pub use fault::{Fault, FaultMix};
+pub use fault::{Fault, FaultMix, FaultPlan};
 
 use body::{Chunked, ResponseBody};
 use bytes::Bytes;
@@ -40,7 +40,7 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,6 +71,9 @@ pub struct MockConfig {
     pub require_api_key: bool,
     /// The port on 127.0.0.1; 0 picks a free one. Default: 0.
     pub port: u16,
+    /// Keep a short note of every request for [`MockServer::served`]: its number, its
+    /// last user message and the fault it was served. Default: off.
+    pub log_served: bool,
 }
 
 impl Default for MockConfig {
@@ -82,6 +85,7 @@ impl Default for MockConfig {
             record: true,
             require_api_key: true,
             port: 0,
+            log_served: false,
         }
     }
 }
@@ -101,6 +105,18 @@ pub struct ReceivedRequest {
     pub body_bytes: usize,
 }
 
+/// What the server did with one request (see [`MockConfig::log_served`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// The request's number, from 1 (as in its `request-id`, `req_mock_NNNNNN`).
+    pub request: u64,
+    /// Its last user message (empty when the body had none).
+    pub last_user: String,
+    /// The fault it was served, or `None` when it was answered normally (which may
+    /// still be an error, e.g. a 401 for a missing key).
+    pub fault: Option<Fault>,
+}
+
 impl ReceivedRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -116,13 +132,27 @@ impl ReceivedRequest {
     }
 }
 
-#[derive(Debug)]
 struct Faults {
     queue: VecDeque<Fault>,
     /// Per-key queues: a request whose last user message contains the key takes the
     /// key's next fault before the global queue is consulted.
     keyed: Vec<(String, VecDeque<Fault>)>,
+    /// Consulted after the scripts, with the request's last user message and how many
+    /// requests with the same message came before it.
+    plan: Option<FaultPlan>,
+    /// Requests seen per last user message (kept only while a plan is set).
+    seen: HashMap<String, u32>,
     rng: fastrand::Rng,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults")
+            .field("queue", &self.queue)
+            .field("keyed", &self.keyed)
+            .field("plan", &self.plan.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -133,6 +163,8 @@ struct State {
     fault_mix: Option<FaultMix>,
     faults: Mutex<Faults>,
     received: Mutex<Vec<ReceivedRequest>>,
+    log_served: bool,
+    served: Mutex<Vec<Served>>,
     requests: AtomicU64,
     connections: AtomicU64,
     in_flight: AtomicUsize,
@@ -145,20 +177,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl State {
-    fn next_fault(&self, body: &Value) -> Option<Fault> {
+    fn next_fault(&self, last_user: &str) -> Option<Fault> {
         let mut f = lock(&self.faults);
-        if !f.keyed.is_empty() {
-            let last_user = last_user_text(body);
-            for (key, queue) in &mut f.keyed {
-                if last_user.contains(key.as_str())
-                    && let Some(fault) = queue.pop_front()
-                {
-                    return Some(fault);
-                }
+        let nth = match f.plan {
+            Some(_) => {
+                let count = f.seen.entry(last_user.to_owned()).or_insert(0);
+                *count += 1;
+                Some(*count - 1)
+            }
+            None => None,
+        };
+        for (key, queue) in &mut f.keyed {
+            if last_user.contains(key.as_str())
+                && let Some(fault) = queue.pop_front()
+            {
+                return Some(fault);
             }
         }
         if let Some(fault) = f.queue.pop_front() {
             return Some(fault);
+        }
+        if let (Some(plan), Some(nth)) = (&f.plan, nth) {
+            return plan(last_user, nth);
         }
         let mix = self.fault_mix?;
         mix.draw(&mut f.rng)
@@ -244,9 +284,13 @@ impl MockServer {
             faults: Mutex::new(Faults {
                 queue: config.faults.into(),
                 keyed: Vec::new(),
+                plan: None,
+                seen: HashMap::new(),
                 rng: fastrand::Rng::with_seed(seed),
             }),
             received: Mutex::new(Vec::new()),
+            log_served: config.log_served,
+            served: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -295,6 +339,21 @@ impl MockServer {
         }
     }
 
+    /// Decides the faults of requests that no scripted fault claims (before any
+    /// [`FaultMix`]): see [`FaultPlan`]. Replaces an earlier plan and forgets the
+    /// counts of requests per message.
+    pub fn set_fault_plan(&self, plan: FaultPlan) {
+        let mut f = lock(&self.state.faults);
+        f.plan = Some(plan);
+        f.seen.clear();
+    }
+
+    /// What the server did with each request so far, oldest first (empty unless
+    /// [`MockConfig::log_served`] is on).
+    pub fn served(&self) -> Vec<Served> {
+        lock(&self.state.served).clone()
+    }
+
     /// Scripted faults not yet consumed (global and per key).
     pub fn pending_faults(&self) -> usize {
         let f = lock(&self.state.faults);
@@ -329,6 +388,7 @@ impl MockServer {
     /// Forgets recorded requests and resets the counters (between phases of a test).
     pub fn reset_stats(&self) {
         lock(&self.state.received).clear();
+        lock(&self.state.served).clear();
         self.state.requests.store(0, Ordering::Relaxed);
         self.state
             .max_in_flight
@@ -465,7 +525,15 @@ async fn handle(
             body_bytes: bytes.len(),
         });
     }
-    let fault = state.next_fault(&body);
+    let last_user = last_user_text(&body);
+    let fault = state.next_fault(&last_user);
+    if state.log_served {
+        lock(&state.served).push(Served {
+            request: n,
+            last_user,
+            fault: fault.clone(),
+        });
+    }
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
@@ -547,5 +615,90 @@ async fn handle(
     match answer_for(&request, &format!("msg_mock_{n:06}")) {
         Ok(answer) => Ok(respond(200, full(answer.to_string()), &request_id, &[])),
         Err(message) => Ok(error(400, "invalid_request_error", &message, &request_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends one request on a connection of its own; returns the status (0 when the
+    /// connection was closed without a response).
+    async fn post(server: &MockServer, text: &str) -> u16 {
+        let body = serde_json::json!({"model": "m", "max_tokens": 10,
+            "messages": [{"role": "user", "content": text}]})
+        .to_string();
+        let mut stream = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        stream
+            .write_all(format!("{head}{body}").as_bytes())
+            .await
+            .expect("write");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_fault_plan_schedules_per_message_and_the_served_log_says_what_happened() {
+        let server = MockServer::start(MockConfig {
+            log_served: true,
+            ..MockConfig::default()
+        })
+        .await
+        .expect("bind");
+        server.set_fault_plan(Arc::new(|text: &str, nth: u32| match (text, nth) {
+            ("a", 0) => Some(Fault::overloaded()),
+            ("a", 1) => Some(Fault::Reset),
+            ("b", 0) => Some(Fault::server_error()),
+            _ => None,
+        }));
+        // Scripted faults come first and still count as a request of their message.
+        server.push_fault_for("b", Fault::unauthorized());
+        let statuses = [
+            post(&server, "a").await,
+            post(&server, "b").await,
+            post(&server, "a").await,
+            post(&server, "a").await,
+            post(&server, "b").await,
+        ];
+        assert_eq!(statuses, [529, 401, 0, 200, 200]);
+        let served = server.served();
+        let summary: Vec<(u64, &str, Option<Fault>)> = served
+            .iter()
+            .map(|s| (s.request, s.last_user.as_str(), s.fault.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, "a", Some(Fault::overloaded())),
+                (2, "b", Some(Fault::unauthorized())),
+                (3, "a", Some(Fault::Reset)),
+                (4, "a", None),
+                (5, "b", None),
+            ]
+        );
+        server.reset_stats();
+        assert!(server.served().is_empty());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_logged_unless_asked() {
+        let server = MockServer::start(MockConfig::default())
+            .await
+            .expect("bind");
+        assert_eq!(post(&server, "x").await, 200);
+        assert!(server.served().is_empty());
+        assert_eq!(server.requests(), 1);
     }
 }
