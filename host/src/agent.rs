@@ -516,6 +516,7 @@ impl Agent {
             self.inner.permissions.clone(),
         );
         let log = LogCtx {
+            agent_id: crate::capabilities::log::agent_id(&name),
             agent: name,
             max_bytes: limits.max_log_bytes,
             records_left: limits.max_log_records,

@@ -69,7 +69,7 @@ impl RunState {
             }
         }
         if self.log.dropped > 0 {
-            tracing::warn!(target: "cf_host::guest", agent = %self.log.agent, dropped = self.log.dropped, "log records over the run's limit were dropped");
+            tracing::warn!(target: "cf_host::guest", agent_id = %self.log.agent_id, dropped = self.log.dropped, "log records over the run's limit were dropped");
         }
     }
 }

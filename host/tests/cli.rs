@@ -953,3 +953,34 @@ fn new_creates_an_agent_that_builds_and_runs_in_two_commands() {
         denied.stderr
     );
 }
+
+#[test]
+fn info_logs_name_neither_the_agent_nor_the_task() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A file name that does not give the agent's name away.
+    let wasm = dir.path().join("plugin.wasm");
+    std::fs::copy(cf_tests::hostile_wasm(), &wasm).expect("copy the guest");
+    let p = wasm.to_str().expect("utf-8 path");
+    let info = cf_host_in(dir.path(), &["run", "-v", p, "log 2"], None);
+    assert_eq!(info.code, 0, "{}", info.stderr);
+    assert!(info.stderr.contains("record 1"), "{}", info.stderr);
+    let id = cf_host::metrics::task_hash("hostile");
+    assert!(info.stderr.contains(&id), "records carry the agent's id: {}", info.stderr);
+    // Log records (not the result line, which is for the user) hide both.
+    let records: Vec<&str> = info
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
+        .collect();
+    assert_eq!(records.len(), 2, "{}", info.stderr);
+    assert!(
+        records
+            .iter()
+            .all(|l| !l.contains("hostile") && !l.contains("log 2") && !l.contains('\x1b')),
+        "{records:?}"
+    );
+    // At debug level the agent is named.
+    let debug = cf_host_in(dir.path(), &["run", "-vv", p, "log 2"], None);
+    assert_eq!(debug.code, 0, "{}", debug.stderr);
+    assert!(debug.stderr.contains("hostile"), "{}", debug.stderr);
+}
