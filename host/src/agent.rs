@@ -175,10 +175,7 @@ impl Agent {
                         }
                     }
                 }
-                expected_name = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .map(str::to_owned);
+                expected_name = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
                 let bytes = tokio::fs::read(&path)
                     .await
                     .map_err(|source| Error::Io { path, source })?;
@@ -514,6 +511,7 @@ impl Agent {
             name.clone(),
             self.inner.scope.clone(),
             self.inner.permissions.clone(),
+            limits.max_cache_ops,
         );
         let log = LogCtx {
             agent_id: crate::capabilities::log::agent_id(&name),

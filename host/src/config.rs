@@ -26,6 +26,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Model calls one run may make. Default 50.
     pub max_llm_calls: u32,
+    /// Cache operations (get, set, delete) one run may make; later ones get
+    /// `quota-exceeded` without touching the disk. Default 10,000.
+    pub max_cache_ops: u32,
     /// Log records one run may write; later ones are dropped. Default 1,000.
     pub max_log_records: u32,
     /// Longest log message kept, in bytes; longer ones are truncated. Default 16 KiB.
@@ -43,6 +46,7 @@ impl Default for Limits {
             max_output_bytes: 1024 * 1024,
             max_request_bytes: 2 * 1024 * 1024,
             max_llm_calls: 50,
+            max_cache_ops: 10_000,
             max_log_records: 1_000,
             max_log_bytes: 16 * 1024,
             max_stdio_bytes: 64 * 1024,

@@ -18,6 +18,9 @@ pub(crate) struct CacheCtx {
     pub agent: String,
     scope: SharedScope,
     permissions: Arc<crate::permissions::Permissions>,
+    /// Operations still allowed in this run.
+    ops_left: u32,
+    max_ops: u32,
 }
 
 impl CacheCtx {
@@ -26,12 +29,15 @@ impl CacheCtx {
         agent: String,
         scope: SharedScope,
         permissions: Arc<crate::permissions::Permissions>,
+        max_ops: u32,
     ) -> Self {
         Self {
             stores,
             agent,
             scope,
             permissions,
+            ops_left: max_ops,
+            max_ops,
         }
     }
 
@@ -42,6 +48,14 @@ impl CacheCtx {
         self.permissions
             .cache_allowed()
             .map_err(CacheError::QuotaExceeded)?;
+        // A guest that hammers its store is refused before the disk is touched.
+        if self.ops_left == 0 {
+            return Err(CacheError::QuotaExceeded(format!(
+                "this run reached its limit of {} cache operations",
+                self.max_ops
+            )));
+        }
+        self.ops_left -= 1;
         if let Some(scope) = self.scope.get() {
             return Ok(scope.clone());
         }

@@ -391,3 +391,62 @@ async fn runs_beyond_the_instance_slots_wait_for_one_within_their_deadline() {
         .expect("joined")
         .expect("the holder finishes");
 }
+
+#[tokio::test]
+async fn a_100_mib_string_to_a_host_call_is_refused_by_the_payload_caps() {
+    // Enough guest memory to build the string; the host's caps are the defaults.
+    let limits = Limits {
+        memory_bytes: 512 << 20,
+        ..Limits::default()
+    };
+    let (host, _dir) = host_with(None, limits);
+    let agent = hostile(&host).await;
+    // Within the caps: a small request and value pass.
+    let out = run(&agent, "big-call cache 0").await.expect("runs");
+    assert_eq!(out.text, "stored");
+    let out = run(&agent, "big-call llm 1").await.expect("runs");
+    assert_eq!(out.text, "sent", "1 MiB is within the 2 MiB request cap");
+    // 100 MiB: refused with the typed error, not a trap.
+    let out = run(&agent, "big-call llm 100").await.expect("runs");
+    assert!(
+        out.text.starts_with("refused: LlmError::TooLarge(") && out.text.contains("2097152"),
+        "{}",
+        out.text
+    );
+    assert_eq!(out.stats.llm_calls, 0, "nothing was sent");
+    let out = run(&agent, "big-call cache 100").await.expect("runs");
+    assert!(
+        out.text.starts_with("refused: CacheError::TooLarge("),
+        "{}",
+        out.text
+    );
+    // A log record is cut to its cap, not refused.
+    let out = run(&agent, "big-call log 100").await.expect("runs");
+    assert_eq!(out.text, "logged");
+    still_serves(&host).await;
+}
+
+#[tokio::test]
+async fn a_million_cache_calls_are_bounded_per_run() {
+    let limits = Limits {
+        max_cache_ops: 1_000,
+        ..Limits::default()
+    };
+    let (host, _dir) = host_with(None, limits);
+    let agent = hostile(&host).await;
+    // Within the limit: every operation succeeds.
+    let out = run(&agent, "cache-flood 1000").await.expect("runs");
+    assert_eq!(out.text, "ok=1000 err=0 last_error=none");
+    // A million: the first 1,000 reach the store, the rest are refused at once.
+    let started = Instant::now();
+    let out = run(&agent, "cache-flood 1000000").await.expect("runs");
+    assert_eq!(
+        out.text,
+        "ok=1000 err=999000 last_error=CacheError::QuotaExceeded(\"this run reached its limit of 1000 cache operations\")",
+    );
+    eprintln!("a million cache calls: {:?}", started.elapsed());
+    // The limit is per run: the next run has its own.
+    let out = run(&agent, "cache-get k0").await.expect("runs");
+    assert_eq!(out.text, "v");
+    still_serves(&host).await;
+}

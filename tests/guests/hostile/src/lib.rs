@@ -146,6 +146,55 @@ impl Agent for Hostile {
                 }
                 ok(format!("logged {n}"))
             }
+            "cache-flood" => {
+                // `cache-flood N`: N store operations as fast as it can, errors ignored.
+                let n: u32 = arg(&words, 1)?;
+                let (mut good, mut bad, mut last_error) = (0u32, 0u32, String::from("none"));
+                for i in 0..n {
+                    let key = format!("k{}", i % 64);
+                    let result = if i % 2 == 0 {
+                        cache::set(&key, b"v", None)
+                    } else {
+                        cache::get(&key).map(|_| ())
+                    };
+                    match result {
+                        Ok(()) => good += 1,
+                        Err(e) => {
+                            bad += 1;
+                            last_error = e.to_string();
+                        }
+                    }
+                }
+                ok(format!("ok={good} err={bad} last_error={last_error}"))
+            }
+            "big-call" => {
+                // `big-call llm|cache|log MIB`: one host call carrying a MIB-MiB string.
+                let mib: usize = arg(&words, 2)?;
+                let big = "x".repeat(mib << 20);
+                let result = match words.get(1).copied() {
+                    Some("llm") => llm::Request::new()
+                        .user(big)
+                        .send()
+                        .map(|_| "sent".to_owned())
+                        .map_err(|e| format!("{e:?}")),
+                    Some("cache") => cache::set("big", big.as_bytes(), None)
+                        .map(|()| "stored".to_owned())
+                        .map_err(|e| format!("{e:?}")),
+                    Some("log") => {
+                        log::warn(&big);
+                        Ok("logged".to_owned())
+                    }
+                    other => {
+                        return Err(AgentError::InvalidTask(format!(
+                            "unknown host call {other:?}"
+                        )));
+                    }
+                };
+                ok(match result {
+                    Ok(m) => m,
+                    Err(e) => format!("refused: {e}"),
+                })
+            }
             "cache-keys" => ok(cache_keys()),
             "cache-put" => {
                 let (k, v) = (
