@@ -44,7 +44,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpSocket;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -115,6 +115,14 @@ pub struct Served {
     /// The fault it was served, or `None` when it was answered normally (which may
     /// still be an error, e.g. a 401 for a missing key).
     pub fault: Option<Fault>,
+    /// When the server started on it (and counted it in flight).
+    pub arrived: Instant,
+    /// When the server was done with it (and stopped counting it); `None` while it is
+    /// in flight.
+    pub left: Option<Instant>,
+    /// Whether the client went away before the server was done (its connection
+    /// closed during a [`Fault::Hang`] or the latency).
+    pub abandoned: bool,
 }
 
 impl ReceivedRequest {
@@ -228,21 +236,39 @@ fn last_user_text(body: &Value) -> String {
 
 /// Counts a request in flight for as long as it lives, even when its connection is
 /// dropped mid-way.
-struct InFlight<'a>(&'a State);
+struct InFlight<'a> {
+    state: &'a State,
+    n: u64,
+    finished: bool,
+}
 
 impl<'a> InFlight<'a> {
-    /// Counts the request; returns the guard and the request's number (from 1).
-    fn enter(state: &'a State) -> (Self, u64) {
+    /// Counts the request; returns the guard, the request's number (from 1) and the
+    /// time it was counted.
+    fn enter(state: &'a State) -> (Self, u64, Instant) {
         let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        (Self(state), n)
+        let guard = Self {
+            state,
+            n,
+            finished: false,
+        };
+        (guard, n, Instant::now())
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.state.log_served {
+            let left = Instant::now();
+            let mut served = lock(&self.state.served);
+            if let Some(s) = served.iter_mut().rev().find(|s| s.request == self.n) {
+                s.left = Some(left);
+                s.abandoned = !self.finished;
+            }
+        }
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -487,7 +513,19 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ResetConnection> {
-    let (_in_flight, n) = InFlight::enter(&state);
+    let (mut in_flight, n, arrived) = InFlight::enter(&state);
+    // Dropped here if the client goes away first: then `finished` stays false.
+    let response = serve(&state, req, n, arrived).await;
+    in_flight.finished = true;
+    response
+}
+
+async fn serve(
+    state: &State,
+    req: Request<Incoming>,
+    n: u64,
+    arrived: Instant,
+) -> Result<Response<ResponseBody>, ResetConnection> {
     let request_id = format!("req_mock_{n:06}");
     let (parts, incoming) = req.into_parts();
     let bytes = match Limited::new(incoming, MAX_REQUEST_BYTES).collect().await {
@@ -532,6 +570,9 @@ async fn handle(
             request: n,
             last_user,
             fault: fault.clone(),
+            arrived,
+            left: None,
+            abandoned: false,
         });
     }
     if !state.latency.is_zero() {
@@ -688,8 +729,39 @@ mod tests {
                 (5, "b", None),
             ]
         );
+        assert!(
+            served
+                .iter()
+                .all(|s| s.left.is_some_and(|left| left >= s.arrived) && !s.abandoned),
+            "a reset is the server's doing, not the client's: {served:?}"
+        );
         server.reset_stats();
         assert!(server.served().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_gives_up_during_a_hang_is_logged_as_gone() {
+        let server = MockServer::start(MockConfig {
+            log_served: true,
+            ..MockConfig::default()
+        })
+        .await
+        .expect("bind");
+        server.push_fault(Fault::Hang(Duration::from_secs(600)));
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), post(&server, "x")).await;
+        assert!(gave_up.is_err(), "the hang outlasts the client");
+        let served = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(s) = server.served().pop().filter(|s| s.left.is_some()) {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the server notices the closed connection within 10 s");
+        assert!(served.abandoned);
+        assert_eq!(server.in_flight(), 0);
     }
 
     #[tokio::test]
