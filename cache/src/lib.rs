@@ -125,6 +125,8 @@ mod clock;
 mod config;
 mod error;
 mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod response;
 mod secret;

@@ -97,6 +97,13 @@ pub(crate) fn seal(
     (header, mac.finalize().into_bytes().into())
 }
 
+/// The MAC of `body` (an entry file without its trailer): what a valid file ends with.
+pub(crate) fn tag(secret: &Secret, body: &[u8]) -> [u8; 32] {
+    let mut mac = new_mac(secret);
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
 fn new_mac(secret: &Secret) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose())
         .expect("HMAC-SHA256 accepts keys of any length");

@@ -6,7 +6,7 @@
 //! clear).
 
 mod admin;
-mod entry;
+pub(crate) mod entry;
 mod index;
 mod journal;
 mod memory;
@@ -113,6 +113,13 @@ pub struct EntryInfo {
 #[derive(Debug, Clone)]
 pub struct ResponseCache {
     inner: Arc<Inner>,
+}
+
+impl ResponseCache {
+    /// The cache directory, for the fuzzing harness to plant entry files in.
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.inner.dir
+    }
 }
 
 #[derive(Debug)]

@@ -7,7 +7,7 @@
 //! one agent's store can never name a file of another's. The on-disk format is in
 //! `record.rs`; quota accounting in `usage.rs`.
 
-mod record;
+pub(crate) mod record;
 mod usage;
 
 use std::io;

@@ -7,6 +7,7 @@ mod cache_integrity;
 mod cache_lane;
 mod cache_lru;
 mod common;
+mod fuzz_regressions;
 mod store_files;
 mod store_quota;
 mod store_scope;
