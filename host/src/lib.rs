@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod permissions;
 mod run;
 pub mod summary;
+pub mod tasks;
 
 pub use agent::{Agent, AgentInfo, Source, Task};
 pub use batch::{BatchCanceller, BatchItem, BatchOptions, BatchResult, BatchRun};

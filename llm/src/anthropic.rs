@@ -313,15 +313,28 @@ impl AnthropicProvider {
             .to_owned();
         tracing::debug!(status = status.as_u16(), request_id = %request_id, model = %request.model, "anthropic response");
         let hints = RetryHints::from_headers(response.headers(), SystemTime::now());
-        if status.is_success() {
-            let body = read_capped(response, self.max_response_bytes).await?;
-            return wire::parse_response(&body).map_err(ProviderError::fatal);
-        }
-        // The body of an error only matters for its message: a bad one falls back to
-        // the status line.
-        let body = read_capped(response, MAX_ERROR_BODY_BYTES).await.ok();
-        Err(classify(status, body.as_deref(), &hints))
+        let body = if status.is_success() {
+            Some(read_capped(response, self.max_response_bytes).await?)
+        } else {
+            // The body of an error only matters for its message: a bad one falls back
+            // to the status line.
+            read_capped(response, MAX_ERROR_BODY_BYTES).await.ok()
+        };
+        interpret(status, &hints, body.as_deref())
     }
+}
+
+/// What an answer means: the [`Response`] of a success, else a classified failure.
+/// `body` is `None` when an error's body could not be read.
+pub(crate) fn interpret(
+    status: StatusCode,
+    hints: &RetryHints,
+    body: Option<&[u8]>,
+) -> Result<Response, ProviderError> {
+    if status.is_success() {
+        return wire::parse_response(body.unwrap_or_default()).map_err(ProviderError::fatal);
+    }
+    Err(classify(status, body, hints))
 }
 
 impl Provider for AnthropicProvider {
@@ -417,15 +430,15 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// What the response headers say about retrying.
 #[derive(Debug, Default, PartialEq)]
-struct RetryHints {
+pub(crate) struct RetryHints {
     /// `x-should-retry`.
-    should_retry: Option<bool>,
+    pub(crate) should_retry: Option<bool>,
     /// `retry-after-ms`, else `retry-after`.
-    retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl RetryHints {
-    fn from_headers(headers: &HeaderMap, now: SystemTime) -> Self {
+    pub(crate) fn from_headers(headers: &HeaderMap, now: SystemTime) -> Self {
         let text = |name: &str| {
             headers
                 .get(name)

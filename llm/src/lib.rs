@@ -53,6 +53,8 @@
 mod anthropic;
 mod caching;
 mod cassette;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ledger;
 mod offline;
 mod pricing;

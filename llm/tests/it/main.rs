@@ -5,6 +5,7 @@
 mod concurrency;
 mod cost;
 mod errors;
+mod fuzz_regressions;
 mod record_replay;
 mod retries;
 mod secrets;
