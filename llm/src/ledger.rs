@@ -145,7 +145,7 @@ impl Ledger {
                 s.totals.cache_hits += 1;
                 s.totals.saved_usd += saved_usd;
             } else {
-                s.spent_tokens += usage.total();
+                s.spent_tokens = s.spent_tokens.saturating_add(usage.total());
             }
         }
         if let Some(parent) = &self.parent {

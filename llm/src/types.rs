@@ -57,22 +57,29 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// All input tokens, cache tokens included.
+    /// All input tokens, cache tokens included. Counts come from the provider's
+    /// answer, so sums saturate at `u64::MAX` rather than overflow.
     pub fn total_input(&self) -> u64 {
-        self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+        self.input_tokens
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.cache_read_input_tokens)
     }
 
-    /// All tokens, input and output.
+    /// All tokens, input and output (saturating).
     pub fn total(&self) -> u64 {
-        self.total_input() + self.output_tokens
+        self.total_input().saturating_add(self.output_tokens)
     }
 
-    /// Adds another call's usage to this one.
+    /// Adds another call's usage to this one (saturating).
     pub fn add(&mut self, other: &Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
-        self.cache_read_input_tokens += other.cache_read_input_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .saturating_add(other.cache_creation_input_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(other.cache_read_input_tokens);
     }
 }
 
@@ -352,6 +359,24 @@ mod tests {
         };
         assert_eq!(u.total_input(), 1110);
         assert_eq!(u.total(), 1115);
+    }
+
+    /// Regression (fuzz/regressions/anthropic_response/usage-overflow): an answer
+    /// claiming `u64::MAX` input tokens overflowed `total()` — a panic in debug builds,
+    /// a wrapped (tiny) token count against the budget in release builds.
+    #[test]
+    fn token_sums_saturate_instead_of_overflowing() {
+        let huge = Usage {
+            input_tokens: u64::MAX,
+            output_tokens: 1,
+            cache_creation_input_tokens: 1,
+            cache_read_input_tokens: 1,
+        };
+        assert_eq!(huge.total_input(), u64::MAX);
+        assert_eq!(huge.total(), u64::MAX);
+        let mut running = huge;
+        running.add(&huge);
+        assert_eq!((running.input_tokens, running.output_tokens), (u64::MAX, 2));
     }
 
     #[test]
