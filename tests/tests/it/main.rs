@@ -6,6 +6,7 @@ mod anthropic;
 mod batch;
 mod cache;
 mod loading;
+mod multiprocess;
 mod permissions;
 mod python;
 mod sandbox;

@@ -1,0 +1,356 @@
+//! Four processes sharing one cache directory: mixed reads and writes of the response
+//! cache under a size limit small enough to force evictions, and of one agent's store
+//! under one quota. The workers are this test binary run again with
+//! `CF_MP_WORKER=<n>`, which selects [`cache_worker`].
+//!
+//! Checked, in every worker as it goes: every value read is one some writer wrote for
+//! that key (values are derived from key, writer and sequence number, so a reader can
+//! tell); `verify` finds the index equal to the files; the size limit and the quota
+//! hold. Afterwards: no integrity failure was ever counted, the cache verifies clean,
+//! its reported size equals the sum of its entry files on disk and respects the limit,
+//! and the store's shared usage equals what a rescan finds and respects the quota.
+
+use cf_cache::{AgentStores, CacheConfig, EntryMeta, KeyBuilder, ResponseCache, StoreError};
+use cf_cache::{CacheKey, StoreLimits};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 4;
+/// How long each worker keeps going (long enough to overlap the others' startup), and
+/// the operations it makes at least, however slow the machine.
+const WORK_FOR: Duration = Duration::from_millis(2500);
+const MIN_OPS: u64 = 300;
+/// Response cache: about 50 entries fit, over 400 keys.
+const CACHE_MAX_BYTES: u64 = 48 * 1024;
+const CACHE_KEYS: u64 = 400;
+/// The shared agent store's quota.
+const STORE_AGENT: &str = "shared-agent";
+const STORE_KEYS: u64 = 120;
+
+fn store_limits() -> StoreLimits {
+    StoreLimits {
+        max_bytes: 8 * 1024,
+        max_entries: 40,
+        max_value_bytes: 2 * 1024,
+        ..StoreLimits::default()
+    }
+}
+
+fn cache_config(root: &Path, memory_layer: bool) -> CacheConfig {
+    let mut config = CacheConfig::new(root.join("responses"));
+    config.max_bytes = CACHE_MAX_BYTES;
+    if !memory_layer {
+        config.memory_max_entries = 0;
+    }
+    config
+}
+
+fn key(k: u64) -> CacheKey {
+    KeyBuilder::new("multiprocess").field_u64("k", k).finish()
+}
+
+/// splitmix64, for values and for each worker's choice of operations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The value writer `w` writes for key `k` the `seq`-th time: a header naming all
+/// three, then `len` bytes that only that header produces.
+fn value(k: u64, w: usize, seq: u64, len: usize) -> Vec<u8> {
+    let mut v = format!("{k}|{w}|{seq}|{len}|").into_bytes();
+    let mut rng = Rng(k ^ ((w as u64) << 48) ^ (seq << 8));
+    v.extend((0..len).map(|_| rng.next() as u8));
+    v
+}
+
+/// Whether `v` is a value some writer wrote for `k`.
+fn check(k: u64, v: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(&v[..v.len().min(64)]).into_owned();
+    let mut fields = text.splitn(5, '|');
+    let mut next = || fields.next().and_then(|f| f.parse::<u64>().ok());
+    let (Some(key), Some(w), Some(seq), Some(len)) = (next(), next(), next(), next()) else {
+        return Err(format!("key {k}: not a value of ours: {text:?}"));
+    };
+    if key != k {
+        return Err(format!("key {k}: got the value of key {key}"));
+    }
+    if value(key, w as usize, seq, len as usize) != v {
+        return Err(format!("key {k}: a corrupt value (writer {w}, seq {seq})"));
+    }
+    Ok(())
+}
+
+/// Counts of one worker, printed for the parent.
+#[derive(Debug, Default)]
+struct Counts {
+    gets: u64,
+    hits: u64,
+    puts: u64,
+    verifies: u64,
+    reopens: u64,
+    store_gets: u64,
+    store_hits: u64,
+    store_sets: u64,
+    store_refused: u64,
+    store_deletes: u64,
+}
+
+fn response_cache_work(root: &Path, w: usize, counts: &mut Counts) {
+    let memory_layer = w % 2 == 0;
+    let mut cache = ResponseCache::open(cache_config(root, memory_layer)).expect("open");
+    let mut rng = Rng(0xc0ffee ^ w as u64);
+    let started = Instant::now();
+    let mut seq = 0;
+    for ops in 0.. {
+        if ops >= MIN_OPS && started.elapsed() >= WORK_FOR {
+            break;
+        }
+        let k = rng.below(CACHE_KEYS);
+        match rng.below(100) {
+            0..=49 => {
+                counts.gets += 1;
+                if let Some(entry) = cache.get("agent", &key(k)) {
+                    counts.hits += 1;
+                    if let Err(e) = check(k, &entry.payload) {
+                        panic!("worker {w}: response cache: {e}");
+                    }
+                }
+            }
+            50..=94 => {
+                seq += 1;
+                let v = value(k, w, seq, 100 + rng.below(1400) as usize);
+                let meta = EntryMeta {
+                    tokens: k,
+                    cost_usd: Some(0.001),
+                    ttl: None,
+                };
+                cache
+                    .put("agent", &key(k), &v, meta)
+                    .unwrap_or_else(|e| panic!("worker {w}: put: {e}"));
+                counts.puts += 1;
+            }
+            95..=97 => {
+                let stats = cache.stats();
+                assert!(
+                    stats.bytes <= CACHE_MAX_BYTES,
+                    "worker {w}: {} bytes over the limit of {CACHE_MAX_BYTES}",
+                    stats.bytes
+                );
+                assert_eq!(stats.integrity_failures, 0, "worker {w}: {stats:?}");
+            }
+            98 => {
+                let report = cache.verify(false).expect("verify");
+                assert!(report.is_clean(), "worker {w}: {report:?}");
+                counts.verifies += 1;
+            }
+            _ => {
+                // A new handle, as a new run of the host would open.
+                drop(cache);
+                cache = ResponseCache::open(cache_config(root, memory_layer)).expect("reopen");
+                counts.reopens += 1;
+            }
+        }
+    }
+}
+
+fn store_work(root: &Path, w: usize, counts: &mut Counts) {
+    let limits = store_limits();
+    let stores = AgentStores::open(root, limits.clone()).expect("open stores");
+    let store = stores.scope(STORE_AGENT).expect("scope");
+    let mut rng = Rng(0xbeef ^ w as u64);
+    let started = Instant::now();
+    let mut seq = 0;
+    for ops in 0.. {
+        if ops >= MIN_OPS && started.elapsed() >= WORK_FOR {
+            break;
+        }
+        let k = rng.below(STORE_KEYS);
+        let name = format!("k{k}");
+        match rng.below(100) {
+            0..=39 => {
+                counts.store_gets += 1;
+                if let Some(v) = store.get(&name).expect("get") {
+                    counts.store_hits += 1;
+                    if let Err(e) = check(k, &v) {
+                        panic!("worker {w}: store: {e}");
+                    }
+                }
+            }
+            40..=84 => {
+                seq += 1;
+                let v = value(k, w, seq, 50 + rng.below(700) as usize);
+                match store.set(&name, &v, None) {
+                    Ok(()) => counts.store_sets += 1,
+                    Err(StoreError::QuotaExceeded(_)) => counts.store_refused += 1,
+                    Err(e) => panic!("worker {w}: set: {e}"),
+                }
+            }
+            85..=94 => {
+                store.delete(&name).expect("delete");
+                counts.store_deletes += 1;
+            }
+            _ => {
+                let usage = store.usage().expect("usage");
+                assert!(
+                    usage.bytes <= limits.max_bytes && usage.entries <= limits.max_entries,
+                    "worker {w}: {usage:?} over the quota"
+                );
+            }
+        }
+    }
+}
+
+/// The worker: runs only when started by the test below with `CF_MP_WORKER` set.
+#[test]
+fn cache_worker() {
+    let (Ok(w), Ok(root)) = (std::env::var("CF_MP_WORKER"), std::env::var("CF_MP_ROOT")) else {
+        return;
+    };
+    let w: usize = w.parse().expect("worker number");
+    let root = std::path::PathBuf::from(root);
+    let (mut cache_counts, mut store_counts) = (Counts::default(), Counts::default());
+    std::thread::scope(|s| {
+        s.spawn(|| response_cache_work(&root, w, &mut cache_counts));
+        s.spawn(|| store_work(&root, w, &mut store_counts));
+    });
+    let c = Counts {
+        store_gets: store_counts.store_gets,
+        store_hits: store_counts.store_hits,
+        store_sets: store_counts.store_sets,
+        store_refused: store_counts.store_refused,
+        store_deletes: store_counts.store_deletes,
+        ..cache_counts
+    };
+    println!(
+        "MP-WORKER {w} {} {} {} {} {} {} {} {} {} {}",
+        c.gets,
+        c.hits,
+        c.puts,
+        c.verifies,
+        c.reopens,
+        c.store_gets,
+        c.store_hits,
+        c.store_sets,
+        c.store_refused,
+        c.store_deletes
+    );
+}
+
+/// The usage file of a store as the writers left it (`cfkv.usage`: a magic, then bytes
+/// and entries as little-endian u64s), read before anything rescans the directory.
+fn usage_file(root: &Path) -> (u64, u64) {
+    let data = std::fs::read(root.join("agents").join(STORE_AGENT).join("cfkv.usage"))
+        .expect("the usage file");
+    assert_eq!(data.len(), 24, "usage file layout");
+    let word = |i: usize| u64::from_le_bytes(data[i..i + 8].try_into().expect("8 bytes"));
+    (word(8), word(16))
+}
+
+#[test]
+fn four_processes_share_the_response_cache_and_a_store_consistently() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let exe = std::env::current_exe().expect("this test binary");
+    let children: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            Command::new(&exe)
+                .args(["multiprocess::cache_worker", "--exact", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .env("CF_MP_WORKER", w.to_string())
+                .env("CF_MP_ROOT", root.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("a worker starts")
+        })
+        .collect();
+    let mut totals = [0u64; 10];
+    for (w, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("a worker ends");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "worker {w}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| Some(l.split_once(&format!("MP-WORKER {w} "))?.1))
+            .unwrap_or_else(|| panic!("worker {w} reported nothing: {stdout}"));
+        let counts: Vec<u64> = line
+            .split(' ')
+            .map(|n| n.parse().expect("a count"))
+            .collect();
+        eprintln!(
+            "multiprocess: worker {w}: gets hits puts verifies reopens | store gets hits sets refused deletes = {counts:?}"
+        );
+        for (t, c) in totals.iter_mut().zip(&counts) {
+            *t += c;
+        }
+    }
+    assert!(totals[1] > 0 && totals[6] > 0, "some reads hit: {totals:?}");
+    assert!(
+        totals[8] > 0,
+        "the store's quota refused some writes: {totals:?}"
+    );
+
+    // The response cache: clean, over the limit never, its size that of the files.
+    let cache = ResponseCache::open(cache_config(root.path(), false)).expect("open");
+    let report = cache.verify(false).expect("verify");
+    assert!(report.is_clean(), "{report:?}");
+    let stats = cache.stats();
+    assert_eq!(stats.integrity_failures, 0, "{stats:?}");
+    assert!(stats.evictions > 0, "the limit forced evictions: {stats:?}");
+    let files: Vec<u64> = std::fs::read_dir(root.path().join("responses"))
+        .expect("responses")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cfe"))
+        .map(|e| e.metadata().expect("metadata").len())
+        .collect();
+    assert_eq!(
+        (stats.entries, stats.bytes),
+        (files.len() as u64, files.iter().sum::<u64>()),
+        "the index's totals are the files'"
+    );
+    assert!(stats.bytes <= CACHE_MAX_BYTES, "{stats:?}");
+    for k in 0..CACHE_KEYS {
+        if let Some(entry) = cache.get("agent", &key(k)) {
+            check(k, &entry.payload).unwrap_or_else(|e| panic!("after the workers: {e}"));
+        }
+    }
+
+    // The store: the usage the writers kept equals a rescan, within the quota.
+    let (bytes, entries) = usage_file(root.path());
+    let limits = store_limits();
+    let stores = AgentStores::open(root.path(), limits.clone()).expect("open stores");
+    let store = stores.scope(STORE_AGENT).expect("scope (rescans)");
+    let rescanned = store.usage().expect("usage");
+    assert_eq!(
+        (bytes, entries),
+        (rescanned.bytes, rescanned.entries),
+        "the shared accounting drifted from the files"
+    );
+    let (mut live_bytes, mut live_entries) = (0, 0);
+    for k in 0..STORE_KEYS {
+        let name = format!("k{k}");
+        if let Some(v) = store.get(&name).expect("get") {
+            check(k, &v).unwrap_or_else(|e| panic!("after the workers: {e}"));
+            live_bytes += (name.len() + v.len()) as u64;
+            live_entries += 1;
+        }
+    }
+    assert_eq!((live_bytes, live_entries), (bytes, entries));
+    assert!(bytes <= limits.max_bytes && entries <= limits.max_entries);
+}
