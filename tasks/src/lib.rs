@@ -67,7 +67,7 @@ pub struct TaskLine {
 pub struct BadLine {
     /// The line's 1-based number.
     pub line: usize,
-    /// Why it is not a task: one line of text.
+    /// Why it is not a task: one line of plain text (control characters escaped).
     pub message: String,
 }
 
@@ -91,11 +91,26 @@ pub fn read_jsonl(
             Ok(task) => tasks.push(task),
             Err(message) => bad.push(BadLine {
                 line: number,
-                message,
+                message: escape_controls(&message),
             }),
         }
     }
     (tasks, bad)
+}
+
+/// `text` with its control characters escaped (`\r` → `\\r`, ESC → `\\u{1b}`): serde's
+/// messages quote the input (an unknown field's name), and a bad line's message is
+/// printed on the operator's terminal, where it must stay one line of plain text.
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One non-blank line, numbered `number`.
@@ -173,6 +188,21 @@ not json
             bad[0].message
         );
         assert_eq!((tasks[0].line, tasks[0].id.as_str()), (2, "2"));
+    }
+
+    /// Regression (fuzz/regressions/tasks_jsonl/crash-3bf31687…): an unknown field
+    /// named `"a\r"` or `"\u001b[2J"` reached the terminal raw inside the message.
+    #[test]
+    fn messages_quoting_the_input_escape_control_characters() {
+        let input = "{\"axp\\rt\": 1, \"task\": \"t\"}\n{\"\\u001b[2J\": 1}\n";
+        let (_, bad) = read_jsonl(input.as_bytes(), Some("a"));
+        assert_eq!(bad.len(), 2);
+        assert!(bad[0].message.contains("axp\\rt"), "{}", bad[0].message);
+        assert!(bad[1].message.contains("\\u{1b}[2J"), "{}", bad[1].message);
+        assert!(
+            bad.iter().all(|b| !b.message.chars().any(char::is_control)),
+            "{bad:?}"
+        );
     }
 
     /// Every input kept in `fuzz/regressions/tasks_jsonl/`, through the fuzz target's
