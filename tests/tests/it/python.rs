@@ -96,13 +96,6 @@ fn grant() -> Grant {
     }
 }
 
-fn meta<'a>(metadata: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    metadata
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_agent_end_to_end() {
     let Some(wasm) = component() else { return };

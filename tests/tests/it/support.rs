@@ -96,3 +96,11 @@ pub fn host_with(provider: Option<Arc<dyn Provider>>, limits: Limits) -> (Host, 
 pub fn host() -> (Host, TempDir) {
     host_with(None, Limits::default())
 }
+
+/// The value of `key` in a run's metadata.
+pub fn meta<'a>(metadata: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    metadata
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
