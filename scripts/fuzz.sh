@@ -35,6 +35,8 @@ for target in "${targets[@]}"; do
     seeds="fuzz/regressions/$target"
     artifacts="fuzz/artifacts/$target"
     mkdir -p "$corpus" "$seeds" "$artifacts"
+    # Artifacts of earlier runs were already kept in $seeds: only this run's count.
+    rm -f "$artifacts"/crash-* "$artifacts"/oom-* "$artifacts"/timeout-* "$artifacts"/leak-*
     echo "fuzz.sh: $target for ${seconds}s" >&2
     status=0
     cargo "+$toolchain" fuzz run --debug-assertions "$target" "$corpus" "$seeds" -- \
