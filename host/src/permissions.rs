@@ -290,6 +290,7 @@ mod tests {
             cache: true,
             cache_quota_bytes: None,
             concurrency: Some(4),
+            ..Manifest::default()
         }
     }
 
