@@ -179,12 +179,23 @@ struct Counting {
     max: AtomicUsize,
     /// (run, start, end) of every attempt, in the order they ended.
     attempts: Mutex<Vec<(usize, Instant, Instant)>>,
+    /// How each run's attempts ended, as the client saw them: `ok`, an error kind, or
+    /// `abandoned` (the service stopped waiting) — for failure messages.
+    outcomes: Mutex<HashMap<usize, Vec<String>>>,
+}
+
+impl Counting {
+    fn outcomes_of(&self, run: usize) -> Vec<String> {
+        let outcomes = self.outcomes.lock().expect("not poisoned");
+        outcomes.get(&run).cloned().unwrap_or_default()
+    }
 }
 
 struct Attempt<'a> {
     counting: &'a Counting,
     run: usize,
     start: Instant,
+    outcome: &'static str,
 }
 
 impl Drop for Attempt<'_> {
@@ -196,6 +207,13 @@ impl Drop for Attempt<'_> {
             .lock()
             .expect("not poisoned")
             .push((self.run, self.start, end));
+        self.counting
+            .outcomes
+            .lock()
+            .expect("not poisoned")
+            .entry(self.run)
+            .or_default()
+            .push(self.outcome.to_owned());
     }
 }
 
@@ -218,12 +236,18 @@ impl Provider for Counting {
             let run = run_of(text).unwrap_or(usize::MAX);
             let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.max.fetch_max(now, Ordering::SeqCst);
-            let _attempt = Attempt {
+            let mut attempt = Attempt {
                 counting: self,
                 run,
                 start: Instant::now(),
+                outcome: "abandoned",
             };
-            self.inner.send(request).await
+            let result = self.inner.send(request).await;
+            attempt.outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.error.kind(),
+            };
+            result
         })
     }
 }
@@ -381,6 +405,7 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
         now: AtomicUsize::new(0),
         max: AtomicUsize::new(0),
         attempts: Mutex::new(Vec::new()),
+        outcomes: Mutex::new(HashMap::new()),
     });
     let host = Host::builder()
         .cache_dir(Some(dir.path().to_path_buf()))
@@ -443,8 +468,9 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
         assert_eq!(
             stats.attempts as usize,
             seen.len(),
-            "run {i}: reported attempts vs requests the server saw ({seen:?}), {:?}",
-            r.result.as_ref().err()
+            "run {i}: reported attempts vs requests the server saw ({seen:?}), {:?}; the client saw {:?}",
+            r.result.as_ref().err(),
+            provider.outcomes_of(i)
         );
         for (k, f) in seen.iter().enumerate() {
             assert_eq!(
@@ -464,9 +490,10 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
             assert_eq!(
                 (stats.attempts, kind),
                 (attempts, error),
-                "run {i}: schedule {:?}: {:?}",
+                "run {i}: schedule {:?}: {:?}; the client saw {:?}",
                 s.faults,
-                r.result.as_ref().err()
+                r.result.as_ref().err(),
+                provider.outcomes_of(i)
             );
         }
         *outcomes.entry(kind.unwrap_or("ok")).or_default() += 1;
@@ -504,7 +531,10 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
     // failures were not cached and go to the server once.
     second_pass.store(true, Ordering::SeqCst);
     server.reset_stats();
+    provider.outcomes.lock().expect("not poisoned").clear();
+    let started = Instant::now();
     let again = collect(&host, items(runs, &schedules, false), batch_secs).await;
+    let wall_again = started.elapsed();
     let served_again = served_by_run(&server, runs);
     for (i, r) in again.iter().enumerate() {
         let out = r
@@ -534,9 +564,10 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
                     served_again[i].len()
                 ),
                 (0, 1, 1),
-                "run {i} failed before: nothing was cached ({:?}, served {:?}, before: {:?})",
+                "run {i} failed before: nothing was cached ({:?}, served {:?}, the client saw {:?}, before: {:?})",
                 out.stats,
                 served_again[i],
+                provider.outcomes_of(i),
                 results[i].result.as_ref().err()
             );
         }
@@ -552,6 +583,10 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
     println!(
         "soak: {runs} runs (seed {seed:#x}) in {:.2} s: {successes} succeeded, {errors} failed",
         wall.as_secs_f64()
+    );
+    println!(
+        "soak: second pass (successes from the cache, failures again) in {:.2} s",
+        wall_again.as_secs_f64()
     );
     println!("soak: outcomes {outcomes:?}");
     println!("soak: attempts per run {attempts_histogram:?}");
