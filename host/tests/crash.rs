@@ -47,7 +47,7 @@ fn seed() -> u64 {
 }
 
 fn task(i: usize) -> (&'static str, String) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         (
             "python-expert",
             format!("crash-task-{i}: how do I sort a list?"),

@@ -308,7 +308,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn items(runs: usize, schedules: &[Schedule], faulty: bool) -> Vec<BatchItem> {
     (0..runs)
         .map(|i| {
-            let (agent, task) = if i % 2 == 0 {
+            let (agent, task) = if i.is_multiple_of(2) {
                 (
                     "python-expert",
                     format!("soak-run-{i}-end: what is item {i}?"),

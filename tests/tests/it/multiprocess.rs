@@ -125,7 +125,7 @@ struct Counts {
 }
 
 fn response_cache_work(root: &Path, w: usize, counts: &mut Counts) {
-    let memory_layer = w % 2 == 0;
+    let memory_layer = w.is_multiple_of(2);
     let mut cache = ResponseCache::open(cache_config(root, memory_layer)).expect("open");
     let mut rng = Rng(0xc0ffee ^ w as u64);
     let started = Instant::now();
