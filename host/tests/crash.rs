@@ -165,29 +165,47 @@ async fn batches_killed_at_random_moments_never_leave_a_corrupt_cache_entry() {
 }
 
 fn kill_and_check(base_url: &str, seed: u64) {
-    let home = tempfile::tempdir().expect("temp dir");
-    let home = home.path();
+    let dirs = (tempfile::tempdir(), tempfile::tempdir());
+    let (Ok(home), Ok(reference_home)) = &dirs else {
+        panic!("temp dirs")
+    };
+    let (home, reference_home) = (home.path(), reference_home.path());
     let tasks_file = home.join("tasks.jsonl");
 
-    // The server's answer for every task, with the cache off; this also compiles the
-    // agents once, so that kills land in batches rather than in the compiler.
-    write_tasks(&tasks_file, 0..POOL);
-    let reference: HashMap<usize, String> = run_batch(home, base_url, &tasks_file, &["--no-cache"])
-        .into_iter()
-        .map(|(id, cached, output)| {
-            assert!(!cached);
-            (id, output)
-        })
-        .collect();
-    assert_eq!(reference.len(), POOL);
-    // A batch of a window of new tasks, start to end, takes about this long; kills
-    // land anywhere in it.
-    let started = Instant::now();
+    // A first batch in a directory of its own, compiling the agents on the way: the
+    // first kills below land in a fresh directory too, compiler included.
     write_tasks(&tasks_file, 0..WINDOW);
-    run_batch(home, base_url, &tasks_file, &["--no-cache"]);
+    let started = Instant::now();
+    run_batch(reference_home, base_url, &tasks_file, &["--no-cache"]);
+    let first_batch = started.elapsed();
+    // The server's answer for every task, with the cache off.
+    write_tasks(&tasks_file, 0..POOL);
+    let reference: HashMap<usize, String> =
+        run_batch(reference_home, base_url, &tasks_file, &["--no-cache"])
+            .into_iter()
+            .map(|(id, cached, output)| {
+                assert!(!cached);
+                (id, output)
+            })
+            .collect();
+    assert_eq!(reference.len(), POOL);
+    // A batch of a window of new tasks, agents compiled, takes about this long.
+    write_tasks(&tasks_file, 0..WINDOW);
+    let started = Instant::now();
+    run_batch(reference_home, base_url, &tasks_file, &["--no-cache"]);
     let batch = started.elapsed();
-    let span_ms = (batch.as_millis() as u64 * 6 / 5).max(100);
-    eprintln!("crash: a batch takes about {batch:?}; kills within {span_ms} ms of the start");
+    // Kills land anywhere in a batch, the first two in one that may still compile. A
+    // batch below has a third of its tasks cached, so it is shorter than a batch of
+    // new tasks: most kills land before it ends.
+    let span_ms = |k: usize| {
+        let span = if k < 2 {
+            first_batch
+        } else {
+            batch.mul_f64(0.8)
+        };
+        (span.as_millis() as u64).max(100)
+    };
+    eprintln!("crash: a batch takes about {batch:?}, {first_batch:?} when it compiles the agents");
 
     let mut rng = Rng(seed);
     let responses = home.join("cache").join("responses");
@@ -195,7 +213,7 @@ fn kill_and_check(base_url: &str, seed: u64) {
     for k in 0..KILLS {
         let first = k * STEP;
         write_tasks(&tasks_file, first..first + WINDOW);
-        let delay = Duration::from_millis(rng.next() % span_ms);
+        let delay = Duration::from_millis(rng.next() % span_ms(k));
         let context = format!("seed {seed}, kill {k} after {delay:?}");
         let mut child = cf_host(
             home,
