@@ -4,7 +4,11 @@
 //! 50 calls in flight and the response cache on.
 //!
 //! Checked: every run ends, inside its deadline (10% slack), as a success or a typed
-//! error; the server never has more than 50 requests in flight; each run's reported
+//! error; the client never has more than 50 attempts in flight, nor the server more
+//! than 50 requests for clients still waiting (the server's raw count can read 51: when
+//! an attempt times out, the service frees its permit at once, and the next request
+//! may arrive before the server has seen the abandoned connection close — the summary
+//! shows both); each run's reported
 //! attempts equal the requests the server saw for it, and both equal what the retry
 //! rules give for the faults it was served; no result is lost or duplicated; the
 //! cache holds exactly the successful answers (a second pass hits for them and goes
