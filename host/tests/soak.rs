@@ -8,12 +8,11 @@
 //! than 50 requests for clients still waiting (the server's raw count can read 51: when
 //! an attempt times out, the service frees its permit at once, and the next request
 //! may arrive before the server has seen the abandoned connection close — the summary
-//! shows both); each run's reported
-//! attempts equal the requests the server saw for it, and both equal what the retry
-//! rules give for the faults it was served; no result is lost or duplicated; the
-//! cache holds exactly the successful answers (a second pass hits for them and goes
-//! to the server for the others), and verifies clean through the library and
-//! `cf-host cache verify`.
+//! shows both); each run's reported attempts equal the requests the server saw for
+//! it, and both equal what the retry rules give for the faults it was served; no
+//! result is lost or duplicated; the cache holds exactly the successful answers (a
+//! second pass hits for them and goes to the server for the others), and verifies
+//! clean through the library and `cf-host cache verify`.
 //!
 //! `CF_SOAK_RUNS` sets the number of runs (default 300, for CI), `CF_SOAK_SEED` the
 //! schedule's seed. `scripts/soak.sh` runs 10,000 in release and prints the summary.
