@@ -239,6 +239,7 @@ fn last_user_text(body: &Value) -> String {
 struct InFlight<'a> {
     state: &'a State,
     n: u64,
+    arrived: Instant,
     finished: bool,
 }
 
@@ -249,12 +250,14 @@ impl<'a> InFlight<'a> {
         let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let arrived = Instant::now();
         let guard = Self {
             state,
             n,
+            arrived,
             finished: false,
         };
-        (guard, n, Instant::now())
+        (guard, n, arrived)
     }
 }
 
@@ -263,7 +266,9 @@ impl Drop for InFlight<'_> {
         if self.state.log_served {
             let left = Instant::now();
             let mut served = lock(&self.state.served);
-            if let Some(s) = served.iter_mut().rev().find(|s| s.request == self.n) {
+            // Numbers restart after `reset_stats`; the arrival time tells them apart.
+            let mine = |s: &&mut Served| s.request == self.n && s.arrived == self.arrived;
+            if let Some(s) = served.iter_mut().rev().find(mine) {
                 s.left = Some(left);
                 s.abandoned = !self.finished;
             }
