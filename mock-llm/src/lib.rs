@@ -1,7 +1,8 @@
 //! A real HTTP/1.1 server on 127.0.0.1 that speaks the Anthropic Messages wire format,
 //! for tests and benchmarks of model clients: it records what it receives, counts
 //! requests in flight, answers deterministically after a configurable latency, and
-//! plays scripted or random faults.
+//! plays scripted, planned (a [`FaultPlan`] keyed by message, for exact expectations)
+//! or random faults, logging which one each request was served ([`MockServer::served`]).
 //!
 //! ```
 //! use cf_mock_llm::{Fault, MockConfig, MockServer};
