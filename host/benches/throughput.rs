@@ -6,8 +6,12 @@
 //! ```
 //!
 //! Agents that make one call per run (`python-expert`, `code-reviewer`), alternating;
-//! 2000 runs at a concurrency limit of 200 (ideal 1.0 s) and 1000 at 50 (ideal 2.0 s),
-//! where the ideal is (API calls ÷ limit) × latency. Each case runs on a fresh host
+//! 200 runs at a concurrency limit of 10 (ideal 2.0 s), 1000 at 50 (ideal 2.0 s) and
+//! 2000 at 200 (ideal 1.0 s), where the ideal is (API calls ÷ limit) × latency; then
+//! the last two with a provider that only sleeps (no HTTP). `CF_BENCH_ROWS=2000@200,
+//! no-http-1000@50` picks rows. `call p50` is the median time inside the model call
+//! (permit wait excluded): what the stand-in's 100 ms really take, timer rounding
+//! included. Each case runs on a fresh host
 //! (new connections: "cold"). Prints wall time and its ratio to the ideal, the host's
 //! CPU time (its runtime's threads, not the mock's) per run, and peak memory.
 
@@ -75,11 +79,14 @@ async fn run_case(
         });
     }
     let (mut ok, mut failed, mut calls) = (0usize, 0usize, 0u64);
+    let mut attempt_ms: Vec<f64> = Vec::with_capacity(runs);
     while let Some(done) = set.join_next().await {
         match done {
             Ok(Ok(out)) => {
                 ok += 1;
                 calls += u64::from(out.stats.llm_calls);
+                let t = &out.stats.timings;
+                attempt_ms.push((t.llm - t.queue_wait).as_secs_f64() * 1e3);
             }
             Ok(Err(e)) => {
                 if failed == 0 {
@@ -97,12 +104,15 @@ async fn run_case(
     let host_cpu = cpu_seconds_of(HOST_THREADS) - host0;
     let server_cpu = cpu_seconds_of(SERVER_THREADS) - server0;
     let ideal = (calls as f64 / limit as f64).ceil() * LATENCY.as_secs_f64();
+    attempt_ms.sort_by(f64::total_cmp);
+    let attempt_p50 = attempt_ms.get(attempt_ms.len() / 2).copied().unwrap_or(0.0);
     println!(
         "{label:<10} {runs:>5} runs at limit {limit:>3}: wall {wall:6.3} s (ideal {ideal:.1} s, ×{:.3}), host CPU {host_cpu:5.2} s ({:.0} µs/run), \
-         mock CPU {server_cpu:5.2} s, server peak in flight {}, ok {ok}, failed {failed}",
+         mock CPU {server_cpu:5.2} s, server peak in flight {}, ok {ok}, failed {failed}, call p50 {attempt_p50:.2} ms, connections {}",
         wall / ideal,
         host_cpu / runs as f64 * 1e6,
         server.max_in_flight(),
+        server.connections(),
     );
 }
 
@@ -138,18 +148,22 @@ fn main() {
                     .expect("client"),
             )
         };
-        run_case("http", http(), &server, 2000, 200, cache.path()).await;
-        run_case("http", http(), &server, 1000, 50, cache.path()).await;
-        run_case(
-            "no-http",
-            Arc::new(Sleepy),
-            &server,
-            2000,
-            200,
-            cache.path(),
-        )
-        .await;
-        run_case("no-http", Arc::new(Sleepy), &server, 1000, 50, cache.path()).await;
+        let only = std::env::var("CF_BENCH_ROWS").ok();
+        let wanted = |row: &str| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|r| r == row))
+        };
+        for (runs, limit) in [(200, 10), (1000, 50), (2000, 200)] {
+            if wanted(&format!("{runs}@{limit}")) {
+                run_case("http", http(), &server, runs, limit, cache.path()).await;
+            }
+        }
+        for (runs, limit) in [(1000, 50), (2000, 200)] {
+            if wanted(&format!("no-http-{runs}@{limit}")) {
+                let sleepy: Arc<dyn Provider> = Arc::new(Sleepy);
+                run_case("no-http", sleepy, &server, runs, limit, cache.path()).await;
+            }
+        }
     });
     println!(
         "peak RSS of the process (host + mock): {:.0} MiB",

@@ -37,6 +37,11 @@ pub(crate) fn new_engine(memory_bytes: u64, max_instances: u32) -> Result<Engine
         .max_memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
         // Keep the first pages of each slot mapped: a fresh instance reuses them.
         .linear_memory_keep_resident(64 * 1024)
+        // Reset only the pages a guest dirtied (Linux 6.7+ PAGEMAP_SCAN; off where the
+        // kernel lacks it) instead of `madvise` over the slot, whose TLB shootdowns
+        // interrupt every core. Measured with 2000 runs in flight: 150 → 80-95 µs of
+        // host CPU per run without HTTP, 225-250 → 170-190 µs with it.
+        .pagemap_scan(wasmtime::Enabled::Auto)
         .table_keep_resident(16 * 1024)
         .total_stacks(max_instances);
     let mut config = Config::new();

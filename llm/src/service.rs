@@ -475,7 +475,7 @@ impl LlmService {
             let global = inner.limiter.acquire().await.map_err(|_| shutting_down())?;
             Ok::<_, AttemptFailure>((agent, global))
         };
-        let _permits = match call.deadline {
+        let permits = match call.deadline {
             Some(d) => tokio::time::timeout_at(d, permits)
                 .await
                 .map_err(|_| deadline_error("while waiting for a concurrency permit"))??,
@@ -490,7 +490,16 @@ impl LlmService {
             limit = d;
             bounded_by_deadline = true;
         }
-        match tokio::time::timeout_at(limit, inner.provider.send(request)).await {
+        let outcome = tokio::time::timeout_at(limit, inner.provider.send(request)).await;
+        // Hand the permit on before this call's caller goes on: a waiting call sends
+        // its request now, not after this run's post-processing (the limit's next
+        // request is on the critical path; this run's remaining work is not).
+        let contended = inner.limiter.available_permits() == 0;
+        drop(permits);
+        if contended {
+            tokio::task::yield_now().await;
+        }
+        match outcome {
             Ok(result) => result.map_err(|failure| AttemptFailure {
                 failure,
                 sent: true,
