@@ -965,7 +965,11 @@ fn info_logs_name_neither_the_agent_nor_the_task() {
     assert_eq!(info.code, 0, "{}", info.stderr);
     assert!(info.stderr.contains("record 1"), "{}", info.stderr);
     let id = cf_host::metrics::task_hash("hostile");
-    assert!(info.stderr.contains(&id), "records carry the agent's id: {}", info.stderr);
+    assert!(
+        info.stderr.contains(&id),
+        "records carry the agent's id: {}",
+        info.stderr
+    );
     // Log records (not the result line, which is for the user) hide both.
     let records: Vec<&str> = info
         .stderr

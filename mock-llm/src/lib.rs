@@ -582,7 +582,9 @@ async fn serve(
         });
     }
     if !state.latency.is_zero() {
-        tokio::time::sleep(state.latency).await;
+        // Counted from the request's arrival: reading and parsing it is part of the
+        // latency, not added to it.
+        tokio::time::sleep_until(tokio::time::Instant::from_std(arrived) + state.latency).await;
     }
     match fault {
         None => {}
