@@ -50,6 +50,10 @@ fn wait_with_usage(pid: u32) -> (Duration, f64) {
     )
 }
 
+#[expect(
+    clippy::zombie_processes,
+    reason = "waited for by wait_with_usage (wait4), which std cannot do"
+)]
 fn cf_host(base_url: &str, cache: &Path, limit: usize, args: &[&str]) -> Run {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
