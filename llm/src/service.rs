@@ -337,6 +337,7 @@ impl LlmService {
                             call.agent.to_owned(),
                         );
                         let (response, cost) = (done.response.clone(), done.cost.known_usd());
+                        let writer = layer.writers.acquire().await;
                         let stored = tokio::task::spawn_blocking(move || {
                             if let Some(layer) = &inner.cache {
                                 layer.store(mode, &agent, &key, &response, cost);
@@ -345,6 +346,7 @@ impl LlmService {
                         if let Err(e) = stored.await {
                             tracing::warn!(error = %e, "storing an answer in the cache failed");
                         }
+                        drop(writer);
                     }
                     let shared = outcome
                         .as_ref()
