@@ -11,7 +11,10 @@
 //! the last two with a provider that only sleeps (no HTTP). `CF_BENCH_ROWS=2000@200,
 //! no-http-1000@50` picks rows. `call p50` is the median time inside the model call
 //! (permit wait excluded): what the stand-in's 100 ms really take, timer rounding
-//! included. Each case runs on a fresh host
+//! included. `CF_BENCH_SLOW=1` also prints every call over 120 ms and how the first
+//! wave's requests arrived at the server (in a fresh process the first 200 new
+//! connections arrive spread over 30-60 ms, later waves of new connections over 6-7 ms:
+//! a one-time cost of the first burst, cause not yet found). Each case runs on a fresh host
 //! (new connections: "cold"). Prints wall time and its ratio to the ideal, the host's
 //! CPU time (its runtime's threads, not the mock's) per run, and peak memory.
 
@@ -87,6 +90,17 @@ async fn run_case(
                 calls += u64::from(out.stats.llm_calls);
                 let t = &out.stats.timings;
                 attempt_ms.push((t.llm - t.queue_wait).as_secs_f64() * 1e3);
+                if std::env::var_os("CF_BENCH_SLOW").is_some()
+                    && (t.llm - t.queue_wait).as_millis() > 120
+                {
+                    eprintln!(
+                        "slow call {:.1} ms, run total {:.1} ms, queue {:.1} ms, instantiate {:.2} ms",
+                        (t.llm - t.queue_wait).as_secs_f64() * 1e3,
+                        t.total.as_secs_f64() * 1e3,
+                        t.queue_wait.as_secs_f64() * 1e3,
+                        t.instantiate.as_secs_f64() * 1e3
+                    );
+                }
             }
             Ok(Err(e)) => {
                 if failed == 0 {
@@ -101,14 +115,54 @@ async fn run_case(
         }
     }
     let wall = start.elapsed().as_secs_f64();
+    if std::env::var_os("CF_BENCH_SLOW").is_some() {
+        let served = server.served();
+        let first = served.iter().map(|s| s.arrived).min();
+        if let Some(first) = first {
+            let mut offs: Vec<f64> = served
+                .iter()
+                .map(|s| (s.arrived - first).as_secs_f64() * 1e3)
+                .collect();
+            offs.sort_by(f64::total_cmp);
+            eprintln!(
+                "first arrival {:.1} ms after start; arrivals of the first 200: 0 .. {:.1} ms; 100th {:.1}",
+                (first - start).as_secs_f64() * 1e3,
+                offs.get(199).copied().unwrap_or(0.0),
+                offs.get(99).copied().unwrap_or(0.0)
+            );
+            let mut stay: Vec<f64> = served
+                .iter()
+                .filter_map(|s| s.left.map(|l| (l - s.arrived).as_secs_f64() * 1e3))
+                .collect();
+            stay.sort_by(f64::total_cmp);
+            eprintln!(
+                "threads now: {}",
+                std::fs::read_dir("/proc/self/task")
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            );
+            eprintln!(
+                "server time per request: p50 {:.2} p99 {:.2} max {:.2}",
+                stay[stay.len() / 2],
+                stay[stay.len() * 99 / 100],
+                stay[stay.len() - 1]
+            );
+        }
+    }
     let host_cpu = cpu_seconds_of(HOST_THREADS) - host0;
     let server_cpu = cpu_seconds_of(SERVER_THREADS) - server0;
     let ideal = (calls as f64 / limit as f64).ceil() * LATENCY.as_secs_f64();
     attempt_ms.sort_by(f64::total_cmp);
-    let attempt_p50 = attempt_ms.get(attempt_ms.len() / 2).copied().unwrap_or(0.0);
+    let at = |q: f64| {
+        attempt_ms
+            .get(((attempt_ms.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let (attempt_p50, attempt_p99, attempt_max) = (at(0.5), at(0.99), at(1.0));
     println!(
         "{label:<10} {runs:>5} runs at limit {limit:>3}: wall {wall:6.3} s (ideal {ideal:.1} s, ×{:.3}), host CPU {host_cpu:5.2} s ({:.0} µs/run), \
-         mock CPU {server_cpu:5.2} s, server peak in flight {}, ok {ok}, failed {failed}, call p50 {attempt_p50:.2} ms, connections {}",
+         mock CPU {server_cpu:5.2} s, server peak in flight {}, ok {ok}, failed {failed}, call p50 {attempt_p50:.2} ms p99 {attempt_p99:.1} max {attempt_max:.1}, connections {}",
         wall / ideal,
         host_cpu / runs as f64 * 1e6,
         server.max_in_flight(),
@@ -134,6 +188,7 @@ fn main() {
         .block_on(MockServer::start(MockConfig {
             latency: LATENCY,
             record: false,
+            log_served: std::env::var_os("CF_BENCH_SLOW").is_some(),
             ..MockConfig::default()
         }))
         .expect("mock server");
