@@ -71,8 +71,9 @@ def to_bullets(answer: str, limit: int) -> list[str]:
     bullets = []
     for line in answer.splitlines():
         line = line.strip()
-        for marker in ("- ", "* ", "• "):
-            if line.startswith(marker):
+        for marker in ("-", "*", "•"):
+            # A bare marker is an empty bullet, not the bullet "-".
+            if line == marker or line.startswith(marker + " "):
                 line = line[len(marker):].strip()
                 break
         if line:
