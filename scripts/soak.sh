@@ -18,9 +18,10 @@ if [[ -n "${2:-}" ]]; then export CF_SOAK_SEED="$2"; fi
 cargo test --release -p cf-host --test soak --no-run
 start=$(date +%s%N)
 set +e
-cargo test --release -p cf-host --test soak -- --nocapture
-status=$?
+log="target/soak-$(date -u +%Y%m%dT%H%M%SZ).log"
+cargo test --release -p cf-host --test soak -- --nocapture 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
 set -e
 end=$(date +%s%N)
-echo "soak.sh: $CF_SOAK_RUNS runs; the test took $(( (end - start) / 1000000 )) ms in all (exit $status)"
+echo "soak.sh: $CF_SOAK_RUNS runs; the test took $(( (end - start) / 1000000 )) ms in all (exit $status); output kept in $log"
 exit "$status"
