@@ -2,7 +2,7 @@
 //! reaches the wire, what reaches the guest, retries, timeouts, and the key.
 
 use crate::support::*;
-use cf_host::llm::{AnthropicConfig, AnthropicProvider, ApiKey, Provider};
+use cf_host::llm::Provider;
 use cf_host::{Error, Host, Limits, RunOptions, Task};
 use cf_mock_llm::{Fault, MockConfig, MockServer};
 use std::sync::Arc;
@@ -17,8 +17,7 @@ async fn server() -> MockServer {
 }
 
 fn anthropic(server: &MockServer) -> Arc<dyn Provider> {
-    let config = AnthropicConfig::new(server.base_url(), ApiKey::new(KEY));
-    Arc::new(AnthropicProvider::new(config).expect("client"))
+    anthropic_client(server, KEY)
 }
 
 fn host_for(

@@ -11,12 +11,10 @@
 //! response cache start empty and no test compiles it again.
 
 use crate::support::*;
-use cf_host::llm::{AnthropicConfig, AnthropicProvider, ApiKey, Provider};
 use cf_host::permissions::Grant;
 use cf_host::{Agent, ComponentInterface, Error, Host, HostBuilder, RunOptions, Task};
 use cf_mock_llm::{MockConfig, MockServer};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::sync::OnceCell;
@@ -28,32 +26,16 @@ const COMPILE_SECS: u64 = 600;
 const LOAD_SECS: u64 = 120;
 const RUN_SECS: u64 = 120;
 
-fn component_path() -> Option<PathBuf> {
-    option_env!("CF_JS_AGENT").map(PathBuf::from)
-}
-
-/// Where the build puts things: the directory holding `wasm-guests/`.
-fn target_dir() -> PathBuf {
-    component_path()
-        .and_then(|p| p.ancestors().nth(3).map(Path::to_path_buf))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// The component built by `tests/build.rs` (through `guest-agents/js/build.sh`), its
-/// manifest beside it; `None` when the build reported that componentize-js cannot be
-/// had on this machine (no node or npm, no registry).
+/// The component built by `tests/build.rs` (through `guest-agents/js/build.sh`);
+/// `None` when componentize-js cannot be had on this machine (no node or npm, no
+/// registry).
 fn component() -> Option<PathBuf> {
-    if let Some(reason) = option_env!("CF_JS_AGENT_SKIPPED") {
-        eprintln!("skipping the JavaScript agent: guest-agents/js/build.sh reported: {reason}");
-        return None;
-    }
-    let path = component_path().expect("tests/build.rs sets CF_JS_AGENT or CF_JS_AGENT_SKIPPED");
-    assert!(
-        path.exists() && path.with_extension("toml").exists(),
-        "{} or its manifest is missing",
-        path.display()
-    );
-    Some(path)
+    built_guest(
+        "JavaScript",
+        "guest-agents/js/build.sh",
+        option_env!("CF_JS_AGENT"),
+        option_env!("CF_JS_AGENT_SKIPPED"),
+    )
 }
 
 /// The component compiled once for every test of this process.
@@ -72,7 +54,9 @@ static COMPILED: OnceCell<Compiled> = OnceCell::const_new();
 async fn compiled(wasm: &Path) -> &'static Compiled {
     COMPILED
         .get_or_init(|| async {
-            let components = target_dir().join("test-compiled-js").join("components");
+            let components = guest_target_dir(option_env!("CF_JS_AGENT"))
+                .join("test-compiled-js")
+                .join("components");
             let bytes = std::fs::read(wasm).expect("read the component");
             let sha = cf_host::component_sha256(&bytes);
             let mut was_compiled = false;
@@ -410,10 +394,7 @@ async fn js_agent_through_the_anthropic_client() {
         .await
         .expect("mock server binds 127.0.0.1");
     let key = "sk-ant-test-js-agent-0123456789";
-    let provider: Arc<dyn Provider> = Arc::new(
-        AnthropicProvider::new(AnthropicConfig::new(server.base_url(), ApiKey::new(key)))
-            .expect("client"),
-    );
+    let provider = anthropic_client(&server, key);
     let (_host, agent, _dir) = load(granted().no_response_cache().provider(provider), &wasm).await;
     let out = bounded(
         "run on the wire",

@@ -8,52 +8,32 @@
 //! after a change of the component pays for the compilation.
 
 use crate::support::*;
-use cf_host::llm::{AnthropicConfig, AnthropicProvider, ApiKey, Provider};
 use cf_host::permissions::Grant;
 use cf_host::{Agent, Error, Host, HostBuilder, RunOptions, Task};
 use cf_mock_llm::{MockConfig, MockServer};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NAME: &str = "py-summarizer";
 /// Compiling the component in a debug build of the host, on a busy machine.
 const LOAD_SECS: u64 = 600;
 
-/// Where the build puts things: the directory holding `wasm-guests/`.
-fn target_dir() -> PathBuf {
-    component_path()
-        .and_then(|p| p.ancestors().nth(3).map(Path::to_path_buf))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-fn component_path() -> Option<PathBuf> {
-    option_env!("CF_PYTHON_AGENT").map(PathBuf::from)
-}
-
-/// The component built by `tests/build.rs` (through `guest-agents/python/build.sh`),
-/// its manifest beside it; `None` when the build reported that componentize-py cannot
-/// be had on this machine.
+/// The component built by `tests/build.rs` (through `guest-agents/python/build.sh`);
+/// `None` when componentize-py cannot be had on this machine.
 fn component() -> Option<PathBuf> {
-    if let Some(reason) = option_env!("CF_PYTHON_AGENT_SKIPPED") {
-        eprintln!("skipping the Python agent: guest-agents/python/build.sh reported: {reason}");
-        return None;
-    }
-    let path =
-        component_path().expect("tests/build.rs sets CF_PYTHON_AGENT or CF_PYTHON_AGENT_SKIPPED");
-    assert!(
-        path.exists() && path.with_extension("toml").exists(),
-        "{} or its manifest is missing",
-        path.display()
-    );
-    Some(path)
+    built_guest(
+        "Python",
+        "guest-agents/python/build.sh",
+        option_env!("CF_PYTHON_AGENT"),
+        option_env!("CF_PYTHON_AGENT_SKIPPED"),
+    )
 }
 
 /// The cache directory of the test's hosts: the compiled component survives between
 /// runs of the test (older builds of it are removed); the agents' stores and the
 /// response cache start empty.
 fn cache_dir(wasm: &Path) -> PathBuf {
-    let dir = target_dir().join("test-compiled-python");
+    let dir = guest_target_dir(option_env!("CF_PYTHON_AGENT")).join("test-compiled-python");
     let sha = cf_host::component_sha256(&std::fs::read(wasm).expect("read the component"));
     if let Ok(entries) = std::fs::read_dir(dir.join("components")) {
         for entry in entries.flatten() {
@@ -250,10 +230,7 @@ async fn python_agent_end_to_end() {
         .await
         .expect("mock server binds 127.0.0.1");
     let key = "sk-ant-test-python-agent-0123456789";
-    let provider: Arc<dyn Provider> = Arc::new(
-        AnthropicProvider::new(AnthropicConfig::new(server.base_url(), ApiKey::new(key)))
-            .expect("client"),
-    );
+    let provider = anthropic_client(&server, key);
     let (_host, agent, _) = load(
         "load (anthropic host)",
         Host::builder()

@@ -1,7 +1,11 @@
 //! Test doubles and helpers shared by the modules.
 
-use cf_host::llm::{BoxFuture, OfflineProvider, Provider, ProviderError, Request, Response};
+use cf_host::llm::{
+    AnthropicConfig, AnthropicProvider, ApiKey, BoxFuture, OfflineProvider, Provider,
+    ProviderError, Request, Response,
+};
 use cf_host::{Host, HostBuilder, Limits};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
 
@@ -103,4 +107,43 @@ pub fn meta<'a>(metadata: &'a [(String, String)], key: &str) -> Option<&'a str> 
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
+}
+
+/// The real Anthropic client, pointed at the loopback `server` with `key`.
+pub fn anthropic_client(server: &cf_mock_llm::MockServer, key: &str) -> Arc<dyn Provider> {
+    let config = AnthropicConfig::new(server.base_url(), ApiKey::new(key));
+    Arc::new(AnthropicProvider::new(config).expect("client"))
+}
+
+/// An agent in another language, as `tests/build.rs` left it: `built` is the path it
+/// reported (`CF_<LANG>_AGENT`), `skipped` the reason it could not build it
+/// (`CF_<LANG>_AGENT_SKIPPED`, when the language's tool cannot be had here). `None`,
+/// after saying why, when skipped; otherwise the component, its manifest beside it.
+pub fn built_guest(
+    language: &str,
+    script: &str,
+    built: Option<&str>,
+    skipped: Option<&str>,
+) -> Option<PathBuf> {
+    if let Some(reason) = skipped {
+        eprintln!("skipping the {language} agent: {script} reported: {reason}");
+        return None;
+    }
+    let path = PathBuf::from(built.unwrap_or_else(|| {
+        panic!("tests/build.rs reports either the {language} component or why it skipped it")
+    }));
+    assert!(
+        path.exists() && path.with_extension("toml").exists(),
+        "{} or its manifest is missing",
+        path.display()
+    );
+    Some(path)
+}
+
+/// Where the build puts things (the directory holding `wasm-guests/`), from the path
+/// of a component built there.
+pub fn guest_target_dir(built: Option<&str>) -> PathBuf {
+    built
+        .and_then(|p| Path::new(p).ancestors().nth(3).map(Path::to_path_buf))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
