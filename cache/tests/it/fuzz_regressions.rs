@@ -1,32 +1,9 @@
 //! Every input kept in `fuzz/regressions/<target>/` (seeds and crashes the fuzzers
 //! found), through the same checks as the fuzz targets (`cf_cache::fuzzing`).
 
-use std::path::{Path, PathBuf};
-
 use cf_cache::fuzzing;
 
-/// The files of `fuzz/regressions/<target>/`; fails if there are none, so that a
-/// moved directory cannot pass silently.
-fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/regressions")
-        .join(target);
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("a directory entry").path();
-            let data = std::fs::read(&path).expect("a regression input");
-            (path, data)
-        })
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "no regression inputs in {}",
-        dir.display()
-    );
-    files
-}
+use crate::regression_inputs::inputs;
 
 #[test]
 fn entry_decoder_regressions_hold() {

@@ -8,6 +8,8 @@ mod cache_lane;
 mod cache_lru;
 mod common;
 mod fuzz_regressions;
+#[path = "../../../fuzz/regression_inputs.rs"]
+mod regression_inputs;
 mod store_files;
 mod store_quota;
 mod store_scope;

@@ -7,6 +7,8 @@ mod cost;
 mod errors;
 mod fuzz_regressions;
 mod record_replay;
+#[path = "../../../fuzz/regression_inputs.rs"]
+mod regression_inputs;
 mod retries;
 mod secrets;
 mod support;
