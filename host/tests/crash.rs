@@ -22,19 +22,6 @@ const WINDOW: usize = 60;
 const STEP: usize = 40;
 const POOL: usize = WINDOW + KILLS * STEP;
 
-/// splitmix64: the kill delays depend on nothing but the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 fn seed() -> u64 {
     std::env::var("CF_CRASH_SEED")
         .ok()
@@ -207,13 +194,13 @@ fn kill_and_check(base_url: &str, seed: u64) {
     };
     eprintln!("crash: a batch takes about {batch:?}, {first_batch:?} when it compiles the agents");
 
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let responses = home.join("cache").join("responses");
     let (mut orphans, mut hits, mut killed) = (0, 0, 0);
     for k in 0..KILLS {
         let first = k * STEP;
         write_tasks(&tasks_file, first..first + WINDOW);
-        let delay = Duration::from_millis(rng.next() % span_ms(k));
+        let delay = Duration::from_millis(rng.u64(0..span_ms(k)));
         let context = format!("seed {seed}, kill {k} after {delay:?}");
         let mut child = cf_host(
             home,

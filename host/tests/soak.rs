@@ -117,25 +117,9 @@ fn expected(s: &Schedule) -> (u32, Option<&'static str>) {
     (s.faults.len() as u32 + 1, None)
 }
 
-/// splitmix64: a tiny seeded generator, so schedules depend on nothing but the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
+/// The faults of run `run`: seeded, so schedules depend on nothing but the seed.
 fn schedule(seed: u64, run: usize) -> Schedule {
-    let mut rng = Rng(seed ^ (run as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut rng = fastrand::Rng::with_seed(seed ^ (run as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
     if rng.f64() < 0.01 {
         return Schedule {
             faults: vec![Kind::HangPastDeadline],
@@ -147,7 +131,7 @@ fn schedule(seed: u64, run: usize) -> Schedule {
         if rng.f64() >= P_FAULT {
             break;
         }
-        let kind = match rng.next() % 100 {
+        let kind = match rng.u64(0..100) {
             0..=29 => Kind::RateLimited,
             30..=32 => Kind::RateLimitedLong,
             33..=52 => Kind::Overloaded,

@@ -66,29 +66,12 @@ fn key(k: u64) -> CacheKey {
     KeyBuilder::new("multiprocess").field_u64("k", k).finish()
 }
 
-/// splitmix64, for values and for each worker's choice of operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The value writer `w` writes for key `k` the `seq`-th time: a header naming all
 /// three, then `len` bytes that only that header produces.
 fn value(k: u64, w: usize, seq: u64, len: usize) -> Vec<u8> {
     let mut v = format!("{k}|{w}|{seq}|{len}|").into_bytes();
-    let mut rng = Rng(k ^ ((w as u64) << 48) ^ (seq << 8));
-    v.extend((0..len).map(|_| rng.next() as u8));
+    let mut rng = fastrand::Rng::with_seed(k ^ ((w as u64) << 48) ^ (seq << 8));
+    v.extend((0..len).map(|_| rng.u8(..)));
     v
 }
 
@@ -127,15 +110,15 @@ struct Counts {
 fn response_cache_work(root: &Path, w: usize, counts: &mut Counts) {
     let memory_layer = w.is_multiple_of(2);
     let mut cache = ResponseCache::open(cache_config(root, memory_layer)).expect("open");
-    let mut rng = Rng(0xc0ffee ^ w as u64);
+    let mut rng = fastrand::Rng::with_seed(0xc0ffee ^ w as u64);
     let started = Instant::now();
     let (mut seq, min_ops) = (0, min_ops());
     for ops in 0.. {
         if ops >= min_ops && started.elapsed() >= WORK_FOR {
             break;
         }
-        let k = rng.below(CACHE_KEYS);
-        match rng.below(100) {
+        let k = rng.u64(0..CACHE_KEYS);
+        match rng.u64(0..100) {
             0..=49 => {
                 counts.gets += 1;
                 if let Some(entry) = cache.get("agent", &key(k)) {
@@ -147,7 +130,7 @@ fn response_cache_work(root: &Path, w: usize, counts: &mut Counts) {
             }
             50..=94 => {
                 seq += 1;
-                let v = value(k, w, seq, 100 + rng.below(1400) as usize);
+                let v = value(k, w, seq, 100 + rng.u64(0..1400) as usize);
                 let meta = EntryMeta {
                     tokens: k,
                     cost_usd: Some(0.001),
@@ -192,16 +175,16 @@ fn store_work(root: &Path, w: usize, counts: &mut Counts) {
     let limits = store_limits();
     let stores = AgentStores::open(root, limits.clone()).expect("open stores");
     let store = stores.scope(STORE_AGENT).expect("scope");
-    let mut rng = Rng(0xbeef ^ w as u64);
+    let mut rng = fastrand::Rng::with_seed(0xbeef ^ w as u64);
     let started = Instant::now();
     let (mut seq, min_ops) = (0, min_ops());
     for ops in 0.. {
         if ops >= min_ops && started.elapsed() >= WORK_FOR {
             break;
         }
-        let k = rng.below(STORE_KEYS);
+        let k = rng.u64(0..STORE_KEYS);
         let name = format!("k{k}");
-        match rng.below(100) {
+        match rng.u64(0..100) {
             0..=39 => {
                 counts.store_gets += 1;
                 if let Some(v) = store.get(&name).expect("get") {
@@ -213,7 +196,7 @@ fn store_work(root: &Path, w: usize, counts: &mut Counts) {
             }
             40..=84 => {
                 seq += 1;
-                let v = value(k, w, seq, 50 + rng.below(700) as usize);
+                let v = value(k, w, seq, 50 + rng.u64(0..700) as usize);
                 match store.set(&name, &v, None) {
                     Ok(()) => counts.store_sets += 1,
                     Err(StoreError::QuotaExceeded(_)) => counts.store_refused += 1,
@@ -421,12 +404,12 @@ fn a_worker_killed_mid_write_leaves_no_corrupt_entry_for_the_others() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         });
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let root = tempfile::tempdir().expect("temp dir");
     for round in 0..KILL_ROUNDS {
-        let victim = rng.below(WORKERS as u64) as usize;
+        let victim = rng.u64(0..WORKERS as u64) as usize;
         // Within the workers' WORK_FOR, after their startup.
-        let delay = Duration::from_millis(300 + rng.below(1700));
+        let delay = Duration::from_millis(300 + rng.u64(0..1700));
         let context =
             format!("round {round}: worker {victim} killed after {delay:?} (CF_MP_SEED={seed})");
         eprintln!("multiprocess: {context}");
