@@ -577,13 +577,16 @@ pub(crate) async fn agents(args: AgentsArgs) -> u8 {
     exit::OK
 }
 
+/// The component `inspect` and `check` look at, and a host to look at it with.
+fn component_and_host(args: &InspectArgs) -> Result<(Vec<u8>, Host), String> {
+    let wasm = std::fs::read(&args.wasm).map_err(|e| format!("{}: {e}", args.wasm.display()))?;
+    let (host, _) = host_and_settings(&args.host)?;
+    Ok((wasm, host))
+}
+
 pub(crate) async fn inspect(args: InspectArgs) -> u8 {
-    let wasm = match std::fs::read(&args.wasm) {
+    let (wasm, host) = match component_and_host(&args) {
         Ok(w) => w,
-        Err(e) => return usage_error(format!("{}: {e}", args.wasm.display())),
-    };
-    let (host, _) = match host_and_settings(&args.host) {
-        Ok(h) => h,
         Err(e) => return usage_error(e),
     };
     let interface = match host.inspect(wasm.clone()).await {
@@ -697,12 +700,8 @@ pub(crate) fn stats(args: StatsArgs) -> u8 {
 }
 
 pub(crate) async fn check(args: InspectArgs) -> u8 {
-    let wasm = match std::fs::read(&args.wasm) {
+    let (wasm, host) = match component_and_host(&args) {
         Ok(w) => w,
-        Err(e) => return usage_error(format!("{}: {e}", args.wasm.display())),
-    };
-    let (host, _) = match host_and_settings(&args.host) {
-        Ok(h) => h,
         Err(e) => return usage_error(e),
     };
     let verdict = match host.inspect(wasm.clone()).await {
