@@ -3,9 +3,11 @@
 //! the capability and the plugin, and is never sent.
 
 use crate::support::*;
+use cf_host::llm::Provider;
 use cf_host::permissions::Grant;
-use cf_host::{Error, Host, Task};
+use cf_host::{Error, Host, HostBuilder, Task};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The hostile guest copied beside a manifest of our choosing.
 fn plugin_with_manifest(dir: &std::path::Path, manifest: Option<&str>) -> PathBuf {
@@ -15,6 +17,15 @@ fn plugin_with_manifest(dir: &std::path::Path, manifest: Option<&str>) -> PathBu
         std::fs::write(dir.join("plugin.toml"), text).expect("write the manifest");
     }
     wasm
+}
+
+/// A host over the cache directory `cache` whose model calls go to `provider`, with
+/// the response cache off (every call reaches the provider) and no grants yet.
+fn spied(cache: PathBuf, provider: Arc<dyn Provider>) -> HostBuilder {
+    Host::builder()
+        .cache_dir(Some(cache))
+        .no_response_cache()
+        .provider(provider)
 }
 
 fn grant(models: &[&str]) -> Grant {
@@ -61,10 +72,7 @@ async fn the_grant_matrix_end_to_end() {
         let dir = tempfile::tempdir().expect("temp dir");
         let wasm = plugin_with_manifest(dir.path(), manifest);
         let spy = Spy::new();
-        let mut builder = Host::builder()
-            .cache_dir(Some(dir.path().join("cache")))
-            .no_response_cache()
-            .provider(spy.clone());
+        let mut builder = spied(dir.path().join("cache"), spy.clone());
         if let Some(g) = g {
             builder = builder.grant("hostile", g);
         }
@@ -100,10 +108,7 @@ async fn limits_cache_and_pins_follow_the_grant() {
     let dir = tempfile::tempdir().expect("temp dir");
     let wasm = plugin_with_manifest(dir.path(), Some("models = [\"*\"]\nmax_tokens = 100\n"));
     let spy = Spy::new();
-    let host = Host::builder()
-        .cache_dir(Some(dir.path().join("cache")))
-        .no_response_cache()
-        .provider(spy.clone())
+    let host = spied(dir.path().join("cache"), spy.clone())
         .grant(
             "hostile",
             Grant {
@@ -151,10 +156,7 @@ async fn limits_cache_and_pins_follow_the_grant() {
     );
 
     // A grant pinned to another component refuses this one.
-    let pinned = Host::builder()
-        .cache_dir(Some(dir.path().join("cache")))
-        .no_response_cache()
-        .provider(spy.clone())
+    let pinned = spied(dir.path().join("cache"), spy.clone())
         .grant(
             "hostile",
             Grant {
@@ -188,10 +190,7 @@ async fn a_broken_manifest_is_a_clear_load_error() {
 async fn shipped_agents_run_unless_a_grant_narrows_them() {
     let spy = Spy::new();
     let dir = tempfile::tempdir().expect("temp dir");
-    let host = Host::builder()
-        .cache_dir(Some(dir.path().to_path_buf()))
-        .no_response_cache()
-        .provider(spy.clone())
+    let host = spied(dir.path().to_path_buf(), spy.clone())
         .grant("code-reviewer", grant(&["claude-haiku-*"]))
         .build()
         .expect("host");
@@ -219,10 +218,7 @@ async fn an_embedder_declares_for_a_component_from_bytes() {
     use cf_host::permissions::Manifest;
     let spy = Spy::new();
     let dir = tempfile::tempdir().expect("temp dir");
-    let host = Host::builder()
-        .cache_dir(Some(dir.path().to_path_buf()))
-        .no_response_cache()
-        .provider(spy.clone())
+    let host = spied(dir.path().to_path_buf(), spy.clone())
         .grant("hostile", grant(&["claude-*"]))
         .build()
         .expect("host");
@@ -309,10 +305,7 @@ async fn a_grant_pinned_to_the_expected_name_refuses_before_compiling() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = dir.path().join("cache");
     let pinned_host = |name: &str| {
-        Host::builder()
-            .cache_dir(Some(cache.clone()))
-            .no_response_cache()
-            .provider(Spy::new())
+        spied(cache.clone(), Spy::new())
             .grant(
                 name,
                 Grant {
