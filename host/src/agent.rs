@@ -111,6 +111,8 @@ struct AgentInner {
     permissions: Arc<Permissions>,
     /// The plugin's share of the model-call concurrency, when limited.
     llm_share: Option<Arc<tokio::sync::Semaphore>>,
+    /// How its log records name it at info level and above (a hash of its name).
+    log_id: String,
 }
 
 impl std::fmt::Debug for AgentInner {
@@ -119,6 +121,22 @@ impl std::fmt::Debug for AgentInner {
             .field("info", &self.info)
             .finish_non_exhaustive()
     }
+}
+
+/// Refuses a component whose digest is not `expected`, when a digest is expected.
+fn check_digest(expected: Option<&str>, actual: &str) -> Result<(), Error> {
+    match expected {
+        Some(e) if !e.eq_ignore_ascii_case(actual) => Err(Error::DigestMismatch {
+            expected: e.to_ascii_lowercase(),
+            actual: actual.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The digest the operator's grant for `plugin` is pinned to, if any.
+fn grant_pin<'a>(host: &'a HostInner, plugin: &str) -> Option<&'a str> {
+    host.grants.get(plugin).and_then(|g| g.sha256.as_deref())
 }
 
 /// The deadline of `describe()`, which may not call anything.
@@ -192,25 +210,11 @@ impl Agent {
         }
         // A pinned digest is checked before anything is compiled: the caller's pin,
         // then a grant pinned to the name the plugin is expected to have.
-        if let Some(expected) = pinned
-            && !expected.eq_ignore_ascii_case(&sha256)
-        {
-            return Err(Error::DigestMismatch {
-                expected: expected.to_ascii_lowercase(),
-                actual: sha256,
-            });
-        }
-        if let Some(pin) = expected_name
-            .as_deref()
-            .and_then(|n| host.grants.get(n))
-            .and_then(|g| g.sha256.as_deref())
-            && !pin.eq_ignore_ascii_case(&sha256)
-        {
-            return Err(Error::DigestMismatch {
-                expected: pin.to_ascii_lowercase(),
-                actual: sha256,
-            });
-        }
+        check_digest(pinned, &sha256)?;
+        check_digest(
+            expected_name.as_deref().and_then(|n| grant_pin(&host, n)),
+            &sha256,
+        )?;
         let h = host.clone();
         let key = sha256.clone();
         let (component, contract) =
@@ -252,6 +256,7 @@ impl Agent {
                 scope: Default::default(),
                 permissions: Arc::new(Permissions::unrestricted("")),
                 llm_share: None,
+                log_id: crate::capabilities::log::agent_id(""),
             }),
         };
         let described = agent.describe_guest().await?;
@@ -268,6 +273,7 @@ impl Agent {
             sha256: inner.info.sha256.clone(),
             ..described
         };
+        inner.log_id = crate::capabilities::log::agent_id(&inner.info.name);
         let name = inner.info.name.as_str();
         if let Some(declared_name) = declared.as_ref().and_then(|m| m.name.as_deref())
             && declared_name != name
@@ -277,18 +283,7 @@ impl Agent {
             )));
         }
         // A grant pinned to a digest refuses any other component under that name.
-        if let Some(pin) = inner
-            .host
-            .grants
-            .get(name)
-            .and_then(|g| g.sha256.as_deref())
-            && !pin.eq_ignore_ascii_case(&inner.info.sha256)
-        {
-            return Err(Error::DigestMismatch {
-                expected: pin.to_ascii_lowercase(),
-                actual: inner.info.sha256.clone(),
-            });
-        }
+        check_digest(grant_pin(&inner.host, name), &inner.info.sha256)?;
         // An operator who trusts local plugins grants each what it declares.
         let trusted = match (&declared, inner.host.grants.get(name)) {
             (Some(m), None) if inner.host.trust_declared => Some(Grant::from_manifest(m)),
@@ -514,7 +509,7 @@ impl Agent {
             limits.max_cache_ops,
         );
         let log = LogCtx {
-            agent_id: crate::capabilities::log::agent_id(&name),
+            agent_id: self.inner.log_id.clone(),
             agent: name,
             max_bytes: limits.max_log_bytes,
             records_left: limits.max_log_records,
