@@ -30,6 +30,12 @@ use cf_mock_llm::{MockConfig, MockServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// `CF_BENCH_SLOW` is set: report slow calls and the first wave's arrivals.
+fn slow_report() -> bool {
+    static SLOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SLOW.get_or_init(|| std::env::var_os("CF_BENCH_SLOW").is_some())
+}
+
 const LATENCY: Duration = Duration::from_millis(100);
 const HOST_THREADS: &str = "cf-host-bench";
 const SERVER_THREADS: &str = "mock-server";
@@ -100,9 +106,7 @@ async fn timed(label: &str, agents: &[Agent; 2], server: &MockServer, runs: usiz
                 calls += u64::from(out.stats.llm_calls);
                 let t = &out.stats.timings;
                 attempt_ms.push((t.llm - t.queue_wait).as_secs_f64() * 1e3);
-                if std::env::var_os("CF_BENCH_SLOW").is_some()
-                    && (t.llm - t.queue_wait).as_millis() > 120
-                {
+                if slow_report() && (t.llm - t.queue_wait).as_millis() > 120 {
                     eprintln!(
                         "slow call {:.1} ms, run total {:.1} ms, queue {:.1} ms, instantiate {:.2} ms",
                         (t.llm - t.queue_wait).as_secs_f64() * 1e3,
@@ -125,7 +129,7 @@ async fn timed(label: &str, agents: &[Agent; 2], server: &MockServer, runs: usiz
         }
     }
     let wall = start.elapsed().as_secs_f64();
-    if std::env::var_os("CF_BENCH_SLOW").is_some() {
+    if slow_report() {
         let served = server.served();
         let first = served.iter().map(|s| s.arrived).min();
         if let Some(first) = first {
@@ -198,7 +202,7 @@ fn main() {
         .block_on(MockServer::start(MockConfig {
             latency: LATENCY,
             record: false,
-            log_served: std::env::var_os("CF_BENCH_SLOW").is_some(),
+            log_served: slow_report(),
             ..MockConfig::default()
         }))
         .expect("mock server");
