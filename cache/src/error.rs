@@ -53,6 +53,21 @@ impl Error {
         matches!(self, Self::TooLarge(_))
     }
 
+    /// The same error again, for each of several operations one failure stopped (an
+    /// I/O source is copied as its kind and message).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::InvalidAgentName(s) => Self::InvalidAgentName(s.clone()),
+            Self::InvalidConfig(s) => Self::InvalidConfig(s.clone()),
+            Self::InvalidSecret(s) => Self::InvalidSecret(s.clone()),
+            Self::TooLarge(s) => Self::TooLarge(s.clone()),
+            Self::Io { context, source } => Self::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
             context: context.into(),

@@ -140,7 +140,7 @@ pub use config::{
 };
 pub use error::{Error, StoreError};
 pub use key::{CacheKey, KeyBuilder};
-pub use response::{CachedEntry, EntryInfo, EntryMeta, ResponseCache};
+pub use response::{CachedEntry, EntryInfo, EntryMeta, Put, ResponseCache};
 pub use secret::{SECRET_ENV, Secret};
 pub use stats::{BadEntry, PruneReport, Stats, VerifyReport};
 pub use store::{

@@ -52,6 +52,26 @@ pub struct EntryMeta {
     pub ttl: Option<Duration>,
 }
 
+/// One entry for [`ResponseCache::put_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct Put<'a> {
+    /// The agent (namespace) storing it: nothing is stored for an excluded agent.
+    pub agent: &'a str,
+    /// Its key.
+    pub key: &'a CacheKey,
+    /// The bytes to store.
+    pub payload: &'a [u8],
+    /// What is stored beside them.
+    pub meta: EntryMeta,
+}
+
+/// An entry written to its temp file, waiting to be renamed into place.
+struct Staged {
+    tmp: String,
+    size: u64,
+    meta: entry::Meta,
+}
+
 /// A cached response, verified against its HMAC when it was read from disk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedEntry {
@@ -386,10 +406,103 @@ impl ResponseCache {
         payload: &[u8],
         meta: EntryMeta,
     ) -> Result<(), Error> {
-        if self.is_excluded(agent) || meta.ttl.is_some_and(|ttl| ttl.is_zero()) {
-            return Ok(());
-        }
+        self.put_many(&[Put {
+            agent,
+            key,
+            payload,
+            meta,
+        }])
+        .pop()
+        .unwrap_or(Ok(()))
+    }
+
+    /// Stores several entries as [`put`](Self::put) does, one result per entry in order,
+    /// with one turn of the directory lock and one journal append for all of them (a
+    /// group commit): each entry file is written outside the lock, then all are renamed
+    /// into place and recorded together. A failed entry does not stop the others.
+    pub fn put_many(&self, puts: &[Put<'_>]) -> Vec<Result<(), Error>> {
         let inner = &*self.inner;
+        let now = inner.clock.now_ms();
+        let mut results: Vec<Result<(), Error>> = Vec::with_capacity(puts.len());
+        let mut staged = Vec::with_capacity(puts.len());
+        for (i, put) in puts.iter().enumerate() {
+            match self.stage(put, now) {
+                Ok(Some(s)) => {
+                    staged.push((i, s));
+                    results.push(Ok(()));
+                }
+                Ok(None) => results.push(Ok(())),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if staged.is_empty() {
+            return results;
+        }
+        let installed = inner.locked().and_then(|mut locked| {
+            locked.flush_pending()?;
+            let mut last = None;
+            for (i, s) in &staged {
+                let renamed = files::rename_into_place(
+                    &inner.dir,
+                    &s.tmp,
+                    &entry::entry_name(puts[*i].key),
+                    inner.fsync(),
+                );
+                match renamed {
+                    Ok(()) => {
+                        locked.push(Record::Put {
+                            key: *puts[*i].key,
+                            size: s.size,
+                            expires_ms: s.meta.expires_ms,
+                            at_ms: now,
+                            hits: 0,
+                        });
+                        last = Some(puts[*i].key);
+                    }
+                    Err(e) => results[*i] = Err(Error::io("installing an entry", e)),
+                }
+            }
+            locked.evict_to_limit(last)?;
+            locked.write_out()?;
+            // Into the memory layer: what was installed and survived the eviction.
+            for (i, s) in &staged {
+                let key = puts[*i].key;
+                if results[*i].is_ok() && locked.index().get(key).is_some() {
+                    let cached = CachedEntry::new(
+                        Arc::from(puts[*i].payload),
+                        s.meta.tokens,
+                        s.meta.cost_usd,
+                        now,
+                        s.meta.expires_ms,
+                    );
+                    locked.state.memory.insert(*key, cached);
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = installed {
+            for (i, s) in &staged {
+                // Not recorded: a renamed file without its record is an orphan the next
+                // sync or verify adopts; the temp files that were not renamed go.
+                let _ = inner.dir.remove_file(&s.tmp);
+                results[*i] = Err(e.duplicate());
+            }
+        }
+        results
+    }
+
+    /// Checks one entry and writes it to a temp file; `None` when nothing is to be stored.
+    fn stage(&self, put: &Put<'_>, now: u64) -> Result<Option<Staged>, Error> {
+        let inner = &*self.inner;
+        let Put {
+            agent,
+            key,
+            payload,
+            meta,
+        } = *put;
+        if self.is_excluded(agent) || meta.ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Ok(None);
+        }
         let size = payload.len() as u64 + OVERHEAD;
         if size > inner.max_bytes {
             return Err(Error::TooLarge(format!(
@@ -397,7 +510,6 @@ impl ResponseCache {
                 inner.max_bytes
             )));
         }
-        let now = inner.clock.now_ms();
         let ttl_ms = meta.ttl.map_or(inner.ttl_ms, duration_ms);
         let sealed_meta = entry::Meta {
             created_ms: now,
@@ -410,45 +522,11 @@ impl ResponseCache {
         let tmp = entry::tmp_name(key, &nonce);
         files::write_new(&inner.dir, &tmp, &[&header, payload, &mac], inner.fsync())
             .map_err(|e| Error::io("writing an entry", e))?;
-        let installed = self.install(key, &tmp, size, &sealed_meta, now);
-        if installed.is_err() {
-            let _ = inner.dir.remove_file(&tmp);
-            return installed;
-        }
-        let cached = CachedEntry::new(
-            Arc::from(payload),
-            sealed_meta.tokens,
-            sealed_meta.cost_usd,
-            now,
-            sealed_meta.expires_ms,
-        );
-        inner.state().memory.insert(*key, cached);
-        Ok(())
-    }
-
-    /// Under the lock: renames the temp file into place, records it, evicts as needed.
-    fn install(
-        &self,
-        key: &CacheKey,
-        tmp: &str,
-        size: u64,
-        meta: &entry::Meta,
-        now: u64,
-    ) -> Result<(), Error> {
-        let inner = &*self.inner;
-        let mut locked = inner.locked()?;
-        locked.flush_pending()?;
-        files::rename_into_place(&inner.dir, tmp, &entry::entry_name(key), inner.fsync())
-            .map_err(|e| Error::io("installing an entry", e))?;
-        locked.push(Record::Put {
-            key: *key,
+        Ok(Some(Staged {
+            tmp,
             size,
-            expires_ms: meta.expires_ms,
-            at_ms: now,
-            hits: 0,
-        });
-        locked.evict_to_limit(Some(key))?;
-        locked.write_out()
+            meta: sealed_meta,
+        }))
     }
 
     /// Writes this process's pending reads (hits, last access) and counters to the shared

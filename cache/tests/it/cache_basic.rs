@@ -251,3 +251,84 @@ fn the_memory_layer_is_bounded() {
     assert_eq!((stats.memory_entries, stats.memory_bytes), (2, 200));
     assert_eq!(stats.entries, 10, "the disk keeps everything");
 }
+
+#[test]
+fn put_many_stores_each_entry_and_reports_each_failure_in_place() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(tmp.path());
+    cfg.max_bytes = 10_000;
+    cfg.exclude_agents = vec!["skipped".to_owned()];
+    let clock = clock();
+    let cache = open(cfg.clone(), &clock);
+    let keys: Vec<_> = (1..=5).map(key).collect();
+    let big = vec![0u8; 10_001];
+    let put = |i: usize, agent, payload: &'static [u8]| cf_cache::Put {
+        agent,
+        key: &keys[i],
+        payload,
+        meta: meta(i as u64, None),
+    };
+    let mut puts = vec![put(0, "a", b"zero"), put(1, "a", b"one")];
+    puts.push(cf_cache::Put {
+        payload: &big,
+        ..put(2, "a", b"")
+    });
+    puts.extend([put(3, "skipped", b"three"), put(4, "a", b"four")]);
+    let results = cache.put_many(&puts);
+    assert_eq!(results.len(), 5, "one result per entry");
+    let failed: Vec<usize> = (0..5).filter(|i| results[*i].is_err()).collect();
+    assert_eq!(failed, [2], "only the oversize entry fails: {results:?}");
+    assert!(results[2].as_ref().expect_err("oversize").is_too_large());
+    // Visible at once in this handle, and to a fresh process from disk.
+    let fresh = open(cfg, &clock);
+    for c in [&cache, &fresh] {
+        for (i, want) in [(0, &b"zero"[..]), (1, b"one"), (4, b"four")] {
+            let hit = c.get("a", &keys[i]).expect("stored");
+            assert_eq!((&*hit.payload, hit.tokens), (want, i as u64));
+        }
+        assert_eq!(c.get("a", &keys[2]), None, "the oversize entry is absent");
+        assert_eq!(
+            c.get("skipped", &keys[3]),
+            None,
+            "an excluded agent stores nothing"
+        );
+    }
+    let stats = fresh.stats();
+    assert_eq!(stats.entries, 3);
+    assert_eq!(disk_usage(tmp.path()), (3, 3 * OVERHEAD + 4 + 3 + 4));
+    assert_eq!(stats.bytes, 3 * OVERHEAD + 4 + 3 + 4);
+}
+
+#[test]
+fn put_many_evicts_to_the_limit_and_serves_only_what_it_kept() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(tmp.path());
+    // Room for two 380-byte entries, not three.
+    cfg.max_bytes = 2 * (OVERHEAD + 260) + 100;
+    let clock = clock();
+    let cache = open(cfg, &clock);
+    let keys: Vec<_> = (1..=3).map(key).collect();
+    let payload = [7u8; 260];
+    let puts: Vec<_> = keys
+        .iter()
+        .map(|k| cf_cache::Put {
+            agent: "a",
+            key: k,
+            payload: &payload,
+            meta: meta(0, None),
+        })
+        .collect();
+    assert!(cache.put_many(&puts).iter().all(Result::is_ok));
+    let served = keys.iter().filter(|k| cache.get("a", k).is_some()).count();
+    let stats = cache.stats();
+    assert_eq!(stats.entries, 2, "one entry was evicted to fit");
+    assert_eq!(
+        served, 2,
+        "the memory layer does not serve the evicted entry"
+    );
+    assert!(
+        cache.get("a", &keys[2]).is_some(),
+        "the last entry of the group is kept"
+    );
+    assert_eq!((stats.entries, stats.bytes), disk_usage(tmp.path()));
+}
