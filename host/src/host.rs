@@ -343,4 +343,12 @@ impl Host {
     pub fn llm(&self) -> &LlmService {
         &self.inner.llm
     }
+
+    /// Waits until every answer stored so far is written to the response cache's
+    /// directory (see [`LlmService::flush_cache`]): runs do not wait for the disk.
+    /// Call it before exiting; dropping the last handle of the host writes what is
+    /// left too, blocking the thread that drops it.
+    pub async fn flush(&self) {
+        self.inner.llm.flush_cache().await;
+    }
 }

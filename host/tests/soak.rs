@@ -502,6 +502,7 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
     let successes = succeeded.iter().filter(|s| **s).count();
 
     // The cache holds the successful answers and nothing else, and verifies clean.
+    host.flush().await;
     let cache = host
         .llm()
         .response_cache()
@@ -559,6 +560,7 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
             );
         }
     }
+    host.flush().await;
     assert!(cache.verify(false).expect("verify").is_clean());
     assert_eq!(cache.stats().entries as usize, runs);
 

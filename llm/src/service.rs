@@ -236,6 +236,17 @@ impl LlmService {
         self.inner.cache.as_ref().map(|layer| &layer.cache)
     }
 
+    /// Waits until every answer stored so far is written to the response cache's
+    /// directory. Answers are written in the background: a call does not wait for the
+    /// disk, and its answer is served from memory until it is written. Call this before
+    /// the process exits or another process is expected to see them; dropping the last
+    /// handle of the service writes what is left too.
+    pub async fn flush_cache(&self) {
+        if let Some(layer) = &self.inner.cache {
+            layer.flush().await;
+        }
+    }
+
     /// The provider's name.
     pub fn provider_name(&self) -> &str {
         self.inner.provider.name()
@@ -295,7 +306,7 @@ impl LlmService {
         };
         let key = request_key(&*self.inner.provider, layer.namespace(call.agent), &request);
         // A hit takes no concurrency permit and spends no budget.
-        if let Some((response, _entry)) = layer.lookup(call.cache_mode, call.agent, &key) {
+        if let Some(response) = layer.lookup(call.cache_mode, call.agent, &key) {
             return Ok(self.free_answer(call, response));
         }
         loop {
@@ -330,23 +341,15 @@ impl LlmService {
                     };
                     let outcome = self.upstream(call, request).await;
                     if let Ok(done) = &outcome {
-                        // Writing the entry is file I/O: keep it off the async workers.
-                        let (inner, mode, agent) = (
-                            Arc::clone(&self.inner),
-                            call.cache_mode,
-                            call.agent.to_owned(),
-                        );
-                        let (response, cost) = (done.response.clone(), done.cost.known_usd());
-                        let writer = layer.writers.acquire().await;
-                        let stored = tokio::task::spawn_blocking(move || {
-                            if let Some(layer) = &inner.cache {
-                                layer.store(mode, &agent, &key, &response, cost);
-                            }
-                        });
-                        if let Err(e) = stored.await {
-                            tracing::warn!(error = %e, "storing an answer in the cache failed");
-                        }
-                        drop(writer);
+                        layer
+                            .store(
+                                call.cache_mode,
+                                call.agent,
+                                &key,
+                                &done.response,
+                                done.cost.known_usd(),
+                            )
+                            .await;
                     }
                     let shared = outcome
                         .as_ref()

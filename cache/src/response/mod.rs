@@ -389,6 +389,23 @@ impl ResponseCache {
         None
     }
 
+    /// Counts a hit the caller served itself from an answer it is about to store (one
+    /// written behind, say) in the statistics, as [`get`](Self::get) counts its hits.
+    /// For an excluded agent: nothing is counted.
+    pub fn count_hit(&self, agent: &str, tokens: u64, cost_usd: Option<f64>) {
+        if self.is_excluded(agent) {
+            return;
+        }
+        let due = {
+            let mut state = self.inner.state();
+            state
+                .pending
+                .counted_hit(tokens, cost_usd.filter(|c| c.is_finite() && *c >= 0.0));
+            flush_due(&state)
+        };
+        self.flush_if_due(due);
+    }
+
     /// Flushes pending reads if `due`; a failure is logged, never returned to a reader.
     fn flush_if_due(&self, due: bool) {
         if due && let Err(e) = self.inner.flush() {

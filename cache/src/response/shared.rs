@@ -78,6 +78,15 @@ impl Pending {
         self.events += 1;
     }
 
+    /// A hit on an entry the caller served itself: counters only.
+    pub(crate) fn counted_hit(&mut self, tokens: u64, cost_usd: Option<f64>) {
+        let c = &mut self.counters;
+        c.hits += 1;
+        c.tokens_saved = c.tokens_saved.saturating_add(tokens);
+        c.cost_saved_usd += cost_usd.unwrap_or(0.0);
+        self.events += 1;
+    }
+
     pub(crate) fn miss(&mut self) {
         self.counters.misses += 1;
         self.events += 1;

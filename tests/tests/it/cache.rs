@@ -82,6 +82,7 @@ async fn a_repeated_request_is_answered_from_the_cache_for_free() {
     .await
     .expect("runs");
     assert_eq!(spy.requests().len(), 3);
+    host.flush().await;
     let stats = host
         .llm()
         .response_cache()
@@ -262,6 +263,7 @@ async fn an_entry_tampered_on_disk_is_a_miss_and_counted() {
     let (host, dir) = cached_host(spy.clone(), 10);
     let agent = hostile(&host).await;
     ask(&agent, "llm-mode normal eta").await;
+    host.flush().await;
     let responses = dir.path().join("responses");
     let entry = std::fs::read_dir(&responses)
         .expect("cache dir")
@@ -299,4 +301,64 @@ async fn an_entry_tampered_on_disk_is_a_miss_and_counted() {
             .integrity_failures,
         1
     );
+}
+
+/// A host of its own on `dir`: another process's view of the response cache.
+fn reopened(dir: &std::path::Path) -> Host {
+    Host::builder()
+        .cache_dir(Some(dir.to_path_buf()))
+        .provider(Spy::new())
+        .build()
+        .expect("host")
+}
+
+async fn run_many(agent: &Agent, tasks: &[String]) {
+    let runs: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            let (agent, t) = (agent.clone(), t.clone());
+            tokio::spawn(async move { agent.run(Task::new(t)).await })
+        })
+        .collect();
+    for run in runs {
+        bounded("join", 60, run)
+            .await
+            .expect("joined")
+            .expect("runs");
+    }
+}
+
+#[tokio::test]
+async fn answers_are_written_behind_and_reach_the_disk_on_flush_or_drop() {
+    let tasks: Vec<String> = (0..40).map(|i| format!("Question {i}?")).collect();
+    for flush in [true, false] {
+        let spy = Spy::new();
+        let (host, dir) = cached_host(spy.clone(), 10);
+        let agent = bounded("load", 60, host.load("python-expert"))
+            .await
+            .expect("loads");
+        run_many(&agent, &tasks).await;
+        // Repeats in this process are hits at once, written or not.
+        run_many(&agent, &tasks[..10]).await;
+        assert_eq!(spy.requests().len(), 40, "flush {flush}: repeats were hits");
+        if flush {
+            host.flush().await;
+            let stats = host.llm().response_cache().expect("cache").stats();
+            assert_eq!((stats.entries, stats.hits), (40, 10), "after flush");
+        } else {
+            // The last handles go: what was queued is written before the drop returns.
+            drop(agent);
+            drop(host);
+        }
+        let other = reopened(dir.path());
+        let cache = other.llm().response_cache().expect("cache");
+        let report = cache.verify(false).expect("verify");
+        assert!(report.is_clean(), "flush {flush}: {report:?}");
+        assert_eq!(report.valid, 40, "flush {flush}: every answer is on disk");
+        assert_eq!(
+            cache.stats().hits,
+            10,
+            "flush {flush}: every hit was counted"
+        );
+    }
 }

@@ -484,6 +484,7 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
     };
     let task_text = task.text.clone();
     let result = agent.run_with(task, &options).await;
+    host.flush().await;
     summary::log_runs(&[RunRecord::from_result(agent.name(), &task_text, &result)]);
     let code = match &result {
         Ok(_) => exit::OK,
@@ -545,6 +546,7 @@ async fn run_batch(args: RunArgs) -> u8 {
     };
     let texts: Vec<String> = items.iter().map(|i| i.task.text.clone()).collect();
     let outcome = batch::run(&host, items, options, args.json).await;
+    host.flush().await;
     let records: Vec<RunRecord> = outcome
         .results
         .iter()
