@@ -152,7 +152,10 @@ pub(crate) struct Inner {
     durability: Durability,
     exclude: HashSet<String>,
     clock: Arc<dyn Clock>,
+    /// The memory layer and pending reads: held for moments, never across file I/O.
     state: Mutex<State>,
+    /// The index synced with the journal: held for a whole locked session.
+    session: Mutex<Option<shared::Shared>>,
     /// [`shared::COMPACT_SLACK`], lowered by tests to exercise compaction.
     compact_slack: std::sync::atomic::AtomicU64,
 }
@@ -169,6 +172,10 @@ enum Lookup {
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn session(&self) -> MutexGuard<'_, Option<shared::Shared>> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn fsync(&self) -> bool {
@@ -227,9 +234,10 @@ impl Inner {
         locked.write_out()
     }
 
-    fn stats_from(&self, state: &State) -> Stats {
-        let (mut stats, memory) = (Stats::default(), &state.memory);
-        if let Some(shared) = &state.shared {
+    /// Statistics from a synced index (if any) and this process's pending counters.
+    fn stats_from(&self, shared: Option<&shared::Shared>) -> Stats {
+        let mut stats = Stats::default();
+        if let Some(shared) = shared {
             let t = shared.index.totals();
             stats = Stats {
                 hits: t.hits,
@@ -244,7 +252,8 @@ impl Inner {
                 ..stats
             };
         }
-        let c = &state.pending.counters;
+        let state = self.state();
+        let (c, memory) = (&state.pending.counters, &state.memory);
         stats.hits += c.hits;
         stats.misses += c.misses;
         stats.tokens_saved += c.tokens_saved;
@@ -310,10 +319,10 @@ impl ResponseCache {
                 clock,
                 state: Mutex::new(State {
                     memory: MemoryLayer::new(cfg.memory_max_entries, cfg.memory_max_bytes),
-                    shared: None,
                     pending: Pending::default(),
                     last_flush: Instant::now(),
                 }),
+                session: Mutex::new(None),
                 compact_slack: std::sync::atomic::AtomicU64::new(shared::COMPACT_SLACK),
             }),
         })
@@ -482,6 +491,7 @@ impl ResponseCache {
             locked.evict_to_limit(last)?;
             locked.write_out()?;
             // Into the memory layer: what was installed and survived the eviction.
+            let mut state = inner.state();
             for (i, s) in &staged {
                 let key = puts[*i].key;
                 if results[*i].is_ok() && locked.index().get(key).is_some() {
@@ -492,7 +502,7 @@ impl ResponseCache {
                         now,
                         s.meta.expires_ms,
                     );
-                    locked.state.memory.insert(*key, cached);
+                    state.memory.insert(*key, cached);
                 }
             }
             Ok(())
@@ -560,11 +570,11 @@ impl ResponseCache {
         let synced = inner.locked().and_then(|mut locked| {
             locked.flush_pending()?;
             locked.write_out()?;
-            Ok(inner.stats_from(&locked.state))
+            Ok(inner.stats_from(locked.shared.as_ref()))
         });
         synced.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cache statistics may be stale");
-            inner.stats_from(&inner.state())
+            inner.stats_from(inner.session().as_ref())
         })
     }
 
@@ -608,6 +618,34 @@ mod tests {
 
     fn generation(cache: &ResponseCache) -> u64 {
         cache.inner.locked().expect("locked").generation()
+    }
+
+    #[test]
+    fn lookups_do_not_wait_for_a_session_doing_file_io() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut cfg = CacheConfig::new(tmp.path());
+        cfg.secret = Some(Secret::new(vec![1u8; 32]).expect("secret"));
+        let cache = ResponseCache::open(cfg).expect("open");
+        cache
+            .put("x", &key(1), b"in memory", EntryMeta::default())
+            .expect("put");
+        cache.flush().expect("flush");
+        // A writer (in this process) in the middle of a locked session.
+        let session = cache.inner.locked().expect("locked");
+        let (done, finished) = std::sync::mpsc::channel();
+        let reader = cache.clone();
+        std::thread::spawn(move || {
+            let hit = reader.get("x", &key(1)).map(|e| e.payload.to_vec());
+            let miss = reader.get("x", &key(2));
+            let _ = done.send((hit, miss));
+        });
+        let (hit, miss) = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("lookups return while the session is held");
+        assert_eq!(hit.as_deref(), Some(&b"in memory"[..]));
+        assert_eq!(miss, None);
+        drop(session);
+        assert_eq!(cache.stats().hits, 1, "the hit is counted");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The state shared by every process using one cache directory, and the protocol that
 //! keeps each process's copy of it exact.
 //!
-//! A [`Locked`] session holds the handle's state mutex and the directory's file lock.
+//! A [`Locked`] session holds the handle's session mutex (the synced index) and the
+//! directory's file lock; the state readers touch (memory layer, pending reads) has a
+//! mutex of its own, taken only for moments, so a lookup never waits behind file I/O.
 //! Opening one first syncs: it replays the journal records other processes appended
 //! since this process last looked (or the whole journal, if it was compacted or cleared
 //! meanwhile, or rebuilds it from the entry files if it is missing). Every change a
@@ -97,34 +99,34 @@ impl Pending {
     }
 }
 
-/// Everything behind the handle's mutex.
+/// What lookups touch, behind the handle's state mutex (held for moments only).
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) memory: MemoryLayer,
-    pub(crate) shared: Option<Shared>,
     pub(crate) pending: Pending,
     pub(crate) last_flush: Instant,
 }
 
-/// A session holding the state mutex and the directory lock, synced with the journal.
+/// A session holding the session mutex and the directory lock, synced with the journal.
+/// Lock order: session mutex, directory lock, then the state mutex for moments.
 pub(crate) struct Locked<'a> {
     inner: &'a Inner,
-    pub(crate) state: MutexGuard<'a, State>,
+    pub(crate) shared: MutexGuard<'a, Option<Shared>>,
     outbox: Vec<Record>,
     _flock: LockGuard<'a>,
 }
 
 impl Inner {
-    /// Takes the state mutex, then the directory lock, then syncs with the journal.
+    /// Takes the session mutex, then the directory lock, then syncs with the journal.
     pub(crate) fn locked(&self) -> Result<Locked<'_>, Error> {
-        let state = self.state();
+        let shared = self.session();
         let flock = self
             .lock
             .lock()
             .map_err(|e| Error::io("locking the cache directory", e))?;
         let mut locked = Locked {
             inner: self,
-            state,
+            shared,
             outbox: Vec::new(),
             _flock: flock,
         };
@@ -138,7 +140,7 @@ impl Drop for Locked<'_> {
         if !self.outbox.is_empty() {
             // Changes applied to the index never reached the journal: forget the index,
             // the next session replays the journal, which is the truth.
-            self.state.shared = None;
+            *self.shared = None;
         }
     }
 }
@@ -147,7 +149,6 @@ impl Locked<'_> {
     /// The synced index.
     pub(crate) fn index(&self) -> &Index {
         &self
-            .state
             .shared
             .as_ref()
             .expect("a session is synced when created and stays synced until dropped")
@@ -157,11 +158,10 @@ impl Locked<'_> {
     /// Applies `record` to the index (and drops the key from the memory layer if its
     /// file changed), and queues it for the journal.
     pub(crate) fn push(&mut self, record: Record) {
-        let state = &mut *self.state;
-        if let Some(shared) = state.shared.as_mut()
+        if let Some(shared) = self.shared.as_mut()
             && let Some(changed) = shared.index.apply(&record)
         {
-            state.memory.remove(&changed);
+            self.inner.state().memory.remove(&changed);
         }
         self.outbox.push(record);
     }
@@ -169,7 +169,7 @@ impl Locked<'_> {
     /// Appends the queued records to the journal, compacting it when it has grown.
     pub(crate) fn write_out(&mut self) -> Result<(), Error> {
         let fsync = self.inner.fsync();
-        let Some(shared) = self.state.shared.as_mut() else {
+        let Some(shared) = self.shared.as_mut() else {
             self.outbox.clear();
             return Ok(());
         };
@@ -196,7 +196,7 @@ impl Locked<'_> {
     /// The journal generation this session is synced to.
     #[cfg(test)]
     pub(crate) fn generation(&self) -> u64 {
-        self.state.shared.as_ref().map_or(0, |s| s.generation)
+        self.shared.as_ref().map_or(0, |s| s.generation)
     }
 
     /// The index entry of `key`.
@@ -210,21 +210,25 @@ impl Locked<'_> {
         self.outbox.clear();
         let (generation, offset) = journal::rewrite(&self.inner.dir, &[], self.inner.fsync())
             .map_err(|e| Error::io("resetting the cache journal", e))?;
-        self.state.shared = Some(Shared {
+        *self.shared = Some(Shared {
             index: Index::default(),
             generation,
             offset,
             file_records: 0,
         });
-        self.state.memory.clear();
-        self.state.pending = Pending::default();
+        let mut state = self.inner.state();
+        state.memory.clear();
+        state.pending = Pending::default();
         Ok(())
     }
 
     /// Turns this process's pending reads and counters into records.
     pub(crate) fn flush_pending(&mut self) -> Result<(), Error> {
-        let pending = std::mem::take(&mut self.state.pending);
-        self.state.last_flush = Instant::now();
+        let pending = {
+            let mut state = self.inner.state();
+            state.last_flush = Instant::now();
+            std::mem::take(&mut state.pending)
+        };
         let mut accesses: Vec<(CacheKey, PendingAccess)> = pending.accesses.into_iter().collect();
         accesses.sort_by_key(|(_, a)| (a.at_ms, a.order));
         for (key, access) in accesses {
@@ -291,7 +295,7 @@ impl Locked<'_> {
     /// Brings the index up to date with the journal.
     fn sync(&mut self) -> Result<(), Error> {
         let dir = &self.inner.dir;
-        let position = self.state.shared.as_ref().map(|s| (s.generation, s.offset));
+        let position = self.shared.as_ref().map(|s| (s.generation, s.offset));
         let read =
             journal::read(dir, position).map_err(|e| Error::io("reading the cache journal", e))?;
         let tail = match read {
@@ -306,12 +310,17 @@ impl Locked<'_> {
             journal::truncate(dir, tail.valid_end)
                 .map_err(|e| Error::io("repairing the cache journal", e))?;
         }
-        let state = &mut *self.state;
-        match state.shared.as_mut() {
+        match self.shared.as_mut() {
             Some(shared) if !tail.from_start => {
-                for record in &tail.records {
-                    if let Some(changed) = shared.index.apply(record) {
-                        state.memory.remove(&changed);
+                let changed: Vec<CacheKey> = tail
+                    .records
+                    .iter()
+                    .filter_map(|record| shared.index.apply(record))
+                    .collect();
+                if !changed.is_empty() {
+                    let mut state = self.inner.state();
+                    for key in &changed {
+                        state.memory.remove(key);
                     }
                 }
                 shared.offset = tail.valid_end;
@@ -332,14 +341,13 @@ impl Locked<'_> {
 
     /// Installs a freshly replayed index, keeping only memory entries it agrees with.
     fn install(&mut self, index: Index, generation: u64, offset: u64, file_records: u64) {
-        let state = &mut *self.state;
-        state.memory.retain(|key, cached| {
+        self.inner.state().memory.retain(|key, cached| {
             index.get(key).is_some_and(|e| {
                 e.expires_ms == cached.expires_ms
                     && e.size == cached.payload.len() as u64 + OVERHEAD
             })
         });
-        state.shared = Some(Shared {
+        *self.shared = Some(Shared {
             index,
             generation,
             offset,
