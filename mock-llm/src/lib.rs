@@ -29,6 +29,7 @@ mod answer;
 mod body;
 mod fault;
 pub mod measure;
+mod timer;
 
 pub use answer::{answer_for, estimate_tokens};
 pub use fault::{Fault, FaultMix, FaultPlan};
@@ -167,6 +168,7 @@ impl std::fmt::Debug for Faults {
 #[derive(Debug)]
 struct State {
     latency: Duration,
+    timer: timer::PreciseTimer,
     record: bool,
     require_api_key: bool,
     fault_mix: Option<FaultMix>,
@@ -310,6 +312,7 @@ impl MockServer {
         let seed = config.fault_mix.map_or(0, |m| m.seed);
         let state = Arc::new(State {
             latency: config.latency,
+            timer: timer::PreciseTimer::start()?,
             record: config.record,
             require_api_key: config.require_api_key,
             fault_mix: config.fault_mix,
@@ -584,7 +587,7 @@ async fn serve(
     if !state.latency.is_zero() {
         // Counted from the request's arrival: reading and parsing it is part of the
         // latency, not added to it.
-        tokio::time::sleep_until(tokio::time::Instant::from_std(arrived) + state.latency).await;
+        state.timer.sleep_until(arrived + state.latency).await;
     }
     match fault {
         None => {}
