@@ -97,6 +97,18 @@ impl BatchRun {
         r
     }
 
+    /// A result that has finished and not been taken yet, without waiting; `None` when
+    /// none is ready now (or every item has reported). Drains what is ready after a
+    /// [`next`](Self::next), to handle results in groups.
+    pub fn try_next(&mut self) -> Option<BatchResult> {
+        if self.received == self.total {
+            return None;
+        }
+        let r = self.results.try_recv().ok();
+        self.received += usize::from(r.is_some());
+        r
+    }
+
     /// Stops starting items. Items not started report [`Error::Cancelled`] at once;
     /// running items may finish within the grace period, then are stopped and report
     /// `Cancelled { started: true }`. Every item still reports exactly once.

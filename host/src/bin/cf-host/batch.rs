@@ -49,22 +49,37 @@ pub(crate) async fn run(
     let progress = std::io::stderr().is_terminal();
     let mut counts = Counts::default();
     let mut results = Vec::with_capacity(batch.len());
+    let mut out = Vec::new();
     let mut last_draw = Instant::now();
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     loop {
         tokio::select! {
             next = batch.next() => {
-                let Some(result) = next else { break };
-                counts.done += 1;
-                match &result.result {
-                    Ok(out) => counts.cached += usize::from(out.stats.llm_calls > 0 && out.stats.cache_hits == out.stats.llm_calls),
-                    Err(_) => counts.failed += 1,
-                }
+                let Some(first) = next else { break };
                 if progress {
                     clear_progress();
                 }
-                print_result(&result, json);
-                results.push(result);
+                // Every result ready now goes out in one write: one line per result
+                // as it finishes, without a syscall (and a wake-up of the reader) each.
+                out.clear();
+                let mut ready = Some(first);
+                while let Some(result) = ready {
+                    counts.done += 1;
+                    match &result.result {
+                        Ok(o) => counts.cached += usize::from(o.stats.llm_calls > 0 && o.stats.cache_hits == o.stats.llm_calls),
+                        Err(_) => counts.failed += 1,
+                    }
+                    if json {
+                        output::write_json_item(&mut out, &result);
+                    } else {
+                        output::write_human_item(&mut out, &result);
+                    }
+                    results.push(result);
+                    ready = batch.try_next();
+                }
+                let mut stdout = std::io::stdout().lock();
+                // A closed stdout (a reader that went away) must not stop the batch.
+                let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
             }
             _ = ticker.tick(), if progress => {}
         }
@@ -87,14 +102,6 @@ pub(crate) async fn run(
         results,
         wall: started.elapsed(),
         interrupted,
-    }
-}
-
-fn print_result(result: &BatchResult, json: bool) {
-    if json {
-        output::print_json_item(result);
-    } else {
-        output::print_human_item(result);
     }
 }
 

@@ -25,9 +25,9 @@ pub(crate) fn print_json_result(agent: &str, result: &Result<RunOutput, RunError
     println!("{}", result_json(agent, result));
 }
 
-/// A batch item's result as one line of JSON: the single-run fields plus `id` and
-/// `index`.
-pub(crate) fn print_json_item(item: &BatchResult) {
+/// A batch item's result as one line of JSON (the single-run fields plus `id` and
+/// `index`), appended to `out`.
+pub(crate) fn write_json_item(out: &mut Vec<u8>, item: &BatchResult) {
     let mut value = result_json(&item.agent, &item.result);
     if let Value::Object(map) = &mut value {
         map.insert(
@@ -36,26 +36,32 @@ pub(crate) fn print_json_item(item: &BatchResult) {
         );
         map.insert("index".into(), Value::from(item.index));
     }
-    println!("{value}");
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &value);
+    out.push(b'\n');
 }
 
-/// A batch item's result for a person: a header line, then the answer or the error.
-pub(crate) fn print_human_item(item: &BatchResult) {
+/// A batch item's result for people, appended to `out`.
+pub(crate) fn write_human_item(out: &mut Vec<u8>, item: &BatchResult) {
+    use std::io::Write as _;
     let id = item.id.as_deref().unwrap_or("-");
-    match &item.result {
-        Ok(out) => println!(
+    // Writing to a Vec cannot fail.
+    let _ = match &item.result {
+        Ok(out_) => writeln!(
+            out,
             "── [{id}] {} · ok · {:.0} ms\n{}",
             item.agent,
-            out.stats.timings.total.as_secs_f64() * 1000.0,
-            out.text
+            out_.stats.timings.total.as_secs_f64() * 1000.0,
+            out_.text
         ),
-        Err(e) => println!(
+        Err(e) => writeln!(
+            out,
             "── [{id}] {} · {} · {}",
             item.agent,
             e.error.kind(),
             e.error
         ),
-    }
+    };
 }
 
 fn result_json(agent: &str, result: &Result<RunOutput, RunError>) -> Value {
