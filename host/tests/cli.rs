@@ -491,6 +491,39 @@ fn a_batch_reports_malformed_lines_and_keeps_the_rest() {
 }
 
 #[test]
+fn a_batch_leaves_its_answers_and_its_hits_in_the_cache_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut args = vec!["run", "--json", "python-expert"];
+    let tasks: Vec<String> = (0..30).map(|i| format!("Question {i}?")).collect();
+    for t in &tasks {
+        args.extend(["--task", t]);
+    }
+    let stats = || {
+        let s = cf_host_in(dir.path(), &["cache", "stats", "--json"], None);
+        assert_eq!(s.code, 0, "{}", s.stderr);
+        serde_json::from_str::<serde_json::Value>(s.stdout.trim()).expect("JSON")
+    };
+    let first = cf_host_in(dir.path(), &args, None);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // Answers are written behind the runs: the process still wrote all before exiting.
+    let v = stats();
+    assert_eq!(
+        (v["entries"].as_u64(), v["hits"].as_u64()),
+        (Some(30), Some(0))
+    );
+    let again = cf_host_in(dir.path(), &args, None);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.stdout.matches("\"cached\":true").count(), 30);
+    // The hits are recorded too, though the process exits without running destructors.
+    let v = stats();
+    assert_eq!(
+        (v["entries"].as_u64(), v["hits"].as_u64()),
+        (Some(30), Some(30))
+    );
+    assert_eq!(cf_host_in(dir.path(), &["cache", "verify"], None).code, 0);
+}
+
+#[test]
 fn repeated_task_flags_make_a_batch() {
     let (r, _d) = cf_host(
         &[

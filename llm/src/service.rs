@@ -237,13 +237,22 @@ impl LlmService {
     }
 
     /// Waits until every answer stored so far is written to the response cache's
-    /// directory. Answers are written in the background: a call does not wait for the
-    /// disk, and its answer is served from memory until it is written. Call this before
-    /// the process exits or another process is expected to see them; dropping the last
+    /// directory, then records this process's reads (hits, last access) in its journal.
+    /// Answers are written in the background: a call does not wait for the disk, and
+    /// its answer is served from memory until it is written. Call this before the
+    /// process exits or another process is expected to see them; dropping the last
     /// handle of the service writes what is left too.
     pub async fn flush_cache(&self) {
-        if let Some(layer) = &self.inner.cache {
-            layer.flush().await;
+        let Some(layer) = &self.inner.cache else {
+            return;
+        };
+        layer.flush().await;
+        let cache = layer.cache.clone();
+        let flushed = tokio::task::spawn_blocking(move || cache.flush()).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not record the cache's reads"),
+            Err(e) => tracing::warn!(error = %e, "recording the cache's reads failed"),
         }
     }
 

@@ -13,6 +13,7 @@ mod tasks;
 
 use clap::Parser;
 use cli::{Cli, Command};
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// Exit codes, as documented in `--help` and the README.
@@ -50,7 +51,13 @@ fn main() -> ExitCode {
             Command::Stats(args) => cli::stats(args),
         }
     });
-    ExitCode::from(code)
+    // Everything is written and flushed by now (the commands flush the host's caches
+    // before they return). Exit without tearing down the runtime, its threads and the
+    // instance pool one destructor at a time: the kernel reclaims them at once
+    // (measured: 5-10 ms at the end of a 2000-item batch).
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(i32::from(code));
 }
 
 fn init_tracing(verbose: u8) {
