@@ -232,3 +232,42 @@ fn a_torn_journal_tail_is_cut_and_the_rest_kept() {
     assert_eq!((stats.entries, stats.bytes), disk_usage(tmp.path()));
     assert_eq!(stats.entries, 4);
 }
+
+#[test]
+fn entries_are_written_in_the_temp_directory_and_stale_temps_are_removed_by_verify() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = open(config(tmp.path()), &clock);
+    put(&cache, 1, b"one");
+    let temps = tmp.path().join("tmp");
+    assert!(temps.is_dir(), "the temp directory is made at open");
+    assert_eq!(
+        std::fs::read_dir(&temps).expect("temp dir").count(),
+        0,
+        "a put leaves nothing behind in it"
+    );
+    // Temp files a crash left: in the temp directory, and (older versions) beside the
+    // entries; one fresh, as if a put were in progress; one file that is not ours.
+    let name = |nonce: &str| format!("{}.{nonce}.cfe-tmp", key(2).to_hex());
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let plant = |path: std::path::PathBuf, old: bool| {
+        let f = std::fs::File::create(&path).expect("plant");
+        if old {
+            f.set_modified(two_hours_ago).expect("age it");
+        }
+        path
+    };
+    let stale_new = plant(temps.join(name("0123456789abcdef")), true);
+    let stale_old = plant(tmp.path().join(name("fedcba9876543210")), true);
+    let fresh = plant(temps.join(name("00112233aabbccdd")), false);
+    let foreign = plant(temps.join("notes.txt"), true);
+    let report = cache.verify(true).expect("verify --fix");
+    assert_eq!(report.stale_temps_removed, 2, "{report:?}");
+    assert!(!stale_new.exists() && !stale_old.exists());
+    assert!(
+        fresh.exists(),
+        "a temp file younger than an hour may be in use"
+    );
+    assert!(foreign.exists(), "a file that is not ours is left alone");
+    assert!(cache.get("a", &key(1)).is_some());
+}
