@@ -2,7 +2,6 @@
 //! session under the directory lock, and touches only files whose names this crate
 //! makes (entry files, its temp files); anything else in the directory is left alone.
 
-use cap_fs_ext::DirExt as _;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
@@ -22,50 +21,35 @@ enum Found {
     StaleTemp(String),
 }
 
-/// Our files in `dir` (`under` names it within the cache directory; empty for the
-/// cache directory itself): entries at the top only, temp files older than an hour.
-fn list_files(dir: &cap_std::fs::Dir, under: &str, found: &mut Vec<Found>) -> Result<(), Error> {
-    let context = "listing the cache directory";
-    let items = dir.entries().map_err(|e| Error::io(context, e))?;
-    for item in items {
-        let item = item.map_err(|e| Error::io(context, e))?;
-        let name = item.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Ok(meta) = item.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        if let Some(key) = entry::parse_entry_name(name).filter(|_| under.is_empty()) {
-            found.push(Found::Entry(key));
-        } else if entry::is_tmp_name(name) || journal::is_tmp_name(name) {
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m.into_std()).ok());
-            if age.is_some_and(|age| age >= STALE_TEMP_AGE) {
-                let path = if under.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{under}/{name}")
-                };
-                found.push(Found::StaleTemp(path));
-            }
-        }
-    }
-    Ok(())
-}
-
 impl ResponseCache {
-    /// Our entry files, and our temp files older than an hour (regular files only): in
-    /// the temp directory, and in the cache directory itself, where versions before the
-    /// temp directory wrote them.
+    /// Our entry files, and our temp files older than an hour (regular files only).
     fn our_files(&self) -> Result<Vec<Found>, Error> {
+        let context = "listing the cache directory";
         let mut found = Vec::new();
-        list_files(&self.inner.dir, "", &mut found)?;
-        match self.inner.dir.open_dir_nofollow(entry::TMP_DIR) {
-            Ok(tmp) => list_files(&tmp, entry::TMP_DIR, &mut found)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("opening the cache's temp directory", e)),
+        let items = self
+            .inner
+            .dir
+            .entries()
+            .map_err(|e| Error::io(context, e))?;
+        for item in items {
+            let item = item.map_err(|e| Error::io(context, e))?;
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(meta) = item.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            if let Some(key) = entry::parse_entry_name(name) {
+                found.push(Found::Entry(key));
+            } else if entry::is_tmp_name(name) || journal::is_tmp_name(name) {
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| SystemTime::now().duration_since(m.into_std()).ok());
+                if age.is_some_and(|age| age >= STALE_TEMP_AGE) {
+                    found.push(Found::StaleTemp(name.to_owned()));
+                }
+            }
         }
         Ok(found)
     }

@@ -303,12 +303,6 @@ impl ResponseCache {
         let dir = Dir::open_ambient_dir(&cfg.dir, authority)
             .map_err(|e| Error::io(context("opening"), e))?;
         let lock = LockFile::open(&dir, LOCK_NAME).map_err(|e| Error::io(context("locking"), e))?;
-        match dir.create_dir(entry::TMP_DIR) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(Error::io(context("creating the temp directory in"), e));
-            }
-            _ => {}
-        }
         let secret = match cfg.secret {
             Some(secret) => secret,
             None => secret::load_or_create(&dir)?,
