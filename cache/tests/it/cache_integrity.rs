@@ -232,3 +232,43 @@ fn a_torn_journal_tail_is_cut_and_the_rest_kept() {
     assert_eq!((stats.entries, stats.bytes), disk_usage(tmp.path()));
     assert_eq!(stats.entries, 4);
 }
+
+#[test]
+fn verify_fix_removes_stale_temp_files_and_nothing_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = open(config(tmp.path()), &clock);
+    put(&cache, 1, b"one");
+    // Temp files a crash left; one fresh, as if a put were in progress; one file that
+    // is not ours.
+    let name = |nonce: &str| format!("{}.{nonce}.cfe-tmp", key(2).to_hex());
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let plant = |name: String, old: bool| {
+        let path = tmp.path().join(name);
+        let f = std::fs::File::create(&path).expect("plant");
+        if old {
+            f.set_modified(two_hours_ago).expect("age it");
+        }
+        path
+    };
+    let stale = [
+        plant(name("0123456789abcdef"), true),
+        plant(name("fedcba9876543210"), true),
+    ];
+    let fresh = plant(name("00112233aabbccdd"), false);
+    let foreign = plant("notes.cfe-tmp".into(), true);
+    let report = cache.verify(false).expect("verify");
+    assert_eq!(
+        report.stale_temps_removed, 0,
+        "nothing removed without --fix"
+    );
+    let report = cache.verify(true).expect("verify --fix");
+    assert_eq!(report.stale_temps_removed, 2, "{report:?}");
+    assert!(stale.iter().all(|p| !p.exists()));
+    assert!(
+        fresh.exists(),
+        "a temp file younger than an hour may be in use"
+    );
+    assert!(foreign.exists(), "a file that is not ours is left alone");
+    assert!(cache.get("a", &key(1)).is_some());
+}
