@@ -218,6 +218,69 @@ async fn a_failed_call_in_flight_fails_every_waiter_with_its_typed_error() {
 }
 
 #[tokio::test]
+async fn waiters_on_a_call_that_is_retried_share_its_final_answer() {
+    // The first two attempts fail with retryable errors; the third succeeds.
+    let spy = Spy::failing(
+        Duration::from_millis(200),
+        vec![
+            ProviderError::transient(
+                LlmError::Overloaded("busy".into()),
+                Some(Duration::from_millis(10)),
+            ),
+            ProviderError::transient(
+                LlmError::Server {
+                    status: 500,
+                    message: "oops".into(),
+                },
+                Some(Duration::from_millis(10)),
+            ),
+        ],
+    );
+    let (host, _dir) = cached_host(spy.clone(), 10);
+    let agent = hostile(&host).await;
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.run(Task::new("llm-mode normal theta")).await })
+        })
+        .collect();
+    let mut outs = Vec::new();
+    for run in runs {
+        outs.push(
+            bounded("join", 60, run)
+                .await
+                .expect("joined")
+                .expect("runs"),
+        );
+    }
+    assert_eq!(
+        spy.requests().len(),
+        3,
+        "the leader's three attempts, and nothing for the five others"
+    );
+    let attempts: Vec<u32> = outs.iter().map(|o| o.stats.attempts).collect();
+    assert_eq!(
+        attempts.iter().filter(|a| **a == 3).count(),
+        1,
+        "{attempts:?}"
+    );
+    assert_eq!(
+        attempts.iter().filter(|a| **a == 0).count(),
+        5,
+        "{attempts:?}"
+    );
+    assert_eq!(
+        outs.iter().filter(|o| cached_flag(o) == "true").count(),
+        5,
+        "the waiters' answers are free"
+    );
+    assert!(
+        outs.iter().all(|o| o.text == outs[0].text),
+        "one answer for all"
+    );
+}
+
+#[tokio::test]
 async fn a_hit_needs_no_concurrency_permit() {
     // One permit, held by a call that takes 2 s; a cached answer still comes at once.
     let spy = Spy::slow(Duration::from_secs(2));
