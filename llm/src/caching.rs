@@ -329,6 +329,11 @@ impl CacheLayer {
         }
     }
 
+    /// Answers stored and not yet written.
+    pub(crate) fn pending_writes(&self) -> usize {
+        *self.writes.pending.borrow()
+    }
+
     /// Waits until every stored answer is written (or has failed and been logged).
     pub(crate) async fn flush(&self) {
         let mut rx = self.writes.pending.subscribe();

@@ -236,6 +236,11 @@ impl LlmService {
         self.inner.cache.as_ref().map(|layer| &layer.cache)
     }
 
+    /// Answers stored in the response cache and not yet written to its directory.
+    pub fn cache_writes_pending(&self) -> usize {
+        self.inner.cache.as_ref().map_or(0, |l| l.pending_writes())
+    }
+
     /// Waits until every answer stored so far is written to the response cache's
     /// directory, then records this process's reads (hits, last access) in its journal.
     /// Answers are written in the background: a call does not wait for the disk, and

@@ -546,7 +546,7 @@ async fn run_batch(args: RunArgs) -> u8 {
     };
     let texts: Vec<String> = items.iter().map(|i| i.task.text.clone()).collect();
     let outcome = batch::run(&host, items, options, args.json).await;
-    host.flush().await;
+    flush_telling_why(&host).await;
     let records: Vec<RunRecord> = outcome
         .results
         .iter()
@@ -565,6 +565,22 @@ async fn run_batch(args: RunArgs) -> u8 {
     // above) to the kernel rather than freeing them piece by piece.
     std::mem::forget((host, outcome, records));
     code
+}
+
+/// Flushes the host; if that takes a while (a slow disk), says what it is waiting for.
+async fn flush_telling_why(host: &Host) {
+    let flush = host.flush();
+    tokio::pin!(flush);
+    if tokio::time::timeout(Duration::from_secs(1), &mut flush)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "cf-host: writing {} answer(s) to the response cache…",
+            host.llm().cache_writes_pending()
+        );
+        flush.await;
+    }
 }
 
 pub(crate) async fn agents(args: AgentsArgs) -> u8 {
