@@ -39,6 +39,30 @@ fn cached_flag(out: &cf_host::RunOutput) -> &str {
         .expect("cached metadata")
 }
 
+/// Runs every task on `agent` at once; the results in the tasks' order.
+async fn run_all(
+    agent: &Agent,
+    tasks: impl IntoIterator<Item = String>,
+) -> Vec<Result<cf_host::RunOutput, cf_host::RunError>> {
+    let runs: Vec<_> = tasks
+        .into_iter()
+        .map(|t| {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.run(Task::new(t)).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(runs.len());
+    for run in runs {
+        results.push(bounded("join", 60, run).await.expect("joined"));
+    }
+    results
+}
+
+/// `n` copies of `task`.
+fn copies(task: &str, n: usize) -> Vec<String> {
+    vec![task.to_owned(); n]
+}
+
 #[tokio::test]
 async fn a_repeated_request_is_answered_from_the_cache_for_free() {
     let spy = Spy::new();
@@ -168,19 +192,9 @@ async fn identical_requests_in_flight_make_one_upstream_call() {
     let spy = Spy::slow(Duration::from_millis(300));
     let (host, _dir) = cached_host(spy.clone(), 10);
     let agent = hostile(&host).await;
-    let runs: Vec<_> = (0..8)
-        .map(|_| {
-            let agent = agent.clone();
-            tokio::spawn(async move { agent.run(Task::new("llm-mode normal delta")).await })
-        })
-        .collect();
     let mut cached = 0;
-    for run in runs {
-        let out = bounded("join", 60, run)
-            .await
-            .expect("joined")
-            .expect("runs");
-        cached += usize::from(cached_flag(&out) == "true");
+    for out in run_all(&agent, copies("llm-mode normal delta", 8)).await {
+        cached += usize::from(cached_flag(&out.expect("runs")) == "true");
     }
     assert_eq!(
         spy.requests().len(),
@@ -200,14 +214,8 @@ async fn a_failed_call_in_flight_fails_every_waiter_with_its_typed_error() {
     );
     let (host, _dir) = cached_host(spy.clone(), 10);
     let agent = hostile(&host).await;
-    let runs: Vec<_> = (0..5)
-        .map(|_| {
-            let agent = agent.clone();
-            tokio::spawn(async move { agent.run(Task::new("llm-mode normal epsilon")).await })
-        })
-        .collect();
-    for run in runs {
-        let err = bounded("join", 60, run).await.expect("joined").unwrap_err();
+    for result in run_all(&agent, copies("llm-mode normal epsilon", 5)).await {
+        let err = result.expect_err("the leader's failure");
         assert!(
             matches!(&err.error, cf_host::Error::Llm(LlmError::Permission(m)) if m == "not for you"),
             "{:?}",
@@ -238,21 +246,11 @@ async fn waiters_on_a_call_that_is_retried_share_its_final_answer() {
     );
     let (host, _dir) = cached_host(spy.clone(), 10);
     let agent = hostile(&host).await;
-    let runs: Vec<_> = (0..6)
-        .map(|_| {
-            let agent = agent.clone();
-            tokio::spawn(async move { agent.run(Task::new("llm-mode normal theta")).await })
-        })
+    let outs: Vec<_> = run_all(&agent, copies("llm-mode normal theta", 6))
+        .await
+        .into_iter()
+        .map(|r| r.expect("runs"))
         .collect();
-    let mut outs = Vec::new();
-    for run in runs {
-        outs.push(
-            bounded("join", 60, run)
-                .await
-                .expect("joined")
-                .expect("runs"),
-        );
-    }
     assert_eq!(
         spy.requests().len(),
         3,
@@ -376,18 +374,8 @@ fn reopened(dir: &std::path::Path) -> Host {
 }
 
 async fn run_many(agent: &Agent, tasks: &[String]) {
-    let runs: Vec<_> = tasks
-        .iter()
-        .map(|t| {
-            let (agent, t) = (agent.clone(), t.clone());
-            tokio::spawn(async move { agent.run(Task::new(t)).await })
-        })
-        .collect();
-    for run in runs {
-        bounded("join", 60, run)
-            .await
-            .expect("joined")
-            .expect("runs");
+    for result in run_all(agent, tasks.iter().cloned()).await {
+        result.expect("runs");
     }
 }
 
