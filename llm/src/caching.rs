@@ -194,8 +194,10 @@ impl Drop for Writer {
 }
 
 impl Drop for CacheLayer {
-    /// Writes what is still queued, or waits for the writer at work to do so: when the
-    /// last handle of a service is gone, its answers are on disk.
+    /// Writes what is still queued, or waits for the writer at work to do so, then
+    /// records this process's reads: when the last handle of a service is gone, its
+    /// answers and hits are on disk (the writer's task may still hold a handle of the
+    /// cache for a moment, so its own drop cannot be relied on for the reads).
     fn drop(&mut self) {
         let writes = &*self.writes;
         let queue = writes.queue();
@@ -206,6 +208,9 @@ impl Drop for CacheLayer {
         queue.writing = true;
         drop(queue);
         writes.drain();
+        if let Err(e) = self.cache.flush() {
+            tracing::warn!(error = %e, "could not record the cache's reads");
+        }
     }
 }
 

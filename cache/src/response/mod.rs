@@ -229,6 +229,10 @@ impl Inner {
     }
 
     fn flush(&self) -> Result<(), Error> {
+        if self.state().pending.events() == 0 {
+            // Nothing to record: no need to take the lock and load the index.
+            return Ok(());
+        }
         let mut locked = self.locked()?;
         locked.flush_pending()?;
         locked.write_out()
