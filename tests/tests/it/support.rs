@@ -126,6 +126,11 @@ pub fn built_guest(
     skipped: Option<&str>,
 ) -> Option<PathBuf> {
     if let Some(reason) = skipped {
+        // CI sets this: there, every agent must build, and a skip is a failure.
+        assert!(
+            std::env::var_os("CF_REQUIRE_ALL_AGENTS").is_none(),
+            "CF_REQUIRE_ALL_AGENTS is set, but the {language} agent was not built: {script} reported: {reason}"
+        );
         eprintln!("skipping the {language} agent: {script} reported: {reason}");
         return None;
     }
