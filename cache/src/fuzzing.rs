@@ -193,7 +193,9 @@ impl EntryFileHarness {
         seal(&secret(HARNESS_SECRET), &key, &meta, payload)
     }
 
-    /// Writes `data` as the entry file of a key, then reads that key.
+    /// Stores an entry for a key, writes `data` over its file, then reads that key.
+    /// (The key is stored first because a key the journal does not know is a miss
+    /// without a read: only a file the index vouches for is read.)
     ///
     /// Properties: the lookup is a miss (the bytes were not sealed with the cache's
     /// secret), the file is removed, and exactly one integrity failure is counted (or
@@ -201,6 +203,9 @@ impl EntryFileHarness {
     pub fn check(&self, data: &[u8]) {
         let key = CacheKey::from_bytes(PLANTED_KEY);
         let name = entry::entry_name(&key);
+        self.cache
+            .put("fuzz", &key, b"to be overwritten", EntryMeta::default())
+            .expect("store the entry whose file is replaced");
         let before = self.cache.stats();
         self.cache
             .dir()

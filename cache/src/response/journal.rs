@@ -233,6 +233,8 @@ pub(crate) struct Tail {
     pub(crate) valid_end: u64,
     /// Length of the file; more than `valid_end` if it has a torn tail.
     pub(crate) file_len: u64,
+    /// The file's inode number: a compaction or a clear replaces the file.
+    pub(crate) ino: u64,
 }
 
 fn open_options(write: bool) -> OpenOptions {
@@ -250,7 +252,11 @@ pub(crate) fn read(dir: &Dir, position: Option<(u64, u64)>) -> io::Result<Scan> 
         Err(e) => return Err(e),
     };
     let mut file = file.into_std();
-    let file_len = file.metadata()?.len();
+    let metadata = file.metadata()?;
+    let (file_len, ino) = (
+        metadata.len(),
+        std::os::unix::fs::MetadataExt::ino(&metadata),
+    );
     let mut header = [0u8; HEADER_LEN as usize];
     if file_len < HEADER_LEN || file.read_exact(&mut header).is_err() {
         return Ok(Scan::Unreadable);
@@ -282,7 +288,16 @@ pub(crate) fn read(dir: &Dir, position: Option<(u64, u64)>) -> io::Result<Scan> 
         records,
         valid_end,
         file_len: start + data.len() as u64,
+        ino,
     }))
+}
+
+/// The journal's inode number and length now, for a cheap check that nobody has
+/// appended to it or replaced it: a `stat`, no read.
+pub(crate) fn identity(dir: &Dir) -> io::Result<(u64, u64)> {
+    use cap_std::fs::MetadataExt as _;
+    let metadata = dir.symlink_metadata(JOURNAL_NAME)?;
+    Ok((metadata.ino(), metadata.len()))
 }
 
 /// Cuts a torn tail off the journal (lock held).

@@ -178,6 +178,27 @@ impl Inner {
         self.session.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// True if `key` is surely not on disk, known without touching the directory: this
+    /// handle's index is synced, lacks the key, and the journal has not changed since
+    /// (one `stat`). A lookup of a missing file takes the directory's lock in the
+    /// kernel, and waits there behind file creations; most lookups in a batch of new
+    /// requests are misses. Never waits for the session mutex: when a session holds
+    /// it, the answer is "not known".
+    fn known_absent(&self, key: &CacheKey) -> bool {
+        let Ok(session) = self.session.try_lock() else {
+            return false;
+        };
+        let Some(shared) = session.as_ref().filter(|s| s.can_tell_absence()) else {
+            return false;
+        };
+        if shared.index.get(key).is_some() {
+            return false;
+        }
+        // The stat happens with the session mutex held, so that this process's own
+        // writer cannot move the index on meanwhile.
+        journal::identity(&self.dir).is_ok_and(|identity| shared.knows_absent(key, identity))
+    }
+
     fn fsync(&self) -> bool {
         self.durability == Durability::Fsync
     }
@@ -344,6 +365,12 @@ impl ResponseCache {
     /// An expired entry is removed; an entry that fails its HMAC, length or key check
     /// is removed and counted in [`Stats::integrity_failures`]. Both are misses. I/O
     /// errors are logged and are misses too: a cache failure must not fail the call.
+    ///
+    /// A miss is decided without reading the directory when this handle's index is
+    /// synced, lacks `key`, and the journal has not changed since (entries are
+    /// recorded before their files appear). A file the journal does not know (copied
+    /// in by hand) is therefore read only by a handle whose index is not current, and
+    /// indexed by `verify(true)`.
     pub fn get(&self, agent: &str, key: &CacheKey) -> Option<CachedEntry> {
         if self.is_excluded(agent) {
             return None;
@@ -369,6 +396,15 @@ impl ResponseCache {
         if let Some((entry, due)) = memory_hit {
             self.flush_if_due(due);
             return Some(entry);
+        }
+        if inner.known_absent(key) {
+            let due = {
+                let mut state = inner.state();
+                state.pending.miss();
+                flush_due(&state)
+            };
+            self.flush_if_due(due);
+            return None;
         }
         let outcome = match inner.read_entry(key) {
             Ok(Lookup::Valid(entry)) if entry.expires_ms > now => {
@@ -468,53 +504,68 @@ impl ResponseCache {
         if staged.is_empty() {
             return results;
         }
+        // Records first, files second: a crash in between leaves records whose file is
+        // missing (a miss, dropped from the index when read), never a file the journal
+        // does not know. So an unchanged journal proves that no entry appeared, which
+        // lets `get` answer a miss without touching the directory.
         let installed = inner.locked().and_then(|mut locked| {
             locked.flush_pending()?;
-            let mut last = None;
             for (i, s) in &staged {
-                let renamed = files::rename_into_place(
-                    &inner.dir,
-                    &s.tmp,
-                    &entry::entry_name(puts[*i].key),
-                    inner.fsync(),
-                );
-                match renamed {
-                    Ok(()) => {
-                        locked.push(Record::Put {
-                            key: *puts[*i].key,
-                            size: s.size,
-                            expires_ms: s.meta.expires_ms,
-                            at_ms: now,
-                            hits: 0,
-                        });
-                        last = Some(puts[*i].key);
-                    }
-                    Err(e) => results[*i] = Err(Error::io("installing an entry", e)),
-                }
+                locked.push(Record::Put {
+                    key: *puts[*i].key,
+                    size: s.size,
+                    expires_ms: s.meta.expires_ms,
+                    at_ms: now,
+                    hits: 0,
+                });
             }
+            let last = staged.last().map(|(i, _)| puts[*i].key);
             locked.evict_to_limit(last)?;
             locked.write_out()?;
-            // Into the memory layer: what was installed and survived the eviction.
-            let mut state = inner.state();
+            let mut installed = vec![false; puts.len()];
             for (i, s) in &staged {
                 let key = puts[*i].key;
-                if results[*i].is_ok() && locked.index().get(key).is_some() {
-                    let cached = CachedEntry::new(
-                        Arc::from(puts[*i].payload),
-                        s.meta.tokens,
-                        s.meta.cost_usd,
-                        now,
-                        s.meta.expires_ms,
-                    );
-                    state.memory.insert(*key, cached);
+                let ours = locked
+                    .index()
+                    .get(key)
+                    .is_some_and(|e| e.size == s.size && e.expires_ms == s.meta.expires_ms);
+                if !ours {
+                    // Evicted in this session, or replaced by a later entry of the
+                    // group: its file goes.
+                    let _ = inner.dir.remove_file(&s.tmp);
+                    continue;
                 }
+                let name = entry::entry_name(key);
+                match files::rename_into_place(&inner.dir, &s.tmp, &name, inner.fsync()) {
+                    Ok(()) => installed[*i] = true,
+                    Err(e) => {
+                        results[*i] = Err(Error::io("installing an entry", e));
+                        locked.push(Record::Remove {
+                            key: *key,
+                            reason: RemoveReason::Dropped,
+                        });
+                    }
+                }
+            }
+            locked.write_out()?;
+            // Into the memory layer: what was installed.
+            let mut state = inner.state();
+            for (i, s) in staged.iter().filter(|(i, _)| installed[*i]) {
+                let cached = CachedEntry::new(
+                    Arc::from(puts[*i].payload),
+                    s.meta.tokens,
+                    s.meta.cost_usd,
+                    now,
+                    s.meta.expires_ms,
+                );
+                state.memory.insert(*puts[*i].key, cached);
             }
             Ok(())
         });
         if let Err(e) = installed {
             for (i, s) in &staged {
-                // Not recorded: a renamed file without its record is an orphan the next
-                // sync or verify adopts; the temp files that were not renamed go.
+                // A failure before the renames leaves only temp files, which go; one
+                // after them leaves records the next sync reads.
                 let _ = inner.dir.remove_file(&s.tmp);
                 results[*i] = Err(e.duplicate());
             }

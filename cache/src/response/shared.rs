@@ -38,6 +38,23 @@ pub(crate) struct Shared {
     generation: u64,
     offset: u64,
     file_records: u64,
+    /// The journal file's inode number as of `offset`, when known: the journal is
+    /// unchanged since this index was synced if its inode and length still match.
+    journal_ino: Option<u64>,
+}
+
+impl Shared {
+    /// True if `key` has no entry in this index and the journal is as this index
+    /// last saw it (`ino`, `len`): then no process has stored an entry since, for every
+    /// entry is recorded before its file appears.
+    pub(crate) fn knows_absent(&self, key: &CacheKey, (ino, len): (u64, u64)) -> bool {
+        self.journal_ino == Some(ino) && self.offset == len && self.index.get(key).is_none()
+    }
+
+    /// Whether this index can answer [`knows_absent`](Self::knows_absent) at all.
+    pub(crate) fn can_tell_absence(&self) -> bool {
+        self.journal_ino.is_some()
+    }
 }
 
 /// One read not yet in the journal.
@@ -173,6 +190,9 @@ impl Locked<'_> {
             self.outbox.clear();
             return Ok(());
         };
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
         let dir = &self.inner.dir;
         shared.offset = journal::append(dir, shared.offset, &self.outbox, fsync)
             .map_err(|e| Error::io("appending to the cache journal", e))?;
@@ -189,6 +209,7 @@ impl Locked<'_> {
             shared.generation = generation;
             shared.offset = offset;
             shared.file_records = snapshot.len() as u64;
+            shared.journal_ino = None;
         }
         Ok(())
     }
@@ -215,6 +236,7 @@ impl Locked<'_> {
             generation,
             offset,
             file_records: 0,
+            journal_ino: None,
         });
         let mut state = self.inner.state();
         state.memory.clear();
@@ -325,6 +347,7 @@ impl Locked<'_> {
                 }
                 shared.offset = tail.valid_end;
                 shared.file_records += tail.records.len() as u64;
+                shared.journal_ino = Some(tail.ino);
             }
             _ => {
                 let index = Index::replay(&tail.records);
@@ -333,6 +356,7 @@ impl Locked<'_> {
                     tail.generation,
                     tail.valid_end,
                     tail.records.len() as u64,
+                    Some(tail.ino),
                 );
             }
         }
@@ -340,7 +364,14 @@ impl Locked<'_> {
     }
 
     /// Installs a freshly replayed index, keeping only memory entries it agrees with.
-    fn install(&mut self, index: Index, generation: u64, offset: u64, file_records: u64) {
+    fn install(
+        &mut self,
+        index: Index,
+        generation: u64,
+        offset: u64,
+        file_records: u64,
+        journal_ino: Option<u64>,
+    ) {
         self.inner.state().memory.retain(|key, cached| {
             index.get(key).is_some_and(|e| {
                 e.expires_ms == cached.expires_ms
@@ -352,6 +383,7 @@ impl Locked<'_> {
             generation,
             offset,
             file_records,
+            journal_ino,
         });
     }
 
@@ -409,6 +441,7 @@ impl Locked<'_> {
             generation,
             offset,
             records.len() as u64,
+            None,
         );
         Ok(())
     }

@@ -177,21 +177,57 @@ fn verify_indexes_an_orphan_left_by_a_crash() {
 }
 
 #[test]
-fn an_orphan_that_is_read_gets_indexed() {
+fn an_orphan_is_served_and_indexed_by_a_process_whose_index_is_not_current() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let other = tempfile::tempdir().expect("tempdir");
     let clock = clock();
     put(&open(config(other.path()), &clock), 7, b"orphan");
     let cache = open(config(tmp.path()), &clock);
     put(&cache, 1, b"indexed");
+    // This handle's index is current (a session synced it with the journal).
+    assert_eq!(cache.stats().entries, 1);
     std::fs::copy(
         entry_path(other.path(), &key(7)),
         entry_path(tmp.path(), &key(7)),
     )
     .expect("copy");
-    assert!(cache.get("a", &key(7)).is_some());
-    let stats = cache.stats();
+    // Entries are recorded before their files appear, so a key the current index lacks
+    // is a miss, decided without reading the directory.
+    assert!(cache.get("a", &key(7)).is_none());
+    // A process that has not loaded the index reads the file, serves it, indexes it.
+    let fresh = open(config(tmp.path()), &clock);
+    assert!(fresh.get("a", &key(7)).is_some());
+    let stats = fresh.stats();
     assert_eq!((stats.entries, stats.bytes), disk_usage(tmp.path()));
+    assert_eq!(stats.entries, 2);
+    // The journal changed: the first handle reads the file now.
+    assert!(cache.get("a", &key(7)).is_some());
+}
+
+#[test]
+fn a_miss_on_a_current_index_reads_nothing_and_follows_other_processes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let a = open(config(tmp.path()), &clock);
+    let b = open(config(tmp.path()), &clock);
+    put(&a, 1, b"one");
+    assert_eq!(a.stats().entries, 1, "a's index is current");
+    // A file under key 2's name that no journal record vouches for: a's lookup does
+    // not read it (it would be removed as bad if it did).
+    let planted = entry_path(tmp.path(), &key(2));
+    std::fs::write(&planted, b"not an entry").expect("plant");
+    assert!(a.get("a", &key(2)).is_none());
+    assert!(planted.exists(), "the miss did not touch the file");
+    std::fs::remove_file(&planted).expect("unplant");
+    // Another process stores key 2: the journal changed, so a reads the disk and
+    // finds the entry.
+    put(&b, 2, b"two");
+    let hit = a
+        .get("a", &key(2))
+        .expect("another process's entry is found");
+    assert_eq!(&*hit.payload, b"two");
+    let stats = a.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1));
 }
 
 #[test]
