@@ -54,10 +54,11 @@ pub struct VerifyReport {
     pub bad: Vec<BadEntry>,
     /// Bad entries removed (only with `fix`).
     pub removed: u64,
-    /// Valid entry files the index did not know (left by a crash between a rename and
-    /// its journal record); indexed with `fix`.
+    /// Valid entry files the index did not know (copied in by hand, or left by an older
+    /// version that renamed before recording); indexed with `fix`.
     pub orphans: u64,
-    /// Index entries whose file was missing or of another size; corrected with `fix`.
+    /// Index entries whose file was missing or of another size (a crash between a
+    /// journal record and its rename leaves these); corrected with `fix`.
     pub stale_index: u64,
     /// Temp files older than an hour, left by crashed writers, removed (only with `fix`).
     pub stale_temps_removed: u64,
