@@ -188,15 +188,12 @@ impl Inner {
         let Ok(session) = self.session.try_lock() else {
             return false;
         };
-        let Some(shared) = session.as_ref().filter(|s| s.can_tell_absence()) else {
+        let Some(expected) = session.as_ref().and_then(|s| s.absent_while(key)) else {
             return false;
         };
-        if shared.index.get(key).is_some() {
-            return false;
-        }
-        // The stat happens with the session mutex held, so that this process's own
-        // writer cannot move the index on meanwhile.
-        journal::identity(&self.dir).is_ok_and(|identity| shared.knows_absent(key, identity))
+        drop(session);
+        // Any append or replacement since the index saw the journal changes this.
+        journal::identity(&self.dir).is_ok_and(|now| now == expected)
     }
 
     fn fsync(&self) -> bool {
@@ -397,24 +394,17 @@ impl ResponseCache {
             self.flush_if_due(due);
             return Some(entry);
         }
-        if inner.known_absent(key) {
-            let due = {
-                let mut state = inner.state();
-                state.pending.miss();
-                flush_due(&state)
-            };
-            self.flush_if_due(due);
-            return None;
-        }
-        let outcome = match inner.read_entry(key) {
+        let lookup = if inner.known_absent(key) {
+            Ok(Lookup::Absent)
+        } else {
+            inner.read_entry(key)
+        };
+        let outcome = match lookup {
             Ok(Lookup::Valid(entry)) if entry.expires_ms > now => {
-                let due = {
-                    let mut state = inner.state();
+                self.note(|state| {
                     state.pending.hit(key, &entry, now);
                     state.memory.insert(*key, entry.clone());
-                    flush_due(&state)
-                };
-                self.flush_if_due(due);
+                });
                 return Some(entry);
             }
             Ok(Lookup::Valid(_)) => inner.remove_checked(key, RemoveReason::Expired),
@@ -429,13 +419,19 @@ impl ResponseCache {
         if let Err(e) = outcome {
             tracing::warn!(key = %key, error = %e, "cache lookup failed; treated as a miss");
         }
+        self.note(|state| state.pending.miss());
+        None
+    }
+
+    /// Notes a read in this process's pending state, then flushes the pending reads if
+    /// that is due.
+    fn note(&self, record: impl FnOnce(&mut State)) {
         let due = {
-            let mut state = inner.state();
-            state.pending.miss();
+            let mut state = self.inner.state();
+            record(&mut state);
             flush_due(&state)
         };
         self.flush_if_due(due);
-        None
     }
 
     /// Counts a hit the caller served itself from an answer it is about to store (one
@@ -445,14 +441,8 @@ impl ResponseCache {
         if self.is_excluded(agent) {
             return;
         }
-        let due = {
-            let mut state = self.inner.state();
-            state
-                .pending
-                .counted_hit(tokens, cost_usd.filter(|c| c.is_finite() && *c >= 0.0));
-            flush_due(&state)
-        };
-        self.flush_if_due(due);
+        let cost_usd = cost_usd.filter(|c| c.is_finite() && *c >= 0.0);
+        self.note(|state| state.pending.counted_hit(tokens, cost_usd));
     }
 
     /// Flushes pending reads if `due`; a failure is logged, never returned to a reader.

@@ -44,16 +44,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// True if `key` has no entry in this index and the journal is as this index
-    /// last saw it (`ino`, `len`): then no process has stored an entry since, for every
-    /// entry is recorded before its file appears.
-    pub(crate) fn knows_absent(&self, key: &CacheKey, (ino, len): (u64, u64)) -> bool {
-        self.journal_ino == Some(ino) && self.offset == len && self.index.get(key).is_none()
-    }
-
-    /// Whether this index can answer [`knows_absent`](Self::knows_absent) at all.
-    pub(crate) fn can_tell_absence(&self) -> bool {
-        self.journal_ino.is_some()
+    /// The journal's identity (inode, length) under which `key` is surely absent: this
+    /// index lacks it and knows the journal as of its last sync. While the journal
+    /// still has that identity no process has stored an entry since, for every entry
+    /// is recorded before its file appears. `None` when this index cannot tell.
+    pub(crate) fn absent_while(&self, key: &CacheKey) -> Option<(u64, u64)> {
+        let ino = self.journal_ino?;
+        self.index.get(key).is_none().then_some((ino, self.offset))
     }
 }
 
