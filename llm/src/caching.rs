@@ -208,9 +208,15 @@ impl Drop for CacheLayer {
         queue.writing = true;
         drop(queue);
         writes.drain();
-        if let Err(e) = self.cache.flush() {
-            tracing::warn!(error = %e, "could not record the cache's reads");
-        }
+        record_reads(&self.cache);
+    }
+}
+
+/// Writes this process's reads (hits, last access) to the cache's journal; a failure
+/// is logged, never returned.
+fn record_reads(cache: &ResponseCache) {
+    if let Err(e) = cache.flush() {
+        tracing::warn!(error = %e, "could not record the cache's reads");
     }
 }
 
@@ -249,8 +255,8 @@ impl CacheLayer {
     }
 
     /// A cached answer, if the mode reads the cache and one is stored (or stored and
-    /// still waiting to be written). A payload that no longer parses (written by another version) is a
-    /// miss.
+    /// still waiting to be written). A payload that no longer parses (written by
+    /// another version) is a miss.
     pub(crate) fn lookup(&self, mode: CacheMode, agent: &str, key: &CacheKey) -> Option<Response> {
         if !matches!(mode, CacheMode::Normal | CacheMode::ReadOnly) {
             return None;
@@ -339,10 +345,15 @@ impl CacheLayer {
         *self.writes.pending.borrow()
     }
 
-    /// Waits until every stored answer is written (or has failed and been logged).
+    /// Waits until every stored answer is written (or has failed and been logged),
+    /// then records this process's reads.
     pub(crate) async fn flush(&self) {
         let mut rx = self.writes.pending.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
+        let cache = self.cache.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || record_reads(&cache)).await {
+            tracing::warn!(error = %e, "recording the cache's reads failed");
+        }
     }
 
     /// Joins the identical call in flight, or becomes the one others join.
