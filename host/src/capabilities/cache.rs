@@ -88,13 +88,25 @@ fn to_wit(e: StoreError) -> CacheError {
     }
 }
 
+impl CacheCtx {
+    /// Runs `op` on the agent's store, on the blocking pool: it is file I/O under a
+    /// lock that another process may hold, which must not stall an async worker (and
+    /// every run scheduled on it).
+    async fn on_store<T: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&AgentStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, CacheError> {
+        let scope = self.scope()?;
+        match tokio::task::spawn_blocking(move || op(&scope)).await {
+            Ok(result) => result.map_err(to_wit),
+            Err(e) => Err(CacheError::Io(format!("the store operation failed: {e}"))),
+        }
+    }
+}
+
 impl Host for CacheCtx {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, CacheError>> {
-        let scope = match self.scope() {
-            Ok(scope) => scope,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(off_the_runtime(move || scope.get(&key)).await)
+        Ok(self.on_store(move |s| s.get(&key)).await)
     }
 
     async fn set(
@@ -104,30 +116,10 @@ impl Host for CacheCtx {
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), CacheError>> {
         let ttl = ttl_seconds.map(|s| Duration::from_secs(u64::from(s)));
-        let scope = match self.scope() {
-            Ok(scope) => scope,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(off_the_runtime(move || scope.set(&key, &value, ttl)).await)
+        Ok(self.on_store(move |s| s.set(&key, &value, ttl)).await)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, CacheError>> {
-        let scope = match self.scope() {
-            Ok(scope) => scope,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(off_the_runtime(move || scope.delete(&key)).await)
-    }
-}
-
-/// Runs a store operation on the blocking pool: it is file I/O under a lock that
-/// another process may hold, which must not stall an async worker (and every run
-/// scheduled on it).
-async fn off_the_runtime<T: Send + 'static>(
-    op: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, CacheError> {
-    match tokio::task::spawn_blocking(op).await {
-        Ok(result) => result.map_err(to_wit),
-        Err(e) => Err(CacheError::Io(format!("the store operation failed: {e}"))),
+        Ok(self.on_store(move |s| s.delete(&key)).await)
     }
 }

@@ -26,8 +26,8 @@ pub(crate) fn print_json_result(agent: &str, result: &Result<RunOutput, RunError
 }
 
 /// A batch item's result as one line of JSON (the single-run fields plus `id` and
-/// `index`), appended to `out`.
-pub(crate) fn write_json_item(out: &mut Vec<u8>, item: &BatchResult) {
+/// `index`), appended to `buf`.
+pub(crate) fn write_json_item(buf: &mut Vec<u8>, item: &BatchResult) {
     let mut value = result_json(&item.agent, &item.result);
     if let Value::Object(map) = &mut value {
         map.insert(
@@ -37,25 +37,25 @@ pub(crate) fn write_json_item(out: &mut Vec<u8>, item: &BatchResult) {
         map.insert("index".into(), Value::from(item.index));
     }
     // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &value);
-    out.push(b'\n');
+    let _ = serde_json::to_writer(&mut *buf, &value);
+    buf.push(b'\n');
 }
 
-/// A batch item's result for people, appended to `out`.
-pub(crate) fn write_human_item(out: &mut Vec<u8>, item: &BatchResult) {
+/// A batch item's result for people, appended to `buf`.
+pub(crate) fn write_human_item(buf: &mut Vec<u8>, item: &BatchResult) {
     use std::io::Write as _;
     let id = item.id.as_deref().unwrap_or("-");
     // Writing to a Vec cannot fail.
     let _ = match &item.result {
-        Ok(out_) => writeln!(
-            out,
+        Ok(out) => writeln!(
+            buf,
             "── [{id}] {} · ok · {:.0} ms\n{}",
             item.agent,
-            out_.stats.timings.total.as_secs_f64() * 1000.0,
-            out_.text
+            out.stats.timings.total.as_secs_f64() * 1000.0,
+            out.text
         ),
         Err(e) => writeln!(
-            out,
+            buf,
             "── [{id}] {} · {} · {}",
             item.agent,
             e.error.kind(),
