@@ -9,14 +9,19 @@ use std::time::Duration;
 
 fn cached_host(provider: Arc<dyn Provider>, max_concurrent: usize) -> (Host, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let host = Host::builder()
+    (host_on(dir.path(), provider, max_concurrent), dir)
+}
+
+/// A host on the cache directory `dir`; a second one on the same directory is another
+/// process's view of it.
+fn host_on(dir: &std::path::Path, provider: Arc<dyn Provider>, max_concurrent: usize) -> Host {
+    Host::builder()
         .grant("hostile", cf_host::permissions::Grant::unrestricted())
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .cache_dir(Some(dir.to_path_buf()))
         .provider(provider)
         .max_concurrent(max_concurrent)
         .build()
-        .expect("host");
-    (host, dir)
+        .expect("host")
 }
 
 async fn hostile(host: &Host) -> Agent {
@@ -337,15 +342,7 @@ async fn an_entry_tampered_on_disk_is_a_miss_and_counted() {
     bytes[mid] ^= 0x55;
     std::fs::write(&entry, bytes).expect("tamper");
     // A new host (a new process) so the memory layer does not answer.
-    let (host2, _) = (
-        Host::builder()
-            .grant("hostile", cf_host::permissions::Grant::unrestricted())
-            .cache_dir(Some(dir.path().to_path_buf()))
-            .provider(spy.clone())
-            .build()
-            .expect("host"),
-        (),
-    );
+    let host2 = host_on(dir.path(), spy.clone(), 10);
     let agent2 = hostile(&host2).await;
     assert_eq!(
         cached_flag(&ask(&agent2, "llm-mode normal eta").await),
@@ -362,15 +359,6 @@ async fn an_entry_tampered_on_disk_is_a_miss_and_counted() {
             .integrity_failures,
         1
     );
-}
-
-/// A host of its own on `dir`: another process's view of the response cache.
-fn reopened(dir: &std::path::Path) -> Host {
-    Host::builder()
-        .cache_dir(Some(dir.to_path_buf()))
-        .provider(Spy::new())
-        .build()
-        .expect("host")
 }
 
 async fn run_many(agent: &Agent, tasks: &[String]) {
@@ -401,7 +389,7 @@ async fn answers_are_written_behind_and_reach_the_disk_on_flush_or_drop() {
             drop(agent);
             drop(host);
         }
-        let other = reopened(dir.path());
+        let other = host_on(dir.path(), Spy::new(), 10);
         let cache = other.llm().response_cache().expect("cache");
         let report = cache.verify(false).expect("verify");
         assert!(report.is_clean(), "flush {flush}: {report:?}");
