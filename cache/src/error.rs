@@ -23,6 +23,18 @@ pub enum Error {
     /// An entry is larger than the cache accepts; the message gives both sizes.
     #[error("entry too large: {0}")]
     TooLarge(String),
+    /// A directory or secret file is not the user's own, or others may write it (or,
+    /// for a secret, read it): someone else could forge or plant what the host trusts.
+    /// See [`private`](crate::private).
+    #[error("refusing {}: {reason}; to fix: {fix}", path.display())]
+    NotPrivate {
+        /// What was refused.
+        path: std::path::PathBuf,
+        /// Why, e.g. "it is owned by uid 1001, not by you (uid 1000)".
+        reason: String,
+        /// What the user can do about it.
+        fix: String,
+    },
     /// The file system failed; `context` says which step.
     #[error("cache I/O failed while {context}: {source}")]
     Io {
@@ -47,6 +59,12 @@ impl Error {
         matches!(self, Self::Io { .. })
     }
 
+    /// True for [`Error::NotPrivate`].
+    #[must_use]
+    pub fn is_not_private(&self) -> bool {
+        matches!(self, Self::NotPrivate { .. })
+    }
+
     /// True for [`Error::TooLarge`].
     #[must_use]
     pub fn is_too_large(&self) -> bool {
@@ -61,6 +79,11 @@ impl Error {
             Self::InvalidConfig(s) => Self::InvalidConfig(s.clone()),
             Self::InvalidSecret(s) => Self::InvalidSecret(s.clone()),
             Self::TooLarge(s) => Self::TooLarge(s.clone()),
+            Self::NotPrivate { path, reason, fix } => Self::NotPrivate {
+                path: path.clone(),
+                reason: reason.clone(),
+                fix: fix.clone(),
+            },
             Self::Io { context, source } => Self::Io {
                 context: context.clone(),
                 source: io::Error::new(source.kind(), source.to_string()),

@@ -11,7 +11,9 @@ use std::io::{self, Read, Write};
 use cap_fs_ext::{
     FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OpenOptionsSyncExt,
 };
-use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
+
+use crate::error::Error;
 
 /// What reading one of our files found.
 #[derive(Debug)]
@@ -36,24 +38,57 @@ fn open_read(dir: &Dir, name: &str) -> io::Result<cap_std::fs::File> {
 
 /// Reads the regular file `name` whole if it is at most `max_len` bytes.
 pub(crate) fn read_regular(dir: &Dir, name: &str, max_len: u64) -> io::Result<ReadOutcome> {
+    let mut unchecked = |_: &Metadata| Ok::<(), std::convert::Infallible>(());
+    match read_opened(dir, name, max_len, &mut unchecked)? {
+        Ok(outcome) => Ok(outcome),
+        Err(never) => match never {},
+    }
+}
+
+/// [`read_regular`], refusing the file when `check` refuses its metadata (taken from the
+/// opened file, so the file checked is the file read). I/O errors are reported as
+/// reading `context`.
+pub(crate) fn read_checked(
+    dir: &Dir,
+    name: &str,
+    max_len: u64,
+    context: &str,
+    mut check: impl FnMut(&Metadata) -> Result<(), Error>,
+) -> Result<ReadOutcome, Error> {
+    match read_opened(dir, name, max_len, &mut check) {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(refused)) => Err(refused),
+        Err(e) => Err(Error::io(format!("reading {context}"), e)),
+    }
+}
+
+fn read_opened<E>(
+    dir: &Dir,
+    name: &str,
+    max_len: u64,
+    check: &mut dyn FnMut(&Metadata) -> Result<(), E>,
+) -> io::Result<Result<ReadOutcome, E>> {
     let file = match open_read(dir, name) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Missing),
-        Err(e) if is_not_regular(dir, name, &e) => return Ok(ReadOutcome::NotRegular),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(ReadOutcome::Missing)),
+        Err(e) if is_not_regular(dir, name, &e) => return Ok(Ok(ReadOutcome::NotRegular)),
         Err(e) => return Err(e),
     };
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Ok(ReadOutcome::NotRegular);
+        return Ok(Ok(ReadOutcome::NotRegular));
+    }
+    if let Err(refused) = check(&meta) {
+        return Ok(Err(refused));
     }
     let len = meta.len();
     if len > max_len {
-        return Ok(ReadOutcome::TooLong(len));
+        return Ok(Ok(ReadOutcome::TooLong(len)));
     }
     let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     // `take` guards against a file that grows between the stat and the read.
     file.into_std().take(max_len).read_to_end(&mut data)?;
-    Ok(ReadOutcome::Data(data))
+    Ok(Ok(ReadOutcome::Data(data)))
 }
 
 /// Reads at most `len` bytes from the start of the regular file `name`.

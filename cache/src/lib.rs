@@ -122,18 +122,21 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod compiled;
 mod config;
 mod error;
 mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod key;
+pub mod private;
 mod response;
 mod secret;
 mod stats;
 mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compiled::{Compiled, CompiledStore};
 pub use config::{
     CacheConfig, Durability, default_max_bytes, default_memory_max_bytes,
     default_memory_max_entries, default_ttl,
@@ -146,5 +149,5 @@ pub use stats::{BadEntry, PruneReport, Stats, VerifyReport};
 pub use store::{
     AgentStore, AgentStores, MAX_AGENT_NAME_BYTES, MAX_KEY_BYTES, StoreLimits, StoreUsage,
     default_store_max_bytes, default_store_max_entries, default_store_max_value_bytes,
-    default_store_ttl, validate_agent_name, validate_key,
+    default_store_ttl, validate_agent_name, validate_key, validate_scope_name, MAX_SCOPE_NAME_BYTES,
 };

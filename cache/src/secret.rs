@@ -9,6 +9,8 @@ use cap_std::fs::Dir;
 
 use crate::error::Error;
 use crate::files::{self, ReadOutcome};
+use crate::private;
+use std::path::Path;
 
 /// The environment variable [`Secret::from_env`] reads.
 pub const SECRET_ENV: &str = "CF_CACHE_SECRET";
@@ -67,13 +69,22 @@ impl Secret {
     }
 }
 
-/// The secret of the cache directory `dir`, generating it on first use.
+/// The secret of the cache directory `dir` (shown in errors as `shown`), generating it
+/// on first use.
 ///
 /// The file is written whole to a private temp file (mode 0600) and then hard-linked to
 /// its name, which fails if the name exists: two processes racing both end up reading
-/// the one that won, and no reader ever sees a partial secret.
-pub(crate) fn load_or_create(dir: &Dir) -> Result<Secret, Error> {
-    if let Some(secret) = read(dir)? {
+/// the one that won, and no reader ever sees a partial secret. A secret file that is
+/// not the user's own or that others may read is refused ([`Error::NotPrivate`]): whoever
+/// planted or read it could forge what it signs.
+pub(crate) fn load_or_create(dir: &Dir, shown: &Path) -> Result<Secret, Error> {
+    load_or_create_named(dir, SECRET_FILE, shown)
+}
+
+/// [`load_or_create`] for the secret file `name`.
+pub(crate) fn load_or_create_named(dir: &Dir, name: &str, shown: &Path) -> Result<Secret, Error> {
+    let shown = shown.join(name);
+    if let Some(secret) = read(dir, name, &shown)? {
         return Ok(secret);
     }
     let mut bytes = [0u8; GENERATED_LEN];
@@ -84,12 +95,12 @@ pub(crate) fn load_or_create(dir: &Dir) -> Result<Secret, Error> {
         )
     })?;
     let tmp = format!(
-        "{SECRET_FILE}.{}.tmp",
+        "{name}.{}.tmp",
         files::random_hex(8).map_err(|e| Error::io("naming a temp file", e))?
     );
     files::write_new(dir, &tmp, &[&bytes], true)
         .map_err(|e| Error::io("writing the cache secret", e))?;
-    let linked = dir.hard_link(&tmp, dir, SECRET_FILE);
+    let linked = dir.hard_link(&tmp, dir, name);
     let _ = dir.remove_file(&tmp);
     match linked {
         Ok(()) => {
@@ -98,7 +109,7 @@ pub(crate) fn load_or_create(dir: &Dir) -> Result<Secret, Error> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("installing the cache secret", e)),
     }
-    read(dir)?.ok_or_else(|| {
+    read(dir, name, &shown)?.ok_or_else(|| {
         Error::io(
             "reading the cache secret",
             io::Error::new(io::ErrorKind::NotFound, "the secret file vanished"),
@@ -106,20 +117,21 @@ pub(crate) fn load_or_create(dir: &Dir) -> Result<Secret, Error> {
     })
 }
 
-fn read(dir: &Dir) -> Result<Option<Secret>, Error> {
-    let context = "reading the cache secret";
-    match files::read_regular(dir, SECRET_FILE, 1024).map_err(|e| Error::io(context, e))? {
+fn read(dir: &Dir, name: &str, shown: &Path) -> Result<Option<Secret>, Error> {
+    let context = "the cache secret";
+    let check = |meta: &cap_std::fs::Metadata| private::check_secret_file(meta, shown);
+    match files::read_checked(dir, name, 1024, context, check)? {
         ReadOutcome::Missing => Ok(None),
         ReadOutcome::Data(bytes) if bytes.len() == GENERATED_LEN => Ok(Some(Secret(bytes.into()))),
         ReadOutcome::Data(bytes) => Err(Error::InvalidSecret(format!(
-            "{SECRET_FILE} holds {} bytes, expected {GENERATED_LEN}",
+            "{name} holds {} bytes, expected {GENERATED_LEN}",
             bytes.len()
         ))),
         ReadOutcome::TooLong(len) => Err(Error::InvalidSecret(format!(
-            "{SECRET_FILE} holds {len} bytes, expected {GENERATED_LEN}"
+            "{name} holds {len} bytes, expected {GENERATED_LEN}"
         ))),
         ReadOutcome::NotRegular => Err(Error::InvalidSecret(format!(
-            "{SECRET_FILE} is not a regular file"
+            "{name} is not a regular file"
         ))),
     }
 }
@@ -175,7 +187,7 @@ mod tests {
                     let path = path.clone();
                     s.spawn(move || {
                         let dir = Dir::open_ambient_dir(&path, ambient_authority()).expect("dir");
-                        load_or_create(&dir).expect("secret")
+                        load_or_create(&dir, &path).expect("secret")
                     })
                 })
                 .collect();
@@ -192,12 +204,30 @@ mod tests {
         assert_eq!(names.len(), 1, "no temp file left behind");
     }
 
+    /// Regression: a `cache.secret` that others may read was used as is, so whoever
+    /// could read it (or planted it) could forge entries served as `cached: true`.
+    #[test]
+    fn a_secret_others_may_read_is_refused_not_used() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(SECRET_FILE);
+        std::fs::write(&path, [7u8; GENERATED_LEN]).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
+        let err = load_or_create(&dir, tmp.path()).expect_err("readable by others");
+        assert!(err.is_not_private(), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let secret = load_or_create(&dir, tmp.path()).expect("private now");
+        assert_eq!(secret.expose(), [7u8; GENERATED_LEN]);
+    }
+
     #[test]
     fn a_malformed_secret_file_is_an_error_not_replaced() {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join(SECRET_FILE), b"short").expect("write");
         let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
-        let err = load_or_create(&dir).expect_err("malformed");
+        std::fs::set_permissions(tmp.path().join(SECRET_FILE), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let err = load_or_create(&dir, tmp.path()).expect_err("malformed");
         assert!(matches!(err, Error::InvalidSecret(_)), "{err}");
         assert_eq!(
             std::fs::read(tmp.path().join(SECRET_FILE)).expect("read"),

@@ -2,9 +2,9 @@
 
 use crate::bindings::v0_1::{AgentPlugin, AgentPluginPre, agent as wit};
 use crate::capabilities::{cache::CacheCtx, llm::LlmCtx, llm::error_from_wit, log::LogCtx};
-use crate::config::RunOptions;
-use crate::contract::ComponentInterface;
+use crate::config::{LIST_ITEM_BYTES, RunOptions};
 use crate::engine::sha256_hex;
+use crate::load;
 use crate::error::{Error, validate_agent_name};
 use crate::host::HostInner;
 use crate::permissions::{Grant, Manifest, Permissions};
@@ -108,6 +108,12 @@ struct AgentInner {
     pre: AgentPluginPre<RunState>,
     info: AgentInfo,
     scope: crate::capabilities::cache::SharedScope,
+    /// The directory name of its store: its name for a shipped agent; for a plugin,
+    /// its name and its component's digest (`name.<32 hex>`).
+    store_name: String,
+    /// A plugin's component digest, which keys its cached answers apart from another
+    /// plugin's of the same name; `None` for a shipped agent.
+    component: Option<String>,
     permissions: Arc<Permissions>,
     /// The plugin's share of the model-call concurrency, when limited.
     llm_share: Option<Arc<tokio::sync::Semaphore>>,
@@ -142,24 +148,28 @@ fn grant_pin<'a>(host: &'a HostInner, plugin: &str) -> Option<&'a str> {
 /// The deadline of `describe()`, which may not call anything.
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 
-impl Agent {
-    pub(crate) async fn load(
-        host: Arc<HostInner>,
+/// A component found and read, before it is compiled.
+struct Found {
+    wasm: Cow<'static, [u8]>,
+    sha256: String,
+    /// What a third-party plugin declares; `None` for a shipped agent (the operator's
+    /// own).
+    declared: Option<Manifest>,
+    /// The name it should report, known before compiling it (a shipped agent's name,
+    /// a manifest's `name`, a file's stem).
+    expected_name: Option<String>,
+}
+
+impl Found {
+    /// Reads `source`: a shipped agent, a bounded regular file with its sidecar
+    /// manifest, or bytes (which declare nothing unless `manifest` is given).
+    async fn read(
+        host: &HostInner,
         source: Source,
-        pinned: Option<&str>,
         manifest: Option<Manifest>,
     ) -> Result<Self, Error> {
-        // What the plugin declares: shipped agents are the operator's own (None); a
-        // component from a path declares in its sidecar `<stem>.toml`; bytes declare
-        // nothing unless the embedder passes a manifest.
-        let given = manifest.is_some();
-        let mut declared: Option<Manifest> = Some(manifest.unwrap_or_default());
-        // The name the plugin should report, known before compiling it.
-        let mut expected_name: Option<String> = None;
-        let (wasm, sha256): (Cow<'static, [u8]>, String) = match source {
+        match source {
             Source::Builtin(name) => {
-                declared = None;
-                expected_name = Some(name.clone());
                 validate_agent_name(&name)?;
                 let b = cf_builtin::find(&name).ok_or_else(|| Error::UnknownAgent {
                     name: name.clone(),
@@ -169,78 +179,119 @@ impl Agent {
                         .collect::<Vec<_>>()
                         .join(", "),
                 })?;
-                (Cow::Borrowed(b.wasm), b.sha256.to_owned())
+                Ok(Self {
+                    wasm: Cow::Borrowed(b.wasm),
+                    sha256: b.sha256.to_owned(),
+                    declared: None,
+                    expected_name: Some(name),
+                })
             }
             Source::Path(path) => {
-                if !given {
-                    let sidecar = path.with_extension("toml");
-                    match tokio::fs::read_to_string(&sidecar).await {
-                        Ok(text) => {
-                            let manifest = Manifest::parse(&text).map_err(|reason| {
-                                Error::InvalidManifest {
-                                    path: sidecar.clone(),
-                                    reason,
-                                }
-                            })?;
-                            declared = Some(manifest);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(source) => {
-                            return Err(Error::Io {
+                let declared = match manifest {
+                    Some(m) => m,
+                    None => match load::read_sidecar(&path).await? {
+                        Some((sidecar, text)) => Manifest::parse(&text).map_err(|reason| {
+                            Error::InvalidManifest {
                                 path: sidecar,
-                                source,
-                            });
-                        }
-                    }
-                }
-                expected_name = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|source| Error::Io { path, source })?;
-                let sha = sha256_hex(&bytes);
-                (Cow::Owned(bytes), sha)
+                                reason,
+                            }
+                        })?,
+                        None => Manifest::default(),
+                    },
+                };
+                let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
+                let bytes =
+                    load::read_regular(path, host.limits().max_component_bytes).await?;
+                Ok(Self::plugin(Cow::Owned(bytes), declared, stem))
             }
             Source::Bytes(bytes) => {
-                let sha = sha256_hex(&bytes);
-                (Cow::Owned(bytes), sha)
+                load::check_size(host, &bytes)?;
+                Ok(Self::plugin(
+                    Cow::Owned(bytes),
+                    manifest.unwrap_or_default(),
+                    None,
+                ))
             }
-        };
-        if let Some(n) = declared.as_ref().and_then(|m| m.name.clone()) {
-            expected_name = Some(n);
         }
-        // A pinned digest is checked before anything is compiled: the caller's pin,
-        // then a grant pinned to the name the plugin is expected to have.
-        check_digest(pinned, &sha256)?;
-        check_digest(
-            expected_name.as_deref().and_then(|n| grant_pin(&host, n)),
-            &sha256,
-        )?;
-        let h = host.clone();
-        let key = sha256.clone();
-        let (component, contract) =
-            tokio::task::spawn_blocking(move || -> Result<(Component, &'static str), Error> {
-                if !wasm.starts_with(b"\0asm") {
-                    return Err(Error::InvalidComponent {
-                        detail: "the file does not start with the WebAssembly magic bytes".into(),
-                    });
-                }
-                let component = h.compiled.load(&h.engine, &wasm, &key)?;
-                let contract = ComponentInterface::of(&h.engine, &component).check()?;
-                Ok((component, contract))
-            })
+    }
+
+    fn plugin(wasm: Cow<'static, [u8]>, declared: Manifest, stem: Option<String>) -> Self {
+        let expected_name = declared.name.clone().or(stem);
+        Self {
+            sha256: sha256_hex(&wasm),
+            wasm,
+            declared: Some(declared),
+            expected_name,
+        }
+    }
+
+    /// Refuses the component before anything is compiled if its digest is not the
+    /// caller's pin, or not the pin of a grant for the name it is expected to have.
+    fn check_pins(&self, host: &HostInner, pinned: Option<&str>) -> Result<(), Error> {
+        check_digest(pinned, &self.sha256)?;
+        let grant = self.expected_name.as_deref().and_then(|n| grant_pin(host, n));
+        check_digest(grant, &self.sha256)
+    }
+}
+
+impl Agent {
+    /// Loads an agent within the host's load deadline: read, check pins, compile,
+    /// prepare, describe, settle its name and permissions.
+    pub(crate) async fn load(
+        host: Arc<HostInner>,
+        source: Source,
+        pinned: Option<&str>,
+        manifest: Option<Manifest>,
+    ) -> Result<Self, Error> {
+        let limit = host.limits().load_deadline;
+        let steps = async {
+            let found = Found::read(&host, source, manifest).await?;
+            found.check_pins(&host, pinned)?;
+            let Found {
+                wasm,
+                sha256,
+                declared,
+                ..
+            } = found;
+            let (component, interface) = load::compile(&host, wasm, sha256.clone()).await?;
+            let contract = interface.check()?;
+            let pre = Self::prepare(&host, &component, contract)?;
+            let mut agent = Self::unnamed(host.clone(), pre, contract, sha256);
+            let described = agent.describe_guest().await?;
+            agent.settle(described, declared)?;
+            Ok(agent)
+        };
+        tokio::time::timeout(limit, steps)
             .await
-            .map_err(|e| Error::Setup(format!("the compiler thread failed: {e}")))??;
+            .unwrap_or(Err(Error::LoadDeadline { limit }))
+    }
+
+    /// Links the component against the host's capabilities and checks its exports.
+    fn prepare(
+        host: &HostInner,
+        component: &Component,
+        contract: &str,
+    ) -> Result<AgentPluginPre<RunState>, Error> {
         let instance_pre =
             host.linker
-                .instantiate_pre(&component)
+                .instantiate_pre(component)
                 .map_err(|e| Error::MissingImports {
                     imports: format!("{e:#}"),
                 })?;
-        let pre = AgentPluginPre::new(instance_pre).map_err(|e| Error::NotAnAgent {
+        AgentPluginPre::new(instance_pre).map_err(|e| Error::NotAnAgent {
             expected: contract.to_owned(),
             exports: format!("{e:#}"),
-        })?;
-        let mut agent = Self {
+        })
+    }
+
+    /// The agent before it has described itself: no name, no permissions.
+    fn unnamed(
+        host: Arc<HostInner>,
+        pre: AgentPluginPre<RunState>,
+        contract: &str,
+        sha256: String,
+    ) -> Self {
+        Self {
             inner: Arc::new(AgentInner {
                 host,
                 pre,
@@ -254,19 +305,25 @@ impl Agent {
                     sha256,
                 },
                 scope: Default::default(),
+                store_name: String::new(),
+                component: None,
                 permissions: Arc::new(Permissions::unrestricted("")),
                 llm_share: None,
                 log_id: crate::capabilities::log::agent_id(""),
             }),
-        };
-        let described = agent.describe_guest().await?;
+        }
+    }
+
+    /// Takes the name the agent reported, checks it against the manifest, the
+    /// built-in names and any pinned grant, and settles what it may do.
+    fn settle(&mut self, described: AgentInfo, declared: Option<Manifest>) -> Result<(), Error> {
         validate_agent_name(&described.name).map_err(|_| {
             Error::InvalidDescription(format!(
                 "the name {:?} does not match ^[a-zA-Z0-9_-]+$",
                 described.name
             ))
         })?;
-        let inner = Arc::get_mut(&mut agent.inner)
+        let inner = Arc::get_mut(&mut self.inner)
             .ok_or_else(|| Error::Setup("agent handle shared during load".into()))?;
         inner.info = AgentInfo {
             contract: inner.info.contract.clone(),
@@ -275,12 +332,27 @@ impl Agent {
         };
         inner.log_id = crate::capabilities::log::agent_id(&inner.info.name);
         let name = inner.info.name.as_str();
-        if let Some(declared_name) = declared.as_ref().and_then(|m| m.name.as_deref())
-            && declared_name != name
-        {
-            return Err(Error::InvalidDescription(format!(
-                "the manifest names the plugin {declared_name:?} but it describes itself as {name:?}"
-            )));
+        if let Some(manifest) = &declared {
+            if let Some(declared_name) = manifest.name.as_deref()
+                && declared_name != name
+            {
+                return Err(Error::InvalidDescription(format!(
+                    "the manifest names the plugin {declared_name:?} but it describes itself as {name:?}"
+                )));
+            }
+            // A plugin under a shipped agent's name would reach that agent's store and
+            // pick up the operator's grant for it.
+            if cf_builtin::find(name).is_some() {
+                return Err(Error::ReservedName {
+                    name: name.to_owned(),
+                });
+            }
+            // Its store and cached answers are keyed by its name and its digest: two
+            // plugins reporting one name never reach each other's data.
+            inner.component = Some(inner.info.sha256.clone());
+            inner.store_name = format!("{name}.{}", &inner.info.sha256[..32]);
+        } else {
+            inner.store_name = name.to_owned();
         }
         // A grant pinned to a digest refuses any other component under that name.
         check_digest(grant_pin(&inner.host, name), &inner.info.sha256)?;
@@ -298,7 +370,7 @@ impl Agent {
         if let Some(n) = inner.permissions.concurrency() {
             inner.llm_share = Some(Arc::new(tokio::sync::Semaphore::new(n as usize)));
         }
-        Ok(agent)
+        Ok(())
     }
 
     /// What the agent said about itself when loaded.
@@ -403,7 +475,7 @@ impl Agent {
                     + output
                         .metadata
                         .iter()
-                        .map(|(k, v)| k.len() + v.len())
+                        .map(|(k, v)| k.len() + v.len() + LIST_ITEM_BYTES)
                         .sum::<usize>();
                 if bytes > host.limits.max_output_bytes {
                     Err(Error::OutputTooLarge {
@@ -486,6 +558,7 @@ impl Agent {
         let llm = LlmCtx {
             service: host.llm.clone(),
             agent: name.clone(),
+            component: self.inner.component.clone(),
             ledger: ledger.clone(),
             deadline,
             options,
@@ -503,7 +576,7 @@ impl Agent {
         };
         let cache = CacheCtx::new(
             host.stores.clone(),
-            name.clone(),
+            self.inner.store_name.clone(),
             self.inner.scope.clone(),
             self.inner.permissions.clone(),
             limits.max_cache_ops,

@@ -9,6 +9,12 @@ pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 /// `max_tokens` when neither the operator nor the request sets it (the seed's value).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
+/// What each list item (a message, a stop sequence, a metadata pair) counts against a
+/// byte limit besides its text: about its framing on the wire
+/// (`{"role":"user","content":""},` is 30 bytes). Without it, a million empty items
+/// would pass a 1 MiB limit as zero bytes.
+pub const LIST_ITEM_BYTES: usize = 32;
+
 /// Limits applied to every run. Each field's default is documented on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -19,10 +25,12 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Longest task accepted, in characters (the seed's limit). Default 100,000.
     pub max_task_chars: usize,
-    /// Largest agent output (text plus metadata), in bytes. Default 1 MiB.
+    /// Largest agent output (text plus metadata), in bytes; each metadata pair counts
+    /// [`LIST_ITEM_BYTES`] besides its text. Default 1 MiB.
     pub max_output_bytes: usize,
     /// Largest model request a guest may send (system, messages, stop sequences), in
-    /// bytes. Default 2 MiB.
+    /// bytes; each message and stop sequence counts [`LIST_ITEM_BYTES`] besides its
+    /// text. Default 2 MiB.
     pub max_request_bytes: usize,
     /// Model calls one run may make. Default 50.
     pub max_llm_calls: u32,
@@ -35,6 +43,14 @@ pub struct Limits {
     pub max_log_bytes: usize,
     /// Guest stdout and stderr kept for the log, in bytes per run. Default 64 KiB.
     pub max_stdio_bytes: usize,
+    /// Wall-clock deadline of loading one component: reading, compiling (or
+    /// authenticating the compiled copy), checking and `describe()`. A crafted
+    /// component of a few hundred kilobytes can keep the compiler busy for minutes.
+    /// Default 60 s.
+    pub load_deadline: Duration,
+    /// Largest component file the host reads and compiles, in bytes. Default 256 MiB
+    /// (a Python agent built with componentize-py is about 40 MB).
+    pub max_component_bytes: u64,
 }
 
 impl Default for Limits {
@@ -50,6 +66,8 @@ impl Default for Limits {
             max_log_records: 1_000,
             max_log_bytes: 16 * 1024,
             max_stdio_bytes: 64 * 1024,
+            load_deadline: Duration::from_secs(60),
+            max_component_bytes: 256 * 1024 * 1024,
         }
     }
 }

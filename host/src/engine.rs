@@ -4,8 +4,8 @@
 use crate::error::Error;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use cf_cache::{Compiled, CompiledStore};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -87,53 +87,73 @@ impl Drop for EpochTicker {
 }
 
 /// Compiled components on disk, keyed by the wasm's SHA-256 and the engine's
-/// compatibility hash, so that a second `cf-host run` does not recompile.
+/// compatibility hash, so that a second `cf-host run` does not recompile. Each file is
+/// authenticated ([`cf_cache::CompiledStore`]) before it is deserialized: it is native
+/// code, and a file planted there would otherwise run as the user.
 #[derive(Debug)]
 pub(crate) struct CompiledCache {
-    dir: Option<PathBuf>,
+    store: Option<CompiledStore>,
     engine_key: String,
 }
 
 impl CompiledCache {
-    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
+    /// Keeps compiled components in `dir` (created private; refused if someone else
+    /// owns it or may write it), or nowhere.
+    pub(crate) fn open(engine: &Engine, dir: Option<&Path>) -> Result<Self, Error> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self {
-            dir,
+        let store = dir
+            .map(|d| {
+                CompiledStore::open(d)
+                    .map_err(|e| Error::from_storage("opening the compiled-component directory", e))
+            })
+            .transpose()?;
+        Ok(Self {
+            store,
             engine_key: format!("{:016x}", hasher.finish()),
-        }
+        })
     }
 
-    fn path(&self, sha256: &str) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_key)))
-    }
-
-    /// The component for `wasm`: from disk when compiled before, else compiled now
-    /// and kept.
+    /// The component for `wasm`: from disk when compiled before and intact, else
+    /// compiled now and kept.
     pub(crate) fn load(
         &self,
         engine: &Engine,
         wasm: &[u8],
         sha256: &str,
     ) -> Result<Component, Error> {
-        let path = self.path(sha256);
-        if let Some(path) = path.as_ref().filter(|p| p.exists()) {
-            match deserialize(engine, path) {
-                Ok(c) => return Ok(c),
+        let name = format!("{sha256}-{}.cwasm", self.engine_key);
+        if let Some(store) = &self.store {
+            // Compiled code is a few times larger than the wasm; anything far larger is
+            // not ours, and is not read into memory.
+            let bound = (wasm.len() as u64).saturating_mul(16).max(64 * 1024 * 1024);
+            match store.get(&name, bound) {
+                Ok(Compiled::Valid(bytes)) => match deserialize(engine, &bytes) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => {
+                        tracing::warn!(file = %name, error = %e, "recompiling: the compiled component is unusable")
+                    }
+                },
+                Ok(Compiled::Rejected(why)) => {
+                    tracing::warn!(dir = %store.path().display(), file = %name, why = %why, "recompiling: refusing a compiled component this host did not write")
+                }
+                Ok(Compiled::Missing) => {}
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled component")
+                    tracing::warn!(file = %name, error = %e, "recompiling: the compiled component could not be read")
                 }
             }
         }
         let component = Component::new(engine, wasm).map_err(|e| Error::InvalidComponent {
             detail: format!("{e:#}"),
         })?;
-        if let Some(path) = path
-            && let Err(e) = store(&component, &path)
-        {
-            tracing::warn!(path = %path.display(), error = %e, "could not keep the compiled component");
+        if let Some(store) = &self.store {
+            let kept = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| store.put(&name, &bytes).map_err(|e| e.to_string()));
+            if let Err(e) = kept {
+                tracing::warn!(file = %name, error = %e, "could not keep the compiled component");
+            }
         }
         Ok(component)
     }
@@ -143,36 +163,13 @@ impl CompiledCache {
     unsafe_code,
     reason = "wasmtime requires unsafe to load precompiled native code"
 )]
-fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // Read into memory rather than mmap the file: a mapped file truncated by someone
-    // else would crash the process with SIGBUS; a copy of ~100 KB costs microseconds.
-    let bytes = std::fs::read(path)?;
-    // SAFETY: the file was written by `store` below with `Component::serialize` from
-    // an engine with the same compatibility hash (part of the file name), atomically
-    // (temp file + rename), in the user's own cache directory. wasmtime checks the
-    // header and the engine configuration again before using it.
-    unsafe { Component::deserialize(engine, &bytes) }
-}
-
-fn store(component: &Component, path: &Path) -> std::io::Result<()> {
-    let bytes = component.serialize().map_err(std::io::Error::other)?;
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `bytes` passed `CompiledStore::get`'s HMAC check under this user's private
+    // key, bound to the file's name (the component's digest and this engine's
+    // compatibility hash): they are what `CompiledCache::load` serialized earlier. They
+    // are a copy in memory, not a mapping another process could truncate (SIGBUS).
+    // wasmtime checks the header and the engine configuration again before using them.
+    unsafe { Component::deserialize(engine, bytes) }
 }
 
 /// SHA-256 of `bytes`, lowercase hex.

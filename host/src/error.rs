@@ -124,6 +124,37 @@ pub enum Error {
     /// The agent failed for its own reasons.
     #[error("the agent failed: {0}")]
     AgentFailed(String),
+    /// A directory or secret the host would trust is not the user's own, or others
+    /// may write it (or read the secret): see [`cf_cache::private`].
+    #[error("refusing {}: {reason}; to fix: {fix}", path.display())]
+    NotPrivate {
+        /// What was refused.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+        /// What the user can do.
+        fix: String,
+    },
+    /// Loading (compiling) a component did not finish within the load deadline.
+    #[error("loading the component took longer than its deadline of {} ms (Limits::load_deadline, --load-timeout)", limit.as_millis())]
+    LoadDeadline {
+        /// The deadline.
+        limit: Duration,
+    },
+    /// A component file is larger than the host compiles.
+    #[error("the component has {bytes} bytes; the limit is {max} (Limits::max_component_bytes)")]
+    ComponentTooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A third-party plugin reports the name of a built-in agent.
+    #[error("the plugin calls itself {name:?}, the name of a built-in agent: refusing it, so that it cannot reach that agent's data or grant; rename it")]
+    ReservedName {
+        /// The name it reported.
+        name: String,
+    },
     /// The host could not be set up (engine, configuration).
     #[error("host setup failed: {0}")]
     Setup(String),
@@ -192,6 +223,17 @@ impl Clone for Error {
             Self::Llm(e) => Self::Llm(e.clone()),
             Self::AgentFailed(m) => Self::AgentFailed(m.clone()),
             Self::Setup(m) => Self::Setup(m.clone()),
+            Self::NotPrivate { path, reason, fix } => Self::NotPrivate {
+                path: path.clone(),
+                reason: reason.clone(),
+                fix: fix.clone(),
+            },
+            Self::LoadDeadline { limit } => Self::LoadDeadline { limit: *limit },
+            Self::ComponentTooLarge { bytes, max } => Self::ComponentTooLarge {
+                bytes: *bytes,
+                max: *max,
+            },
+            Self::ReservedName { name } => Self::ReservedName { name: name.clone() },
             Self::Cancelled { started } => Self::Cancelled { started: *started },
         }
     }
@@ -221,6 +263,10 @@ impl Error {
             Self::Llm(e) => e.kind(),
             Self::AgentFailed(_) => "agent_failed",
             Self::Setup(_) => "setup",
+            Self::NotPrivate { .. } => "not_private",
+            Self::LoadDeadline { .. } => "load_deadline",
+            Self::ComponentTooLarge { .. } => "component_too_large",
+            Self::ReservedName { .. } => "reserved_name",
             Self::Cancelled { .. } => "cancelled",
         }
     }
@@ -242,6 +288,10 @@ impl Error {
                 | Self::MissingImports { .. }
                 | Self::InvalidDescription(_)
                 | Self::Setup(_)
+                | Self::NotPrivate { .. }
+                | Self::LoadDeadline { .. }
+                | Self::ComponentTooLarge { .. }
+                | Self::ReservedName { .. }
         )
     }
 
@@ -254,6 +304,17 @@ impl Error {
                 | Self::Trap { .. }
                 | Self::OutputTooLarge { .. }
         )
+    }
+}
+
+impl Error {
+    /// A storage error met while setting up the host: a refused directory keeps its
+    /// type; anything else is a setup failure described with `context`.
+    pub(crate) fn from_storage(context: &str, e: cf_cache::Error) -> Self {
+        match e {
+            cf_cache::Error::NotPrivate { path, reason, fix } => Self::NotPrivate { path, reason, fix },
+            other => Self::Setup(format!("{context}: {other}")),
+        }
     }
 }
 

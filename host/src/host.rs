@@ -214,20 +214,20 @@ impl HostBuilder {
         if let Some(config) = cache_config {
             let dir = config.dir.clone();
             let cache = ResponseCache::open(config).map_err(|e| {
-                Error::Setup(format!(
-                    "opening the response cache in {}: {e}",
-                    dir.display()
-                ))
+                Error::from_storage(
+                    &format!("opening the response cache in {}", dir.display()),
+                    e,
+                )
             })?;
             llm = llm.response_cache(cache, self.shared_namespace);
         }
         let llm = llm.build();
         let stores = match &self.dirs.cache_dir {
             Some(dir) => Some(AgentStores::open(dir, self.store_limits).map_err(|e| {
-                Error::Setup(format!(
-                    "opening the agents' stores in {}: {e}",
-                    dir.display()
-                ))
+                Error::from_storage(
+                    &format!("opening the agents' stores in {}", dir.display()),
+                    e,
+                )
             })?),
             None => None,
         };
@@ -237,7 +237,7 @@ impl HostBuilder {
             .as_ref()
             .filter(|_| self.dirs.compiled_cache)
             .map(|d| d.join("components"));
-        let compiled = CompiledCache::new(&engine, compiled_dir);
+        let compiled = CompiledCache::open(&engine, compiled_dir.as_deref())?;
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -273,6 +273,23 @@ pub(crate) struct HostInner {
     /// Whether plugins without a grant get what they declare.
     pub trust_declared: bool,
     _ticker: EpochTicker,
+}
+
+impl HostInner {
+    /// The wasmtime engine.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiled components kept on disk.
+    pub(crate) fn compiled(&self) -> &CompiledCache {
+        &self.compiled
+    }
+
+    /// The limits of every run and load.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
 }
 
 impl std::fmt::Debug for HostInner {

@@ -32,6 +32,7 @@ mod contract;
 mod engine;
 mod error;
 mod host;
+mod load;
 pub mod metrics;
 pub mod permissions;
 mod run;
@@ -41,7 +42,9 @@ pub mod tasks;
 pub use agent::{Agent, AgentInfo, Source, Task};
 pub use batch::{BatchCanceller, BatchItem, BatchOptions, BatchResult, BatchRun};
 pub use bindings::SUPPORTED_CONTRACTS;
-pub use config::{DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Limits, RunOptions, default_cache_dir};
+pub use config::{
+    DEFAULT_MAX_TOKENS, DEFAULT_MODEL, LIST_ITEM_BYTES, Limits, RunOptions, default_cache_dir,
+};
 pub use contract::ComponentInterface;
 pub use engine::DEFAULT_MAX_INSTANCES;
 pub use error::{Error, validate_agent_name};
@@ -61,13 +64,15 @@ impl Host {
     /// Describes a component without running it: its contract version, imports and
     /// exports, and whether this host can run it.
     pub async fn inspect(&self, wasm: Vec<u8>) -> Result<ComponentInterface, Error> {
-        let host = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let sha = engine::sha256_hex(&wasm);
-            let component = host.compiled.load(&host.engine, &wasm, &sha)?;
-            Ok(ComponentInterface::of(&host.engine, &component))
-        })
-        .await
-        .map_err(|e| Error::Setup(format!("the compiler thread failed: {e}")))?
+        let sha = engine::sha256_hex(&wasm);
+        let (_component, interface) = load::compile(&self.inner, wasm, sha).await?;
+        Ok(interface)
+    }
+
+    /// Reads a component file for [`inspect`](Self::inspect) or
+    /// [`load`](Self::load): a regular file of at most
+    /// [`Limits::max_component_bytes`] (a device or a FIFO is refused, not read).
+    pub async fn read_component(&self, path: impl Into<std::path::PathBuf>) -> Result<Vec<u8>, Error> {
+        load::read_regular(path.into(), self.inner.limits().max_component_bytes).await
     }
 }

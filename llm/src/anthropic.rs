@@ -237,6 +237,8 @@ pub struct AnthropicProvider {
     messages_url: Url,
     headers: HeaderMap,
     max_response_bytes: usize,
+    /// Kept to scrub it from what the upstream sends back.
+    api_key: ApiKey,
 }
 
 impl fmt::Debug for AnthropicProvider {
@@ -284,6 +286,7 @@ impl AnthropicProvider {
             messages_url,
             headers,
             max_response_bytes: config.max_response_bytes,
+            api_key: config.api_key,
         })
     }
 
@@ -313,15 +316,38 @@ impl AnthropicProvider {
             .to_owned();
         tracing::debug!(status = status.as_u16(), request_id = %request_id, model = %request.model, "anthropic response");
         let hints = RetryHints::from_headers(response.headers(), SystemTime::now());
-        let body = if status.is_success() {
+        let mut body = if status.is_success() {
             Some(read_capped(response, self.max_response_bytes).await?)
         } else {
             // The body of an error only matters for its message: a bad one falls back
             // to the status line.
             read_capped(response, MAX_ERROR_BODY_BYTES).await.ok()
         };
+        if let Some(body) = body.as_mut() {
+            scrub(body, self.api_key.expose_secret().as_bytes());
+        }
         interpret(status, &hints, body.as_deref())
     }
+}
+
+/// Replaces every occurrence of `secret` in `body` with `[redacted]`. A proxy or
+/// server that echoes the request's headers (some error pages do) would otherwise hand
+/// the API key to the plugin, `--json` output and the logs. This catches verbatim
+/// echoes (an API key's characters need no JSON escaping); a hostile upstream, which
+/// has the key anyway, could still encode it.
+fn scrub(body: &mut Vec<u8>, secret: &[u8]) {
+    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
+        return;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"[redacted]");
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    *body = out;
 }
 
 /// What an answer means: the [`Response`] of a success, else a classified failure.
@@ -525,6 +551,23 @@ fn status_line(status: StatusCode) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Regression: an upstream error that echoed the request headers handed the API
+    /// key to the plugin, `--json` output and the logs.
+    #[test]
+    fn the_key_is_scrubbed_from_what_the_upstream_sends_back() {
+        let key = b"sk-ant-0123456789";
+        let mut body = br#"{"error":{"message":"bad header x-api-key: sk-ant-0123456789 (sk-ant-0123456789)"}}"#.to_vec();
+        super::scrub(&mut body, key);
+        let text = String::from_utf8(body).expect("utf-8");
+        assert_eq!(
+            text,
+            r#"{"error":{"message":"bad header x-api-key: [redacted] ([redacted])"}}"#
+        );
+        let mut clean = b"nothing to see".to_vec();
+        super::scrub(&mut clean, key);
+        assert_eq!(clean, b"nothing to see");
+    }
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -254,6 +254,20 @@ impl CacheLayer {
         self.shared_namespace.as_deref().unwrap_or(agent)
     }
 
+    /// The namespace a call's key is built in: the shared one when configured, else
+    /// the agent's name, followed for a third-party plugin by its component's digest
+    /// (so that a plugin reporting another's name never reads that one's answers).
+    pub(crate) fn key_namespace<'a>(
+        &'a self,
+        agent: &'a str,
+        component: Option<&str>,
+    ) -> std::borrow::Cow<'a, str> {
+        match (&self.shared_namespace, component) {
+            (None, Some(digest)) => format!("{agent}\0{digest}").into(),
+            _ => self.namespace(agent).into(),
+        }
+    }
+
     /// A cached answer, if the mode reads the cache and one is stored (or stored and
     /// still waiting to be written). A payload that no longer parses (written by
     /// another version) is a miss.

@@ -132,6 +132,10 @@ struct Inner {
 pub struct CallContext<'a> {
     /// The agent making the call (for logs, cache namespaces and the per-agent limit).
     pub agent: &'a str,
+    /// The digest of a third-party plugin's component, when the agent is one: its
+    /// cached answers are keyed apart from those of any other component reporting the
+    /// same name. `None` for the operator's own agents.
+    pub component: Option<&'a str>,
     /// The account the call is charged to.
     pub ledger: &'a Ledger,
     /// No attempt or wait goes past this instant.
@@ -145,6 +149,7 @@ impl<'a> CallContext<'a> {
     pub fn new(agent: &'a str, ledger: &'a Ledger) -> Self {
         Self {
             agent,
+            component: None,
             ledger,
             deadline: None,
             cache_mode: CacheMode::Normal,
@@ -157,6 +162,11 @@ impl<'a> CallContext<'a> {
             cache_mode: mode,
             ..self
         }
+    }
+
+    /// The same call, made by the plugin whose component has the digest `component`.
+    pub fn with_component(self, component: Option<&'a str>) -> Self {
+        Self { component, ..self }
     }
 
     /// The same call, bounded by `deadline`.
@@ -310,7 +320,8 @@ impl LlmService {
         else {
             return self.upstream(call, request).await;
         };
-        let key = request_key(&*self.inner.provider, layer.namespace(call.agent), &request);
+        let namespace = layer.key_namespace(call.agent, call.component);
+        let key = request_key(&*self.inner.provider, &namespace, &request);
         // A hit takes no concurrency permit and spends no budget.
         if let Some(response) = layer.lookup(call.cache_mode, call.agent, &key) {
             return Ok(self.free_answer(call, response));

@@ -237,6 +237,13 @@ pub(crate) struct Tail {
     pub(crate) ino: u64,
 }
 
+/// The longest journal read. Compaction keeps it near four 80-byte records per live
+/// entry, so this covers some 800,000 entries; anything longer is not a journal this
+/// crate wrote (a sparse 100 GB file would otherwise be read into memory) and is
+/// treated as damaged: the index is rebuilt from the entry files and the journal
+/// rewritten, as `verify(true)` does.
+pub(crate) const MAX_JOURNAL_BYTES: u64 = 256 * 1024 * 1024;
+
 fn open_options(write: bool) -> OpenOptions {
     let mut options = OpenOptions::new();
     options.read(true).write(write).follow(FollowSymlinks::No);
@@ -258,7 +265,11 @@ pub(crate) fn read(dir: &Dir, position: Option<(u64, u64)>) -> io::Result<Scan> 
         std::os::unix::fs::MetadataExt::ino(&metadata),
     );
     let mut header = [0u8; HEADER_LEN as usize];
-    if file_len < HEADER_LEN || file.read_exact(&mut header).is_err() {
+    if !metadata.is_file()
+        || file_len > MAX_JOURNAL_BYTES
+        || file_len < HEADER_LEN
+        || file.read_exact(&mut header).is_err()
+    {
         return Ok(Scan::Unreadable);
     }
     let Some(generation) = decode_header(&header) else {
@@ -272,7 +283,10 @@ pub(crate) fn read(dir: &Dir, position: Option<(u64, u64)>) -> io::Result<Scan> 
     };
     file.seek(SeekFrom::Start(start))?;
     let mut data = Vec::with_capacity(usize::try_from(file_len - start).unwrap_or(0));
-    file.read_to_end(&mut data)?;
+    // Bounded even if the file grows after the stat.
+    (&mut file)
+        .take(MAX_JOURNAL_BYTES - start)
+        .read_to_end(&mut data)?;
     let mut records = Vec::with_capacity(data.len() / RECORD_LEN);
     let mut valid_end = start;
     for chunk in data.chunks_exact(RECORD_LEN) {
@@ -444,5 +458,26 @@ mod tests {
         .expect("w");
         let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
         assert!(matches!(read(&dir, None).expect("read"), Scan::Unreadable));
+    }
+
+    /// Regression: a sparse 100 GB journal was read whole into memory, and every
+    /// cache-writing run aborted on the failed allocation.
+    #[test]
+    fn an_over_long_journal_is_damaged_not_read() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
+        let (generation, _) = rewrite(&dir, &samples(), false).expect("write");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join(JOURNAL_NAME))
+            .expect("open");
+        file.set_len(100 * 1024 * 1024 * 1024).expect("sparse 100 GB");
+        assert!(matches!(read(&dir, None).expect("read"), Scan::Unreadable));
+        assert!(matches!(
+            read(&dir, Some((generation, HEADER_LEN))).expect("read"),
+            Scan::Unreadable
+        ));
+        file.set_len(MAX_JOURNAL_BYTES).expect("at the bound");
+        assert!(matches!(read(&dir, None).expect("read"), Scan::Records(_)));
     }
 }

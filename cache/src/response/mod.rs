@@ -24,6 +24,7 @@ use crate::config::{CacheConfig, Durability};
 use crate::error::Error;
 use crate::files::{self, LockFile, ReadOutcome};
 use crate::key::CacheKey;
+use crate::private;
 use crate::secret::{self, Secret};
 use crate::stats::Stats;
 use entry::{Fault, OVERHEAD};
@@ -318,16 +319,12 @@ impl ResponseCache {
     /// [`ResponseCache::open`] with another time source (tests, simulations).
     pub fn open_with_clock(cfg: CacheConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
         cfg.validate()?;
-        let authority = cap_std::ambient_authority();
         let context = |step: &str| format!("{step} the cache directory {}", cfg.dir.display());
-        Dir::create_ambient_dir_all(&cfg.dir, authority)
-            .map_err(|e| Error::io(context("creating"), e))?;
-        let dir = Dir::open_ambient_dir(&cfg.dir, authority)
-            .map_err(|e| Error::io(context("opening"), e))?;
+        let dir = private::open_dir(&cfg.dir)?;
         let lock = LockFile::open(&dir, LOCK_NAME).map_err(|e| Error::io(context("locking"), e))?;
         let secret = match cfg.secret {
             Some(secret) => secret,
-            None => secret::load_or_create(&dir)?,
+            None => secret::load_or_create(&dir, &cfg.dir)?,
         };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -10,19 +10,18 @@
 pub(crate) mod record;
 mod usage;
 
-use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cap_fs_ext::DirExt;
-use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
+use cap_std::fs::Dir;
 
 pub use usage::StoreUsage;
 
 use crate::clock::{Clock, SystemClock, duration_ms};
 use crate::error::{Error, StoreError, shown};
 use crate::files::{self, LockFile, LockGuard, ReadOutcome};
+use crate::private;
 use record::{HEADER_LEN, LOCK_NAME, TMP_PREFIX};
 
 /// Longest key accepted, in bytes.
@@ -102,6 +101,25 @@ pub fn validate_agent_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// Longest scope (store directory) name accepted, in bytes.
+pub const MAX_SCOPE_NAME_BYTES: usize = 128;
+
+/// Checks a scope name: an agent name (see [`validate_agent_name`]), optionally
+/// followed by `.` and a qualifier of the same characters (the host keys a plugin's
+/// store by its name and its component digest: `name.<hex>`); at most 128 bytes.
+pub fn validate_scope_name(name: &str) -> Result<(), Error> {
+    let mut parts = name.splitn(2, '.');
+    let base = parts.next().unwrap_or_default();
+    let qualifier_ok = parts.next().is_none_or(|q| {
+        !q.is_empty() && q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    if name.len() <= MAX_SCOPE_NAME_BYTES && qualifier_ok && validate_agent_name(base).is_ok() {
+        Ok(())
+    } else {
+        Err(Error::InvalidAgentName(shown(name)))
+    }
+}
+
 /// Checks a key: 1 to 256 bytes, no control character (NUL included).
 pub fn validate_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() {
@@ -131,6 +149,8 @@ pub struct AgentStores {
 #[derive(Debug)]
 struct StoresInner {
     agents: Dir,
+    /// Where `agents` is, for error messages.
+    agents_path: std::path::PathBuf,
     limits: StoreLimits,
     clock: Arc<dyn Clock>,
 }
@@ -149,19 +169,13 @@ impl AgentStores {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
         limits.validate()?;
-        let authority = cap_std::ambient_authority();
-        Dir::create_ambient_dir_all(root, authority)
-            .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
-        let root_dir = Dir::open_ambient_dir(root, authority)
-            .map_err(|e| Error::io(format!("opening {}", root.display()), e))?;
-        create_private_dir(&root_dir, "agents")
-            .map_err(|e| Error::io("creating the agents directory", e))?;
-        let agents = root_dir
-            .open_dir_nofollow("agents")
-            .map_err(|e| Error::io("opening the agents directory", e))?;
+        let root_dir = private::open_dir(root)?;
+        let agents_path = root.join("agents");
+        let agents = private::open_subdir(&root_dir, "agents", &agents_path)?;
         Ok(Self {
             inner: Arc::new(StoresInner {
                 agents,
+                agents_path,
                 limits,
                 clock,
             }),
@@ -191,15 +205,12 @@ impl AgentStores {
             max_value_bytes: limits.max_value_bytes.min(base.max_value_bytes),
             default_ttl: limits.default_ttl.min(base.default_ttl),
         };
-        validate_agent_name(agent)?;
+        validate_scope_name(agent)?;
         let inner = &self.inner;
         let context = |step: &str| format!("{step} the store of agent {agent}");
-        create_private_dir(&inner.agents, agent).map_err(|e| Error::io(context("creating"), e))?;
-        // No-follow: a symlink `agents/a -> b` must not hand agent a the store of b.
-        let dir = inner
-            .agents
-            .open_dir_nofollow(agent)
-            .map_err(|e| Error::io(context("opening"), e))?;
+        // No-follow: a symlink `agents/a -> b` must not hand agent a the store of b; and
+        // a directory someone else made (or may write) is not this agent's alone.
+        let dir = private::open_subdir(&inner.agents, agent, &inner.agents_path.join(agent))?;
         let lock = LockFile::open(&dir, LOCK_NAME).map_err(|e| Error::io(context("locking"), e))?;
         {
             let _held = lock.lock().map_err(|e| Error::io(context("locking"), e))?;
@@ -214,15 +225,6 @@ impl AgentStores {
             limits,
             clock: Arc::clone(&inner.clock),
         })
-    }
-}
-
-fn create_private_dir(parent: &Dir, name: &str) -> io::Result<()> {
-    let mut builder = DirBuilder::new();
-    builder.mode(0o700);
-    match parent.create_dir_with(name, &builder) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(()),
     }
 }
 
@@ -471,6 +473,18 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(validate_agent_name(bad).is_err(), "{bad:?}");
+            assert_eq!(validate_scope_name(bad).is_ok(), bad == "a.b", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scope_names_are_agent_names_with_an_optional_qualifier() {
+        let digest = "0123456789abcdef0123456789abcdef";
+        for good in ["a", "a.b", &format!("plugin.{digest}"), &format!("{}.{digest}", "x".repeat(64))] {
+            assert!(validate_scope_name(good).is_ok(), "{good}");
+        }
+        for bad in ["a.", ".a", "a.b.c", "a./", "a.b/c", &format!("a.{}", "x".repeat(127))] {
+            assert!(validate_scope_name(bad).is_err(), "{bad:?}");
         }
     }
 

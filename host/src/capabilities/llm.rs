@@ -2,6 +2,7 @@
 //! and limits, and sends them through the host's [`LlmService`].
 
 use crate::bindings::v0_1::claude_force::agent::llm::Host;
+use crate::config::LIST_ITEM_BYTES;
 use crate::bindings::v0_1::types as wit;
 use crate::config::RunOptions;
 use cf_llm::{
@@ -15,6 +16,8 @@ use tokio::time::Instant;
 pub(crate) struct LlmCtx {
     pub service: LlmService,
     pub agent: String,
+    /// A plugin's component digest: its cached answers are its own.
+    pub component: Option<String>,
     pub ledger: Ledger,
     pub deadline: Instant,
     pub options: RunOptions,
@@ -77,11 +80,18 @@ impl LlmCtx {
     }
 }
 
-/// The request's text in bytes, before any copy is made.
+/// The request's size in bytes, before any copy is made: its text, and
+/// [`LIST_ITEM_BYTES`] for each message and stop sequence.
 fn request_bytes(r: &wit::LlmRequest) -> usize {
     r.system.as_ref().map_or(0, String::len)
-        + r.messages.iter().map(|m| m.content.len()).sum::<usize>()
-        + r.stop_sequences.iter().map(String::len).sum::<usize>()
+        + r.messages
+            .iter()
+            .map(|m| m.content.len() + LIST_ITEM_BYTES)
+            .sum::<usize>()
+        + r.stop_sequences
+            .iter()
+            .map(|s| s.len() + LIST_ITEM_BYTES)
+            .sum::<usize>()
         + r.model.as_ref().map_or(0, String::len)
         + r.user_id.as_ref().map_or(0, String::len)
 }
@@ -106,7 +116,7 @@ impl Host for LlmCtx {
         let bytes = request_bytes(&request);
         if bytes > self.max_request_bytes {
             return Ok(Err(wit::LlmError::TooLarge(format!(
-                "the request has {bytes} bytes of text; the host accepts {}",
+                "the request has {bytes} bytes (text, and {LIST_ITEM_BYTES} per message and stop sequence); the host accepts {}",
                 self.max_request_bytes
             ))));
         }
@@ -131,6 +141,7 @@ impl Host for LlmCtx {
             None => None,
         };
         let call = CallContext::new(&self.agent, &self.ledger)
+            .with_component(self.component.as_deref())
             .with_deadline(self.deadline)
             .with_cache_mode(cache_mode);
         let started = Instant::now();

@@ -484,7 +484,7 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
     };
     let task_text = task.text.clone();
     let result = agent.run_with(task, &options).await;
-    host.flush().await;
+    flush_telling_why(&host).await;
     summary::log_runs(&[RunRecord::from_result(agent.name(), &task_text, &result)]);
     let code = match &result {
         Ok(_) => exit::OK,
@@ -496,6 +496,9 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
     } else {
         output::print_human_result(agent.name(), &result);
     }
+    // The process exits next (see `main`); dropping the host would wait for the
+    // response cache again, which `flush_telling_why` may have given up on.
+    std::mem::forget((host, agent));
     code
 }
 
@@ -568,6 +571,8 @@ async fn run_batch(args: RunArgs) -> u8 {
 }
 
 /// Flushes the host; if that takes a while (a slow disk), says what it is waiting for.
+/// Gives up after one run's deadline: another process holding the response cache's
+/// lock must not keep the CLI running past the limit the user set.
 async fn flush_telling_why(host: &Host) {
     let flush = host.flush();
     tokio::pin!(flush);
@@ -579,7 +584,13 @@ async fn flush_telling_why(host: &Host) {
             "cf-host: writing {} answer(s) to the response cache…",
             host.llm().cache_writes_pending()
         );
-        flush.await;
+        let limit = host.limits().deadline.saturating_sub(Duration::from_secs(1));
+        if tokio::time::timeout(limit, &mut flush).await.is_err() {
+            eprintln!(
+                "cf-host: gave up writing {} answer(s) to the response cache after the run deadline (is another process holding its lock?); they were not saved",
+                host.llm().cache_writes_pending()
+            );
+        }
     }
 }
 
@@ -600,14 +611,17 @@ pub(crate) async fn agents(args: AgentsArgs) -> u8 {
 }
 
 /// The component `inspect` and `check` look at, and a host to look at it with.
-fn component_and_host(args: &InspectArgs) -> Result<(Vec<u8>, Host), String> {
-    let wasm = std::fs::read(&args.wasm).map_err(|e| format!("{}: {e}", args.wasm.display()))?;
+async fn component_and_host(args: &InspectArgs) -> Result<(Vec<u8>, Host), String> {
     let (host, _) = host_and_settings(&args.host)?;
+    let wasm = host
+        .read_component(&args.wasm)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((wasm, host))
 }
 
 pub(crate) async fn inspect(args: InspectArgs) -> u8 {
-    let (wasm, host) = match component_and_host(&args) {
+    let (wasm, host) = match component_and_host(&args).await {
         Ok(w) => w,
         Err(e) => return usage_error(e),
     };
@@ -722,7 +736,7 @@ pub(crate) fn stats(args: StatsArgs) -> u8 {
 }
 
 pub(crate) async fn check(args: InspectArgs) -> u8 {
-    let (wasm, host) = match component_and_host(&args) {
+    let (wasm, host) = match component_and_host(&args).await {
         Ok(w) => w,
         Err(e) => return usage_error(e),
     };
