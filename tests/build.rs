@@ -11,12 +11,12 @@ fn main() {
     let wit = manifest.join("../wit");
     let built = cf_build_support::build(
         &guests,
-        &["hostile", "future"],
+        &["hostile", "future", "impostor"],
         &[guests.as_path(), sdk.as_path(), wit.as_path()],
     );
     for b in built {
         // The hostile guest declares everything; each test host grants it.
-        if b.name == "hostile" {
+        if b.name == "hostile" || b.name == "impostor" {
             std::fs::write(
                 b.path.with_extension("toml"),
                 "models = [\"*\"]\ncache = true\n",

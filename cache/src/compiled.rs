@@ -178,16 +178,25 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("components");
         let store = CompiledStore::open(&path).expect("open");
-        assert!(matches!(store.get("a.cwasm", 100).expect("get"), Compiled::Missing));
+        assert!(matches!(
+            store.get("a.cwasm", 100).expect("get"),
+            Compiled::Missing
+        ));
         store.put("a.cwasm", b"native code").expect("put");
-        assert_eq!(valid(store.get("a.cwasm", 100).expect("get")), b"native code");
+        assert_eq!(
+            valid(store.get("a.cwasm", 100).expect("get")),
+            b"native code"
+        );
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o700);
         assert_eq!(mode(&path.join(KEY_FILE)), 0o600);
         assert_eq!(mode(&path.join("a.cwasm")), 0o600);
         // Another handle on the directory shares the key.
         let again = CompiledStore::open(&path).expect("reopen");
-        assert_eq!(valid(again.get("a.cwasm", 100).expect("get")), b"native code");
+        assert_eq!(
+            valid(again.get("a.cwasm", 100).expect("get")),
+            b"native code"
+        );
     }
 
     /// Regression (critical): a `.cwasm` planted under a component's name was
@@ -216,7 +225,10 @@ mod tests {
         assert!(rejected(store.get("d.cwasm", 100).expect("get")).contains("authentication"));
         // A file signed under another directory's key.
         let other = tempfile::tempdir().expect("other");
-        CompiledStore::open(other.path()).expect("open").put("e.cwasm", b"x").expect("put");
+        CompiledStore::open(other.path())
+            .expect("open")
+            .put("e.cwasm", b"x")
+            .expect("put");
         std::fs::copy(other.path().join("e.cwasm"), tmp.path().join("e.cwasm")).expect("copy");
         assert!(rejected(store.get("e.cwasm", 100).expect("get")).contains("authentication"));
     }
@@ -241,7 +253,9 @@ mod tests {
         let victim = tempfile::NamedTempFile::new().expect("victim");
         std::fs::write(victim.path(), b"precious").expect("write");
         std::os::unix::fs::symlink(victim.path(), tmp.path().join("x.cwasm")).expect("link");
-        store.put("x.cwasm", b"compiled").expect("put renames over the link");
+        store
+            .put("x.cwasm", b"compiled")
+            .expect("put renames over the link");
         assert_eq!(std::fs::read(victim.path()).expect("read"), b"precious");
         assert_eq!(valid(store.get("x.cwasm", 100).expect("get")), b"compiled");
     }
@@ -259,7 +273,8 @@ mod tests {
     #[test]
     fn a_shared_directory_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
         let err = CompiledStore::open(tmp.path()).expect_err("world-writable");
         assert!(err.is_not_private(), "{err}");
     }

@@ -149,5 +149,5 @@ pub use stats::{BadEntry, PruneReport, Stats, VerifyReport};
 pub use store::{
     AgentStore, AgentStores, MAX_AGENT_NAME_BYTES, MAX_KEY_BYTES, StoreLimits, StoreUsage,
     default_store_max_bytes, default_store_max_entries, default_store_max_value_bytes,
-    default_store_ttl, validate_agent_name, validate_key, validate_scope_name, MAX_SCOPE_NAME_BYTES,
+    default_store_ttl, validate_agent_name, validate_key,
 };

@@ -86,7 +86,11 @@ pub fn open_subdir(parent: &Dir, name: &str, shown: &Path) -> Result<Dir, Error>
 /// permission for group or others.
 pub fn check_secret_file(meta: &Metadata, shown: &Path) -> Result<(), Error> {
     if !meta.is_file() {
-        return Err(not_private(shown, "it is not a regular file".into(), "remove it"));
+        return Err(not_private(
+            shown,
+            "it is not a regular file".into(),
+            "remove it",
+        ));
     }
     check_owner(meta.uid(), shown)?;
     let mode = meta.mode() & 0o777;
@@ -102,14 +106,21 @@ pub fn check_secret_file(meta: &Metadata, shown: &Path) -> Result<(), Error> {
 
 fn check_dir_meta(meta: &Metadata, shown: &Path) -> Result<(), Error> {
     if !meta.is_dir() {
-        return Err(not_private(shown, "it is not a directory".into(), "remove it"));
+        return Err(not_private(
+            shown,
+            "it is not a directory".into(),
+            "remove it",
+        ));
     }
     check_owner(meta.uid(), shown)?;
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(not_private(
             shown,
-            format!("its mode is {:04o}: group or others may write in it", mode & 0o777),
+            format!(
+                "its mode is {:04o}: group or others may write in it",
+                mode & 0o777
+            ),
             "`chmod go-w` it after checking what it holds, or choose another directory",
         ));
     }
@@ -122,7 +133,9 @@ fn check_ancestor(meta: &std::fs::Metadata, path: &Path) -> Result<(), Error> {
     if uid != 0 && uid != effective_uid() {
         return Err(not_private(
             path,
-            format!("this ancestor of the directory is owned by uid {uid}, who could replace what is in it"),
+            format!(
+                "this ancestor of the directory is owned by uid {uid}, who could replace what is in it"
+            ),
             "choose a directory under one you or root own",
         ));
     }
@@ -178,7 +191,10 @@ mod tests {
         let mode = std::fs::metadata(&root).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         open_subdir(&dir, "sub", &root.join("sub")).expect("sub");
-        let mode = std::fs::metadata(root.join("sub")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(root.join("sub"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
     }
 
@@ -200,8 +216,8 @@ mod tests {
             assert!(text.contains(&tmp.path().display().to_string()), "{text}");
             assert!(text.contains("chmod go-w"), "{text}");
             let sub = tempfile::tempdir().expect("tempdir");
-            let parent = Dir::open_ambient_dir(sub.path(), cap_std::ambient_authority())
-                .expect("open");
+            let parent =
+                Dir::open_ambient_dir(sub.path(), cap_std::ambient_authority()).expect("open");
             std::fs::create_dir(sub.path().join("s")).expect("mkdir");
             set_mode(&sub.path().join("s"), mode);
             let err = open_subdir(&parent, "s", &sub.path().join("s")).expect_err("sub");

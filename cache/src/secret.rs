@@ -215,7 +215,10 @@ mod tests {
         let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
         let err = load_or_create(&dir, tmp.path()).expect_err("readable by others");
         assert!(err.is_not_private(), "{err}");
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let secret = load_or_create(&dir, tmp.path()).expect("private now");
         assert_eq!(secret.expose(), [7u8; GENERATED_LEN]);
@@ -226,7 +229,11 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join(SECRET_FILE), b"short").expect("write");
         let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
-        std::fs::set_permissions(tmp.path().join(SECRET_FILE), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::set_permissions(
+            tmp.path().join(SECRET_FILE),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
         let err = load_or_create(&dir, tmp.path()).expect_err("malformed");
         assert!(matches!(err, Error::InvalidSecret(_)), "{err}");
         assert_eq!(

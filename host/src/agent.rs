@@ -4,9 +4,9 @@ use crate::bindings::v0_1::{AgentPlugin, AgentPluginPre, agent as wit};
 use crate::capabilities::{cache::CacheCtx, llm::LlmCtx, llm::error_from_wit, log::LogCtx};
 use crate::config::{LIST_ITEM_BYTES, RunOptions};
 use crate::engine::sha256_hex;
-use crate::load;
 use crate::error::{Error, validate_agent_name};
 use crate::host::HostInner;
+use crate::load;
 use crate::permissions::{Grant, Manifest, Permissions};
 use crate::run::{RunError, RunOutput, RunState, RunStats, Timings, classify_trap};
 use cf_llm::Ledger;
@@ -108,9 +108,6 @@ struct AgentInner {
     pre: AgentPluginPre<RunState>,
     info: AgentInfo,
     scope: crate::capabilities::cache::SharedScope,
-    /// The directory name of its store: its name for a shipped agent; for a plugin,
-    /// its name and its component's digest (`name.<32 hex>`).
-    store_name: String,
     /// A plugin's component digest, which keys its cached answers apart from another
     /// plugin's of the same name; `None` for a shipped agent.
     component: Option<String>,
@@ -190,18 +187,17 @@ impl Found {
                 let declared = match manifest {
                     Some(m) => m,
                     None => match load::read_sidecar(&path).await? {
-                        Some((sidecar, text)) => Manifest::parse(&text).map_err(|reason| {
-                            Error::InvalidManifest {
+                        Some((sidecar, text)) => {
+                            Manifest::parse(&text).map_err(|reason| Error::InvalidManifest {
                                 path: sidecar,
                                 reason,
-                            }
-                        })?,
+                            })?
+                        }
                         None => Manifest::default(),
                     },
                 };
                 let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
-                let bytes =
-                    load::read_regular(path, host.limits().max_component_bytes).await?;
+                let bytes = load::read_regular(path, host.limits().max_component_bytes).await?;
                 Ok(Self::plugin(Cow::Owned(bytes), declared, stem))
             }
             Source::Bytes(bytes) => {
@@ -229,7 +225,10 @@ impl Found {
     /// caller's pin, or not the pin of a grant for the name it is expected to have.
     fn check_pins(&self, host: &HostInner, pinned: Option<&str>) -> Result<(), Error> {
         check_digest(pinned, &self.sha256)?;
-        let grant = self.expected_name.as_deref().and_then(|n| grant_pin(host, n));
+        let grant = self
+            .expected_name
+            .as_deref()
+            .and_then(|n| grant_pin(host, n));
         check_digest(grant, &self.sha256)
     }
 }
@@ -305,7 +304,6 @@ impl Agent {
                     sha256,
                 },
                 scope: Default::default(),
-                store_name: String::new(),
                 component: None,
                 permissions: Arc::new(Permissions::unrestricted("")),
                 llm_share: None,
@@ -340,9 +338,9 @@ impl Agent {
                     "the manifest names the plugin {declared_name:?} but it describes itself as {name:?}"
                 )));
             }
-            // A plugin under a shipped agent's name would reach that agent's store and
-            // pick up the operator's grant for it.
-            if cf_builtin::find(name).is_some() {
+            // A plugin under a shipped agent's name would pick up the operator's grant
+            // for it; only that agent's own component (a copy of it) may use the name.
+            if cf_builtin::find(name).is_some_and(|b| b.sha256 != inner.info.sha256) {
                 return Err(Error::ReservedName {
                     name: name.to_owned(),
                 });
@@ -350,9 +348,6 @@ impl Agent {
             // Its store and cached answers are keyed by its name and its digest: two
             // plugins reporting one name never reach each other's data.
             inner.component = Some(inner.info.sha256.clone());
-            inner.store_name = format!("{name}.{}", &inner.info.sha256[..32]);
-        } else {
-            inner.store_name = name.to_owned();
         }
         // A grant pinned to a digest refuses any other component under that name.
         check_digest(grant_pin(&inner.host, name), &inner.info.sha256)?;
@@ -576,7 +571,11 @@ impl Agent {
         };
         let cache = CacheCtx::new(
             host.stores.clone(),
-            self.inner.store_name.clone(),
+            name.clone(),
+            self.inner
+                .component
+                .as_ref()
+                .map(|digest| digest[..32].to_owned()),
             self.inner.scope.clone(),
             self.inner.permissions.clone(),
             limits.max_cache_ops,

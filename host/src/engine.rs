@@ -2,9 +2,9 @@
 //! components kept on disk.
 
 use crate::error::Error;
+use cf_cache::{Compiled, CompiledStore};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
-use cf_cache::{Compiled, CompiledStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -149,8 +149,11 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
-    /// A third-party plugin reports the name of a built-in agent.
-    #[error("the plugin calls itself {name:?}, the name of a built-in agent: refusing it, so that it cannot reach that agent's data or grant; rename it")]
+    /// A third-party plugin (other than a copy of the built-in agent itself) reports
+    /// the name of a built-in agent.
+    #[error(
+        "the plugin calls itself {name:?}, the name of a built-in agent: refusing it, so that it cannot reach that agent's data or grant; rename it"
+    )]
     ReservedName {
         /// The name it reported.
         name: String,
@@ -312,7 +315,9 @@ impl Error {
     /// type; anything else is a setup failure described with `context`.
     pub(crate) fn from_storage(context: &str, e: cf_cache::Error) -> Self {
         match e {
-            cf_cache::Error::NotPrivate { path, reason, fix } => Self::NotPrivate { path, reason, fix },
+            cf_cache::Error::NotPrivate { path, reason, fix } => {
+                Self::NotPrivate { path, reason, fix }
+            }
             other => Self::Setup(format!("{context}: {other}")),
         }
     }

@@ -72,7 +72,10 @@ impl Host {
     /// Reads a component file for [`inspect`](Self::inspect) or
     /// [`load`](Self::load): a regular file of at most
     /// [`Limits::max_component_bytes`] (a device or a FIFO is refused, not read).
-    pub async fn read_component(&self, path: impl Into<std::path::PathBuf>) -> Result<Vec<u8>, Error> {
+    pub async fn read_component(
+        &self,
+        path: impl Into<std::path::PathBuf>,
+    ) -> Result<Vec<u8>, Error> {
         load::read_regular(path.into(), self.inner.limits().max_component_bytes).await
     }
 }

@@ -898,7 +898,13 @@ fn a_pinned_digest_is_checked_before_anything_runs() {
         wrong.stderr
     );
     let compiled = std::fs::read_dir(fresh.path().join("components"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            })
+            .count()
+        })
         .unwrap_or(0);
     assert_eq!(
         compiled, 0,

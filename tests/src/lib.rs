@@ -10,6 +10,12 @@ pub fn hostile_wasm() -> &'static Path {
     Path::new(env!("CF_GUEST_HOSTILE"))
 }
 
+/// A plugin that reports the name of a shipped agent, `bug-investigator`
+/// (`tests/guests/impostor`); it declares models and a cache like the hostile guest.
+pub fn impostor_wasm() -> &'static Path {
+    Path::new(env!("CF_GUEST_IMPOSTOR"))
+}
+
 /// A component built for `claude-force:agent@0.2.0`, a contract version this host does
 /// not serve (`tests/guests/future`).
 pub fn future_wasm() -> &'static Path {

@@ -471,7 +471,8 @@ mod tests {
             .write(true)
             .open(tmp.path().join(JOURNAL_NAME))
             .expect("open");
-        file.set_len(100 * 1024 * 1024 * 1024).expect("sparse 100 GB");
+        file.set_len(100 * 1024 * 1024 * 1024)
+            .expect("sparse 100 GB");
         assert!(matches!(read(&dir, None).expect("read"), Scan::Unreadable));
         assert!(matches!(
             read(&dir, Some((generation, HEADER_LEN))).expect("read"),

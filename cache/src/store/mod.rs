@@ -101,25 +101,6 @@ pub fn validate_agent_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// Longest scope (store directory) name accepted, in bytes.
-pub const MAX_SCOPE_NAME_BYTES: usize = 128;
-
-/// Checks a scope name: an agent name (see [`validate_agent_name`]), optionally
-/// followed by `.` and a qualifier of the same characters (the host keys a plugin's
-/// store by its name and its component digest: `name.<hex>`); at most 128 bytes.
-pub fn validate_scope_name(name: &str) -> Result<(), Error> {
-    let mut parts = name.splitn(2, '.');
-    let base = parts.next().unwrap_or_default();
-    let qualifier_ok = parts.next().is_none_or(|q| {
-        !q.is_empty() && q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    });
-    if name.len() <= MAX_SCOPE_NAME_BYTES && qualifier_ok && validate_agent_name(base).is_ok() {
-        Ok(())
-    } else {
-        Err(Error::InvalidAgentName(shown(name)))
-    }
-}
-
 /// Checks a key: 1 to 256 bytes, no control character (NUL included).
 pub fn validate_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() {
@@ -198,6 +179,32 @@ impl AgentStores {
     /// [`scope`](Self::scope) with limits of its own for this agent (a plugin's
     /// granted quota), each capped by the limits of every scope.
     pub fn scope_with_limits(&self, agent: &str, limits: StoreLimits) -> Result<AgentStore, Error> {
+        validate_agent_name(agent)?;
+        self.open_scope(agent, limits)
+    }
+
+    /// The store of a third-party plugin: `agents/<agent>.<qualifier>/`, apart from
+    /// the store of any other component reporting the same name (the host passes a
+    /// prefix of the component's SHA-256 as `qualifier`: 1 to 64 lowercase hex digits).
+    /// Limits as in [`scope_with_limits`](Self::scope_with_limits).
+    pub fn qualified_scope(
+        &self,
+        agent: &str,
+        qualifier: &str,
+        limits: StoreLimits,
+    ) -> Result<AgentStore, Error> {
+        validate_agent_name(agent)?;
+        let hex = (1..=64).contains(&qualifier.len())
+            && qualifier
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !hex {
+            return Err(Error::InvalidAgentName(shown(qualifier)));
+        }
+        self.open_scope(&format!("{agent}.{qualifier}"), limits)
+    }
+
+    fn open_scope(&self, agent: &str, limits: StoreLimits) -> Result<AgentStore, Error> {
         let base = &self.inner.limits;
         let limits = StoreLimits {
             max_bytes: limits.max_bytes.min(base.max_bytes),
@@ -205,7 +212,6 @@ impl AgentStores {
             max_value_bytes: limits.max_value_bytes.min(base.max_value_bytes),
             default_ttl: limits.default_ttl.min(base.default_ttl),
         };
-        validate_scope_name(agent)?;
         let inner = &self.inner;
         let context = |step: &str| format!("{step} the store of agent {agent}");
         // No-follow: a symlink `agents/a -> b` must not hand agent a the store of b; and
@@ -473,18 +479,28 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(validate_agent_name(bad).is_err(), "{bad:?}");
-            assert_eq!(validate_scope_name(bad).is_ok(), bad == "a.b", "{bad:?}");
         }
     }
 
     #[test]
-    fn scope_names_are_agent_names_with_an_optional_qualifier() {
-        let digest = "0123456789abcdef0123456789abcdef";
-        for good in ["a", "a.b", &format!("plugin.{digest}"), &format!("{}.{digest}", "x".repeat(64))] {
-            assert!(validate_scope_name(good).is_ok(), "{good}");
-        }
-        for bad in ["a.", ".a", "a.b.c", "a./", "a.b/c", &format!("a.{}", "x".repeat(127))] {
-            assert!(validate_scope_name(bad).is_err(), "{bad:?}");
+    fn qualified_scopes_are_apart_from_each_other_and_from_the_plain_scope() {
+        let (tmp, stores, _clock) = stores(StoreLimits::default());
+        let plain = stores.scope("p").expect("plain");
+        let one = stores
+            .qualified_scope("p", "0123abcd", StoreLimits::default())
+            .expect("one");
+        let two = stores
+            .qualified_scope("p", "ffff0000", StoreLimits::default())
+            .expect("two");
+        plain.set("k", b"plain", None).expect("set");
+        one.set("k", b"one", None).expect("set");
+        assert_eq!(two.get("k").expect("get"), None);
+        assert_eq!(one.get("k").expect("get").as_deref(), Some(&b"one"[..]));
+        assert_eq!(plain.get("k").expect("get").as_deref(), Some(&b"plain"[..]));
+        assert!(tmp.path().join("agents/p.0123abcd").is_dir());
+        for bad in ["", "ABCD", "../x", "a.b", &"0".repeat(65)] {
+            let err = stores.qualified_scope("p", bad, StoreLimits::default());
+            assert!(err.is_err_and(|e| e.is_invalid_agent_name()), "{bad:?}");
         }
     }
 

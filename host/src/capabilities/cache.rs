@@ -16,6 +16,9 @@ pub(crate) type SharedScope = Arc<OnceLock<Arc<AgentStore>>>;
 pub(crate) struct CacheCtx {
     pub stores: Option<AgentStores>,
     pub agent: String,
+    /// For a third-party plugin, a prefix of its component's digest: its store is its
+    /// own, apart from any other component reporting the same name.
+    component: Option<String>,
     scope: SharedScope,
     permissions: Arc<crate::permissions::Permissions>,
     /// Operations still allowed in this run.
@@ -27,6 +30,7 @@ impl CacheCtx {
     pub(crate) fn new(
         stores: Option<AgentStores>,
         agent: String,
+        component: Option<String>,
         scope: SharedScope,
         permissions: Arc<crate::permissions::Permissions>,
         max_ops: u32,
@@ -34,6 +38,7 @@ impl CacheCtx {
         Self {
             stores,
             agent,
+            component,
             scope,
             permissions,
             ops_left: max_ops,
@@ -63,15 +68,16 @@ impl CacheCtx {
             .stores
             .as_ref()
             .ok_or_else(|| CacheError::Io("this host has no cache directory".into()))?;
-        let opened = match self.permissions.cache_quota_bytes() {
-            Some(bytes) => stores.scope_with_limits(
-                &self.agent,
-                cf_cache::StoreLimits {
-                    max_bytes: bytes,
-                    ..stores.limits().clone()
-                },
-            ),
-            None => stores.scope(&self.agent),
+        let limits = cf_cache::StoreLimits {
+            max_bytes: self
+                .permissions
+                .cache_quota_bytes()
+                .unwrap_or(stores.limits().max_bytes),
+            ..stores.limits().clone()
+        };
+        let opened = match &self.component {
+            Some(digest) => stores.qualified_scope(&self.agent, digest, limits),
+            None => stores.scope_with_limits(&self.agent, limits),
         };
         let scope = Arc::new(opened.map_err(|e| CacheError::Io(e.to_string()))?);
         Ok(self.scope.get_or_init(|| scope).clone())

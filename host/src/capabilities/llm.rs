@@ -2,8 +2,8 @@
 //! and limits, and sends them through the host's [`LlmService`].
 
 use crate::bindings::v0_1::claude_force::agent::llm::Host;
-use crate::config::LIST_ITEM_BYTES;
 use crate::bindings::v0_1::types as wit;
+use crate::config::LIST_ITEM_BYTES;
 use crate::config::RunOptions;
 use cf_llm::{
     CacheMode, CallContext, Ledger, LlmError, LlmService, Message, Request, Role, StopReason, Usage,

@@ -12,3 +12,4 @@ mod permissions;
 mod python;
 mod sandbox;
 mod support;
+mod trust;

@@ -297,7 +297,13 @@ async fn a_plugin_cache_quota_is_the_smaller_of_both() {
 
 /// Compiled components the host keeps under `cache`.
 fn compiled_components(cache: &std::path::Path) -> usize {
-    std::fs::read_dir(cache.join("components")).map_or(0, |d| d.count())
+    std::fs::read_dir(cache.join("components")).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        })
+        .count()
+    })
 }
 
 #[tokio::test]

@@ -295,8 +295,13 @@ async fn cache_keys_cannot_name_paths() {
         verdict("\"kkkkkkkkkkkkkkkkkkkk\"").contains("set=CacheError::InvalidKey"),
         "{lines:?}"
     );
-    // Nothing was written outside the agent's own directory.
-    let scope = dir.path().join("agents").join("hostile");
+    // Nothing was written outside the agent's own directory: a plugin's store is
+    // keyed by its name and its component's digest.
+    let scope = dir
+        .path()
+        .join("agents")
+        .join(format!("hostile.{}", &agent.info().sha256[..32]));
+    assert!(scope.is_dir(), "{}", scope.display());
     for entry in walk(dir.path()) {
         let in_scope =
             entry.starts_with(&scope) || entry.starts_with(dir.path().join("components"));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
 
-pub use cf_tests::{bounded, hostile_wasm};
+pub use cf_tests::{bounded, hostile_wasm, impostor_wasm};
 
 /// A provider that records every request and answers like the offline provider, or
 /// with the scripted texts in order.

@@ -584,7 +584,10 @@ async fn flush_telling_why(host: &Host) {
             "cf-host: writing {} answer(s) to the response cache…",
             host.llm().cache_writes_pending()
         );
-        let limit = host.limits().deadline.saturating_sub(Duration::from_secs(1));
+        let limit = host
+            .limits()
+            .deadline
+            .saturating_sub(Duration::from_secs(1));
         if tokio::time::timeout(limit, &mut flush).await.is_err() {
             eprintln!(
                 "cf-host: gave up writing {} answer(s) to the response cache after the run deadline (is another process holding its lock?); they were not saved",

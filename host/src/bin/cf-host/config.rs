@@ -98,11 +98,35 @@ impl Serialize for Redacted {
     }
 }
 
+/// `url` with any `user:password@` in its authority shown as `<redacted>@`.
+pub(crate) fn url_without_credentials(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let rest = &url[scheme_end..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &url[..scheme_end], &rest[at..]).into(),
+        None => url.into(),
+    }
+}
+
+fn serialize_url_without_credentials<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_str(&url_without_credentials(url)),
+        None => s.serialize_none(),
+    }
+}
+
 /// The configuration in effect.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Settings {
     /// `None`: chosen by whether there is a key.
     pub provider: Option<String>,
+    #[serde(serialize_with = "serialize_url_without_credentials")]
     pub base_url: Option<String>,
     pub api_key: Redacted,
     pub model: Option<String>,
@@ -412,6 +436,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ttl"), "{err}");
+    }
+
+    /// Regression: `cf-host config show` printed a base URL's `user:password@` in full.
+    #[test]
+    fn credentials_in_the_base_url_are_not_shown() {
+        assert_eq!(
+            url_without_credentials("https://user:hunter2@proxy.example:8443/v1?x=@"),
+            "https://<redacted>@proxy.example:8443/v1?x=@"
+        );
+        assert_eq!(
+            url_without_credentials("http://127.0.0.1:8080/a@b"),
+            "http://127.0.0.1:8080/a@b"
+        );
+        let settings = resolve(
+            &flags(&["--base-url", "https://u:p4ss@h/"]),
+            &env(&[]),
+            FileConfig::default(),
+            None,
+        )
+        .expect("settings");
+        let shown = serde_json::to_string(&settings).expect("json");
+        assert!(!shown.contains("p4ss"), "{shown}");
+        assert!(shown.contains("https://<redacted>@h/"), "{shown}");
     }
 
     #[test]

@@ -42,24 +42,44 @@ pub(crate) fn write_json_item(buf: &mut Vec<u8>, item: &BatchResult) {
 }
 
 /// A batch item's result for people, appended to `buf`.
+/// `text` safe to print on a terminal: control characters other than newline and tab
+/// (an escape sequence can rewrite the screen, retitle the window or, on some
+/// terminals, write to the clipboard) are shown escaped, as `\u{1b}`. Human output
+/// passes every text that came from a plugin, an upstream or a tasks file through it;
+/// `--json` output keeps the exact text (JSON escapes control characters itself).
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 pub(crate) fn write_human_item(buf: &mut Vec<u8>, item: &BatchResult) {
     use std::io::Write as _;
-    let id = item.id.as_deref().unwrap_or("-");
+    let id = terminal_safe(item.id.as_deref().unwrap_or("-"));
+    let agent = terminal_safe(&item.agent);
     // Writing to a Vec cannot fail.
     let _ = match &item.result {
         Ok(out) => writeln!(
             buf,
-            "── [{id}] {} · ok · {:.0} ms\n{}",
-            item.agent,
+            "── [{id}] {agent} · ok · {:.0} ms\n{}",
             out.stats.timings.total.as_secs_f64() * 1000.0,
-            out.text
+            terminal_safe(&out.text)
         ),
         Err(e) => writeln!(
             buf,
-            "── [{id}] {} · {} · {}",
-            item.agent,
+            "── [{id}] {agent} · {} · {}",
             e.error.kind(),
-            e.error
+            terminal_safe(&e.error.to_string())
         ),
     };
 }
@@ -97,11 +117,14 @@ fn result_json(agent: &str, result: &Result<RunOutput, RunError>) -> Value {
 pub(crate) fn print_human_result(agent: &str, result: &Result<RunOutput, RunError>) {
     match result {
         Ok(out) => {
-            println!("{}", out.text);
+            println!("{}", terminal_safe(&out.text));
             eprintln!("{}", summary(agent, &out.stats));
         }
         Err(e) => {
-            eprintln!("cf-host: {agent} failed: {}", e.error);
+            eprintln!(
+                "cf-host: {agent} failed: {}",
+                terminal_safe(&e.error.to_string())
+            );
             if e.stats.llm_calls > 0 || e.stats.attempts > 0 {
                 eprintln!("{}", summary(agent, &e.stats));
             }
@@ -129,22 +152,32 @@ fn summary(agent: &str, s: &RunStats) -> String {
     )
 }
 
+/// The model an agent prefers, for a terminal.
+fn shown_model(a: &AgentInfo) -> std::borrow::Cow<'_, str> {
+    if a.default_model.is_empty() {
+        "(host default)".into()
+    } else {
+        terminal_safe(&a.default_model)
+    }
+}
+
 pub(crate) fn print_agents(infos: &[AgentInfo], as_json: bool) {
     if as_json {
         println!("{}", serde_json::to_string(infos).unwrap_or_default());
         return;
     }
     for a in infos {
-        println!("{:<18} {:<8} {}", a.name, a.version, a.description);
+        println!(
+            "{:<18} {:<8} {}",
+            a.name,
+            terminal_safe(&a.version),
+            terminal_safe(&a.description)
+        );
         println!(
             "{:<18} model: {}  tags: {}",
             "",
-            if a.default_model.is_empty() {
-                "(host default)"
-            } else {
-                &a.default_model
-            },
-            a.tags.join(", ")
+            shown_model(a),
+            terminal_safe(&a.tags.join(", "))
         );
     }
 }
@@ -191,16 +224,14 @@ pub(crate) fn print_inspect(
     }
     match described {
         Ok(a) => {
-            println!("agent:     {} {} — {}", a.name, a.version, a.description);
             println!(
-                "model:     {}",
-                if a.default_model.is_empty() {
-                    "(host default)"
-                } else {
-                    &a.default_model
-                }
+                "agent:     {} {} — {}",
+                a.name,
+                terminal_safe(&a.version),
+                terminal_safe(&a.description)
             );
-            println!("tags:      {}", a.tags.join(", "));
+            println!("model:     {}", shown_model(a));
+            println!("tags:      {}", terminal_safe(&a.tags.join(", ")));
             println!("sha256:    {}", a.sha256);
         }
         Err(e) => println!("describe:  unavailable ({e})"),
@@ -316,5 +347,21 @@ pub(crate) fn print_check(
             a.name, a.version, a.description
         ),
         Err((_, e)) => println!("verdict:       NOT compatible: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    /// Regression: plugin output and tasks-file fields reached the terminal with raw
+    /// escape sequences.
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(terminal_safe("plain\ttext\nnext"), "plain\ttext\nnext");
+        assert_eq!(
+            terminal_safe("a\u{1b}]0;pwned\u{7}b\r"),
+            "a\\u{1b}]0;pwned\\u{7}b\\u{d}"
+        );
     }
 }

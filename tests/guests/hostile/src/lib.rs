@@ -12,6 +12,8 @@
 //! | `panic`             | panics                                                       |
 //! | `recurse`           | recurses without bound                                       |
 //! | `output BYTES`      | returns an output of BYTES bytes                             |
+//! | `metadata N`        | returns an empty text with N empty metadata pairs            |
+//! | `messages N`        | one model call carrying N one-byte messages                  |
 //! | `llm-loop N`        | calls the model N times, reports successes and the last error|
 //! | `llm-mode M TEXT`   | one model call with response-cache mode M                    |
 //! | `llm-debug …`       | one model call; returns the whole result as Debug text       |
@@ -88,6 +90,24 @@ impl Agent for Hostile {
             "output" => {
                 let bytes: usize = arg(&words, 1)?;
                 ok("x".repeat(bytes))
+            }
+            "metadata" => {
+                let n: usize = arg(&words, 1)?;
+                Ok(AgentOutput {
+                    text: String::new(),
+                    metadata: vec![(String::new(), String::new()); n],
+                })
+            }
+            "messages" => {
+                let n: usize = arg(&words, 1)?;
+                let mut request = llm::Request::new();
+                for _ in 0..n {
+                    request = request.user("x");
+                }
+                ok(match request.send() {
+                    Ok(_) => "sent".to_owned(),
+                    Err(e) => format!("refused: {e:?}"),
+                })
             }
             "llm-loop" => {
                 let n: u32 = arg(&words, 1)?;
