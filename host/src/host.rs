@@ -197,6 +197,12 @@ impl HostBuilder {
         let provider = self
             .provider
             .unwrap_or_else(|| Arc::new(OfflineProvider::new()));
+        // The root first, so that a refusal names it (and its fix) rather than a
+        // subdirectory whose ancestor it is.
+        if let Some(dir) = &self.dirs.cache_dir {
+            cf_cache::private::open_dir(dir)
+                .map_err(|e| Error::from_storage("opening the cache directory", e))?;
+        }
         let cache_config = match self.response_cache {
             ResponseCacheSetting::Disabled => None,
             ResponseCacheSetting::Config(c) => Some(*c),

@@ -1027,3 +1027,51 @@ fn info_logs_name_neither_the_agent_nor_the_task() {
     assert_eq!(debug.code, 0, "{}", debug.stderr);
     assert!(debug.stderr.contains("hostile"), "{}", debug.stderr);
 }
+
+/// Regression (low): another process holding the response cache's lock kept the CLI
+/// running until it let go, however far past `--deadline`. The answer is still printed;
+/// the CLI gives up writing it to the cache after one run's deadline and says so.
+#[test]
+fn a_held_cache_lock_does_not_keep_the_cli_past_its_deadline() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    // A first run creates the response cache's directory and lock file.
+    let first = cf_host_in(cache.path(), &["run", "python-expert", "first"], None);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(cache.path().join("responses/cache.lock"))
+        .expect("the lock file");
+    lock.lock().expect("hold the lock as another process would");
+    let run = cf_host_in(
+        cache.path(),
+        &["run", "--deadline", "2", "python-expert", "second"],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("[offline]"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("gave up writing 1 answer(s)"),
+        "{}",
+        run.stderr
+    );
+    lock.unlock().expect("unlock");
+}
+
+/// Regression (high): a cache directory others may write was used as is.
+#[test]
+fn a_cache_directory_others_may_write_is_a_usage_error_naming_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let run = cf_host_in(cache.path(), &["run", "python-expert", "q"], None);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refusing") && run.stderr.contains("chmod go-w"),
+        "{}",
+        run.stderr
+    );
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let run = cf_host_in(cache.path(), &["run", "python-expert", "q"], None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}

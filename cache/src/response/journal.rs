@@ -266,8 +266,7 @@ pub(crate) fn read(dir: &Dir, position: Option<(u64, u64)>) -> io::Result<Scan> 
     );
     let mut header = [0u8; HEADER_LEN as usize];
     if !metadata.is_file()
-        || file_len > MAX_JOURNAL_BYTES
-        || file_len < HEADER_LEN
+        || !(HEADER_LEN..=MAX_JOURNAL_BYTES).contains(&file_len)
         || file.read_exact(&mut header).is_err()
     {
         return Ok(Scan::Unreadable);

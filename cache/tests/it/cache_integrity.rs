@@ -308,3 +308,38 @@ fn verify_fix_removes_stale_temp_files_and_nothing_else() {
     assert!(foreign.exists(), "a file that is not ours is left alone");
     assert!(cache.get("a", &key(1)).is_some());
 }
+
+/// Regression: a sparse 100 GB journal made every cache-writing operation, the repairs
+/// included, abort on a failed allocation. It is now damaged, and rebuilt from the
+/// entries.
+#[test]
+fn an_enormous_journal_is_rebuilt_not_read() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    put(&open(config(tmp.path()), &clock), 1, b"kept");
+    let journal = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("index.cfj"))
+        .expect("journal");
+    journal.set_len(100 << 30).expect("sparse 100 GB");
+    let cache = open(config(tmp.path()), &clock);
+    put(&cache, 2, b"new");
+    let stats = cache.stats();
+    assert_eq!(
+        stats.entries, 2,
+        "the index was rebuilt from the entry files"
+    );
+    assert_eq!(
+        cache.get("a", &key(1)).map(|e| e.payload.to_vec()),
+        Some(b"kept".to_vec())
+    );
+    assert!(
+        std::fs::metadata(tmp.path().join("index.cfj"))
+            .expect("journal")
+            .len()
+            < 1 << 20,
+        "the journal was rewritten"
+    );
+    let report = cache.verify(true).expect("verify --fix");
+    assert_eq!(report.bad.len(), 0, "{report:?}");
+}
