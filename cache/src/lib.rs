@@ -7,6 +7,10 @@
 //!   the WIT `cache` interface (quota-checked `get` / `set` / `delete`).
 //! * [`ResponseCache`]: the host's cache of LLM responses, keyed by a [`CacheKey`] over
 //!   the whole request, HMAC-checked, size-limited by LRU, shared by processes.
+//! * [`CompiledStore`]: compiled components, each authenticated (HMAC under a private
+//!   per-directory key) before it is handed back to be deserialized as native code.
+//! * [`private`]: the ownership checks every directory and secret above passes first:
+//!   the user's own, writable (or, for a secret, readable) by nobody else.
 //!
 //! ```
 //! use std::time::Duration;

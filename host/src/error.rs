@@ -136,7 +136,7 @@ pub enum Error {
         fix: String,
     },
     /// Loading (compiling) a component did not finish within the load deadline.
-    #[error("loading the component took longer than its deadline of {} ms (Limits::load_deadline, --load-timeout)", limit.as_millis())]
+    #[error("loading the component took longer than its deadline of {} ms (Limits::load_deadline)", limit.as_millis())]
     LoadDeadline {
         /// The deadline.
         limit: Duration,
