@@ -110,7 +110,7 @@ struct AgentInner {
     scope: crate::capabilities::cache::SharedScope,
     /// A plugin's component digest, which keys its cached answers apart from another
     /// plugin's of the same name; `None` for a shipped agent.
-    component: Option<String>,
+    component: Option<Arc<str>>,
     permissions: Arc<Permissions>,
     /// The plugin's share of the model-call concurrency, when limited.
     llm_share: Option<Arc<tokio::sync::Semaphore>>,
@@ -242,7 +242,6 @@ impl Agent {
         pinned: Option<&str>,
         manifest: Option<Manifest>,
     ) -> Result<Self, Error> {
-        let limit = host.limits().load_deadline;
         let steps = async {
             let found = Found::read(&host, source, manifest).await?;
             found.check_pins(&host, pinned)?;
@@ -260,9 +259,7 @@ impl Agent {
             agent.settle(described, declared)?;
             Ok(agent)
         };
-        tokio::time::timeout(limit, steps)
-            .await
-            .unwrap_or(Err(Error::LoadDeadline { limit }))
+        load::within_deadline(&host, steps).await
     }
 
     /// Links the component against the host's capabilities and checks its exports.
@@ -347,7 +344,7 @@ impl Agent {
             }
             // Its store and cached answers are keyed by its name and its digest: two
             // plugins reporting one name never reach each other's data.
-            inner.component = Some(inner.info.sha256.clone());
+            inner.component = Some(inner.info.sha256.as_str().into());
         }
         // A grant pinned to a digest refuses any other component under that name.
         check_digest(grant_pin(&inner.host, name), &inner.info.sha256)?;
@@ -572,10 +569,7 @@ impl Agent {
         let cache = CacheCtx::new(
             host.stores.clone(),
             name.clone(),
-            self.inner
-                .component
-                .as_ref()
-                .map(|digest| digest[..32].to_owned()),
+            self.inner.component.clone(),
             self.inner.scope.clone(),
             self.inner.permissions.clone(),
             limits.max_cache_ops,

@@ -197,12 +197,17 @@ impl HostBuilder {
         let provider = self
             .provider
             .unwrap_or_else(|| Arc::new(OfflineProvider::new()));
-        // The root first, so that a refusal names it (and its fix) rather than a
-        // subdirectory whose ancestor it is.
-        if let Some(dir) = &self.dirs.cache_dir {
-            cf_cache::private::open_dir(dir)
-                .map_err(|e| Error::from_storage("opening the cache directory", e))?;
-        }
+        // The stores open the cache directory itself first, so that a refusal of it
+        // names it (and its fix) rather than a subdirectory whose ancestor it is.
+        let stores = match &self.dirs.cache_dir {
+            Some(dir) => Some(AgentStores::open(dir, self.store_limits).map_err(|e| {
+                Error::from_storage(
+                    &format!("opening the agents' stores in {}", dir.display()),
+                    e,
+                )
+            })?),
+            None => None,
+        };
         let cache_config = match self.response_cache {
             ResponseCacheSetting::Disabled => None,
             ResponseCacheSetting::Config(c) => Some(*c),
@@ -228,15 +233,6 @@ impl HostBuilder {
             llm = llm.response_cache(cache, self.shared_namespace);
         }
         let llm = llm.build();
-        let stores = match &self.dirs.cache_dir {
-            Some(dir) => Some(AgentStores::open(dir, self.store_limits).map_err(|e| {
-                Error::from_storage(
-                    &format!("opening the agents' stores in {}", dir.display()),
-                    e,
-                )
-            })?),
-            None => None,
-        };
         let compiled_dir = self
             .dirs
             .cache_dir

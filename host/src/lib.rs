@@ -64,8 +64,10 @@ impl Host {
     /// Describes a component without running it: its contract version, imports and
     /// exports, and whether this host can run it.
     pub async fn inspect(&self, wasm: Vec<u8>) -> Result<ComponentInterface, Error> {
+        load::check_size(&self.inner, &wasm)?;
         let sha = engine::sha256_hex(&wasm);
-        let (_component, interface) = load::compile(&self.inner, wasm, sha).await?;
+        let (_component, interface) =
+            load::within_deadline(&self.inner, load::compile(&self.inner, wasm, sha)).await?;
         Ok(interface)
     }
 

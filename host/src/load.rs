@@ -56,7 +56,8 @@ pub(crate) async fn read_regular(path: PathBuf, max: u64) -> Result<Vec<u8>, Err
     .map_err(|e| Error::Setup(format!("the reading thread failed: {e}")))?
 }
 
-/// Refuses a component larger than the host compiles.
+/// Refuses a component larger than the host compiles, before it is hashed or
+/// compiled (a file read by [`read_regular`] is bounded already).
 pub(crate) fn check_size(host: &HostInner, wasm: &[u8]) -> Result<(), Error> {
     let max = host.limits().max_component_bytes;
     if wasm.len() as u64 > max {
@@ -68,21 +69,30 @@ pub(crate) fn check_size(host: &HostInner, wasm: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Compiles `wasm` (or authenticates and reuses its compiled copy) on the blocking
-/// pool, within the load deadline.
+/// Runs `steps` (reading, compiling, describing) within the host's load deadline.
 ///
 /// wasmtime cannot cancel a compilation: past the deadline the caller gets
 /// [`Error::LoadDeadline`] at once, while the compiler thread finishes on its own (a
 /// process that exits, like the CLI, ends it).
+pub(crate) async fn within_deadline<T>(
+    host: &HostInner,
+    steps: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let limit = host.limits().load_deadline;
+    tokio::time::timeout(limit, steps)
+        .await
+        .unwrap_or(Err(Error::LoadDeadline { limit }))
+}
+
+/// Compiles `wasm` (or authenticates and reuses its compiled copy) on the blocking
+/// pool. The caller bounds it with [`within_deadline`] and has checked its size.
 pub(crate) async fn compile(
     host: &Arc<HostInner>,
     wasm: impl AsRef<[u8]> + Send + 'static,
     sha256: String,
 ) -> Result<(Component, ComponentInterface), Error> {
-    check_size(host, wasm.as_ref())?;
     let h = host.clone();
-    let limit = host.limits().load_deadline;
-    let work = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let wasm = wasm.as_ref();
         if !wasm.starts_with(b"\0asm") {
             return Err(Error::InvalidComponent {
@@ -92,13 +102,9 @@ pub(crate) async fn compile(
         let component = h.compiled().load(h.engine(), wasm, &sha256)?;
         let interface = ComponentInterface::of(h.engine(), &component);
         Ok((component, interface))
-    });
-    match tokio::time::timeout(limit, work).await {
-        Err(_elapsed) => Err(Error::LoadDeadline { limit }),
-        Ok(joined) => {
-            joined.map_err(|e| Error::Setup(format!("the compiler thread failed: {e}")))?
-        }
-    }
+    })
+    .await
+    .map_err(|e| Error::Setup(format!("the compiler thread failed: {e}")))?
 }
 
 /// The sidecar manifest of a component at `path` (`agent.wasm` → `agent.toml`), if

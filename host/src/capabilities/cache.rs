@@ -16,9 +16,9 @@ pub(crate) type SharedScope = Arc<OnceLock<Arc<AgentStore>>>;
 pub(crate) struct CacheCtx {
     pub stores: Option<AgentStores>,
     pub agent: String,
-    /// For a third-party plugin, a prefix of its component's digest: its store is its
-    /// own, apart from any other component reporting the same name.
-    component: Option<String>,
+    /// For a third-party plugin, its component's digest: its store is its own, apart
+    /// from any other component reporting the same name.
+    component: Option<Arc<str>>,
     scope: SharedScope,
     permissions: Arc<crate::permissions::Permissions>,
     /// Operations still allowed in this run.
@@ -30,7 +30,7 @@ impl CacheCtx {
     pub(crate) fn new(
         stores: Option<AgentStores>,
         agent: String,
-        component: Option<String>,
+        component: Option<Arc<str>>,
         scope: SharedScope,
         permissions: Arc<crate::permissions::Permissions>,
         max_ops: u32,
@@ -76,7 +76,8 @@ impl CacheCtx {
             ..stores.limits().clone()
         };
         let opened = match &self.component {
-            Some(digest) => stores.qualified_scope(&self.agent, digest, limits),
+            // 128 bits of the digest name the directory.
+            Some(digest) => stores.qualified_scope(&self.agent, &digest[..32], limits),
             None => stores.scope_with_limits(&self.agent, limits),
         };
         let scope = Arc::new(opened.map_err(|e| CacheError::Io(e.to_string()))?);

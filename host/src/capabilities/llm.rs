@@ -17,7 +17,7 @@ pub(crate) struct LlmCtx {
     pub service: LlmService,
     pub agent: String,
     /// A plugin's component digest: its cached answers are its own.
-    pub component: Option<String>,
+    pub component: Option<std::sync::Arc<str>>,
     pub ledger: Ledger,
     pub deadline: Instant,
     pub options: RunOptions,
