@@ -9,8 +9,8 @@
 //! name = "poet"                                       # the name describe() reports
 //! models = ["claude-haiku-4-5", "claude-sonnet-*"]   # `*` matches any run of characters
 //! max_tokens = 1024                                   # per call
-//! cache = true                                        # uses its cache directory
-//! cache_quota_bytes = 1048576                         # at most this much in it
+//! store = true                                        # uses its own key-value store
+//! store_quota_bytes = 1048576                         # at most this much in it
 //! concurrency = 2                                     # model calls in flight at once
 //! ```
 //!
@@ -22,6 +22,9 @@
 //! else the file stem: `poet.wasm` → `poet`), and after `describe()`, against the name
 //! it reports — a component that reports a pinned name with another digest is refused
 //! either way.
+//!
+//! `store` and `store_quota_bytes` were called `cache` and `cache_quota_bytes` before
+//! (the 0.1.0 contract's name for the interface); the old keys are still read.
 //!
 //! The shipped agents are the operator's own: they run unrestricted unless the
 //! operator grants them something narrower.
@@ -43,11 +46,12 @@ pub struct Manifest {
     pub models: Vec<String>,
     /// The most tokens one call may ask for.
     pub max_tokens: Option<u32>,
-    /// Whether the plugin uses its cache directory.
-    #[serde(default)]
-    pub cache: bool,
-    /// The most bytes its cache directory may hold.
-    pub cache_quota_bytes: Option<u64>,
+    /// Whether the plugin uses its own key-value store.
+    #[serde(default, alias = "cache")]
+    pub store: bool,
+    /// The most bytes its store may hold.
+    #[serde(alias = "cache_quota_bytes")]
+    pub store_quota_bytes: Option<u64>,
     /// Model calls in flight at once.
     pub concurrency: Option<u32>,
 }
@@ -68,11 +72,12 @@ pub struct Grant {
     pub models: Vec<String>,
     /// The most tokens one call may ask for.
     pub max_tokens: Option<u32>,
-    /// Whether the plugin may use its cache directory.
-    #[serde(default)]
-    pub cache: bool,
-    /// The most bytes its cache directory may hold.
-    pub cache_quota_bytes: Option<u64>,
+    /// Whether the plugin may use its own key-value store.
+    #[serde(default, alias = "cache")]
+    pub store: bool,
+    /// The most bytes its store may hold.
+    #[serde(alias = "cache_quota_bytes")]
+    pub store_quota_bytes: Option<u64>,
     /// Model calls in flight at once.
     pub concurrency: Option<u32>,
     /// What one run may spend, in US dollars.
@@ -82,11 +87,11 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Every model, the cache, no limits: for plugins the operator fully trusts.
+    /// Every model, the store, no limits: for plugins the operator fully trusts.
     pub fn unrestricted() -> Self {
         Self {
             models: vec!["*".to_owned()],
-            cache: true,
+            store: true,
             ..Self::default()
         }
     }
@@ -96,8 +101,8 @@ impl Grant {
         Self {
             models: manifest.models.clone(),
             max_tokens: manifest.max_tokens,
-            cache: manifest.cache,
-            cache_quota_bytes: manifest.cache_quota_bytes,
+            store: manifest.store,
+            store_quota_bytes: manifest.store_quota_bytes,
             concurrency: manifest.concurrency,
             ..Self::default()
         }
@@ -111,8 +116,8 @@ pub struct Permissions {
     /// `None`: any model.
     models: Option<(Vec<String>, Vec<String>)>,
     max_tokens: Option<u32>,
-    cache: bool,
-    cache_quota_bytes: Option<u64>,
+    store: bool,
+    store_quota_bytes: Option<u64>,
     concurrency: Option<u32>,
     budget_usd: Option<f64>,
 }
@@ -124,8 +129,8 @@ impl Permissions {
             plugin: plugin.to_owned(),
             models: None,
             max_tokens: None,
-            cache: true,
-            cache_quota_bytes: None,
+            store: true,
+            store_quota_bytes: None,
             concurrency: None,
             budget_usd: None,
         }
@@ -137,8 +142,8 @@ impl Permissions {
             plugin: plugin.to_owned(),
             models: Some((vec!["*".to_owned()], grant.models.clone())),
             max_tokens: grant.max_tokens,
-            cache: grant.cache,
-            cache_quota_bytes: grant.cache_quota_bytes,
+            store: grant.store,
+            store_quota_bytes: grant.store_quota_bytes,
             concurrency: grant.concurrency,
             budget_usd: grant.budget_usd,
         }
@@ -163,8 +168,8 @@ impl Permissions {
             plugin: plugin.to_owned(),
             models: Some((declared.models.clone(), g.models.clone())),
             max_tokens: min_some(declared.max_tokens, g.max_tokens),
-            cache: declared.cache && g.cache,
-            cache_quota_bytes: min_some64(declared.cache_quota_bytes, g.cache_quota_bytes),
+            store: declared.store && g.store,
+            store_quota_bytes: min_some64(declared.store_quota_bytes, g.store_quota_bytes),
             concurrency: min_some(declared.concurrency, g.concurrency),
             budget_usd: g.budget_usd,
         }
@@ -199,22 +204,22 @@ impl Permissions {
         Ok(())
     }
 
-    /// Whether the plugin may use its cache directory.
-    pub fn cache_allowed(&self) -> Result<(), String> {
-        if self.cache {
+    /// Whether the plugin may use its key-value store.
+    pub fn store_allowed(&self) -> Result<(), String> {
+        if self.store {
             Ok(())
         } else {
             Err(format!(
-                "capability cache: plugin {} was not granted a cache directory",
+                "capability store: plugin {} was not granted a key-value store",
                 self.plugin
             ))
         }
     }
 
-    /// The most bytes the plugin's cache directory may hold, if limited below the
+    /// The most bytes the plugin's store may hold, if limited below the
     /// host's quota.
-    pub fn cache_quota_bytes(&self) -> Option<u64> {
-        self.cache_quota_bytes
+    pub fn store_quota_bytes(&self) -> Option<u64> {
+        self.store_quota_bytes
     }
 
     /// Model calls in flight at once, if limited.
@@ -287,8 +292,8 @@ mod tests {
         Manifest {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             max_tokens: Some(1000),
-            cache: true,
-            cache_quota_bytes: None,
+            store: true,
+            store_quota_bytes: None,
             concurrency: Some(4),
             ..Manifest::default()
         }
@@ -298,7 +303,7 @@ mod tests {
         Grant {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             max_tokens: Some(500),
-            cache: true,
+            store: true,
             ..Grant::default()
         }
     }
@@ -389,7 +394,7 @@ mod tests {
         );
         assert!(
             Permissions::intersect("poet", &Manifest::default(), Some(&grant(&["*"])), "abc")
-                .cache_allowed()
+                .store_allowed()
                 .is_err(),
             "cache not declared"
         );
@@ -413,5 +418,16 @@ mod tests {
                 .unwrap_err()
                 .contains("modles")
         );
+    }
+
+    /// The keys were renamed from `cache`: files written before still read the same.
+    #[test]
+    fn the_old_cache_keys_still_read() {
+        let old = Manifest::parse("cache = true\ncache_quota_bytes = 7\n").expect("old keys");
+        let new = Manifest::parse("store = true\nstore_quota_bytes = 7\n").expect("new keys");
+        assert_eq!(old, new);
+        assert!(old.store);
+        assert_eq!(old.store_quota_bytes, Some(7));
+        assert!(Manifest::parse("stor = true\n").is_err());
     }
 }

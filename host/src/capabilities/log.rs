@@ -7,22 +7,52 @@
 //! debug and trace records name the agent. The record's text is the plugin's own;
 //! the host never logs the task.
 
+use super::Caller;
 use crate::bindings::v0_1::claude_force::agent::log::{Host, Level};
+use std::sync::Arc;
 
 /// The `log` capability of one run.
 #[derive(Debug)]
 pub(crate) struct LogCtx {
-    pub agent: String,
-    /// [`agent_id`] of `agent`.
-    pub agent_id: String,
-    pub max_bytes: usize,
-    pub records_left: u32,
-    pub dropped: u32,
+    caller: Arc<Caller>,
+    max_bytes: usize,
+    records_left: u32,
+    dropped: u32,
 }
 
-/// How an agent is named in records at info level and above: a hash of its name.
+impl LogCtx {
+    /// At most `max_records` records of at most `max_bytes` each (longer ones are cut).
+    pub(crate) fn new(caller: Arc<Caller>, max_records: u32, max_bytes: usize) -> Self {
+        Self {
+            caller,
+            max_bytes,
+            records_left: max_records,
+            dropped: 0,
+        }
+    }
+
+    /// The agent's name.
+    pub(crate) fn agent(&self) -> &str {
+        &self.caller.name
+    }
+
+    /// Records dropped over the limit.
+    pub(crate) fn dropped(&self) -> u32 {
+        self.dropped
+    }
+
+    /// How records at info level and above name the agent.
+    pub(crate) fn agent_id(&self) -> &str {
+        &self.caller.log_id
+    }
+}
+
+/// How an agent is named in records at info level and above: the first 16 hex digits
+/// of the SHA-256 of its name.
 pub(crate) fn agent_id(agent: &str) -> String {
-    crate::metrics::task_hash(agent)
+    let mut hex = crate::sandbox::sha256_hex(agent.as_bytes());
+    hex.truncate(16);
+    hex
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
@@ -45,7 +75,7 @@ impl Host for LogCtx {
         }
         self.records_left -= 1;
         let text = truncate(&message, self.max_bytes);
-        let (agent, agent_id) = (self.agent.as_str(), self.agent_id.as_str());
+        let (agent, agent_id) = (self.caller.name.as_str(), self.caller.log_id.as_str());
         match level {
             Level::Trace => tracing::trace!(target: "cf_host::guest", agent, "{text}"),
             Level::Debug => tracing::debug!(target: "cf_host::guest", agent, "{text}"),
@@ -59,7 +89,17 @@ impl Host for LogCtx {
 
 #[cfg(test)]
 mod tests {
-    use super::{agent_id, truncate};
+    use super::*;
+    use crate::permissions::Permissions;
+
+    fn ctx(max_records: u32, max_bytes: usize) -> LogCtx {
+        let caller = Caller::new(
+            "python-expert".into(),
+            None,
+            Arc::new(Permissions::unrestricted("python-expert")),
+        );
+        LogCtx::new(Arc::new(caller), max_records, max_bytes)
+    }
 
     #[test]
     fn agent_ids_hide_the_name() {
@@ -68,6 +108,7 @@ mod tests {
         assert!(!id.contains("python"));
         assert_eq!(id, agent_id("python-expert"));
         assert_ne!(id, agent_id("code-reviewer"));
+        assert_eq!(ctx(1, 1).agent_id(), id);
     }
 
     #[test]
@@ -75,5 +116,23 @@ mod tests {
         assert_eq!(truncate("héllo", 2), "h");
         assert_eq!(truncate("héllo", 3), "hé");
         assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    /// The generated `Host::log`, called as a guest would: records past the limit are
+    /// counted as dropped, never an error the guest sees.
+    #[tokio::test]
+    async fn records_over_the_limit_are_dropped_not_failed() {
+        let mut log = ctx(2, 4);
+        for _ in 0..5 {
+            Host::log(&mut log, Level::Info, "a long message".into())
+                .await
+                .expect("log never fails");
+        }
+        assert_eq!(log.dropped(), 3);
+        let mut within = ctx(5, 4);
+        Host::log(&mut within, Level::Error, "x".into())
+            .await
+            .expect("log");
+        assert_eq!(within.dropped(), 0);
     }
 }

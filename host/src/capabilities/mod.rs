@@ -1,21 +1,49 @@
-//! One module per WIT interface the host offers: each has its own context type, kept
-//! in the run's store, and is linked by [`add_to_linker`].
+//! One module per WIT interface the host offers to guests: `llm` ([`llm`]), `cache`
+//! (the agent's own key-value store, [`store`]; the frozen 0.1.0 contract calls it
+//! `cache`) and `log` ([`log`]). Each has a context type kept in the run's store with
+//! a constructor, and implements the interface's generated `Host` trait. The sandbox
+//! links them ([`crate::sandbox`]); nothing here knows about runs or the run log.
 
-pub(crate) mod cache;
 pub(crate) mod llm;
 pub(crate) mod log;
-pub(crate) mod stdio;
+pub(crate) mod store;
 
-use crate::bindings::v0_1::claude_force::agent as wit;
-use crate::run::RunState;
-use wasmtime::component::{HasSelf, Linker};
+use crate::permissions::Permissions;
+use std::sync::Arc;
 
-/// Links WASI (with the run's empty context) and every capability of contract 0.1.0.
-pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    wit::types::add_to_linker::<RunState, HasSelf<llm::LlmCtx>>(linker, |s| &mut s.llm)?;
-    wit::llm::add_to_linker::<RunState, HasSelf<llm::LlmCtx>>(linker, |s| &mut s.llm)?;
-    wit::cache::add_to_linker::<RunState, HasSelf<cache::CacheCtx>>(linker, |s| &mut s.cache)?;
-    wit::log::add_to_linker::<RunState, HasSelf<log::LogCtx>>(linker, |s| &mut s.log)?;
-    Ok(())
+/// Who is calling a capability: one loaded agent, shared by all its runs.
+#[derive(Debug)]
+pub(crate) struct Caller {
+    /// The name the agent reported.
+    pub name: String,
+    /// A plugin's component digest (hex), which keys its store and its cached answers
+    /// apart from any other component reporting the same name; `None` for a shipped
+    /// agent.
+    pub component: Option<Arc<str>>,
+    /// What it may do.
+    pub permissions: Arc<Permissions>,
+    /// How log records at info level and above name it (a hash of its name).
+    pub log_id: String,
+    /// Its share of the model-call concurrency, when its permissions limit it.
+    pub llm_share: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Caller {
+    /// An agent called `name`, with `permissions`.
+    pub(crate) fn new(
+        name: String,
+        component: Option<Arc<str>>,
+        permissions: Arc<Permissions>,
+    ) -> Self {
+        let llm_share = permissions
+            .concurrency()
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)));
+        Self {
+            log_id: log::agent_id(&name),
+            llm_share,
+            name,
+            component,
+            permissions,
+        }
+    }
 }
