@@ -64,7 +64,7 @@ fn cf_host(base_url: &str, cache: &Path, limit: usize, args: &[&str]) -> Run {
             "--max-concurrent",
             &limit.to_string(),
         ])
-        .arg("--cache-dir")
+        .arg("--data-dir")
         .arg(cache)
         .env("ANTHROPIC_API_KEY", "bench-key")
         .env("XDG_CONFIG_HOME", cache.join("config-home"))
@@ -141,7 +141,7 @@ fn main() {
         let cache = dir.path().join(format!("cache-{n}"));
         // Compile the agents once, as any earlier use would have.
         let warm = Command::new(env!("CARGO_BIN_EXE_cf-host"))
-            .args(["agents", "--cache-dir"])
+            .args(["agents", "--data-dir"])
             .arg(&cache)
             .env("XDG_CONFIG_HOME", cache.join("config-home"))
             .output()

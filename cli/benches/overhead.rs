@@ -38,7 +38,7 @@ fn main() {
         // Cold load: compile; then warm: a second host reads the compiled copy.
         let t = Instant::now();
         let host = Host::builder()
-            .cache_dir(Some(cache.path().to_path_buf()))
+            .data_dir(Some(cache.path().to_path_buf()))
             .build()
             .expect("host");
         let build_host = t.elapsed();
@@ -48,7 +48,7 @@ fn main() {
         let mut warm = Vec::new();
         for _ in 0..20 {
             let h = Host::builder()
-                .cache_dir(Some(cache.path().to_path_buf()))
+                .data_dir(Some(cache.path().to_path_buf()))
                 .build()
                 .expect("host");
             let t = Instant::now();
@@ -103,7 +103,7 @@ fn main() {
                 "python-expert",
                 "What is a decorator?",
             ])
-            .env("CF_CACHE_DIR", cache.path())
+            .env("CF_DATA_DIR", cache.path())
             .output()
             .expect("cf-host runs");
         assert!(

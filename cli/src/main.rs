@@ -1,30 +1,19 @@
 //! `cf-host`: run sandboxed LLM agents from the command line.
 //!
-//! A thin binary over the `cf_host` library: it parses flags, builds one host, and
-//! owns exit codes and messages.
+//! A thin binary over the `cf_host` library and what front ends share (`cf_front`): it
+//! parses flags ([`args`]), runs one command ([`commands`], one file each), and decides
+//! the exit code in one place ([`error::code`]).
 
-mod batch;
-mod cli;
-mod config;
-mod new;
-mod output;
-mod summary;
-mod tasks;
+mod args;
+mod commands;
+mod error;
+mod progress;
+mod runlog;
 
+use args::{Cli, Command};
 use clap::Parser;
-use cli::{Cli, Command};
 use std::io::Write as _;
 use std::process::ExitCode;
-
-/// Exit codes, as documented in `--help` and the README.
-pub(crate) mod exit {
-    /// Every task succeeded.
-    pub const OK: u8 = 0;
-    /// A task failed (the agent, a model call, a limit).
-    pub const TASK_FAILED: u8 = 1;
-    /// Usage or configuration error: nothing ran.
-    pub const USAGE: u8 = 2;
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,25 +25,29 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cf-host: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::USAGE);
+            return ExitCode::from(2);
         }
     };
-    let code = runtime.block_on(async {
+    let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => cli::run(args).await,
-            Command::Agents(args) => cli::agents(args).await,
-            Command::Inspect(args) => cli::inspect(args).await,
-            Command::Check(args) => cli::check(args).await,
-            Command::Cache(args) => cli::cache(args).await,
-            Command::New(args) => cli::new_project(args),
-            Command::Config(args) => cli::config(args),
-            Command::Stats(args) => cli::stats(args),
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Agents(args) => commands::agents::agents(args).await,
+            Command::Inspect(args) => commands::inspect::inspect(args).await,
+            Command::Check(args) => commands::inspect::check(args).await,
+            Command::Cache(args) => commands::cache::cache(args),
+            Command::New(args) => commands::new::new_project(args),
+            Command::Config(args) => commands::config::config(args),
+            Command::Stats(args) => commands::stats::stats(args),
         }
     });
+    if let Err(e) = &result {
+        eprintln!("cf-host: {e}");
+    }
+    let code = error::code(&result);
     // Everything is written and flushed by now (the commands flush the host's caches
     // before they return). Exit without tearing down the runtime, its threads and the
     // instance pool one destructor at a time: the kernel reclaims them at once
-    // (measured: 5-10 ms at the end of a 2000-item batch).
+    // (docs/benchmarks.md, "The CLI's exit").
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     std::process::exit(i32::from(code));

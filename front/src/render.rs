@@ -1,7 +1,11 @@
-//! What the CLI prints: results on stdout, everything for humans on stderr.
+//! How results, agents, components and reports look: JSON for programs (one object
+//! per result, the same fields whichever front end serves it) and text for people.
+//! Every function writes to the writers it is given; a front end chooses where they go
+//! (the CLI: results on stdout, everything for humans on stderr).
 
 use cf_host::{AgentInfo, BatchResult, ComponentInterface, RunError, RunOutput, RunStats};
 use serde_json::{Value, json};
+use std::io::{self, Write};
 use std::path::Path;
 
 fn stats_json(stats: &RunStats) -> Value {
@@ -20,14 +24,18 @@ fn stats_json(stats: &RunStats) -> Value {
     })
 }
 
-/// One JSON object per result, on one line of stdout.
-pub(crate) fn print_json_result(agent: &str, result: &Result<RunOutput, RunError>) {
-    println!("{}", result_json(agent, result));
+/// A result as one line of JSON.
+pub fn json_result(
+    out: &mut impl Write,
+    agent: &str,
+    result: &Result<RunOutput, RunError>,
+) -> io::Result<()> {
+    writeln!(out, "{}", result_json(agent, result))
 }
 
 /// A batch item's result as one line of JSON (the single-run fields plus `id` and
 /// `index`), appended to `buf`.
-pub(crate) fn write_json_item(buf: &mut Vec<u8>, item: &BatchResult) {
+pub fn write_json_item(buf: &mut Vec<u8>, item: &BatchResult) {
     let mut value = result_json(&item.agent, &item.result);
     if let Value::Object(map) = &mut value {
         map.insert(
@@ -41,13 +49,12 @@ pub(crate) fn write_json_item(buf: &mut Vec<u8>, item: &BatchResult) {
     buf.push(b'\n');
 }
 
-/// A batch item's result for people, appended to `buf`.
 /// `text` safe to print on a terminal: control characters other than newline and tab
 /// (an escape sequence can rewrite the screen, retitle the window or, on some
 /// terminals, write to the clipboard) are shown escaped, as `\u{1b}`. Human output
 /// passes every text that came from a plugin, an upstream or a tasks file through it;
 /// `--json` output keeps the exact text (JSON escapes control characters itself).
-pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
     if !text.chars().any(unsafe_char) {
         return text.into();
@@ -63,7 +70,8 @@ pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-pub(crate) fn write_human_item(buf: &mut Vec<u8>, item: &BatchResult) {
+/// A batch item's result for people, appended to `buf`.
+pub fn write_human_item(buf: &mut Vec<u8>, item: &BatchResult) {
     use std::io::Write as _;
     let id = terminal_safe(item.id.as_deref().unwrap_or("-"));
     let agent = terminal_safe(&item.agent);
@@ -84,7 +92,8 @@ pub(crate) fn write_human_item(buf: &mut Vec<u8>, item: &BatchResult) {
     };
 }
 
-fn result_json(agent: &str, result: &Result<RunOutput, RunError>) -> Value {
+/// A result as JSON: the fields of `cf-host run --json`.
+pub fn result_json(agent: &str, result: &Result<RunOutput, RunError>) -> Value {
     let (mut value, stats) = match result {
         Ok(out) => (
             json!({
@@ -113,26 +122,35 @@ fn result_json(agent: &str, result: &Result<RunOutput, RunError>) -> Value {
     value
 }
 
-/// The answer on stdout, a one-line summary on stderr.
-pub(crate) fn print_human_result(agent: &str, result: &Result<RunOutput, RunError>) {
+/// A result for people: the answer on `out`, a one-line summary (or the error) on
+/// `notes`.
+pub fn human_result(
+    out: &mut impl Write,
+    notes: &mut impl Write,
+    agent: &str,
+    result: &Result<RunOutput, RunError>,
+) -> io::Result<()> {
     match result {
-        Ok(out) => {
-            println!("{}", terminal_safe(&out.text));
-            eprintln!("{}", summary(agent, &out.stats));
+        Ok(o) => {
+            writeln!(out, "{}", terminal_safe(&o.text))?;
+            writeln!(notes, "{}", summary_line(agent, &o.stats))
         }
         Err(e) => {
-            eprintln!(
+            writeln!(
+                notes,
                 "cf-host: {agent} failed: {}",
                 terminal_safe(&e.error.to_string())
-            );
+            )?;
             if e.stats.llm_calls > 0 || e.stats.attempts > 0 {
-                eprintln!("{}", summary(agent, &e.stats));
+                writeln!(notes, "{}", summary_line(agent, &e.stats))?;
             }
+            Ok(())
         }
     }
 }
 
-fn summary(agent: &str, s: &RunStats) -> String {
+/// One line on what a run used: model, calls, attempts, cache hits, tokens, cost, time.
+pub fn summary_line(agent: &str, s: &RunStats) -> String {
     let cost = match s.cost.known_usd() {
         Some(usd) => format!("${usd:.6}"),
         None => format!(
@@ -161,33 +179,40 @@ fn shown_model(a: &AgentInfo) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub(crate) fn print_agents(infos: &[AgentInfo], as_json: bool) {
+/// The agents, one per two lines, or as a JSON array.
+pub fn agents(
+    out: &mut impl Write,
+    infos: &[AgentInfo], as_json: bool) -> io::Result<()> {
     if as_json {
-        println!("{}", serde_json::to_string(infos).unwrap_or_default());
-        return;
+        writeln!(out, "{}", serde_json::to_string(infos).unwrap_or_default())?;
+        return Ok(());
     }
     for a in infos {
-        println!(
+        writeln!(out, 
             "{:<18} {:<8} {}",
             a.name,
             terminal_safe(&a.version),
             terminal_safe(&a.description)
-        );
-        println!(
+        )?;
+        writeln!(out, 
             "{:<18} model: {}  tags: {}",
             "",
             shown_model(a),
             terminal_safe(&a.tags.join(", "))
-        );
+        )?;
     }
+    Ok(())
 }
 
-pub(crate) fn print_inspect(
+/// What `cf-host inspect` shows about a component.
+pub fn inspect(
+    out: &mut impl Write,
+    
     path: &Path,
     interface: &ComponentInterface,
     described: Result<&AgentInfo, &String>,
     as_json: bool,
-) {
+) -> io::Result<()> {
     let compatible = interface.check();
     if as_json {
         let value = json!({
@@ -200,85 +225,96 @@ pub(crate) fn print_inspect(
             "agent": described.ok(),
             "describe_error": described.err(),
         });
-        println!("{value}");
-        return;
+        writeln!(out, "{value}")?;
+        return Ok(());
     }
-    println!("component: {}", path.display());
+    writeln!(out, "component: {}", path.display())?;
     let versions = if interface.contract_versions.is_empty() {
         "none".to_owned()
     } else {
         interface.contract_versions.join(", ")
     };
-    println!("contract:  claude-force:agent@{versions}");
+    writeln!(out, "contract:  claude-force:agent@{versions}")?;
     match &compatible {
-        Ok(v) => println!("host:      supported (contract {v})"),
-        Err(e) => println!("host:      NOT supported: {e}"),
+        Ok(v) => writeln!(out, "host:      supported (contract {v})")?,
+        Err(e) => writeln!(out, "host:      NOT supported: {e}")?,
     }
-    println!("imports:");
+    writeln!(out, "imports:")?;
     for i in &interface.imports {
-        println!("  {i}");
+        writeln!(out, "  {i}")?;
     }
-    println!("exports:");
+    writeln!(out, "exports:")?;
     for e in &interface.exports {
-        println!("  {e}");
+        writeln!(out, "  {e}")?;
     }
     match described {
         Ok(a) => {
-            println!(
+            writeln!(out, 
                 "agent:     {} {} — {}",
                 a.name,
                 terminal_safe(&a.version),
                 terminal_safe(&a.description)
-            );
-            println!("model:     {}", shown_model(a));
-            println!("tags:      {}", terminal_safe(&a.tags.join(", ")));
-            println!("sha256:    {}", a.sha256);
+            )?;
+            writeln!(out, "model:     {}", shown_model(a))?;
+            writeln!(out, "tags:      {}", terminal_safe(&a.tags.join(", ")))?;
+            writeln!(out, "sha256:    {}", a.sha256)?;
         }
-        Err(e) => println!("describe:  unavailable ({e})"),
+        Err(e) => writeln!(out, "describe:  unavailable ({e})")?,
     }
+    Ok(())
 }
 
-/// A cache report: JSON as is, or one `name: value` line per field.
-pub(crate) fn print_cache_report(value: &Value, as_json: bool) {
+/// A response-cache report (`cf-host cache …`): JSON as is, or one `name: value` line per field.
+pub fn cache_report(
+    out: &mut impl Write,
+    value: &Value, as_json: bool) -> io::Result<()> {
     if as_json {
-        println!("{value}");
-        return;
+        writeln!(out, "{value}")?;
+        return Ok(());
     }
     if let Value::Object(map) = value {
         for (k, v) in map {
             match v {
                 Value::Array(items) => {
-                    println!("{k}: {}", items.len());
+                    writeln!(out, "{k}: {}", items.len())?;
                     for item in items {
-                        println!("  {item}");
+                        writeln!(out, "  {item}")?;
                     }
                 }
-                other => println!("{k}: {other}"),
+                other => writeln!(out, "{k}: {other}")?,
             }
         }
     }
+    Ok(())
 }
 
 /// The effective configuration, secrets redacted: TOML for people, or JSON.
-pub(crate) fn print_settings(settings: &crate::config::Settings, as_json: bool) {
+pub fn settings(
+    out: &mut impl Write,
+    settings: &crate::settings::Settings, as_json: bool) -> io::Result<()> {
     if as_json {
-        println!("{}", serde_json::to_string(settings).unwrap_or_default());
+        writeln!(out, "{}", serde_json::to_string(settings).unwrap_or_default())?;
     } else {
-        print!("{}", toml::to_string(settings).unwrap_or_default());
+        write!(out, "{}", toml::to_string(settings).unwrap_or_default())?;
     }
+    Ok(())
 }
 
-/// The verdict of `cf-host check`.
-pub(crate) type CheckVerdict =
+/// The verdict of `cf-host check`: the interface and what the agent says about
+/// itself, or why it does not fit (with the interface, when it could be read).
+pub type CheckVerdict =
     Result<(ComponentInterface, AgentInfo), (Option<ComponentInterface>, String)>;
 
-pub(crate) fn print_check(
+/// What `cf-host check` shows: the verdict, what the component targets and declares.
+pub fn check(
+    out: &mut impl Write,
+    
     path: &Path,
     sha256: &str,
     verdict: &CheckVerdict,
     declared: Option<&cf_host::permissions::Manifest>,
     as_json: bool,
-) {
+) -> io::Result<()> {
     let supported: Vec<String> = cf_host::SUPPORTED_CONTRACTS
         .iter()
         .map(|v| format!("claude-force:agent@{v}"))
@@ -306,48 +342,49 @@ pub(crate) fn print_check(
             "imports": interface.map(|i| i.imports.clone()),
             "agent": verdict.as_ref().ok().map(|(_, a)| a),
             "declares": declared.map(|m| json!({
-                "name": m.name, "models": m.models, "max_tokens": m.max_tokens, "cache": m.cache,
-                "cache_quota_bytes": m.cache_quota_bytes, "concurrency": m.concurrency,
+                "name": m.name, "models": m.models, "max_tokens": m.max_tokens, "store": m.store,
+                "store_quota_bytes": m.store_quota_bytes, "concurrency": m.concurrency,
             })),
         });
-        println!("{value}");
-        return;
+        writeln!(out, "{value}")?;
+        return Ok(());
     }
-    println!("component:     {}", path.display());
-    println!("sha256:        {sha256}");
-    println!(
+    writeln!(out, "component:     {}", path.display())?;
+    writeln!(out, "sha256:        {sha256}")?;
+    writeln!(out, 
         "targets:       {}",
         if targets.is_empty() {
             "no claude-force agent contract".to_owned()
         } else {
             targets.join(", ")
         }
-    );
-    println!("host supports: {}", supported.join(", "));
+    )?;
+    writeln!(out, "host supports: {}", supported.join(", "))?;
     match declared {
-        Some(m) => println!(
-            "declares:      {}models [{}], max_tokens {}, cache {}{}, concurrency {}",
+        Some(m) => writeln!(out, 
+            "declares:      {}models [{}], max_tokens {}, store {}{}, concurrency {}",
             m.name
                 .as_ref()
                 .map_or(String::new(), |n| format!("name {n}, ")),
             m.models.join(", "),
             m.max_tokens.map_or("any".to_owned(), |n| n.to_string()),
-            if m.cache { "yes" } else { "no" },
-            m.cache_quota_bytes
+            if m.store { "yes" } else { "no" },
+            m.store_quota_bytes
                 .map_or(String::new(), |b| format!(" ({b} bytes)")),
             m.concurrency.map_or("any".to_owned(), |n| n.to_string()),
-        ),
-        None => println!(
+        )?,
+        None => writeln!(out, 
             "declares:      nothing (no manifest beside it): a third-party plugin may call nothing"
-        ),
+        )?,
     }
     match verdict {
-        Ok((_, a)) => println!(
+        Ok((_, a)) => writeln!(out, 
             "verdict:       compatible — {} {} ({})",
             a.name, a.version, a.description
-        ),
-        Err((_, e)) => println!("verdict:       NOT compatible: {e}"),
+        )?,
+        Err((_, e)) => writeln!(out, "verdict:       NOT compatible: {e}")?,
     }
+    Ok(())
 }
 
 #[cfg(test)]

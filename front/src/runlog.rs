@@ -6,12 +6,12 @@
 //! and to share.
 //!
 //! ```no_run
-//! use cf_host::metrics::{DEFAULT_MAX_BYTES, MetricsLog, default_dir};
+//! use cf_front::runlog::{DEFAULT_MAX_BYTES, RunLog, default_dir};
 //! use std::time::{Duration, SystemTime};
 //!
-//! # fn demo(records: &[cf_host::metrics::RunRecord]) -> Result<(), Box<dyn std::error::Error>> {
+//! # fn demo(records: &[cf_front::runlog::RunRecord]) -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = default_dir().ok_or("no data directory")?;
-//! let log = MetricsLog::open(&dir, DEFAULT_MAX_BYTES)?;
+//! let log = RunLog::open(&dir, DEFAULT_MAX_BYTES)?;
 //! log.append(records)?;
 //! let day_ago = SystemTime::now() - Duration::from_secs(86_400);
 //! let read = log.read_since(Some(day_ago))?;
@@ -19,8 +19,8 @@
 //! # Ok(()) }
 //! ```
 
-use crate::{Error, RunError, RunOutput, RunStats};
-use cf_llm::Usage;
+use cf_host::{Error, RunError, RunOutput, RunStats};
+use cf_host::Usage;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
@@ -141,7 +141,7 @@ impl RunRecord {
         }
     }
 
-    /// The record of what [`Agent::run`](crate::Agent::run) returned, ending now.
+    /// The record of what [`Agent::run`](cf_host::Agent::run) returned, ending now.
     pub fn from_result(agent: &str, task: &str, result: &Result<RunOutput, RunError>) -> Self {
         match result {
             Ok(out) => Self::from_stats(agent, task, &out.stats, None),
@@ -182,13 +182,13 @@ fn ends_mid_line(file: &mut File) -> io::Result<bool> {
     Ok(last != *b"\n")
 }
 
-/// Why the metrics log could not be opened, written or read.
+/// Why the run log could not be opened, written or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum MetricsError {
+pub enum RunLogError {
     /// A file or the directory of the log could not be created, written, renamed or
     /// read.
-    #[error("metrics log {}: cannot {action}: {source}", path.display())]
+    #[error("run log {}: cannot {action}: {source}", path.display())]
     Io {
         /// What was being done: `create the directory`, `append`, `rotate`, `read`, `lock`.
         action: &'static str,
@@ -203,7 +203,7 @@ pub enum MetricsError {
     Encode(#[source] serde_json::Error),
 }
 
-impl MetricsError {
+impl RunLogError {
     fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
         let path = path.to_owned();
         move |source| Self::Io {
@@ -214,7 +214,7 @@ impl MetricsError {
     }
 }
 
-/// What [`MetricsLog::read_since`] found.
+/// What [`RunLog::read_since`] found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReadReport {
     /// The records, oldest file first and in file order within each file.
@@ -226,7 +226,7 @@ pub struct ReadReport {
 
 /// The run log of one metrics directory.
 ///
-/// Several threads may share one `MetricsLog` and several processes may open the same
+/// Several threads may share one `RunLog` and several processes may open the same
 /// directory: every [`append`](Self::append) and rotation holds an exclusive lock on
 /// `runs.lock` (an advisory OS file lock) and writes its lines with one write on a
 /// file opened with `O_APPEND`; [`read_since`](Self::read_since) holds a shared lock
@@ -238,7 +238,7 @@ pub struct ReadReport {
 /// becomes `runs.1.jsonl`. So no file is larger than `max_bytes`, unless a single
 /// batch is, and the log takes at most `(1 + KEPT_ROTATED_FILES) × max_bytes`.
 #[derive(Debug)]
-pub struct MetricsLog {
+pub struct RunLog {
     dir: PathBuf,
     max_bytes: u64,
     // Threads of one process also take the OS lock; the mutex only keeps them from
@@ -246,12 +246,12 @@ pub struct MetricsLog {
     guard: Mutex<()>,
 }
 
-impl MetricsLog {
+impl RunLog {
     /// Opens the log in `dir`, creating the directory; `max_bytes` is the size past
     /// which `runs.jsonl` is rotated ([`DEFAULT_MAX_BYTES`]; 0 rotates before every
     /// append).
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, MetricsError> {
-        fs::create_dir_all(dir).map_err(MetricsError::io("create the directory", dir))?;
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, RunLogError> {
+        fs::create_dir_all(dir).map_err(RunLogError::io("create the directory", dir))?;
         Ok(Self {
             dir: dir.to_owned(),
             max_bytes,
@@ -277,13 +277,13 @@ impl MetricsLog {
     /// Appends `records`, one JSON line each, in one write; rotates first if the
     /// batch would take `runs.jsonl` past the size limit. An empty batch writes
     /// nothing.
-    pub fn append(&self, records: &[RunRecord]) -> Result<(), MetricsError> {
+    pub fn append(&self, records: &[RunRecord]) -> Result<(), RunLogError> {
         if records.is_empty() {
             return Ok(());
         }
         let mut batch = Vec::with_capacity(records.len() * 512);
         for record in records {
-            serde_json::to_writer(&mut batch, record).map_err(MetricsError::Encode)?;
+            serde_json::to_writer(&mut batch, record).map_err(RunLogError::Encode)?;
             batch.push(b'\n');
         }
         let _thread = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -292,12 +292,12 @@ impl MetricsLog {
         let len = match fs::metadata(&current) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(MetricsError::io("append", &current)(e)),
+            Err(e) => return Err(RunLogError::io("append", &current)(e)),
         };
         if len > 0 && len.saturating_add(batch.len() as u64) > self.max_bytes {
             self.rotate()?;
         }
-        let append = |e| MetricsError::io("append", &current)(e);
+        let append = |e| RunLogError::io("append", &current)(e);
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -314,25 +314,25 @@ impl MetricsLog {
 
     /// Shifts every file one place older, dropping the oldest. Called with the lock
     /// held.
-    fn rotate(&self) -> Result<(), MetricsError> {
+    fn rotate(&self) -> Result<(), RunLogError> {
         // A rename replaces its destination, so the oldest file goes first.
         for n in (1..KEPT_ROTATED_FILES).rev() {
             let (from, to) = (self.rotated_path(n), self.rotated_path(n + 1));
             match fs::rename(&from, &to) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(MetricsError::io("rotate", &from)(e));
+                    return Err(RunLogError::io("rotate", &from)(e));
                 }
                 _ => {}
             }
         }
         let current = self.current_path();
-        fs::rename(&current, self.rotated_path(1)).map_err(MetricsError::io("rotate", &current))
+        fs::rename(&current, self.rotated_path(1)).map_err(RunLogError::io("rotate", &current))
     }
 
     /// The records of runs that ended at or after `since` (all of them for `None`),
     /// from the rotated files oldest first, then the current file. A line that is not
     /// a record is skipped and counted; a missing file is empty.
-    pub fn read_since(&self, since: Option<SystemTime>) -> Result<ReadReport, MetricsError> {
+    pub fn read_since(&self, since: Option<SystemTime>) -> Result<ReadReport, RunLogError> {
         let since_ms = since.map_or(0, unix_ms);
         let _thread = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
         let _process = self.lock(false)?;
@@ -345,11 +345,11 @@ impl MetricsLog {
             let file = match File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(MetricsError::io("read", &path)(e)),
+                Err(e) => return Err(RunLogError::io("read", &path)(e)),
             };
             // Lines are split on bytes: a line that is not UTF-8 is malformed, not fatal.
             for line in BufReader::new(file).split(b'\n') {
-                let line = line.map_err(MetricsError::io("read", &path))?;
+                let line = line.map_err(RunLogError::io("read", &path))?;
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -366,9 +366,9 @@ impl MetricsLog {
     /// Takes the directory's lock, exclusive to write, shared to read; released when
     /// the file drops. A reader finds no lock file only when nothing was ever
     /// appended, and then reads without it (a read-only directory stays readable).
-    fn lock(&self, exclusive: bool) -> Result<Option<File>, MetricsError> {
+    fn lock(&self, exclusive: bool) -> Result<Option<File>, RunLogError> {
         let path = self.dir.join(LOCK_FILE);
-        let lock_err = |e| MetricsError::io("lock", &path)(e);
+        let lock_err = |e| RunLogError::io("lock", &path)(e);
         let opened = if exclusive {
             OpenOptions::new()
                 .create(true)
@@ -501,7 +501,7 @@ mod tests {
     #[test]
     fn append_then_read_round_trips_and_since_filters() {
         let dir = tempfile::tempdir().unwrap();
-        let log = MetricsLog::open(&dir.path().join("deep/metrics"), DEFAULT_MAX_BYTES).unwrap();
+        let log = RunLog::open(&dir.path().join("deep/metrics"), DEFAULT_MAX_BYTES).unwrap();
         let batch: Vec<RunRecord> = (1..=5).map(|t| record("a", t * 1000)).collect();
         log.append(&batch).unwrap();
         log.append(&[record("b", 6000).with_id("x")]).unwrap();
@@ -524,7 +524,7 @@ mod tests {
     #[test]
     fn an_empty_log_and_an_empty_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let log = MetricsLog::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
+        let log = RunLog::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
         assert_eq!(log.read_since(None).unwrap(), ReadReport::default());
         log.append(&[]).unwrap();
         assert!(!log.current_path().exists());
@@ -533,7 +533,7 @@ mod tests {
     #[test]
     fn malformed_lines_are_skipped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let log = MetricsLog::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
+        let log = RunLog::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
         log.append(&[record("a", 1)]).unwrap();
         let mut junk = b"not json\n\n   \n{\"time_ms\":2}\n\xff\xfe\n".to_vec();
         junk.extend_from_slice(&serde_json::to_vec(&record("a", 3)).unwrap());
@@ -558,7 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let line_len = serde_json::to_vec(&record("a", 1000)).unwrap().len() as u64 + 1;
         let max = line_len * 3; // three lines per file
-        let log = MetricsLog::open(dir.path(), max).unwrap();
+        let log = RunLog::open(dir.path(), max).unwrap();
         for t in 1000..1020 {
             log.append(&[record("a", t)]).unwrap();
         }
@@ -592,7 +592,7 @@ mod tests {
     #[test]
     fn a_batch_larger_than_the_limit_gets_a_file_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let log = MetricsLog::open(dir.path(), 10).unwrap();
+        let log = RunLog::open(dir.path(), 10).unwrap();
         log.append(&[record("a", 1)]).unwrap();
         log.append(&[record("a", 2), record("a", 3)]).unwrap();
         assert_eq!(times(&log.read_since(None).unwrap()), [1, 2, 3]);
@@ -607,8 +607,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Two logs on one directory stand for two processes; two threads share each.
         let logs = [
-            Arc::new(MetricsLog::open(dir.path(), DEFAULT_MAX_BYTES).unwrap()),
-            Arc::new(MetricsLog::open(dir.path(), DEFAULT_MAX_BYTES).unwrap()),
+            Arc::new(RunLog::open(dir.path(), DEFAULT_MAX_BYTES).unwrap()),
+            Arc::new(RunLog::open(dir.path(), DEFAULT_MAX_BYTES).unwrap()),
         ];
         let threads: Vec<_> = (0..4u64)
             .map(|thread| {

@@ -2,19 +2,19 @@
 //! cost and errors, overall, by agent and by model; as JSON (serde), CSV or a table.
 //!
 //! ```
-//! use cf_host::metrics::RunRecord;
-//! use cf_host::summary::{Summary, parse_duration};
+//! use cf_front::runlog::RunRecord;
+//! use cf_front::summary::{Summary, parse_duration};
 //! use std::time::Duration;
 //!
-//! let records: Vec<RunRecord> = Vec::new();          // from MetricsLog::read_since
+//! let records: Vec<RunRecord> = Vec::new();          // from RunLog::read_since
 //! let summary = Summary::from_records(&records);
 //! assert_eq!(summary.all.runs, 0);
 //! println!("{summary}");                              // the table
 //! assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
 //! ```
 
-use crate::metrics::RunRecord;
-use cf_llm::Usage;
+use crate::runlog::RunRecord;
+use cf_host::Usage;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -390,8 +390,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::task_hash;
-    use cf_llm::PriceTable;
+    use crate::runlog::task_hash;
+    use cf_host::PriceTable;
 
     fn run(agent: &str, model: Option<&str>, latency_ms: f64) -> RunRecord {
         RunRecord {

@@ -8,7 +8,7 @@
 //! use cf_host::RunOptions;
 //! let base = RunOptions { max_tokens: Some(512), ..RunOptions::default() };
 //! let input = "{\"task\": \"Explain decorators\", \"temperature\": 0.2}\nnot json\n";
-//! let (items, bad) = cf_host::tasks::read_jsonl(input.as_bytes(), Some("python-expert"), &base);
+//! let (items, bad) = cf_front::tasks::read_jsonl(input.as_bytes(), Some("python-expert"), &base);
 //! assert_eq!(items[0].id.as_deref(), Some("1"));
 //! assert_eq!((items[0].options.max_tokens, items[0].options.temperature), (Some(512), Some(0.2)));
 //! assert_eq!(bad[0].line, 2);
@@ -16,7 +16,7 @@
 
 use std::io::BufRead;
 
-use crate::{BatchItem, RunOptions, Task};
+use cf_host::{BatchItem, RunOptions, Task};
 
 pub use cf_tasks::{BadLine, TaskLine};
 

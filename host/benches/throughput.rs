@@ -69,7 +69,7 @@ async fn run_case(
         .provider(provider)
         .max_concurrent(limit)
         .max_retries(0)
-        .cache_dir(Some(cache.to_path_buf()))
+        .data_dir(Some(cache.to_path_buf()))
         .no_response_cache()
         .build()
         .expect("host");

@@ -3,10 +3,10 @@
 //! that loses nothing that finished.
 
 use crate::agent::{Agent, Source, Task};
-use crate::config::RunOptions;
+use crate::limits::RunOptions;
 use crate::error::Error;
 use crate::host::Host;
-use crate::run::{RunError, RunOutput};
+use crate::outcome::{RunError, RunOutput};
 use cf_llm::{Budget, Ledger, LedgerTotals};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -164,7 +164,7 @@ impl Host {
         let total = items.len();
         let limit = options
             .max_in_flight
-            .unwrap_or(self.inner.instance_slots.available_permits().max(1));
+            .unwrap_or(self.runtime().instance_slots().available_permits().max(1));
         tokio::spawn(drive(
             self.clone(),
             items,

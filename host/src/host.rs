@@ -1,24 +1,23 @@
-//! [`Host`]: the engine, the capabilities and the LLM service, shared by every agent
-//! loaded into it.
+//! [`Host`] and its builder: the public face of the [`Runtime`] every agent loaded into
+//! the host shares.
 
-use crate::agent::{Agent, Source};
-use crate::capabilities;
-use crate::config::{self, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Dirs, Limits};
-use crate::engine::{CompiledCache, DEFAULT_MAX_INSTANCES, EpochTicker, new_engine};
+use crate::agent::{self, Agent, Source};
+use crate::contract::ComponentInterface;
 use crate::error::Error;
+use crate::limits::{DEFAULT_MAX_TOKENS, DEFAULT_MODEL, Limits};
 use crate::permissions::{Grant, Manifest};
-use crate::run::RunState;
+use crate::runtime::{Parts, Policy, Runtime};
+use crate::sandbox::{self, CompiledComponents, EpochTicker, engine::DEFAULT_MAX_INSTANCES};
 use cf_cache::{AgentStores, CacheConfig, ResponseCache, StoreLimits};
 use cf_llm::{LlmService, OfflineProvider, PriceTable, Provider};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::Engine;
-use wasmtime::component::Linker;
 
 /// Builds a [`Host`]. Every setting has a documented default; nothing is granted to
-/// guests beyond the capabilities of the contract.
+/// guests beyond the capabilities of the contract, and nothing is written to disk
+/// unless a [data directory](Self::data_dir) is given.
 #[derive(Debug)]
 pub struct HostBuilder {
     provider: Option<Arc<dyn Provider>>,
@@ -29,7 +28,8 @@ pub struct HostBuilder {
     limits: Limits,
     default_model: String,
     default_max_tokens: u32,
-    dirs: Dirs,
+    data_dir: Option<PathBuf>,
+    keep_compiled: bool,
     store_limits: StoreLimits,
     response_cache: ResponseCacheSetting,
     shared_namespace: Option<String>,
@@ -41,7 +41,8 @@ pub struct HostBuilder {
 /// Whether and how the host caches model answers.
 #[derive(Debug)]
 enum ResponseCacheSetting {
-    /// `<cache_dir>/responses` with `CacheConfig`'s defaults, when there is a cache dir.
+    /// `<data_dir>/responses` with `CacheConfig`'s defaults, when there is a data
+    /// directory.
     Default,
     Disabled,
     Config(Box<CacheConfig>),
@@ -58,10 +59,8 @@ impl Default for HostBuilder {
             limits: Limits::default(),
             default_model: DEFAULT_MODEL.to_owned(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
-            dirs: Dirs {
-                cache_dir: config::default_cache_dir(),
-                compiled_cache: true,
-            },
+            data_dir: None,
+            keep_compiled: true,
             store_limits: StoreLimits::default(),
             response_cache: ResponseCacheSetting::Default,
             shared_namespace: None,
@@ -121,17 +120,20 @@ impl HostBuilder {
         self
     }
 
-    /// The host's cache directory (compiled components, the agents' stores).
-    /// Default: `$XDG_CACHE_HOME/cf-host`. `None`: keep nothing on disk; agents'
-    /// cache calls then fail with an `io` error.
-    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
-        self.dirs.cache_dir = dir;
+    /// The host's data directory, which holds the agents' stores (`agents/`), compiled
+    /// components (`components/`) and the response cache (`responses/`); created
+    /// private to the user, and refused if someone else may write it. Default `None`:
+    /// nothing is kept on disk, every component is compiled on each load, answers are
+    /// not cached across hosts, and agents' store calls fail with an `io` error. The
+    /// CLI passes [`default_data_dir`](crate::default_data_dir).
+    pub fn data_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.data_dir = dir;
         self
     }
 
-    /// Whether compiled components are kept in the cache directory. Default true.
-    pub fn compiled_cache(mut self, on: bool) -> Self {
-        self.dirs.compiled_cache = on;
+    /// Whether compiled components are kept in the data directory. Default true.
+    pub fn keep_compiled(mut self, on: bool) -> Self {
+        self.keep_compiled = on;
         self
     }
 
@@ -141,9 +143,9 @@ impl HostBuilder {
         self
     }
 
-    /// The response cache in front of the provider. Default: `<cache_dir>/responses`
-    /// with [`CacheConfig`]'s defaults (24 h TTL, 100 MB, a secret generated once per
-    /// directory), when the host has a cache directory.
+    /// The response cache in front of the provider. Default: `<data_dir>/responses`
+    /// with [`CacheConfig`]'s defaults (24 h TTL, 100 MiB, a secret generated once per
+    /// directory), when the host has a data directory; none without one.
     pub fn response_cache(mut self, config: CacheConfig) -> Self {
         self.response_cache = ResponseCacheSetting::Config(Box::new(config));
         self
@@ -159,7 +161,7 @@ impl HostBuilder {
 
     /// Grants `plugin` (an agent's name) capabilities. A third-party plugin may do
     /// only what it declares and is granted; with no grant it may call no model and
-    /// use no cache. A shipped agent with a grant is narrowed to it. See
+    /// use no store. A shipped agent with a grant is narrowed to it. See
     /// [`permissions`](crate::permissions).
     pub fn grant(mut self, plugin: impl Into<String>, grant: Grant) -> Self {
         self.grants.insert(plugin.into(), grant);
@@ -189,17 +191,15 @@ impl HostBuilder {
 
     /// The host: engine, epoch ticker, linker, LLM service and stores.
     pub fn build(self) -> Result<Host, Error> {
-        let engine = new_engine(self.limits.memory_bytes, self.max_instances)?;
+        let engine = sandbox::new_engine(self.limits.memory_bytes, self.max_instances)?;
         let ticker = EpochTicker::start(&engine)?;
-        let mut linker = Linker::new(&engine);
-        capabilities::add_to_linker(&mut linker)
-            .map_err(|e| Error::Setup(format!("linking capabilities: {e}")))?;
+        let linker = sandbox::linker(&engine)?;
         let provider = self
             .provider
             .unwrap_or_else(|| Arc::new(OfflineProvider::new()));
-        // The stores open the cache directory itself first, so that a refusal of it
+        // The stores open the data directory itself first, so that a refusal of it
         // names it (and its fix) rather than a subdirectory whose ancestor it is.
-        let stores = match &self.dirs.cache_dir {
+        let stores = match &self.data_dir {
             Some(dir) => Some(AgentStores::open(dir, self.store_limits).map_err(|e| {
                 Error::from_storage(
                     &format!("opening the agents' stores in {}", dir.display()),
@@ -212,8 +212,7 @@ impl HostBuilder {
             ResponseCacheSetting::Disabled => None,
             ResponseCacheSetting::Config(c) => Some(*c),
             ResponseCacheSetting::Default => self
-                .dirs
-                .cache_dir
+                .data_dir
                 .as_ref()
                 .map(|d| CacheConfig::new(d.join("responses"))),
         };
@@ -232,74 +231,31 @@ impl HostBuilder {
             })?;
             llm = llm.response_cache(cache, self.shared_namespace);
         }
-        let llm = llm.build();
         let compiled_dir = self
-            .dirs
-            .cache_dir
+            .data_dir
             .as_ref()
-            .filter(|_| self.dirs.compiled_cache)
+            .filter(|_| self.keep_compiled)
             .map(|d| d.join("components"));
-        let compiled = CompiledCache::open(&engine, compiled_dir.as_deref())?;
+        let compiled = CompiledComponents::open(&engine, compiled_dir.as_deref())?;
+        let parts = Parts {
+            engine,
+            ticker,
+            linker,
+            llm: llm.build(),
+            stores,
+            compiled,
+        };
+        let policy = Policy {
+            limits: self.limits,
+            default_model: self.default_model,
+            default_max_tokens: self.default_max_tokens,
+            max_instances: self.max_instances,
+            grants: self.grants,
+            trust_declared: self.trust_declared,
+        };
         Ok(Host {
-            inner: Arc::new(HostInner {
-                engine,
-                linker,
-                llm,
-                stores,
-                compiled,
-                limits: self.limits,
-                default_model: self.default_model,
-                default_max_tokens: self.default_max_tokens,
-                instance_slots: tokio::sync::Semaphore::new(self.max_instances as usize),
-                grants: self.grants,
-                trust_declared: self.trust_declared,
-                _ticker: ticker,
-            }),
+            runtime: Arc::new(Runtime::new(parts, policy)),
         })
-    }
-}
-
-pub(crate) struct HostInner {
-    pub engine: Engine,
-    pub linker: Linker<RunState>,
-    pub llm: LlmService,
-    pub stores: Option<AgentStores>,
-    pub compiled: CompiledCache,
-    pub limits: Limits,
-    pub default_model: String,
-    pub default_max_tokens: u32,
-    /// One permit per pooling-allocator slot: a run holds one while its instance lives.
-    pub instance_slots: tokio::sync::Semaphore,
-    /// The operator's grants, by plugin name.
-    pub grants: HashMap<String, Grant>,
-    /// Whether plugins without a grant get what they declare.
-    pub trust_declared: bool,
-    _ticker: EpochTicker,
-}
-
-impl HostInner {
-    /// The wasmtime engine.
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// Compiled components kept on disk.
-    pub(crate) fn compiled(&self) -> &CompiledCache {
-        &self.compiled
-    }
-
-    /// The limits of every run and load.
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
-    }
-}
-
-impl std::fmt::Debug for HostInner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host")
-            .field("provider", &self.llm.provider_name())
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
     }
 }
 
@@ -316,7 +272,7 @@ impl std::fmt::Debug for HostInner {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Host {
-    pub(crate) inner: Arc<HostInner>,
+    runtime: Arc<Runtime>,
 }
 
 impl Host {
@@ -329,7 +285,7 @@ impl Host {
     /// Compiles it (or reuses the compiled copy on disk), checks it against the
     /// contract, prepares its instantiation and asks it to describe itself.
     pub async fn load(&self, source: impl Into<Source>) -> Result<Agent, Error> {
-        Agent::load(self.inner.clone(), source.into(), None, None).await
+        agent::load(&self.runtime, source.into(), None, None).await
     }
 
     /// Loads a third-party plugin with the capabilities it declares given here rather
@@ -340,7 +296,7 @@ impl Host {
         source: impl Into<Source>,
         manifest: Manifest,
     ) -> Result<Agent, Error> {
-        Agent::load(self.inner.clone(), source.into(), None, Some(manifest)).await
+        agent::load(&self.runtime, source.into(), None, Some(manifest)).await
     }
 
     /// Loads an agent only if its component's SHA-256 is `sha256` (hex, any case);
@@ -350,17 +306,17 @@ impl Host {
         source: impl Into<Source>,
         sha256: &str,
     ) -> Result<Agent, Error> {
-        Agent::load(self.inner.clone(), source.into(), Some(sha256), None).await
+        agent::load(&self.runtime, source.into(), Some(sha256), None).await
     }
 
     /// The limits of every run.
     pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+        self.runtime.limits()
     }
 
     /// The LLM service every call goes through.
     pub fn llm(&self) -> &LlmService {
-        &self.inner.llm
+        self.runtime.llm()
     }
 
     /// Waits until every answer stored so far is written to the response cache's
@@ -368,6 +324,27 @@ impl Host {
     /// Call it before exiting; dropping the last handle of the host writes what is
     /// left too, blocking the thread that drops it.
     pub async fn flush(&self) {
-        self.inner.llm.flush_cache().await;
+        self.runtime.llm().flush_cache().await;
+    }
+
+    /// Describes a component without running it: its contract version, imports and
+    /// exports, and whether this host can run it.
+    pub async fn inspect(&self, wasm: Vec<u8>) -> Result<ComponentInterface, Error> {
+        agent::inspect(&self.runtime, wasm).await
+    }
+
+    /// Reads a component file for [`inspect`](Self::inspect) or
+    /// [`load`](Self::load): a regular file of at most
+    /// [`Limits::max_component_bytes`] (a device or a FIFO is refused, not read).
+    pub async fn read_component(
+        &self,
+        path: impl Into<std::path::PathBuf>,
+    ) -> Result<Vec<u8>, Error> {
+        agent::read_component(&self.runtime, path.into()).await
+    }
+
+    /// The shared core, for the batch runner.
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 }

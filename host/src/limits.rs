@@ -1,4 +1,5 @@
-//! The host's settings, every default in one place.
+//! The limits of every run and load, and the operator's options of one run: every
+//! default in one place.
 
 use cf_llm::Budget;
 use std::path::PathBuf;
@@ -34,9 +35,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Model calls one run may make. Default 50.
     pub max_llm_calls: u32,
-    /// Cache operations (get, set, delete) one run may make; later ones get
-    /// `quota-exceeded` without touching the disk. Default 10,000.
-    pub max_cache_ops: u32,
+    /// Operations on the agent's store (get, set, delete) one run may make; later
+    /// ones get `quota-exceeded` without touching the disk. Default 10,000.
+    pub max_store_ops: u32,
     /// Log records one run may write; later ones are dropped. Default 1,000.
     pub max_log_records: u32,
     /// Longest log message kept, in bytes; longer ones are truncated. Default 16 KiB.
@@ -62,7 +63,7 @@ impl Default for Limits {
             max_output_bytes: 1024 * 1024,
             max_request_bytes: 2 * 1024 * 1024,
             max_llm_calls: 50,
-            max_cache_ops: 10_000,
+            max_store_ops: 10_000,
             max_log_records: 1_000,
             max_log_bytes: 16 * 1024,
             max_stdio_bytes: 64 * 1024,
@@ -87,16 +88,9 @@ pub struct RunOptions {
     pub budget: Budget,
 }
 
-/// Where the host keeps files: compiled components and the agents' stores.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Dirs {
-    /// Root of the host's cache directory.
-    pub cache_dir: Option<PathBuf>,
-    /// Whether compiled components are kept on disk.
-    pub compiled_cache: bool,
-}
-
-/// The default cache directory: `$XDG_CACHE_HOME/cf-host` (or the platform's).
-pub fn default_cache_dir() -> Option<PathBuf> {
+/// The default data directory: `$XDG_CACHE_HOME/cf-host` (or the platform's cache
+/// directory). Everything in it is rebuilt or expires: compiled components, the
+/// response cache, the agents' stores (whose entries have a TTL).
+pub fn default_data_dir() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("cf-host"))
 }

@@ -12,6 +12,59 @@ pub struct Budget {
     pub usd: Option<f64>,
     /// Tokens, input (cache tokens included) plus output.
     pub tokens: Option<u64>,
+    /// When a call may start.
+    pub rule: BudgetRule,
+}
+
+/// When a model call may start under a [`Budget`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetRule {
+    /// While the budget is not spent yet (the original's rule): the call that crosses
+    /// it is answered, and spending stops after it. A budget smaller than one call
+    /// still lets that call through.
+    #[default]
+    UntilSpent,
+    /// Only if the call's worst case fits what is left: its input estimate plus its
+    /// `max_tokens` at the output price, reserved while the call is in flight (so
+    /// that calls running at once cannot overshoot together). The budget is never
+    /// exceeded; a call that would fit its real cost but not its worst case is refused.
+    WorstCase,
+}
+
+/// The most a call can cost, as [`BudgetRule::WorstCase`] counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WorstCase {
+    /// US dollars: input estimate and `max_tokens` at the model's prices.
+    pub usd: f64,
+    /// Tokens: input estimate plus `max_tokens`.
+    pub tokens: u64,
+}
+
+impl WorstCase {
+    /// The worst case of `request` on a model priced `price` (`None`: unpriced).
+    ///
+    /// Input is estimated at one token per 3 bytes of text plus 8 per message, above
+    /// the usual 3.5–4 bytes per token of English and code; counting exactly would
+    /// cost a request to the API's token-counting endpoint.
+    pub fn of(request: &crate::types::Request, price: Option<&crate::pricing::ModelPrice>) -> Self {
+        let bytes = request.system.as_ref().map_or(0, String::len)
+            + request
+                .messages
+                .iter()
+                .map(|m| m.content.len())
+                .sum::<usize>();
+        let input = (bytes as u64).div_ceil(3) + 8 * (request.messages.len() as u64 + 1);
+        let usage = Usage {
+            input_tokens: input,
+            output_tokens: u64::from(request.max_tokens),
+            ..Usage::default()
+        };
+        Self {
+            usd: price.map_or(0.0, |p| p.cost(&usage)),
+            tokens: usage.total(),
+        }
+    }
 }
 
 /// What a ledger has recorded so far.
@@ -39,6 +92,8 @@ struct State {
     totals: LedgerTotals,
     /// Tokens spent against the budget: cached answers spend none.
     spent_tokens: u64,
+    /// Worst cases of calls in flight under [`BudgetRule::WorstCase`].
+    reserved: WorstCase,
 }
 
 /// The running account of a run or a batch. Cheap to clone; clones share the account.
@@ -63,6 +118,7 @@ impl Ledger {
                 budget,
                 totals: LedgerTotals::default(),
                 spent_tokens: 0,
+                reserved: WorstCase::default(),
             })),
             parent: None,
         }
@@ -94,35 +150,85 @@ impl Ledger {
     }
 
     /// Refuses a call that would start after a budget is spent, or whose cost could not
-    /// be counted against a dollar budget (an unpriced model).
+    /// be counted against a dollar budget (an unpriced model). The worst-case rule
+    /// needs [`admit`](Self::admit).
     pub fn check(&self, model_priced: bool) -> Result<(), LlmError> {
-        {
-            let s = self.lock();
-            if let Some(limit) = s.budget.tokens
-                && s.spent_tokens >= limit
-            {
+        self.admit(model_priced, WorstCase::default()).map(drop)
+    }
+
+    /// Admits a call whose worst case is `worst` under this ledger's budget and its
+    /// parents': refused as [`check`](Self::check) does, and, under
+    /// [`BudgetRule::WorstCase`], unless `worst` fits what is left. The worst case
+    /// stays reserved until the returned [`Reservation`] is dropped (after the call's
+    /// cost is recorded).
+    pub fn admit(&self, model_priced: bool, worst: WorstCase) -> Result<Reservation, LlmError> {
+        let mut reservation = Reservation {
+            held: Vec::new(),
+            amount: worst,
+        };
+        let mut ledger = Some(self);
+        while let Some(l) = ledger {
+            if l.admit_one(model_priced, worst)? {
+                reservation.held.push(l.clone_alone());
+            }
+            ledger = l.parent.as_deref();
+        }
+        Ok(reservation)
+    }
+
+    /// This level's check, and its reservation when its rule is the worst case.
+    fn admit_one(&self, model_priced: bool, worst: WorstCase) -> Result<bool, LlmError> {
+        let mut s = self.lock();
+        let strict = s.budget.rule == BudgetRule::WorstCase;
+        if let Some(limit) = s.budget.tokens {
+            if s.spent_tokens >= limit {
                 return Err(LlmError::BudgetExceeded(format!(
                     "token budget of {limit} spent ({} used)",
                     s.spent_tokens
                 )));
             }
-            if let Some(limit) = s.budget.usd {
-                if s.totals.cost.usd >= limit {
-                    return Err(LlmError::BudgetExceeded(format!(
-                        "budget of ${limit:.4} spent (${:.4} used)",
-                        s.totals.cost.usd
-                    )));
-                }
-                if !model_priced {
-                    return Err(LlmError::BudgetExceeded(
-                        "the model has no price, so a dollar budget cannot be enforced; add it to the price table".into(),
-                    ));
-                }
+            let committed = s.spent_tokens.saturating_add(s.reserved.tokens);
+            if strict && committed.saturating_add(worst.tokens) > limit {
+                return Err(LlmError::BudgetExceeded(format!(
+                    "the call's worst case ({} tokens: input estimate plus max_tokens) does not fit the {} tokens left of the budget of {limit}",
+                    worst.tokens,
+                    limit.saturating_sub(committed)
+                )));
             }
         }
-        match &self.parent {
-            Some(parent) => parent.check(model_priced),
-            None => Ok(()),
+        if let Some(limit) = s.budget.usd {
+            if s.totals.cost.usd >= limit {
+                return Err(LlmError::BudgetExceeded(format!(
+                    "budget of ${limit:.4} spent (${:.4} used)",
+                    s.totals.cost.usd
+                )));
+            }
+            if !model_priced {
+                return Err(LlmError::BudgetExceeded(
+                    "the model has no price, so a dollar budget cannot be enforced; add it to the price table".into(),
+                ));
+            }
+            let committed = s.totals.cost.usd + s.reserved.usd;
+            if strict && committed + worst.usd > limit {
+                return Err(LlmError::BudgetExceeded(format!(
+                    "the call's worst case (${:.6}: input estimate plus max_tokens at the output price) does not fit the ${:.6} left of the budget of ${limit:.4}",
+                    worst.usd,
+                    (limit - committed).max(0.0)
+                )));
+            }
+        }
+        if strict {
+            s.reserved.usd += worst.usd;
+            s.reserved.tokens = s.reserved.tokens.saturating_add(worst.tokens);
+        }
+        Ok(strict)
+    }
+
+    /// A handle on this level's account alone (for releasing a reservation).
+    fn clone_alone(&self) -> Ledger {
+        Ledger {
+            state: self.state.clone(),
+            parent: None,
         }
     }
 
@@ -166,6 +272,24 @@ impl Ledger {
     }
 }
 
+/// Worst cases reserved by [`Ledger::admit`], released when dropped.
+#[derive(Debug)]
+#[must_use = "the reservation is released when dropped"]
+pub struct Reservation {
+    held: Vec<Ledger>,
+    amount: WorstCase,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        for ledger in &self.held {
+            let mut s = ledger.lock();
+            s.reserved.usd = (s.reserved.usd - self.amount.usd).max(0.0);
+            s.reserved.tokens = s.reserved.tokens.saturating_sub(self.amount.tokens);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +306,7 @@ mod tests {
         let l = Ledger::with_budget(Budget {
             usd: None,
             tokens: Some(100),
+            ..Budget::default()
         });
         assert!(l.check(true).is_ok());
         l.record_call(&usage(60), &Cost::default(), 1, false, 0.0);
@@ -198,6 +323,7 @@ mod tests {
         let l = Ledger::with_budget(Budget {
             usd: Some(0.01),
             tokens: None,
+            ..Budget::default()
         });
         assert!(l.check(true).is_ok());
         assert!(
@@ -226,6 +352,7 @@ mod tests {
         let batch = Ledger::with_budget(Budget {
             usd: None,
             tokens: Some(100),
+            ..Budget::default()
         });
         let run = batch.child(Budget::default());
         run.record_call(&usage(500), &Cost::default(), 0, true, 0.5);
@@ -237,5 +364,79 @@ mod tests {
         assert!((t.saved_usd - 0.5).abs() < 1e-12);
         run.record_failure(3);
         assert_eq!(batch.totals().attempts, 5);
+    }
+
+    fn strict(usd: Option<f64>, tokens: Option<u64>) -> Budget {
+        Budget {
+            usd,
+            tokens,
+            rule: BudgetRule::WorstCase,
+        }
+    }
+
+    /// Regression: a budget smaller than one call let that call through. Under the
+    /// worst-case rule it does not, and a call that fits goes.
+    #[test]
+    fn the_worst_case_rule_refuses_a_call_that_may_not_fit() {
+        let worst = WorstCase {
+            usd: 0.05,
+            tokens: 500,
+        };
+        let tiny = Ledger::with_budget(strict(Some(0.0000001), None));
+        assert!(matches!(
+            tiny.admit(true, worst),
+            Err(LlmError::BudgetExceeded(m)) if m.contains("worst case")
+        ));
+        let lenient = Ledger::with_budget(Budget {
+            usd: Some(0.0000001),
+            ..Budget::default()
+        });
+        assert!(lenient.admit(true, worst).is_ok(), "the default rule");
+        let fits = Ledger::with_budget(strict(Some(0.05), Some(500)));
+        assert!(fits.admit(true, worst).is_ok(), "exactly the worst case fits");
+        let tokens = Ledger::with_budget(strict(None, Some(499)));
+        assert!(tokens.admit(true, worst).is_err(), "one token short");
+    }
+
+    /// Calls in flight at once reserve their worst cases: the budget is not multiplied
+    /// by the concurrency, and a finished call gives back what it did not spend.
+    #[test]
+    fn reservations_hold_while_calls_are_in_flight() {
+        let batch = Ledger::with_budget(strict(None, Some(1000)));
+        let run = batch.child(Budget::default());
+        let worst = WorstCase {
+            usd: 0.0,
+            tokens: 400,
+        };
+        let first = run.admit(true, worst).expect("400 of 1000");
+        let second = run.admit(true, worst).expect("800 of 1000");
+        assert!(run.admit(true, worst).is_err(), "1200 would not fit");
+        run.record_call(&usage(100), &Cost::default(), 1, false, 0.0);
+        drop(first);
+        let third = run.admit(true, worst).expect("100 spent + 400 + 400 fits");
+        drop((second, third));
+        assert_eq!(batch.lock().reserved, WorstCase::default(), "all released");
+    }
+
+    #[test]
+    fn worst_cases_count_input_and_max_tokens_at_their_prices() {
+        let request = crate::types::Request::new(
+            "m",
+            100,
+            vec![crate::types::Message {
+                role: crate::types::Role::User,
+                content: "x".repeat(300),
+            }],
+        );
+        let price = crate::pricing::ModelPrice {
+            input: 3.0,
+            cache_write: 3.75,
+            cache_read: 0.3,
+            output: 15.0,
+        };
+        let w = WorstCase::of(&request, Some(&price));
+        assert_eq!(w.tokens, 100 + 16 + 100, "300 bytes / 3, 8 per message and one more, max_tokens");
+        assert!((w.usd - (116.0 * 3.0 + 100.0 * 15.0) / 1e6).abs() < 1e-12);
+        assert_eq!(WorstCase::of(&request, None).usd, 0.0);
     }
 }

@@ -70,7 +70,7 @@ pub use anthropic::{
 pub use caching::request_key;
 pub use cassette::{CassetteError, RecordingProvider, ReplayProvider};
 
-pub use ledger::{Budget, Ledger, LedgerTotals};
+pub use ledger::{Budget, BudgetRule, Ledger, LedgerTotals, Reservation, WorstCase};
 pub use offline::OfflineProvider;
 pub use pricing::{Cost, ModelPrice, PriceTable, PriceTableError};
 pub use provider::{BoxFuture, Provider, ProviderError};

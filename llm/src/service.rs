@@ -9,6 +9,7 @@ use crate::provider::{Provider, ProviderError};
 use crate::types::{CacheMode, LlmError, Request, Response};
 use cf_cache::ResponseCache;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -107,6 +108,7 @@ impl LlmServiceBuilder {
                 attempt_timeout: self.attempt_timeout,
                 max_retry_wait: self.max_retry_wait,
                 cache: self.cache.map(|(c, ns)| CacheLayer::new(c, ns)),
+                waiting: AtomicUsize::new(0),
             }),
         }
     }
@@ -125,6 +127,25 @@ struct Inner {
     attempt_timeout: Duration,
     max_retry_wait: Duration,
     cache: Option<CacheLayer>,
+    /// Attempts waiting for a permit of the global limit.
+    waiting: AtomicUsize,
+}
+
+/// Counts an attempt waiting for a permit until dropped (also when the wait is
+/// cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Who is calling, and under which account and deadline.
@@ -273,6 +294,16 @@ impl LlmService {
         &self.inner.prices
     }
 
+    /// Attempts holding a permit of the global limit now: model calls in flight.
+    pub fn calls_in_flight(&self) -> usize {
+        self.inner.max_concurrent - self.inner.limiter.available_permits()
+    }
+
+    /// Attempts waiting for a permit of the global limit now.
+    pub fn calls_waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::Relaxed)
+    }
+
     /// The global concurrency limit.
     pub fn max_concurrent(&self) -> usize {
         self.inner.max_concurrent
@@ -406,11 +437,17 @@ impl LlmService {
         request: Request,
     ) -> Result<Completion, LlmError> {
         let inner = &*self.inner;
-        let priced = !inner.provider.billable() || inner.prices.price(&request.model).is_some();
-        if let Err(e) = call.ledger.check(priced) {
-            call.ledger.record_failure(0);
-            return Err(e);
-        }
+        let price = inner.prices.price(&request.model);
+        let priced = !inner.provider.billable() || price.is_some();
+        let worst = crate::ledger::WorstCase::of(&request, price);
+        // Held until this call's cost is recorded (or it fails).
+        let _reservation = match call.ledger.admit(priced, worst) {
+            Ok(r) => r,
+            Err(e) => {
+                call.ledger.record_failure(0);
+                return Err(e);
+            }
+        };
         let mut queue_wait = Duration::ZERO;
         let mut attempts = 0u32;
         let mut tries = 0u32;
@@ -489,6 +526,7 @@ impl LlmService {
             sent: false,
         };
         let queued = Instant::now();
+        let _waiting = Waiting::enter(&inner.waiting);
         let permits = async {
             let agent = match self.agent_limiter(call.agent) {
                 Some(limiter) => Some(limiter.acquire_owned().await.map_err(|_| shutting_down())?),
@@ -503,6 +541,7 @@ impl LlmService {
                 .map_err(|_| deadline_error("while waiting for a concurrency permit"))??,
             None => permits.await?,
         };
+        drop(_waiting);
         *queue_wait += queued.elapsed();
         let mut limit = Instant::now() + inner.attempt_timeout;
         let mut bounded_by_deadline = false;

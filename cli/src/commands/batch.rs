@@ -1,24 +1,18 @@
 //! `cf-host run --tasks FILE` / `--task …`: a batch with results as they finish, a
-//! progress line on a terminal, Ctrl-C, and a final summary.
+//! progress line on a terminal ([`crate::progress`]), Ctrl-C, and a final summary.
 
-use crate::exit;
-use crate::output;
-use cf_host::{BatchOptions, BatchResult, BatchRun, Host};
-use std::io::{IsTerminal, Write as _};
+use crate::args::RunArgs;
+use crate::error::{CliError, Exit};
+use crate::progress::{Counts, Progress};
+use crate::runlog;
+use cf_front::render;
+use cf_front::runlog::RunRecord;
+use cf_host::{BatchItem, BatchOptions, BatchResult, Host, RunOptions};
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-/// Exit code after Ctrl-C (128 + SIGINT), as shells expect.
-const INTERRUPTED: u8 = 130;
-/// How often the progress line is redrawn.
+/// How often the progress line is sampled while no result arrives.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-
-/// Counts shown on the progress line and in the summary.
-#[derive(Debug, Default)]
-struct Counts {
-    done: usize,
-    failed: usize,
-    cached: usize,
-}
 
 pub(crate) struct BatchOutcome {
     pub results: Vec<BatchResult>,
@@ -26,10 +20,80 @@ pub(crate) struct BatchOutcome {
     pub interrupted: bool,
 }
 
+pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
+    let (host, settings) = super::host_and_settings(&args.host)?;
+    let base = RunOptions {
+        model: settings.model.clone(),
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        ..RunOptions::default()
+    };
+    let default_agent = args.agent.as_deref();
+    let (items, bad) = match &args.tasks {
+        Some(path) if path == "-" => {
+            cf_front::tasks::read_jsonl(std::io::stdin().lock(), default_agent, &base)
+        }
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| CliError::usage(format!("{path}: {e}")))?;
+            cf_front::tasks::read_jsonl(std::io::BufReader::new(file), default_agent, &base)
+        }
+        None => (
+            super::run::items_from_flags(
+                &args.batch_tasks,
+                default_agent.unwrap_or_default(),
+                &args.context,
+                &base,
+            ),
+            Vec::new(),
+        ),
+    };
+    for b in &bad {
+        eprintln!(
+            "cf-host: {}:{}: skipped: {}",
+            render::terminal_safe(args.tasks.as_deref().unwrap_or("-")),
+            b.line,
+            render::terminal_safe(&b.message)
+        );
+    }
+    let options = BatchOptions {
+        budget: settings.budget(),
+        grace: Duration::from_secs_f64(args.grace),
+        max_in_flight: None,
+    };
+    let texts: Vec<String> = items.iter().map(|i| i.task.text.clone()).collect();
+    let outcome = run(&host, items, options, args.json).await;
+    super::flush_telling_why(&host).await;
+    let records: Vec<RunRecord> = outcome
+        .results
+        .iter()
+        .map(|r| {
+            let record = RunRecord::from_result(&r.agent, &texts[r.index], &r.result);
+            match &r.id {
+                Some(id) => record.with_id(id.clone()),
+                None => record,
+            }
+        })
+        .collect();
+    runlog::append(&records);
+    runlog::print_batch(&outcome, &records, bad.len());
+    let exit = if outcome.interrupted {
+        Exit::Interrupted
+    } else if !bad.is_empty() || outcome.results.iter().any(|r| r.result.is_err()) {
+        Exit::TaskFailed
+    } else {
+        Exit::Ok
+    };
+    // The process exits next (see `main`): leave the results and the host (flushed
+    // above) to the kernel rather than freeing them piece by piece.
+    std::mem::forget((host, outcome, records));
+    Ok(exit)
+}
+
 /// Runs the batch, printing each result as it finishes.
-pub(crate) async fn run(
+async fn run(
     host: &Host,
-    items: Vec<cf_host::BatchItem>,
+    items: Vec<BatchItem>,
     options: BatchOptions,
     json: bool,
 ) -> BatchOutcome {
@@ -46,19 +110,15 @@ pub(crate) async fn run(
         }
         false
     });
-    let progress = std::io::stderr().is_terminal();
+    let progress = Progress::new(batch.len());
     let mut counts = Counts::default();
     let mut results = Vec::with_capacity(batch.len());
     let mut out = Vec::new();
-    let mut last_draw = Instant::now();
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     loop {
         tokio::select! {
             next = batch.next() => {
                 let Some(first) = next else { break };
-                if progress {
-                    clear_progress();
-                }
                 // Every result ready now goes out in one write: one line per result
                 // as it finishes, without a syscall (and a wake-up of the reader) each.
                 out.clear();
@@ -70,27 +130,32 @@ pub(crate) async fn run(
                         Err(_) => counts.failed += 1,
                     }
                     if json {
-                        output::write_json_item(&mut out, &result);
+                        render::write_json_item(&mut out, &result);
                     } else {
-                        output::write_human_item(&mut out, &result);
+                        render::write_human_item(&mut out, &result);
                     }
                     results.push(result);
                     ready = batch.try_next();
                 }
-                let mut stdout = std::io::stdout().lock();
-                // A closed stdout (a reader that went away) must not stop the batch.
-                let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
+                progress.around(|| {
+                    let mut stdout = std::io::stdout().lock();
+                    // A closed stdout (a reader that went away) must not stop the batch.
+                    let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
+                });
             }
-            _ = ticker.tick(), if progress => {}
+            _ = ticker.tick(), if progress.visible() => {}
         }
-        if progress && last_draw.elapsed() >= PROGRESS_EVERY {
-            draw_progress(&batch, &counts, started);
-            last_draw = Instant::now();
+        if !progress.visible() {
+            continue;
         }
+        let llm = host.llm();
+        counts.running = batch.in_flight();
+        counts.calls_in_flight = llm.calls_in_flight();
+        counts.calls_waiting = llm.calls_waiting();
+        counts.cost_usd = batch.totals().cost.usd;
+        progress.update(&counts);
     }
-    if progress {
-        clear_progress();
-    }
+    progress.finish();
     let interrupted = if ctrl_c.is_finished() {
         ctrl_c.await.unwrap_or(false)
     } else {
@@ -102,42 +167,5 @@ pub(crate) async fn run(
         results,
         wall: started.elapsed(),
         interrupted,
-    }
-}
-
-fn draw_progress(batch: &BatchRun, c: &Counts, started: Instant) {
-    let total = batch.len();
-    let elapsed = started.elapsed().as_secs_f64();
-    let eta = if c.done == 0 {
-        "?".to_owned()
-    } else {
-        format!("{:.0}s", elapsed / c.done as f64 * (total - c.done) as f64)
-    };
-    let cost = batch.totals().cost.usd;
-    eprint!(
-        "\r\x1b[2K{}/{} done · {} failed · {} cached · {} in flight · ${cost:.4} · ETA {eta}",
-        c.done,
-        total,
-        c.failed,
-        c.cached,
-        batch.in_flight()
-    );
-    let _ = std::io::stderr().flush();
-}
-
-fn clear_progress() {
-    eprint!("\r\x1b[2K");
-    let _ = std::io::stderr().flush();
-}
-
-/// The exit code of a batch: 130 when interrupted, 1 when an item failed or a line
-/// was malformed, else 0.
-pub(crate) fn exit_code(outcome: &BatchOutcome, bad_lines: usize) -> u8 {
-    if outcome.interrupted {
-        INTERRUPTED
-    } else if bad_lines > 0 || outcome.results.iter().any(|r| r.result.is_err()) {
-        exit::TASK_FAILED
-    } else {
-        exit::OK
     }
 }

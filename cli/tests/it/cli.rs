@@ -27,7 +27,7 @@ fn cf_host_env(
 ) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cf-host"));
     cmd.args(args)
-        .env("CF_CACHE_DIR", cache)
+        .env("CF_DATA_DIR", cache)
         // No config file of the machine's user: the default path is under the temp dir.
         .env("XDG_CONFIG_HOME", cache.join("config-home"))
         .env("XDG_DATA_HOME", cache.join("data-home"))
@@ -579,7 +579,7 @@ async fn ctrl_c_stops_a_batch_prints_what_finished_and_exits_130() {
             "--base-url",
             &server.base_url(),
         ])
-        .env("CF_CACHE_DIR", dir.path())
+        .env("CF_DATA_DIR", dir.path())
         .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
         .env("XDG_DATA_HOME", dir.path().join("data-home"))
         .env("ANTHROPIC_API_KEY", "test-key")
@@ -1003,7 +1003,7 @@ fn info_logs_name_neither_the_agent_nor_the_task() {
     let info = cf_host_in(dir.path(), &["run", "-v", p, "log 2"], None);
     assert_eq!(info.code, 0, "{}", info.stderr);
     assert!(info.stderr.contains("record 1"), "{}", info.stderr);
-    let id = cf_host::metrics::task_hash("hostile");
+    let id = cf_front::runlog::task_hash("hostile");
     assert!(
         info.stderr.contains(&id),
         "records carry the agent's id: {}",

@@ -1,4 +1,4 @@
-//! Crash safety of the response cache: `cf-host run --tasks … --cache-dir DIR`, batches
+//! Crash safety of the response cache: `cf-host run --tasks … --data-dir DIR`, batches
 //! of cached model calls against the loopback server, killed with SIGKILL at random
 //! moments, 20 times. After each kill, `cf-host cache verify` finds no entry that fails
 //! its MAC (never a torn entry) and no orphan (entries are recorded in the journal
@@ -60,14 +60,14 @@ fn write_tasks(path: &Path, range: impl Iterator<Item = usize>) {
 fn cf_host(home: &Path, base_url: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cf-host"));
     cmd.args(args)
-        .args(["--cache-dir"])
+        .args(["--data-dir"])
         .arg(home.join("cache"))
         .env("XDG_CONFIG_HOME", home.join("config-home"))
         .env("XDG_DATA_HOME", home.join("data-home"))
         .env("ANTHROPIC_API_KEY", "sk-crash-test")
         .env("ANTHROPIC_BASE_URL", base_url)
         .env_remove("CF_CACHE_SECRET")
-        .env_remove("CF_CACHE_DIR")
+        .env_remove("CF_DATA_DIR")
         .env_remove("CF_CACHE")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

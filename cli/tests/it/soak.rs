@@ -395,7 +395,7 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
         outcomes: Mutex::new(HashMap::new()),
     });
     let host = Host::builder()
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .provider(Arc::clone(&provider) as Arc<dyn Provider>)
         .max_concurrent(MAX_CONCURRENT)
         .max_retries(MAX_RETRIES)
@@ -603,12 +603,12 @@ async fn cli_verify(cache_dir: &std::path::Path) -> serde_json::Value {
     let dir = cache_dir.to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_cf-host"))
-            .args(["cache", "verify", "--json", "--cache-dir"])
+            .args(["cache", "verify", "--json", "--data-dir"])
             .arg(&dir)
             .env("XDG_CONFIG_HOME", dir.join("config-home"))
             .env("XDG_DATA_HOME", dir.join("data-home"))
             .env_remove("CF_CACHE_SECRET")
-            .env_remove("CF_CACHE_DIR")
+            .env_remove("CF_DATA_DIR")
             .output()
             .expect("cf-host runs")
     })

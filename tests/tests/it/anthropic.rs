@@ -27,7 +27,7 @@ fn host_for(
     let dir = tempfile::tempdir().expect("temp dir");
     let builder = Host::builder()
         .grant("hostile", cf_host::permissions::Grant::unrestricted())
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .provider(anthropic(server));
     (build(builder).build().expect("host"), dir)
 }

@@ -30,7 +30,7 @@ async fn two_hundred_mixed_items_come_back_in_order_with_the_right_kinds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let host = Host::builder()
         .grant("hostile", cf_host::permissions::Grant::unrestricted())
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .no_response_cache()
         .provider(Arc::new(provider))
         .max_retries(0)

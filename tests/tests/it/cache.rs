@@ -17,7 +17,7 @@ fn cached_host(provider: Arc<dyn Provider>, max_concurrent: usize) -> (Host, tem
 fn host_on(dir: &std::path::Path, provider: Arc<dyn Provider>, max_concurrent: usize) -> Host {
     Host::builder()
         .grant("hostile", cf_host::permissions::Grant::unrestricted())
-        .cache_dir(Some(dir.to_path_buf()))
+        .data_dir(Some(dir.to_path_buf()))
         .provider(provider)
         .max_concurrent(max_concurrent)
         .build()

@@ -71,7 +71,7 @@ async fn compiled(wasm: &Path) -> &'static Compiled {
                 }
             }
             let host = Host::builder()
-                .cache_dir(components.parent().map(Path::to_path_buf))
+                .data_dir(components.parent().map(Path::to_path_buf))
                 .build()
                 .expect("host");
             let started = Instant::now();
@@ -116,7 +116,7 @@ async fn load(builder: HostBuilder, wasm: &Path) -> (Host, Agent, TempDir) {
             .expect("link the compiled component");
     }
     let host = builder
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .build()
         .expect("host");
     let agent = bounded("load", LOAD_SECS, host.load(wasm.to_path_buf()))
@@ -129,7 +129,7 @@ async fn load(builder: HostBuilder, wasm: &Path) -> (Host, Agent, TempDir) {
 fn grant() -> Grant {
     Grant {
         models: vec!["claude-haiku-4-5".into()],
-        cache: true,
+        store: true,
         ..Grant::default()
     }
 }

@@ -62,7 +62,7 @@ async fn a_component_is_compiled_once_and_reused_from_disk() {
     let modified = std::fs::metadata(cwasm[0]).unwrap().modified().unwrap();
     // A second host (a second `cf-host run`) loads the compiled copy.
     let second_host = cf_host::Host::builder()
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .build()
         .expect("host");
     let second = bounded("second load", 60, second_host.load(Source::Bytes(wasm)))
@@ -77,7 +77,7 @@ async fn a_component_is_compiled_once_and_reused_from_disk() {
     // A corrupt compiled copy is ignored and replaced, never fatal.
     std::fs::write(cwasm[0], b"garbage").unwrap();
     let third_host = cf_host::Host::builder()
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .build()
         .expect("host");
     bounded(

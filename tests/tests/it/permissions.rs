@@ -23,7 +23,7 @@ fn plugin_with_manifest(dir: &std::path::Path, manifest: Option<&str>) -> PathBu
 /// the response cache off (every call reaches the provider) and no grants yet.
 fn spied(cache: PathBuf, provider: Arc<dyn Provider>) -> HostBuilder {
     Host::builder()
-        .cache_dir(Some(cache))
+        .data_dir(Some(cache))
         .no_response_cache()
         .provider(provider)
 }
@@ -31,7 +31,7 @@ fn spied(cache: PathBuf, provider: Arc<dyn Provider>) -> HostBuilder {
 fn grant(models: &[&str]) -> Grant {
     Grant {
         models: models.iter().map(|m| (*m).to_owned()).collect(),
-        cache: true,
+        store: true,
         ..Grant::default()
     }
 }
@@ -114,7 +114,7 @@ async fn limits_cache_and_pins_follow_the_grant() {
             Grant {
                 models: vec!["*".into()],
                 max_tokens: Some(50),
-                cache: true,
+                store: true,
                 ..Grant::default()
             },
         )
@@ -256,15 +256,15 @@ async fn a_plugin_cache_quota_is_the_smaller_of_both() {
     let dir = tempfile::tempdir().expect("temp dir");
     let wasm = plugin_with_manifest(
         dir.path(),
-        Some("models = [\"*\"]\ncache = true\ncache_quota_bytes = 4096\n"),
+        Some("models = [\"*\"]\ncache = true\nstore_quota_bytes = 4096\n"),
     );
     let host = Host::builder()
-        .cache_dir(Some(dir.path().join("cache")))
+        .data_dir(Some(dir.path().join("cache")))
         .no_response_cache()
         .grant(
             "hostile",
             Grant {
-                cache_quota_bytes: Some(100),
+                store_quota_bytes: Some(100),
                 ..Grant::unrestricted()
             },
         )

@@ -71,7 +71,7 @@ async fn load(step: &str, builder: HostBuilder, wasm: &Path) -> (Host, Agent, Du
 fn grant() -> Grant {
     Grant {
         models: vec!["claude-haiku-4-5".into()],
-        cache: true,
+        store: true,
         ..Grant::default()
     }
 }
@@ -87,7 +87,7 @@ async fn python_agent_end_to_end() {
     let (host, agent, first_load) = load(
         "load (offline host)",
         Host::builder()
-            .cache_dir(Some(dir.clone()))
+            .data_dir(Some(dir.clone()))
             .grant(NAME, grant()),
         &wasm,
     )
@@ -188,7 +188,7 @@ async fn python_agent_end_to_end() {
     let (_host, agent, warm_load) = load(
         "load (spy host)",
         Host::builder()
-            .cache_dir(Some(dir.clone()))
+            .data_dir(Some(dir.clone()))
             .grant(NAME, grant())
             .no_response_cache()
             .provider(spy.clone()),
@@ -234,7 +234,7 @@ async fn python_agent_end_to_end() {
     let (_host, agent, _) = load(
         "load (anthropic host)",
         Host::builder()
-            .cache_dir(Some(dir.clone()))
+            .data_dir(Some(dir.clone()))
             .grant(NAME, grant())
             .no_response_cache()
             .provider(provider),

@@ -331,7 +331,7 @@ async fn runs_beyond_the_instance_slots_wait_for_one_within_their_deadline() {
     let dir = tempfile::tempdir().expect("temp dir");
     let host = Host::builder()
         .grant("hostile", cf_host::permissions::Grant::unrestricted())
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .max_instances(2)
         .build()
         .expect("host");
@@ -352,7 +352,7 @@ async fn runs_beyond_the_instance_slots_wait_for_one_within_their_deadline() {
     // Violated: one slot held for 3 s; a run with a 500 ms deadline cannot get it.
     let host = Host::builder()
         .grant("hostile", cf_host::permissions::Grant::unrestricted())
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .max_instances(1)
         .build()
         .expect("host");
@@ -434,7 +434,7 @@ async fn a_100_mib_string_to_a_host_call_is_refused_by_the_payload_caps() {
 #[tokio::test]
 async fn a_million_cache_calls_are_bounded_per_run() {
     let limits = Limits {
-        max_cache_ops: 1_000,
+        max_store_ops: 1_000,
         ..Limits::default()
     };
     let (host, _dir) = host_with(None, limits);

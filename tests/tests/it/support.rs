@@ -87,7 +87,7 @@ pub fn host_with(provider: Option<Arc<dyn Provider>>, limits: Limits) -> (Host, 
     // The response cache is tested on its own (tests/it/cache.rs); here every call
     // reaches the provider so that tests see what agents send.
     let mut b: HostBuilder = Host::builder()
-        .cache_dir(Some(dir.path().to_path_buf()))
+        .data_dir(Some(dir.path().to_path_buf()))
         .no_response_cache()
         .grant("hostile", cf_host::permissions::Grant::unrestricted())
         .limits(limits);

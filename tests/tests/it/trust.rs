@@ -10,7 +10,7 @@ use std::time::Duration;
 
 fn host_on(cache: &Path, limits: Limits) -> Result<Host, Error> {
     Host::builder()
-        .cache_dir(Some(cache.to_path_buf()))
+        .data_dir(Some(cache.to_path_buf()))
         .no_response_cache()
         .trust_declared(true)
         .limits(limits)

@@ -1,8 +1,8 @@
 //! The final summary of a batch, and the run log every run is appended to.
 
-use crate::batch::BatchOutcome;
-use cf_host::metrics::{self, MetricsLog, RunRecord};
-use cf_host::summary::Summary;
+use crate::commands::batch::BatchOutcome;
+use cf_front::runlog::{self, RunLog, RunRecord};
+use cf_front::summary::Summary;
 
 /// Prints counts, wall time, throughput, peak memory and the summary table of a batch
 /// (latency percentiles, cache hit rate, tokens, cost and saved cost, by agent and by
@@ -22,12 +22,12 @@ pub(crate) fn print_batch(outcome: &BatchOutcome, records: &[RunRecord], bad_lin
 }
 
 /// Appends records to the run log; a failure is a warning, never a failed run.
-pub(crate) fn log_runs(records: &[RunRecord]) {
-    let Some(dir) = metrics::default_dir() else {
+pub(crate) fn append(records: &[RunRecord]) {
+    let Some(dir) = runlog::default_dir() else {
         return;
     };
     let appended =
-        MetricsLog::open(&dir, metrics::DEFAULT_MAX_BYTES).and_then(|log| log.append(records));
+        RunLog::open(&dir, runlog::DEFAULT_MAX_BYTES).and_then(|log| log.append(records));
     if let Err(e) = appended {
         tracing::warn!("could not append to the run log in {}: {e}", dir.display());
     }

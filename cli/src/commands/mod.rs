@@ -1,0 +1,66 @@
+//! One module per command; each returns how it ended or a typed error, and `main`
+//! turns that into the exit code.
+
+pub(crate) mod agents;
+pub(crate) mod batch;
+pub(crate) mod cache;
+pub(crate) mod config;
+pub(crate) mod inspect;
+pub(crate) mod new;
+pub(crate) mod run;
+pub(crate) mod stats;
+
+use crate::args::HostArgs;
+use crate::error::CliError;
+use cf_front::settings::{self, Settings};
+use cf_host::Host;
+use std::time::Duration;
+
+/// The effective settings for these flags.
+pub(crate) fn settings(args: &HostArgs) -> Result<Settings, CliError> {
+    Ok(settings::from_process(&args.overrides())?)
+}
+
+/// Builds the host from the effective settings, saying so when the offline provider
+/// answers for lack of a key.
+pub(crate) fn build_host(s: &Settings) -> Result<Host, CliError> {
+    if s.provider_kind().1 {
+        eprintln!(
+            "cf-host: ANTHROPIC_API_KEY is not set; using the offline provider (answers are labelled [offline])"
+        );
+    }
+    Ok(s.host_builder()?.build()?)
+}
+
+/// Settings and host for a command.
+pub(crate) fn host_and_settings(args: &HostArgs) -> Result<(Host, Settings), CliError> {
+    let s = settings(args)?;
+    Ok((build_host(&s)?, s))
+}
+
+/// Flushes the host; if that takes a while (a slow disk), says what it is waiting for.
+/// Gives up after one run's deadline: another process holding the response cache's
+/// lock must not keep the CLI running past the limit the user set.
+pub(crate) async fn flush_telling_why(host: &Host) {
+    let flush = host.flush();
+    tokio::pin!(flush);
+    if tokio::time::timeout(Duration::from_secs(1), &mut flush)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "cf-host: writing {} answer(s) to the response cache…",
+            host.llm().cache_writes_pending()
+        );
+        let limit = host
+            .limits()
+            .deadline
+            .saturating_sub(Duration::from_secs(1));
+        if tokio::time::timeout(limit, &mut flush).await.is_err() {
+            eprintln!(
+                "cf-host: gave up writing {} answer(s) to the response cache after the run deadline (is another process holding its lock?); they were not saved",
+                host.llm().cache_writes_pending()
+            );
+        }
+    }
+}

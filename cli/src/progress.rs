@@ -1,0 +1,106 @@
+//! The batch progress line on a terminal, drawn by `indicatif`: done and total, a
+//! bar, failures, cached answers, the items running with the model calls in flight
+//! apart from the calls waiting for a permit, the cost so far and the ETA. Steady
+//! while results stream to a file; results written to the same terminal are printed
+//! above it. Hidden when stderr is not a terminal.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal as _;
+
+/// What the line shows, sampled by the batch loop.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counts {
+    pub done: usize,
+    pub failed: usize,
+    pub cached: usize,
+    /// Items holding an instance slot (running guest code or inside a model call).
+    pub running: usize,
+    /// Model calls holding a permit of the global limit.
+    pub calls_in_flight: usize,
+    /// Model calls waiting for a permit.
+    pub calls_waiting: usize,
+    pub cost_usd: f64,
+}
+
+/// The progress line of one batch.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    bar: ProgressBar,
+    /// Whether results go to the same terminal as the line.
+    shared_terminal: bool,
+}
+
+impl Progress {
+    /// A line for `total` items on stderr, when stderr is a terminal.
+    pub(crate) fn new(total: usize) -> Self {
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr_with_hz(10)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+        // The template is a constant: it parses.
+        if let Ok(style) =
+            ProgressStyle::with_template("{pos}/{len} [{bar:20}] {msg} · {elapsed} · ETA {eta}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Self {
+            bar,
+            shared_terminal: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Whether the line is drawn at all.
+    pub(crate) fn visible(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
+    /// Redraws with `c` (indicatif limits the rate).
+    pub(crate) fn update(&self, c: &Counts) {
+        self.bar.set_position(c.done as u64);
+        self.bar.set_message(message(c));
+    }
+
+    /// Runs `write` (results to stdout) with the line out of the way when both share
+    /// a terminal.
+    pub(crate) fn around<T>(&self, write: impl FnOnce() -> T) -> T {
+        if self.shared_terminal {
+            self.bar.suspend(write)
+        } else {
+            write()
+        }
+    }
+
+    /// Removes the line (the summary follows).
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn message(c: &Counts) -> String {
+    format!(
+        "{} failed · {} cached · {} running: {} model call(s) in flight, {} waiting for a permit · ${:.4}",
+        c.failed, c.cached, c.running, c.calls_in_flight, c.calls_waiting, c.cost_usd
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_names_calls_in_flight_apart_from_calls_waiting() {
+        let line = message(&Counts {
+            done: 3,
+            failed: 1,
+            cached: 2,
+            running: 256,
+            calls_in_flight: 2,
+            calls_waiting: 254,
+            cost_usd: 0.5,
+        });
+        assert!(line.contains("256 running: 2 model call(s) in flight, 254 waiting for a permit"), "{line}");
+        assert!(line.contains("1 failed · 2 cached"), "{line}");
+    }
+}
