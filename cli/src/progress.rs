@@ -100,7 +100,10 @@ mod tests {
             calls_waiting: 254,
             cost_usd: 0.5,
         });
-        assert!(line.contains("256 running: 2 model call(s) in flight, 254 waiting for a permit"), "{line}");
+        assert!(
+            line.contains("256 running: 2 model call(s) in flight, 254 waiting for a permit"),
+            "{line}"
+        );
         assert!(line.contains("1 failed · 2 cached"), "{line}");
     }
 }

@@ -180,21 +180,21 @@ fn shown_model(a: &AgentInfo) -> std::borrow::Cow<'_, str> {
 }
 
 /// The agents, one per two lines, or as a JSON array.
-pub fn agents(
-    out: &mut impl Write,
-    infos: &[AgentInfo], as_json: bool) -> io::Result<()> {
+pub fn agents(out: &mut impl Write, infos: &[AgentInfo], as_json: bool) -> io::Result<()> {
     if as_json {
         writeln!(out, "{}", serde_json::to_string(infos).unwrap_or_default())?;
         return Ok(());
     }
     for a in infos {
-        writeln!(out, 
+        writeln!(
+            out,
             "{:<18} {:<8} {}",
             a.name,
             terminal_safe(&a.version),
             terminal_safe(&a.description)
         )?;
-        writeln!(out, 
+        writeln!(
+            out,
             "{:<18} model: {}  tags: {}",
             "",
             shown_model(a),
@@ -207,7 +207,7 @@ pub fn agents(
 /// What `cf-host inspect` shows about a component.
 pub fn inspect(
     out: &mut impl Write,
-    
+
     path: &Path,
     interface: &ComponentInterface,
     described: Result<&AgentInfo, &String>,
@@ -249,7 +249,8 @@ pub fn inspect(
     }
     match described {
         Ok(a) => {
-            writeln!(out, 
+            writeln!(
+                out,
                 "agent:     {} {} — {}",
                 a.name,
                 terminal_safe(&a.version),
@@ -265,9 +266,7 @@ pub fn inspect(
 }
 
 /// A response-cache report (`cf-host cache …`): JSON as is, or one `name: value` line per field.
-pub fn cache_report(
-    out: &mut impl Write,
-    value: &Value, as_json: bool) -> io::Result<()> {
+pub fn cache_report(out: &mut impl Write, value: &Value, as_json: bool) -> io::Result<()> {
     if as_json {
         writeln!(out, "{value}")?;
         return Ok(());
@@ -291,9 +290,15 @@ pub fn cache_report(
 /// The effective configuration, secrets redacted: TOML for people, or JSON.
 pub fn settings(
     out: &mut impl Write,
-    settings: &crate::settings::Settings, as_json: bool) -> io::Result<()> {
+    settings: &crate::settings::Settings,
+    as_json: bool,
+) -> io::Result<()> {
     if as_json {
-        writeln!(out, "{}", serde_json::to_string(settings).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(settings).unwrap_or_default()
+        )?;
     } else {
         write!(out, "{}", toml::to_string(settings).unwrap_or_default())?;
     }
@@ -308,7 +313,7 @@ pub type CheckVerdict =
 /// What `cf-host check` shows: the verdict, what the component targets and declares.
 pub fn check(
     out: &mut impl Write,
-    
+
     path: &Path,
     sha256: &str,
     verdict: &CheckVerdict,
@@ -351,7 +356,8 @@ pub fn check(
     }
     writeln!(out, "component:     {}", path.display())?;
     writeln!(out, "sha256:        {sha256}")?;
-    writeln!(out, 
+    writeln!(
+        out,
         "targets:       {}",
         if targets.is_empty() {
             "no claude-force agent contract".to_owned()
@@ -361,7 +367,8 @@ pub fn check(
     )?;
     writeln!(out, "host supports: {}", supported.join(", "))?;
     match declared {
-        Some(m) => writeln!(out, 
+        Some(m) => writeln!(
+            out,
             "declares:      {}models [{}], max_tokens {}, store {}{}, concurrency {}",
             m.name
                 .as_ref()
@@ -373,12 +380,14 @@ pub fn check(
                 .map_or(String::new(), |b| format!(" ({b} bytes)")),
             m.concurrency.map_or("any".to_owned(), |n| n.to_string()),
         )?,
-        None => writeln!(out, 
+        None => writeln!(
+            out,
             "declares:      nothing (no manifest beside it): a third-party plugin may call nothing"
         )?,
     }
     match verdict {
-        Ok((_, a)) => writeln!(out, 
+        Ok((_, a)) => writeln!(
+            out,
             "verdict:       compatible — {} {} ({})",
             a.name, a.version, a.description
         )?,

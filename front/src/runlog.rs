@@ -19,8 +19,8 @@
 //! # Ok(()) }
 //! ```
 
-use cf_host::{Error, RunError, RunOutput, RunStats};
 use cf_host::Usage;
+use cf_host::{Error, RunError, RunOutput, RunStats};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};

@@ -97,7 +97,8 @@ impl<T: ToString> Spec<T> {
         }
         if let Some(v) = file {
             let text = v.to_string();
-            let place = file_path.map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
+            let place =
+                file_path.map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
             return (self.parse)(&text)
                 .map(Some)
                 .map_err(|e| ConfigError(format!("{} = {text} in {place}: {e}", self.key)));
@@ -972,10 +973,18 @@ mod tests {
     /// rule now checks every source, and the error names where the value came from.
     #[test]
     fn every_source_is_checked_by_the_same_rule() {
-        let err = resolve(&none(), &env(&[("CF_MAX_RETRIES", "11")]), FileConfig::default(), None)
-            .unwrap_err()
-            .0;
-        assert!(err.contains("CF_MAX_RETRIES") && err.contains("0..=10"), "{err}");
+        let err = resolve(
+            &none(),
+            &env(&[("CF_MAX_RETRIES", "11")]),
+            FileConfig::default(),
+            None,
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.contains("CF_MAX_RETRIES") && err.contains("0..=10"),
+            "{err}"
+        );
         let err = resolve(
             &none(),
             &env(&[("CF_MAX_RETRIES", "4294967298")]),
@@ -985,8 +994,13 @@ mod tests {
         .unwrap_err()
         .0;
         assert!(err.contains("0..=10"), "not truncated to 2: {err}");
-        let ok = resolve(&none(), &env(&[("CF_MAX_RETRIES", "10")]), FileConfig::default(), None)
-            .expect("10 is the most");
+        let ok = resolve(
+            &none(),
+            &env(&[("CF_MAX_RETRIES", "10")]),
+            FileConfig::default(),
+            None,
+        )
+        .expect("10 is the most");
         assert_eq!(ok.max_retries, 10);
         for (flag, envv, text) in [
             (Some(86_401.0), None, None),
@@ -1025,8 +1039,13 @@ mod tests {
     fn the_response_cache_size_is_settable_everywhere() {
         let s = resolve(&none(), &env(&[]), FileConfig::default(), None).expect("defaults");
         assert_eq!(s.cache_max_bytes, 100 * 1024 * 1024);
-        let s = resolve(&none(), &env(&[]), file("[cache]\nmax_bytes = 1048576\n"), None)
-            .expect("file");
+        let s = resolve(
+            &none(),
+            &env(&[]),
+            file("[cache]\nmax_bytes = 1048576\n"),
+            None,
+        )
+        .expect("file");
         assert_eq!(s.cache_max_bytes, 1 << 20);
         let s = resolve(
             &none(),
@@ -1045,7 +1064,9 @@ mod tests {
         .expect("flag");
         assert_eq!(s.cache_max_bytes, 3 << 20);
         assert_eq!(
-            s.response_cache(Path::new("/tmp/d")).expect("config").max_bytes,
+            s.response_cache(Path::new("/tmp/d"))
+                .expect("config")
+                .max_bytes,
             3 << 20
         );
         let err = resolve(
@@ -1058,26 +1079,50 @@ mod tests {
         .0;
         assert!(err.contains("65536..="), "below the floor: {err}");
         assert!(rules::bytes("10 MiB", 1, u64::MAX) == Ok(10 << 20));
-        assert!(rules::bytes("10MB", 1, u64::MAX).is_err(), "decimal units are ambiguous");
-        assert!(rules::bytes("99999999999TiB", 1, u64::MAX).is_err(), "overflow");
+        assert!(
+            rules::bytes("10MB", 1, u64::MAX).is_err(),
+            "decimal units are ambiguous"
+        );
+        assert!(
+            rules::bytes("99999999999TiB", 1, u64::MAX).is_err(),
+            "overflow"
+        );
     }
 
     #[test]
     fn the_budget_rule_and_the_old_directory_key() {
-        let s = resolve(&none(), &env(&[]), file("[budget]\nrule = \"worst-case\"\n"), None)
-            .expect("file");
+        let s = resolve(
+            &none(),
+            &env(&[]),
+            file("[budget]\nrule = \"worst-case\"\n"),
+            None,
+        )
+        .expect("file");
         assert_eq!(s.budget().rule, BudgetRule::WorstCase);
         let s = resolve(&none(), &env(&[]), FileConfig::default(), None).expect("default");
         assert_eq!(s.budget().rule, BudgetRule::UntilSpent);
-        let err = resolve(&none(), &env(&[("CF_BUDGET_RULE", "strictest")]), FileConfig::default(), None)
-            .unwrap_err()
-            .0;
-        assert!(err.contains("CF_BUDGET_RULE") && err.contains("strictest"), "{err}");
+        let err = resolve(
+            &none(),
+            &env(&[("CF_BUDGET_RULE", "strictest")]),
+            FileConfig::default(),
+            None,
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.contains("CF_BUDGET_RULE") && err.contains("strictest"),
+            "{err}"
+        );
         let s = resolve(&none(), &env(&[]), file("cache_dir = \"/x/old\"\n"), None)
             .expect("the old key");
         assert_eq!(s.data_dir, Some(PathBuf::from("/x/old")));
-        let s = resolve(&none(), &env(&[("CF_CACHE_DIR", "/x/env-old")]), FileConfig::default(), None)
-            .expect("the old variable");
+        let s = resolve(
+            &none(),
+            &env(&[("CF_CACHE_DIR", "/x/env-old")]),
+            FileConfig::default(),
+            None,
+        )
+        .expect("the old variable");
         assert_eq!(s.data_dir, Some(PathBuf::from("/x/env-old")));
     }
 }

@@ -3,9 +3,9 @@
 //! that loses nothing that finished.
 
 use crate::agent::{Agent, Source, Task};
-use crate::limits::RunOptions;
 use crate::error::Error;
 use crate::host::Host;
+use crate::limits::RunOptions;
 use crate::outcome::{RunError, RunOutput};
 use cf_llm::{Budget, Ledger, LedgerTotals};
 use std::collections::HashMap;

@@ -393,7 +393,10 @@ mod tests {
         });
         assert!(lenient.admit(true, worst).is_ok(), "the default rule");
         let fits = Ledger::with_budget(strict(Some(0.05), Some(500)));
-        assert!(fits.admit(true, worst).is_ok(), "exactly the worst case fits");
+        assert!(
+            fits.admit(true, worst).is_ok(),
+            "exactly the worst case fits"
+        );
         let tokens = Ledger::with_budget(strict(None, Some(499)));
         assert!(tokens.admit(true, worst).is_err(), "one token short");
     }
@@ -435,7 +438,11 @@ mod tests {
             output: 15.0,
         };
         let w = WorstCase::of(&request, Some(&price));
-        assert_eq!(w.tokens, 100 + 16 + 100, "300 bytes / 3, 8 per message and one more, max_tokens");
+        assert_eq!(
+            w.tokens,
+            100 + 16 + 100,
+            "300 bytes / 3, 8 per message and one more, max_tokens"
+        );
         assert!((w.usd - (116.0 * 3.0 + 100.0 * 15.0) / 1e6).abs() < 1e-12);
         assert_eq!(WorstCase::of(&request, None).usd, 0.0);
     }

@@ -727,6 +727,7 @@ mod tests {
         let ledger = Ledger::with_budget(Budget {
             usd: None,
             tokens: Some(1),
+            ..Default::default()
         });
         svc.complete(&CallContext::new("a", &ledger), request())
             .await

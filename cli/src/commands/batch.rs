@@ -34,8 +34,8 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
             cf_front::tasks::read_jsonl(std::io::stdin().lock(), default_agent, &base)
         }
         Some(path) => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| CliError::usage(format!("{path}: {e}")))?;
+            let file =
+                std::fs::File::open(path).map_err(|e| CliError::usage(format!("{path}: {e}")))?;
             cf_front::tasks::read_jsonl(std::io::BufReader::new(file), default_agent, &base)
         }
         None => (

@@ -29,7 +29,11 @@ pub(crate) fn stats(args: StatsArgs) -> Result<Exit, CliError> {
     let summary = Summary::from_records(&report.records);
     let mut out = std::io::stdout().lock();
     let _ = if args.json {
-        writeln!(out, "{}", serde_json::to_string(&summary).unwrap_or_default())
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&summary).unwrap_or_default()
+        )
     } else if args.csv {
         write!(out, "{}", summary.to_csv())
     } else {

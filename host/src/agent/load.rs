@@ -87,12 +87,13 @@ fn prepare(
     component: &Component,
     contract: &str,
 ) -> Result<AgentPluginPre<RunState>, Error> {
-    let instance_pre = runtime
-        .linker()
-        .instantiate_pre(component)
-        .map_err(|e| Error::MissingImports {
-            imports: format!("{e:#}"),
-        })?;
+    let instance_pre =
+        runtime
+            .linker()
+            .instantiate_pre(component)
+            .map_err(|e| Error::MissingImports {
+                imports: format!("{e:#}"),
+            })?;
     AgentPluginPre::new(instance_pre).map_err(|e| Error::NotAnAgent {
         expected: contract.to_owned(),
         exports: format!("{e:#}"),
@@ -210,11 +211,7 @@ impl Agent {
         contract: &str,
         sha256: String,
     ) -> Self {
-        let caller = Caller::new(
-            String::new(),
-            None,
-            Arc::new(Permissions::unrestricted("")),
-        );
+        let caller = Caller::new(String::new(), None, Arc::new(Permissions::unrestricted("")));
         Self {
             inner: Arc::new(AgentInner {
                 runtime,

@@ -162,7 +162,9 @@ mod tests {
         assert!(deleted.expect("delete"));
         let again = Host::delete(&mut s, "k".into()).await.expect("no trap");
         assert!(!again.expect("delete"));
-        let bad = Host::get(&mut s, "../escape".into()).await.expect("no trap");
+        let bad = Host::get(&mut s, "../escape".into())
+            .await
+            .expect("no trap");
         assert!(matches!(bad, Err(CacheError::InvalidKey(_))), "{bad:?}");
     }
 

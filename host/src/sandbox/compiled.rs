@@ -92,4 +92,3 @@ fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // wasmtime checks the header and the engine configuration again before using them.
     unsafe { Component::deserialize(engine, bytes) }
 }
-

@@ -28,9 +28,7 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<RunState>, Error> {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wit::types::add_to_linker::<RunState, HasSelf<LlmCtx>>(&mut linker, |s| &mut s.llm)?;
         wit::llm::add_to_linker::<RunState, HasSelf<LlmCtx>>(&mut linker, |s| &mut s.llm)?;
-        wit::cache::add_to_linker::<RunState, HasSelf<StoreCtx>>(&mut linker, |s| {
-            &mut s.store
-        })?;
+        wit::cache::add_to_linker::<RunState, HasSelf<StoreCtx>>(&mut linker, |s| &mut s.store)?;
         wit::log::add_to_linker::<RunState, HasSelf<LogCtx>>(&mut linker, |s| &mut s.log)?;
         wasmtime::Result::<()>::Ok(())
     })();

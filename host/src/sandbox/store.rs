@@ -136,4 +136,3 @@ impl ResourceLimiter for RunLimiter {
         self.inner.table_growing(current, desired, maximum)
     }
 }
-

@@ -21,4 +21,3 @@ pub(crate) fn classify(err: &wasmtime::Error, state: &RunState, deadline: Durati
         message: crate::capabilities::log::truncate(&message, 2000).to_owned(),
     }
 }
-

@@ -124,8 +124,11 @@ mod tests {
     #[tokio::test]
     async fn output_past_the_bound_is_dropped_and_counted() {
         let capture = Capture::new(4);
-        let mut stream = capture.async_stream();
-        stream.write_all(b"abcdef").await.expect("writes never fail");
+        let mut stream = std::pin::Pin::from(capture.async_stream());
+        stream
+            .write_all(b"abcdef")
+            .await
+            .expect("writes never fail");
         stream.write_all(b"gh").await.expect("writes never fail");
         assert_eq!(capture.take(), ("abcd".to_owned(), 4));
         assert_eq!(capture.take(), (String::new(), 0), "taking empties it");

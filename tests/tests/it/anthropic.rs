@@ -240,6 +240,7 @@ async fn a_dollar_budget_stops_calls_before_they_are_sent() {
         budget: cf_host::llm::Budget {
             usd: Some(0.0005),
             tokens: None,
+            ..Default::default()
         },
         ..RunOptions::default()
     };

@@ -193,6 +193,7 @@ async fn the_batch_budget_applies_across_items() {
         budget: Budget {
             usd: None,
             tokens: Some(300),
+            ..Default::default()
         },
         max_in_flight: Some(1),
         ..BatchOptions::default()

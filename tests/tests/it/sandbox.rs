@@ -220,6 +220,7 @@ async fn a_token_budget_stops_a_calling_loop() {
         budget: cf_host::llm::Budget {
             usd: None,
             tokens: Some(100),
+            ..Default::default()
         },
         ..RunOptions::default()
     };
