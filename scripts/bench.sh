@@ -29,11 +29,11 @@ echo "writing $out"
     echo "## batch throughput through the library (cargo bench -p cf-host --bench throughput)"
     cargo bench -q -p cf-host --bench throughput 2>/dev/null
     echo
-    echo "## batch throughput through the CLI (cargo bench -p cf-host --bench batch_cli)"
-    cargo bench -q -p cf-host --bench batch_cli 2>/dev/null
+    echo "## batch throughput through the CLI (cargo bench -p cf-host-cli --bench batch_cli)"
+    cargo bench -q -p cf-host-cli --bench batch_cli 2>/dev/null
     echo
-    echo "## host overhead (cargo bench -p cf-host --bench overhead)"
-    cargo bench -q -p cf-host --bench overhead 2>/dev/null
+    echo "## host overhead (cargo bench -p cf-host-cli --bench overhead)"
+    cargo bench -q -p cf-host-cli --bench overhead 2>/dev/null
     echo
     echo "## response cache (cargo bench -p cf-cache)"
     cargo bench -q -p cf-cache 2>/dev/null

@@ -1,5 +1,5 @@
 //! `cf-host run --tasks` as a user runs it, against the loopback Anthropic stand-in
-//! (100 ms per call) in this process: `cargo bench -p cf-host --bench batch_cli`.
+//! (100 ms per call) in this process: `cargo bench -p cf-host-cli --bench batch_cli`.
 //!
 //! Workloads (python-expert and code-reviewer alternating, one call each): 200 tasks
 //! at `--max-concurrent 10`, 1000 at 50, 2000 at 200; then 2000 at 200 with

@@ -1,4 +1,4 @@
-//! Host overhead, measured in release mode: `cargo bench -p cf-host --bench overhead`.
+//! Host overhead, measured in release mode: `cargo bench -p cf-host-cli --bench overhead`.
 //!
 //! - one run of a shipped agent on the instant offline provider: fresh store,
 //!   instantiate, `run`, one `llm.complete` — the host's own cost per run;

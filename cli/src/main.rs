@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     // Everything is written and flushed by now (the commands flush the host's caches
     // before they return). Exit without tearing down the runtime, its threads and the
     // instance pool one destructor at a time: the kernel reclaims them at once
-    // (docs/benchmarks.md, "The CLI's exit").
+    // (docs/benchmarks.md, "What moved the figures").
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     std::process::exit(i32::from(code));

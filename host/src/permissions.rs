@@ -210,7 +210,7 @@ impl Permissions {
             Ok(())
         } else {
             Err(format!(
-                "capability store: plugin {} was not granted a key-value store",
+                "capability cache: plugin {} was not granted its key-value store",
                 self.plugin
             ))
         }

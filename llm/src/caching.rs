@@ -71,9 +71,8 @@ pub(crate) struct CacheLayer {
 /// not wait for the disk: the answer is served from here until its entry is installed,
 /// and one background writer at a time installs whatever has queued, in groups
 /// ([`ResponseCache::put_many`]: one lock turn and one journal append per group).
-/// Writing in the call held the finished run's instance slot through the file I/O;
-/// measured on the CLI's 2000-call batch at 200 in flight, writing behind took its
-/// system CPU from 0.56 to 0.25 s and its wall time from 1.11-1.12 to 1.09-1.11 s.
+/// Writing in the call held the finished run's instance slot through the file I/O
+/// (docs/benchmarks.md, "What moved the figures").
 #[derive(Debug)]
 struct WriteBehind {
     cache: ResponseCache,

@@ -211,7 +211,7 @@ impl Ledger {
             let committed = s.totals.cost.usd + s.reserved.usd;
             if strict && committed + worst.usd > limit {
                 return Err(LlmError::BudgetExceeded(format!(
-                    "the call's worst case (${:.6}: input estimate plus max_tokens at the output price) does not fit the ${:.6} left of the budget of ${limit:.4}",
+                    "the call's worst case (${:.6}: input estimate plus max_tokens at the output price) does not fit the ${:.6} left of the budget of ${limit}",
                     worst.usd,
                     (limit - committed).max(0.0)
                 )));

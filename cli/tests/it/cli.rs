@@ -1075,3 +1075,224 @@ fn a_cache_directory_others_may_write_is_a_usage_error_naming_the_fix() {
     let run = cf_host_in(cache.path(), &["run", "python-expert", "q"], None);
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+/// A new user could not set the response cache's size from the CLI, the environment or
+/// the file. Under a small limit, the least recently used answers are evicted and the
+/// cache stays within it; under the default, every answer is kept.
+#[test]
+fn the_response_cache_size_limit_is_settable_and_evicts() {
+    const ITEMS: usize = 300;
+    let tasks: String = (0..ITEMS)
+        .map(|i| format!("{{\"agent\":\"python-expert\",\"task\":\"Question number {i}?\"}}\n"))
+        .collect();
+    let stats = |dir: &std::path::Path, env: &[(&str, &str)]| {
+        let s = cf_host_env(dir, &["cache", "stats", "--json"], None, env);
+        assert_eq!(s.code, 0, "{}", s.stderr);
+        serde_json::from_str::<serde_json::Value>(s.stdout.trim()).expect("JSON")
+    };
+    let small = tempfile::tempdir().expect("temp dir");
+    let limit = [("CF_CACHE_MAX_BYTES", "64KiB")];
+    let r = cf_host_env(
+        small.path(),
+        &["run", "--json", "--tasks", "-"],
+        Some(&tasks),
+        &limit,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = stats(small.path(), &limit);
+    assert_eq!(v["max_bytes"].as_u64(), Some(64 * 1024), "{v}");
+    let (entries, bytes) = (
+        v["entries"].as_u64().expect("entries"),
+        v["bytes"].as_u64().expect("bytes"),
+    );
+    assert!(
+        bytes <= 64 * 1024,
+        "{bytes} bytes kept under a 64 KiB limit"
+    );
+    assert!(
+        entries > 0 && entries < ITEMS as u64,
+        "{entries} of {ITEMS} answers kept under the limit"
+    );
+    // The flag says the same, and wins over the environment.
+    let flag = cf_host_env(
+        small.path(),
+        &["cache", "stats", "--json"],
+        None,
+        &[("CF_CACHE_MAX_BYTES", "not a size")],
+    );
+    assert_eq!(
+        flag.code, 2,
+        "a bad value is a usage error: {}",
+        flag.stderr
+    );
+    assert!(
+        flag.stderr.contains("CF_CACHE_MAX_BYTES"),
+        "{}",
+        flag.stderr
+    );
+
+    let roomy = tempfile::tempdir().expect("temp dir");
+    let r = cf_host_env(
+        roomy.path(),
+        &[
+            "run",
+            "--json",
+            "--cache-max-bytes",
+            "100MiB",
+            "--tasks",
+            "-",
+        ],
+        Some(&tasks),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = stats(roomy.path(), &[]);
+    assert_eq!(v["entries"].as_u64(), Some(ITEMS as u64), "{v}");
+    assert!(v["bytes"].as_u64().expect("bytes") > 64 * 1024);
+    // And from the config file.
+    let config = roomy.path().join("cf.toml");
+    std::fs::write(&config, "[cache]\nmax_bytes = 131072\n").expect("config");
+    let shown = cf_host_in(
+        roomy.path(),
+        &[
+            "config",
+            "show",
+            "--json",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let v: serde_json::Value = serde_json::from_str(shown.stdout.trim()).expect("JSON");
+    assert_eq!(v["cache_max_bytes"].as_u64(), Some(131_072));
+}
+
+/// `echo q | cf-host run a -` kept the newline, so it missed the answer cached for
+/// `cf-host run a q`.
+#[test]
+fn a_task_from_stdin_loses_its_trailing_newline_and_shares_the_cached_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = cf_host_in(
+        dir.path(),
+        &["run", "--json", "python-expert", "What is a tuple?"],
+        None,
+    );
+    assert_eq!(args.code, 0, "{}", args.stderr);
+    let piped = cf_host_in(
+        dir.path(),
+        &["run", "--json", "python-expert", "-"],
+        Some("What is a tuple?\n"),
+    );
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    let v: serde_json::Value = serde_json::from_str(piped.stdout.trim()).expect("JSON");
+    assert_eq!(v["cached"], true, "the same request: {v}");
+    // Only one newline goes: a task that ends in a blank line keeps the rest.
+    let blank = cf_host_in(
+        dir.path(),
+        &["run", "--json", "python-expert", "-"],
+        Some("What is a tuple?\n\n"),
+    );
+    let v: serde_json::Value = serde_json::from_str(blank.stdout.trim()).expect("JSON");
+    assert_eq!(v["cached"], false, "another request: {v}");
+}
+
+/// `--budget-usd` let the first call through whatever the budget. The worst-case rule
+/// refuses a call that may not fit; the default rule keeps the original's behaviour.
+#[test]
+fn the_worst_case_budget_rule_refuses_a_call_that_may_not_fit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let strict = cf_host_in(
+        dir.path(),
+        &[
+            "run",
+            "--json",
+            "--no-cache",
+            "--budget-usd",
+            "0.0000001",
+            "--budget-rule",
+            "worst-case",
+            "python-expert",
+            "What is a list?",
+        ],
+        None,
+    );
+    assert_eq!(strict.code, 1, "{}", strict.stderr);
+    let v: serde_json::Value = serde_json::from_str(strict.stdout.trim()).expect("JSON");
+    assert_eq!(v["error"]["kind"], "budget_exceeded", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("worst case"),
+        "{v}"
+    );
+    assert_eq!(v["attempts"], 0, "nothing was sent: {v}");
+    let lenient = cf_host_in(
+        dir.path(),
+        &[
+            "run",
+            "--json",
+            "--no-cache",
+            "--budget-usd",
+            "0.0000001",
+            "python-expert",
+            "What is a list?",
+        ],
+        None,
+    );
+    assert_eq!(
+        lenient.code, 0,
+        "the default rule lets the first call through: {}",
+        lenient.stderr
+    );
+    let roomy = cf_host_in(
+        dir.path(),
+        &[
+            "run",
+            "--json",
+            "--no-cache",
+            "--budget-usd",
+            "5",
+            "--budget-rule",
+            "worst-case",
+            "python-expert",
+            "What is a list?",
+        ],
+        None,
+    );
+    assert_eq!(
+        roomy.code, 0,
+        "a budget the worst case fits: {}",
+        roomy.stderr
+    );
+    let bad = cf_host_in(
+        dir.path(),
+        &["run", "--budget-rule", "strictest", "python-expert", "q"],
+        None,
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}
+
+/// The data directory was called the cache directory: the old flag still works.
+#[test]
+fn the_old_cache_dir_flag_names_the_data_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other = dir.path().join("elsewhere");
+    let r = cf_host_in(
+        dir.path(),
+        &[
+            "run",
+            "--cache-dir",
+            other.to_str().expect("utf-8"),
+            "python-expert",
+            "q",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        other.join("responses").is_dir(),
+        "the answer went to the named directory"
+    );
+}

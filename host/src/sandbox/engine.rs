@@ -14,7 +14,7 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Default number of guest instances that may exist at once (the pooling
 /// allocator's slots); runs beyond it wait for a slot. Close to the model-call
 /// concurrency a busy host uses: fresh slots fault their memory in, reused ones do
-/// not (the measurement is in docs/benchmarks.md, "Engine settings").
+/// not (the measurement is in docs/benchmarks.md, "What moved the figures").
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
 /// The engine: component model, async, epoch interruption, pooling allocator with
@@ -33,7 +33,7 @@ pub(crate) fn new_engine(memory_bytes: u64, max_instances: u32) -> Result<Engine
         .linear_memory_keep_resident(64 * 1024)
         // Reset only the pages a guest dirtied (Linux 6.7+ PAGEMAP_SCAN; off where the
         // kernel lacks it) instead of `madvise` over the slot, whose TLB shootdowns
-        // interrupt every core (docs/benchmarks.md, "Engine settings").
+        // interrupt every core (docs/benchmarks.md, "What moved the figures").
         .pagemap_scan(wasmtime::Enabled::Auto)
         .table_keep_resident(16 * 1024)
         .total_stacks(max_instances);
@@ -43,7 +43,7 @@ pub(crate) fn new_engine(memory_bytes: u64, max_instances: u32) -> Result<Engine
         .epoch_interruption(true)
         // Copy data segments at instantiation instead of mapping the image copy-on-write:
         // with many short-lived instances, CoW faults flush TLBs across cores
-        // (docs/benchmarks.md, "Engine settings").
+        // (docs/benchmarks.md, "What moved the figures").
         .memory_init_cow(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| Error::Setup(format!("creating the wasmtime engine: {e}")))
