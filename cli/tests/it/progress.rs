@@ -84,7 +84,7 @@ async fn the_progress_line_stays_on_screen_and_shows_calls_apart_from_waiting_it
         "-x",
         "220",
         "-y",
-        "12",
+        "50",
         "sh",
         "-c",
         &script,
