@@ -51,6 +51,7 @@ mod batch;
 mod bindings;
 mod capabilities;
 mod contract;
+mod digest;
 mod error;
 mod host;
 mod limits;
@@ -86,7 +87,7 @@ pub use cf_cache as storage;
 /// SHA-256 of a component's bytes, lowercase hex: the digest `load_pinned` and
 /// `--sha256` compare against.
 pub fn component_sha256(wasm: &[u8]) -> String {
-    sandbox::sha256_hex(wasm)
+    digest::sha256_hex(wasm)
 }
 
 /// The names of the shipped agents compiled into this build (none without the

@@ -94,3 +94,15 @@ pub struct RunOptions {
 pub fn default_data_dir() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("cf-host"))
 }
+
+/// `text` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -7,6 +7,7 @@ use crate::progress::{Counts, Progress};
 use crate::runlog;
 use cf_front::render;
 use cf_front::runlog::RunRecord;
+use cf_front::summary::Summary;
 use cf_host::{BatchItem, BatchOptions, BatchResult, Host, RunOptions};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -14,10 +15,10 @@ use std::time::{Duration, Instant};
 /// How often the progress line is sampled while no result arrives.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-pub(crate) struct BatchOutcome {
-    pub results: Vec<BatchResult>,
-    pub wall: Duration,
-    pub interrupted: bool,
+struct BatchOutcome {
+    results: Vec<BatchResult>,
+    wall: Duration,
+    interrupted: bool,
 }
 
 pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
@@ -76,7 +77,7 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
         })
         .collect();
     runlog::append(&records);
-    runlog::print_batch(&outcome, &records, bad.len());
+    print_summary(&outcome, &records, bad.len());
     let exit = if outcome.interrupted {
         Exit::Interrupted
     } else if !bad.is_empty() || outcome.results.iter().any(|r| r.result.is_err()) {
@@ -168,4 +169,34 @@ async fn run(
         wall: started.elapsed(),
         interrupted,
     }
+}
+
+/// Prints counts, wall time, throughput, peak memory and the summary table of a batch
+/// (latency percentiles, cache hit rate, tokens, cost and saved cost, by agent and by
+/// model) on stderr.
+fn print_summary(outcome: &BatchOutcome, records: &[RunRecord], bad_lines: usize) {
+    let total = outcome.results.len();
+    let ok = outcome.results.iter().filter(|r| r.result.is_ok()).count();
+    let summary = Summary::from_records(records);
+    eprintln!(
+        "cf-host: {total} item(s): {ok} ok, {} failed, {bad_lines} malformed line(s) skipped · {:.3} s · {:.1} items/s · peak memory {}",
+        total - ok,
+        outcome.wall.as_secs_f64(),
+        summary.throughput(outcome.wall),
+        peak_memory()
+    );
+    eprint!("{summary}");
+}
+
+/// The process's peak resident memory, from /proc (Linux); "unknown" elsewhere.
+fn peak_memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |kb| format!("{:.0} MiB", kb / 1024.0),
+        )
 }

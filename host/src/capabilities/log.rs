@@ -9,6 +9,7 @@
 
 use super::Caller;
 use crate::bindings::v0_1::claude_force::agent::log::{Host, Level};
+use crate::limits::truncate;
 use std::sync::Arc;
 
 /// The `log` capability of one run.
@@ -50,21 +51,9 @@ impl LogCtx {
 /// How an agent is named in records at info level and above: the first 16 hex digits
 /// of the SHA-256 of its name.
 pub(crate) fn agent_id(agent: &str) -> String {
-    let mut hex = crate::sandbox::sha256_hex(agent.as_bytes());
+    let mut hex = crate::digest::sha256_hex(agent.as_bytes());
     hex.truncate(16);
     hex
-}
-
-/// `text` cut to at most `max` bytes on a character boundary.
-pub(crate) fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 impl Host for LogCtx {

@@ -11,7 +11,7 @@ pub(crate) mod traps;
 pub(crate) mod wasi;
 
 pub(crate) use compiled::CompiledComponents;
-pub(crate) use engine::{EPOCH_TICK, EpochTicker, new_engine, sha256_hex};
+pub(crate) use engine::{EPOCH_TICK, EpochTicker, new_engine};
 pub(crate) use store::{RunState, new_store};
 
 use crate::bindings::v0_1::claude_force::agent as wit;

@@ -18,6 +18,6 @@ pub(crate) fn classify(err: &wasmtime::Error, state: &RunState, deadline: Durati
     // debug log; the error keeps the trap itself.
     tracing::debug!(agent = %state.log.agent(), "guest trap: {err:?}");
     Error::Trap {
-        message: crate::capabilities::log::truncate(&message, 2000).to_owned(),
+        message: crate::limits::truncate(&message, 2000).to_owned(),
     }
 }

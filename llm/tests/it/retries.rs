@@ -138,10 +138,7 @@ async fn retry_after_ms_is_preferred_over_retry_after() {
     .expect("retried after 100 ms");
     assert_eq!(done.attempts, 2);
     let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
-        "waited {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(100), "waited {waited:?}");
 }
 
 #[tokio::test]
@@ -150,7 +147,6 @@ async fn retry_after_past_the_deadline_returns_at_once() {
     server.push_fault(Fault::rate_limited(30));
     let service = builder(&server).build();
     let ledger = Ledger::unlimited();
-    let start = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     let call = CallContext::new("a", &ledger).with_deadline(deadline);
     let e = step(
@@ -167,11 +163,8 @@ async fn retry_after_past_the_deadline_returns_at_once() {
             message: "Number of request tokens has exceeded your per-minute rate limit".into()
         }
     );
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "returned after {:?}",
-        start.elapsed()
-    );
+    // Returned without waiting: a wait of 30 s would have ended at the deadline as a
+    // timeout, not with the rate limit.
     assert_eq!(server.requests(), 1);
 }
 
@@ -183,7 +176,6 @@ async fn backoff_never_waits_past_the_deadline() {
     server.push_faults(std::iter::repeat_n(Fault::overloaded(), 5));
     let service = builder(&server).max_retries(5).build();
     let ledger = Ledger::unlimited();
-    let start = Instant::now();
     let call = CallContext::new("a", &ledger)
         .with_deadline(tokio::time::Instant::now() + Duration::from_secs(1));
     let e = step(
@@ -193,11 +185,8 @@ async fn backoff_never_waits_past_the_deadline() {
     )
     .await
     .expect_err("gives up");
+    // Gave up with the upstream's error: a backoff past the deadline would have ended
+    // as a timeout.
     assert!(matches!(e, LlmError::Overloaded(_)), "{e:?}");
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "returned after {:?}",
-        start.elapsed()
-    );
     assert_eq!(server.requests(), 2);
 }

@@ -305,14 +305,9 @@ async fn a_hit_needs_no_concurrency_permit() {
         }
     })
     .await;
-    let started = std::time::Instant::now();
     let out = ask(&agent, "llm-mode normal zeta").await;
     assert_eq!(cached_flag(&out), "true");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "the hit waited for the permit: {:?}",
-        started.elapsed()
-    );
+    // The hit did not wait for the permit: the blocker still holds it.
     assert!(
         !blocker.is_finished(),
         "the permit was still held during the hit"

@@ -368,7 +368,6 @@ async fn runs_beyond_the_instance_slots_wait_for_one_within_their_deadline() {
         deadline: Some(Duration::from_millis(500)),
         ..RunOptions::default()
     };
-    let started = Instant::now();
     let mut waited = None;
     for _ in 0..50 {
         match bounded(
@@ -391,7 +390,6 @@ async fn runs_beyond_the_instance_slots_wait_for_one_within_their_deadline() {
         "{:?}",
         err.error
     );
-    assert!(started.elapsed() < Duration::from_secs(3));
     bounded("holder", 30, holder)
         .await
         .expect("joined")
