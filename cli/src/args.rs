@@ -12,8 +12,7 @@ Exit codes:
   1  a task failed (the agent, a model call, or a limit such as the deadline)
   2  usage or configuration error (bad flag, invalid agent name, task too long,
      not a valid component): nothing ran
-
-  130  interrupted (Ctrl-C)
+  130  a batch interrupted by Ctrl-C
 
 Without ANTHROPIC_API_KEY the built-in offline provider answers, labelled [offline].";
 
