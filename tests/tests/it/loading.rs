@@ -167,3 +167,52 @@ async fn pinned_digests_right_wrong_and_missing() {
         .expect("built-in with its digest");
     assert!(host.load_pinned("python-expert", &digest).await.is_err());
 }
+
+/// `Host::builder().build()` keeps nothing on disk unless told where, as wasmtime's
+/// builders grant nothing by default: a plugin granted a store finds none (its calls
+/// fail with `io`), and the same plugin with a data directory stores and reads back.
+#[tokio::test]
+async fn a_default_host_keeps_nothing_on_disk() {
+    let manifest = cf_host::permissions::Manifest {
+        store: true,
+        ..Default::default()
+    };
+    let wasm = std::fs::read(hostile_wasm()).expect("the hostile guest");
+    let bare = cf_host::Host::builder()
+        .trust_declared(true)
+        .build()
+        .expect("host");
+    let agent = bounded(
+        "load",
+        60,
+        bare.load_declared(wasm.clone(), manifest.clone()),
+    )
+    .await
+    .expect("loads");
+    let err = bounded("run", 60, agent.run(cf_host::Task::new("cache-put k v")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err.error, Error::AgentFailed(m) if m.contains("no data directory")),
+        "{:?}",
+        err.error
+    );
+    assert!(
+        bare.llm().response_cache().is_none(),
+        "no response cache without a directory"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kept = cf_host::Host::builder()
+        .trust_declared(true)
+        .data_dir(Some(dir.path().to_path_buf()))
+        .build()
+        .expect("host");
+    let agent = bounded("load", 60, kept.load_declared(wasm, manifest))
+        .await
+        .expect("loads");
+    bounded("run", 60, agent.run(cf_host::Task::new("cache-put k v")))
+        .await
+        .expect("stored");
+    assert!(dir.path().join("agents").is_dir());
+    assert!(kept.llm().response_cache().is_some());
+}
