@@ -1,8 +1,10 @@
 //! The batch progress line on a terminal, drawn by `indicatif`: done and total, a
-//! bar, failures, cached answers, the items running with the model calls in flight
-//! apart from the calls waiting for a permit, the cost so far and the ETA. Steady
-//! while results stream to a file; results written to the same terminal are printed
-//! above it. Hidden when stderr is not a terminal.
+//! bar, the ETA, then the model calls in flight apart from the calls waiting for a
+//! permit, failures, cached answers, the cost so far and the items running (each
+//! holding an instance slot, most of them waiting for a permit under a low limit).
+//! Steady while results stream to a file; results written to the same terminal are
+//! printed above it; cut to the terminal's width. Hidden when stderr is not a
+//! terminal.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal as _;
@@ -22,8 +24,8 @@ pub(crate) struct Counts {
     pub cost_usd: f64,
 }
 
-/// The progress line of one batch.
-#[derive(Debug)]
+/// The progress line of one batch. Clones share the line.
+#[derive(Debug, Clone)]
 pub(crate) struct Progress {
     bar: ProgressBar,
     /// Whether results go to the same terminal as the line.
@@ -39,9 +41,10 @@ impl Progress {
             ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(Some(total as u64), target);
-        // The template is a constant: it parses.
+        // The template is a constant: it parses. The message takes what is left of the
+        // terminal's width and is cut there, so the line never wraps.
         if let Ok(style) =
-            ProgressStyle::with_template("{pos}/{len} [{bar:20}] {msg} · {elapsed} · ETA {eta}")
+            ProgressStyle::with_template("{pos}/{len} [{bar:12}] ETA {eta} · {wide_msg}")
         {
             bar.set_style(style.progress_chars("=> "));
         }
@@ -72,6 +75,15 @@ impl Progress {
         }
     }
 
+    /// A line for people on stderr, above the progress line.
+    pub(crate) fn note(&self, text: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+
     /// Removes the line (the summary follows).
     pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();
@@ -80,8 +92,8 @@ impl Progress {
 
 fn message(c: &Counts) -> String {
     format!(
-        "{} failed · {} cached · {} running: {} model call(s) in flight, {} waiting for a permit · ${:.4}",
-        c.failed, c.cached, c.running, c.calls_in_flight, c.calls_waiting, c.cost_usd
+        "{} calls in flight · {} waiting · {} failed · {} cached · ${:.4} · {} items running",
+        c.calls_in_flight, c.calls_waiting, c.failed, c.cached, c.cost_usd, c.running
     )
 }
 

@@ -360,7 +360,8 @@ pub struct Overrides {
 pub struct FileConfig {
     provider: Option<String>,
     base_url: Option<String>,
-    api_key: Option<String>,
+    #[serde(default)]
+    api_key: Redacted,
     model: Option<String>,
     max_concurrent: Option<u64>,
     timeout_secs: Option<f64>,
@@ -389,7 +390,8 @@ struct FileCache {
     enabled: Option<bool>,
     ttl_secs: Option<f64>,
     max_bytes: Option<u64>,
-    secret: Option<String>,
+    #[serde(default)]
+    secret: Redacted,
     shared_namespace: Option<String>,
     #[serde(default)]
     exclude_agents: Vec<String>,
@@ -410,8 +412,10 @@ struct FileBudget {
     rule: Option<String>,
 }
 
-/// A secret that prints as `<redacted>` wherever it is shown.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A secret that prints as `<redacted>` wherever it is shown (`Debug`, `Serialize`),
+/// from the moment it is read.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Redacted(pub Option<String>);
 
 impl std::fmt::Debug for Redacted {
@@ -456,8 +460,9 @@ fn serialize_url_without_credentials<S: serde::Serializer>(
     }
 }
 
-/// The configuration in effect.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The configuration in effect. `Debug` shows what `Serialize` shows: secrets and a
+/// base URL's credentials redacted.
+#[derive(Clone, PartialEq, Serialize)]
 pub struct Settings {
     /// `None`: chosen by whether there is a key.
     pub provider: Option<String>,
@@ -516,6 +521,15 @@ pub struct Settings {
     pub plugins: BTreeMap<String, Grant>,
     /// Where the file came from, if one was read.
     pub config_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_string(self) {
+            Ok(shown) => write!(f, "Settings {shown}"),
+            Err(_) => f.write_str("Settings { .. }"),
+        }
+    }
 }
 
 /// The default config file.
@@ -582,9 +596,11 @@ pub fn resolve(
         (None, Some(v), _) => {
             parse_budget_rule(&v).map_err(|e| ConfigError(format!("CF_BUDGET_RULE: {e}")))?
         }
-        (None, None, Some(v)) => {
-            parse_budget_rule(v).map_err(|e| ConfigError(format!("budget.rule: {e}")))?
-        }
+        (None, None, Some(v)) => parse_budget_rule(v).map_err(|e| {
+            let place =
+                at.map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
+            ConfigError(format!("budget.rule in {place}: {e}"))
+        })?,
         (None, None, None) => BudgetRule::default(),
     };
     // The library's defaults, so that they live in one place.
@@ -600,7 +616,7 @@ pub fn resolve(
             .clone()
             .or_else(|| var("ANTHROPIC_BASE_URL"))
             .or(file.base_url),
-        api_key: Redacted(var("ANTHROPIC_API_KEY").or(file.api_key)),
+        api_key: Redacted(var("ANTHROPIC_API_KEY").or(file.api_key.0)),
         model: flags
             .model
             .clone()
@@ -645,7 +661,7 @@ pub fn resolve(
         cache_max_bytes: CACHE_MAX_BYTES
             .pick(flags.cache_max_bytes, env, file.cache.max_bytes, at)?
             .unwrap_or(cache.max_bytes),
-        cache_secret: Redacted(var("CF_CACHE_SECRET").or(file.cache.secret)),
+        cache_secret: Redacted(var("CF_CACHE_SECRET").or(file.cache.secret.0)),
         cache_shared_namespace: var("CF_CACHE_NAMESPACE").or(file.cache.shared_namespace),
         cache_exclude_agents: file.cache.exclude_agents,
         store_max_bytes: STORE_MAX_BYTES
@@ -903,6 +919,8 @@ mod tests {
         .expect("settings");
         let shown = serde_json::to_string(&settings).expect("json");
         assert!(!shown.contains("p4ss"), "{shown}");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("p4ss"), "{debug}");
         assert!(shown.contains("https://<redacted>@h/"), "{shown}");
     }
 
@@ -916,6 +934,13 @@ mod tests {
         )
         .unwrap();
         let shown = format!("{s:?} {}", toml::to_string(&s).unwrap());
+        let read =
+            file("api_key = \"sk-in-the-file\"\n[cache]\nsecret = \"0123456789abcdef0123\"\n");
+        let debug = format!("{read:?}");
+        assert!(
+            !debug.contains("sk-in-the-file") && !debug.contains("0123456789abcdef0123"),
+            "the file's secrets are redacted as soon as they are read: {debug}"
+        );
         assert!(
             !shown.contains("sk-very-secret") && !shown.contains("0123456789abcdef0123"),
             "{shown}"

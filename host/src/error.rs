@@ -21,7 +21,7 @@ pub enum Error {
     UnknownAgent {
         /// The name as given.
         name: String,
-        /// The built-in names, comma-separated.
+        /// The built-in names, comma-separated (or why there are none).
         known: String,
     },
     /// The task is longer than the host accepts.

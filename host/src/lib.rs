@@ -49,6 +49,7 @@
 mod agent;
 mod batch;
 mod bindings;
+mod builtin;
 mod capabilities;
 mod contract;
 mod digest;
@@ -63,6 +64,7 @@ mod sandbox;
 pub use agent::{Agent, AgentInfo, Source, Task};
 pub use batch::{BatchCanceller, BatchItem, BatchOptions, BatchResult, BatchRun};
 pub use bindings::SUPPORTED_CONTRACTS;
+pub use builtin::names as builtin_agents;
 pub use contract::ComponentInterface;
 pub use error::{Error, validate_agent_name};
 pub use host::{Host, HostBuilder};
@@ -88,14 +90,4 @@ pub use cf_cache as storage;
 /// `--sha256` compare against.
 pub fn component_sha256(wasm: &[u8]) -> String {
     digest::sha256_hex(wasm)
-}
-
-/// The names of the shipped agents compiled into this build (none without the
-/// `builtin-agents` feature).
-pub fn builtin_agents() -> impl Iterator<Item = &'static str> {
-    #[cfg(feature = "builtin-agents")]
-    let names = cf_builtin::AGENTS.iter().map(|a| a.name);
-    #[cfg(not(feature = "builtin-agents"))]
-    let names = std::iter::empty();
-    names
 }

@@ -27,8 +27,10 @@ pub enum BudgetRule {
     UntilSpent,
     /// Only if the call's worst case fits what is left: its input estimate plus its
     /// `max_tokens` at the output price, reserved while the call is in flight (so
-    /// that calls running at once cannot overshoot together). The budget is never
-    /// exceeded; a call that would fit its real cost but not its worst case is refused.
+    /// that calls running at once cannot overshoot together). Spending stays within the
+    /// budget as far as the input estimate holds (text far denser in tokens than 3
+    /// bytes each can cost more); a call that would fit its real cost but not its worst
+    /// case is refused.
     WorstCase,
 }
 

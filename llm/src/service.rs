@@ -127,7 +127,7 @@ struct Inner {
     attempt_timeout: Duration,
     max_retry_wait: Duration,
     cache: Option<CacheLayer>,
-    /// Attempts waiting for a permit of the global limit.
+    /// Attempts waiting for a permit (per-agent, then global).
     waiting: AtomicUsize,
 }
 
@@ -299,7 +299,7 @@ impl LlmService {
         self.inner.max_concurrent - self.inner.limiter.available_permits()
     }
 
-    /// Attempts waiting for a permit of the global limit now.
+    /// Attempts waiting for a permit now (of the per-agent limit, then the global one).
     pub fn calls_waiting(&self) -> usize {
         self.inner.waiting.load(Ordering::Relaxed)
     }
@@ -437,9 +437,11 @@ impl LlmService {
         request: Request,
     ) -> Result<Completion, LlmError> {
         let inner = &*self.inner;
+        let billable = inner.provider.billable();
         let price = inner.prices.price(&request.model);
-        let priced = !inner.provider.billable() || price.is_some();
-        let worst = crate::ledger::WorstCase::of(&request, price);
+        let priced = !billable || price.is_some();
+        // What the call may cost: nothing from a provider that does not bill.
+        let worst = crate::ledger::WorstCase::of(&request, price.filter(|_| billable));
         // Held until this call's cost is recorded (or it fails).
         let _reservation = match call.ledger.admit(priced, worst) {
             Ok(r) => r,

@@ -4,7 +4,7 @@
 //! One JSON object per line: `{"agent", "task", "id"?, "model"?, "max_tokens"?,
 //! "temperature"?, "context"?}`; unknown fields are refused. Blank lines are skipped;
 //! any other line is either a [`TaskLine`] or a [`BadLine`] naming its 1-based number,
-//! never both and never neither. `cf_host::tasks` turns task lines into batch items.
+//! never both and never neither. `cf_front::tasks` turns task lines into batch items.
 //!
 //! ```
 //! let input = "{\"agent\": \"python-expert\", \"task\": \"Explain decorators\"}\n\

@@ -8,7 +8,7 @@ use crate::runlog;
 use cf_front::render;
 use cf_front::runlog::RunRecord;
 use cf_front::summary::Summary;
-use cf_host::{BatchItem, BatchOptions, BatchResult, Host, RunOptions};
+use cf_host::{BatchItem, BatchOptions, BatchResult, Host, RunOptions, Task};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,12 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
         model: settings.model.clone(),
         max_tokens: args.max_tokens,
         temperature: args.temperature,
+        // The batch's budget is its own (below); each item's runs under the same rule,
+        // which also applies to a plugin's granted budget.
+        budget: cf_host::Budget {
+            rule: settings.budget_rule,
+            ..cf_host::Budget::default()
+        },
         ..RunOptions::default()
     };
     let default_agent = args.agent.as_deref();
@@ -40,7 +46,7 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
             cf_front::tasks::read_jsonl(std::io::BufReader::new(file), default_agent, &base)
         }
         None => (
-            super::run::items_from_flags(
+            items_from_flags(
                 &args.batch_tasks,
                 default_agent.unwrap_or_default(),
                 &args.context,
@@ -91,6 +97,28 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
     Ok(exit)
 }
 
+/// Items from repeated `--task TEXT`, all for `agent`, numbered from 1.
+fn items_from_flags(
+    texts: &[String],
+    agent: &str,
+    context: &[(String, String)],
+    base: &RunOptions,
+) -> Vec<BatchItem> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| BatchItem {
+            id: Some((i + 1).to_string()),
+            agent: agent.to_owned(),
+            task: Task {
+                text: text.clone(),
+                context: context.to_vec(),
+            },
+            options: base.clone(),
+        })
+        .collect()
+}
+
 /// Runs the batch, printing each result as it finishes.
 async fn run(
     host: &Host,
@@ -101,17 +129,18 @@ async fn run(
     let started = Instant::now();
     let mut batch = host.start_batch(items, options);
     let canceller = batch.canceller();
+    let progress = Progress::new(batch.len());
+    let notes = progress.clone();
     let ctrl_c = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\ncf-host: interrupted: no new items start; running ones get the grace period"
+            notes.note(
+                "cf-host: interrupted: no new items start; running ones get the grace period",
             );
             canceller.cancel();
             return true;
         }
         false
     });
-    let progress = Progress::new(batch.len());
     let mut counts = Counts::default();
     let mut results = Vec::with_capacity(batch.len());
     let mut out = Vec::new();

@@ -7,7 +7,7 @@ use crate::error::{CliError, Exit};
 use crate::runlog;
 use cf_front::render;
 use cf_front::runlog::RunRecord;
-use cf_host::{BatchItem, RunOptions, Source, Task};
+use cf_host::{RunOptions, Source, Task};
 use std::io::Read as _;
 
 pub(crate) async fn run(args: RunArgs) -> Result<Exit, CliError> {
@@ -113,28 +113,6 @@ fn without_trailing_newline(mut text: String) -> String {
         }
     }
     text
-}
-
-/// Items from repeated `--task TEXT`, all for `agent`, numbered from 1.
-pub(crate) fn items_from_flags(
-    texts: &[String],
-    agent: &str,
-    context: &[(String, String)],
-    base: &RunOptions,
-) -> Vec<BatchItem> {
-    texts
-        .iter()
-        .enumerate()
-        .map(|(i, text)| BatchItem {
-            id: Some((i + 1).to_string()),
-            agent: agent.to_owned(),
-            task: Task {
-                text: text.clone(),
-                context: context.to_vec(),
-            },
-            options: base.clone(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

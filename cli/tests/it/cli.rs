@@ -491,7 +491,7 @@ fn a_batch_reports_malformed_lines_and_keeps_the_rest() {
 }
 
 #[test]
-fn a_batch_leaves_its_answers_and_its_hits_in_the_cache_directory() {
+fn a_batch_leaves_its_answers_and_its_hits_in_the_data_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut args = vec!["run", "--json", "python-expert"];
     let tasks: Vec<String> = (0..30).map(|i| format!("Question {i}?")).collect();
@@ -884,7 +884,7 @@ fn a_pinned_digest_is_checked_before_anything_runs() {
         None,
     );
     assert_eq!(right.code, 0, "{}", right.stderr);
-    // A fresh cache directory: the refused component must not even be compiled.
+    // A fresh data directory: the refused component must not even be compiled.
     let fresh = tempfile::tempdir().expect("temp dir");
     let wrong = cf_host_in(
         fresh.path(),
@@ -1058,9 +1058,9 @@ fn a_held_cache_lock_does_not_keep_the_cli_past_its_deadline() {
     lock.unlock().expect("unlock");
 }
 
-/// Regression (high): a cache directory others may write was used as is.
+/// Regression (high): a data directory others may write was used as is.
 #[test]
-fn a_cache_directory_others_may_write_is_a_usage_error_naming_the_fix() {
+fn a_data_directory_others_may_write_is_a_usage_error_naming_the_fix() {
     use std::os::unix::fs::PermissionsExt;
     let cache = tempfile::tempdir().expect("temp dir");
     std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");

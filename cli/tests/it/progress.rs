@@ -38,18 +38,38 @@ impl Drop for Tmux {
     }
 }
 
-/// The number before "model call(s) in flight" on the progress line.
+/// The number before "calls in flight" on the progress line.
 fn calls_in_flight(line: &str) -> Option<usize> {
-    let end = line.find(" model call(s) in flight")?;
+    let end = line.find(" calls in flight")?;
     line[..end].rsplit(' ').next()?.parse().ok()
 }
 
 fn progress_line(pane: &str) -> Option<&str> {
-    pane.lines().find(|l| l.contains("model call(s) in flight"))
+    pane.lines().find(|l| l.contains(" calls in flight · "))
+}
+
+/// Whether tmux is installed. Without it the test says so and passes, unless
+/// `CF_REQUIRE_ALL_AGENTS` is set (CI sets it, and installs tmux): then it fails.
+fn tmux_available() -> bool {
+    let found = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CF_REQUIRE_ALL_AGENTS").is_none(),
+            "tmux is required (CF_REQUIRE_ALL_AGENTS is set)"
+        );
+        eprintln!("progress test: skipped: tmux is not installed");
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_progress_line_stays_on_screen_and_shows_calls_apart_from_waiting_items() {
+    if !tmux_available() {
+        return;
+    }
     let config = cf_mock_llm::MockConfig {
         latency: Duration::from_millis(50),
         ..cf_mock_llm::MockConfig::default()
@@ -145,7 +165,7 @@ async fn the_progress_line_stays_on_screen_and_shows_calls_apart_from_waiting_it
 
 #[test]
 fn calls_in_flight_are_read_from_the_line() {
-    let line = "3/120 [=>   ] 0 failed · 0 cached · 120 running: 2 model call(s) in flight, 118 waiting for a permit · $0.0010 · 1s · ETA 4s";
+    let line = "3/120 [=>   ] ETA 4s · 2 calls in flight · 118 waiting · 0 failed · 0 cached · $0.0010 · 120 items running";
     assert_eq!(calls_in_flight(line), Some(2));
     assert_eq!(calls_in_flight("no line"), None);
 }

@@ -598,7 +598,7 @@ async fn runs_under_a_fault_mix_end_as_the_retry_rules_say_and_the_cache_keeps_o
     }
 }
 
-/// `cf-host cache verify --json` on the host's cache directory.
+/// `cf-host cache verify --json` on the host's data directory.
 async fn cli_verify(cache_dir: &std::path::Path) -> serde_json::Value {
     let dir = cache_dir.to_path_buf();
     let output = tokio::task::spawn_blocking(move || {

@@ -71,17 +71,6 @@ pub(crate) async fn read_component(runtime: &Runtime, path: PathBuf) -> Result<V
     read_regular(path, runtime.limits().max_component_bytes).await
 }
 
-/// The shipped agent called `name`: its component and digest.
-#[cfg(feature = "builtin-agents")]
-fn shipped(name: &str) -> Option<(&'static [u8], &'static str)> {
-    cf_builtin::find(name).map(|b| (b.wasm, b.sha256))
-}
-
-#[cfg(not(feature = "builtin-agents"))]
-fn shipped(_name: &str) -> Option<(&'static [u8], &'static str)> {
-    None
-}
-
 /// Links the component against the host's capabilities and checks its exports.
 fn prepare(
     runtime: &Runtime,
@@ -143,10 +132,11 @@ impl Found {
         match source {
             Source::Builtin(name) => {
                 validate_agent_name(&name)?;
-                let (wasm, sha256) = shipped(&name).ok_or_else(|| Error::UnknownAgent {
-                    name: name.clone(),
-                    known: crate::builtin_agents().collect::<Vec<_>>().join(", "),
-                })?;
+                let (wasm, sha256) =
+                    crate::builtin::find(&name).ok_or_else(|| Error::UnknownAgent {
+                        name: name.clone(),
+                        known: crate::builtin::listed(),
+                    })?;
                 Ok(Self {
                     wasm: Cow::Borrowed(wasm),
                     sha256: sha256.to_owned(),
@@ -261,7 +251,7 @@ impl Agent {
             }
             // A plugin under a shipped agent's name would pick up the operator's grant
             // for it; only that agent's own component (a copy of it) may use the name.
-            if shipped(name).is_some_and(|(_, digest)| digest != sha256) {
+            if crate::builtin::find(name).is_some_and(|(_, digest)| digest != sha256) {
                 return Err(Error::ReservedName {
                     name: name.to_owned(),
                 });

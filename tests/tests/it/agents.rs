@@ -134,7 +134,7 @@ async fn bug_investigator_makes_two_calls_and_reuses_its_hypotheses() {
     );
     assert_eq!(out.stats.llm_calls, 2);
 
-    // The same report again: the hypotheses come from the agent's cache directory.
+    // The same report again: the hypotheses come from the agent's store.
     let again = bounded(
         "second run",
         60,

@@ -19,7 +19,7 @@ fn plugin_with_manifest(dir: &std::path::Path, manifest: Option<&str>) -> PathBu
     wasm
 }
 
-/// A host over the cache directory `cache` whose model calls go to `provider`, with
+/// A host over the data directory `cache` whose model calls go to `provider`, with
 /// the response cache off (every call reaches the provider) and no grants yet.
 fn spied(cache: PathBuf, provider: Arc<dyn Provider>) -> HostBuilder {
     Host::builder()

@@ -81,7 +81,7 @@ impl Provider for Spy {
     }
 }
 
-/// A host with its own cache directory (kept alive by the returned guard).
+/// A host with its own data directory (kept alive by the returned guard).
 pub fn host_with(provider: Option<Arc<dyn Provider>>, limits: Limits) -> (Host, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     // The response cache is tested on its own (tests/it/cache.rs); here every call

@@ -84,10 +84,10 @@ fn builtin_digest(name: &str) -> String {
         .to_owned()
 }
 
-/// High: a cache directory that others may write, or a subdirectory another user
+/// High: a data directory that others may write, or a subdirectory another user
 /// created, was used as is.
 #[tokio::test]
-async fn a_cache_directory_others_may_write_is_refused_with_the_fix() {
+async fn a_data_directory_others_may_write_is_refused_with_the_fix() {
     let dir = tempfile::tempdir().expect("temp dir");
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).expect("mkdir");
