@@ -113,9 +113,10 @@ mod tests {
             cost_usd: 0.5,
         });
         assert!(
-            line.contains("256 running: 2 model call(s) in flight, 254 waiting for a permit"),
+            line.starts_with("2 calls in flight · 254 waiting"),
             "{line}"
         );
         assert!(line.contains("1 failed · 2 cached"), "{line}");
+        assert!(line.ends_with("256 items running"), "{line}");
     }
 }

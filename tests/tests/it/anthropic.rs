@@ -253,3 +253,41 @@ async fn a_dollar_budget_stops_calls_before_they_are_sent() {
         out.stats.cost.usd
     );
 }
+
+/// Under the worst-case rule the same budget is never crossed: each call is sent only
+/// if its input estimate plus `max_tokens` at the output price fits what is left, so
+/// the spend stays under the budget (the until-spent rule above ends above it).
+#[tokio::test]
+async fn the_worst_case_rule_keeps_spending_under_the_budget() {
+    let server = server().await;
+    let (host, _dir) = host_for(&server, |b| b.limits(Limits::default()));
+    let agent = bounded("load", 60, host.load(hostile_wasm().to_path_buf()))
+        .await
+        .expect("loads");
+    let budget = 0.0005;
+    let options = RunOptions {
+        budget: cf_host::Budget {
+            usd: Some(budget),
+            tokens: None,
+            rule: cf_host::BudgetRule::WorstCase,
+        },
+        max_tokens: Some(16),
+        ..RunOptions::default()
+    };
+    let out = bounded(
+        "llm-loop",
+        60,
+        agent.run_with(Task::new("llm-loop 50"), &options),
+    )
+    .await
+    .expect("runs");
+    assert!(out.text.contains("BudgetExceeded"), "{}", out.text);
+    let sent = server.received().len() as u32;
+    assert_eq!(sent, out.stats.llm_calls, "refused calls were not sent");
+    assert!(sent > 0, "calls that fit were sent");
+    assert!(
+        out.stats.cost.usd <= budget,
+        "spent {} of {budget} in {sent} calls",
+        out.stats.cost.usd
+    );
+}
