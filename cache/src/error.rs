@@ -117,11 +117,6 @@ pub enum StoreError {
     Io(String),
 }
 
-impl StoreError {
-    pub(crate) fn io(context: &str, source: &io::Error) -> Self {
-        Self::Io(format!("{context}: {source}"))
-    }
-}
 
 /// Renders untrusted text for an error message: escaped and cut to 48 characters.
 pub(crate) fn shown(text: &str) -> String {

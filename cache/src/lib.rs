@@ -151,7 +151,7 @@ pub use response::{CachedEntry, EntryInfo, EntryMeta, Put, ResponseCache};
 pub use secret::{SECRET_ENV, Secret};
 pub use stats::{BadEntry, PruneReport, Stats, VerifyReport};
 pub use store::{
-    AgentStore, AgentStores, MAX_AGENT_NAME_BYTES, MAX_KEY_BYTES, StoreLimits, StoreUsage,
+    AgentStore, AgentStores, MAX_AGENT_NAME_BYTES, MAX_KEY_BYTES, StoreLimits, StoreUsage, WhenFull,
     default_store_max_bytes, default_store_max_entries, default_store_max_value_bytes,
     default_store_ttl, validate_agent_name, validate_key,
 };

@@ -1,28 +1,41 @@
-//! Each agent's private key-value directory: [`AgentStores`] opens the parent once,
+//! Each agent's private key-value store: [`AgentStores`] opens the parent once,
 //! [`AgentStores::scope`] hands out one agent's [`AgentStore`].
 //!
-//! Keys are validated and then hashed (SHA-256) into file names, so no key text ever
-//! becomes a path. Each scope is its own cap-std [`Dir`] opened without following
-//! symlinks from the parent, and agent names are restricted to `[a-zA-Z0-9_-]{1,64}`, so
-//! one agent's store can never name a file of another's. The on-disk format is in
-//! `record.rs`; quota accounting in `usage.rs`.
+//! Each agent has a directory of its own, opened without following symlinks from the
+//! parent and checked to be the user's alone; agent names are restricted to
+//! `[a-zA-Z0-9_-]{1,64}`, so one agent's store can never name another's. In it, one
+//! SQLite database (`db.rs`) holds the entries: keys are values in a table, never
+//! paths. A store in the older one-file-per-entry format (`record.rs`) is imported once
+//! (`legacy.rs`).
+//!
+//! A full store behaves like a cache by default: a `set` that would pass the quota
+//! evicts the least recently used entries ([`WhenFull::Evict`]); an operator may have
+//! it refuse instead ([`WhenFull::Refuse`]). Either way through indexes, in constant
+//! time per entry, never a scan.
 
+mod db;
+mod legacy;
 pub(crate) mod record;
-mod usage;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cap_std::fs::Dir;
-
-pub use usage::StoreUsage;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock, duration_ms};
 use crate::error::{Error, StoreError, shown};
-use crate::files::{self, LockFile, LockGuard, ReadOutcome};
 use crate::private;
-use record::{HEADER_LEN, LOCK_NAME, TMP_PREFIX};
+
+/// Bytes and entries charged to an agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreUsage {
+    /// Sum over entries of key length plus value length, in bytes.
+    pub bytes: u64,
+    /// Entries, including expired ones not swept yet.
+    pub entries: u64,
+}
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -40,6 +53,20 @@ pub struct StoreLimits {
     pub max_value_bytes: u64,
     /// Lifetime of an entry set without a TTL. Default 24 hours.
     pub default_ttl: Duration,
+    /// What a `set` that would pass a quota does. Default [`WhenFull::Evict`].
+    pub when_full: WhenFull,
+}
+
+/// What a `set` that would pass the store's quota does, once expired entries are gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Evict the least recently used entries until the new one fits: the store is a
+    /// cache, and an agent must be ready to find a key gone.
+    #[default]
+    Evict,
+    /// Refuse the `set` with `quota-exceeded`, keeping every entry until it expires.
+    Refuse,
 }
 
 /// Default of [`StoreLimits::max_bytes`]: 10 MiB.
@@ -66,6 +93,7 @@ impl Default for StoreLimits {
             max_entries: default_store_max_entries(),
             max_value_bytes: default_store_max_value_bytes(),
             default_ttl: default_store_ttl(),
+            when_full: WhenFull::default(),
         }
     }
 }
@@ -169,9 +197,8 @@ impl AgentStores {
         &self.inner.limits
     }
 
-    /// The store of one agent: its own subdirectory, created if missing. `agent` must
-    /// match `^[a-zA-Z0-9_-]{1,64}$`, else [`Error::InvalidAgentName`]. Opening rescans
-    /// the directory to settle its usage (agent directories are small).
+    /// The store of one agent: its own subdirectory and database, created if missing.
+    /// `agent` must match `^[a-zA-Z0-9_-]{1,64}$`, else [`Error::InvalidAgentName`].
     pub fn scope(&self, agent: &str) -> Result<AgentStore, Error> {
         self.scope_with_limits(agent, self.inner.limits.clone())
     }
@@ -211,23 +238,28 @@ impl AgentStores {
             max_entries: limits.max_entries.min(base.max_entries),
             max_value_bytes: limits.max_value_bytes.min(base.max_value_bytes),
             default_ttl: limits.default_ttl.min(base.default_ttl),
+            when_full: limits.when_full,
         };
         let inner = &self.inner;
         let context = |step: &str| format!("{step} the store of agent {agent}");
         // No-follow: a symlink `agents/a -> b` must not hand agent a the store of b; and
         // a directory someone else made (or may write) is not this agent's alone.
         let dir = private::open_subdir(&inner.agents, agent, &inner.agents_path.join(agent))?;
-        let lock = LockFile::open(&dir, LOCK_NAME).map_err(|e| Error::io(context("locking"), e))?;
-        {
-            let _held = lock.lock().map_err(|e| Error::io(context("locking"), e))?;
-            let scan = usage::scan(&dir, None).map_err(|e| Error::io(context("scanning"), e))?;
-            usage::write(&dir, scan.usage).map_err(|e| Error::io(context("accounting"), e))?;
+        let mut db = db::Db::open(&dir)
+            .map_err(|e| Error::io(context("opening"), std::io::Error::other(e)))?;
+        let imported = legacy::import(&dir, &mut db, inner.clock.now_ms(), limits.max_value_bytes)
+            .map_err(|e| Error::io(context("importing the old files of"), e))?;
+        if imported.entries + imported.dropped > 0 {
+            tracing::info!(
+                agent,
+                imported = imported.entries,
+                dropped = imported.dropped,
+                "imported an agent store of the old format into its database"
+            );
         }
         Ok(AgentStore {
             agent: agent.to_owned(),
-            dir,
-            lock,
-            serial: Mutex::new(()),
+            db: Mutex::new(db),
             limits,
             clock: Arc::clone(&inner.clock),
         })
@@ -235,23 +267,17 @@ impl AgentStores {
 }
 
 /// One agent's key-value store. `Send + Sync`; several handles on the same agent, in one
-/// process or in several, share one consistent quota.
+/// process or in several, share one consistent quota (one database, its transactions).
 #[derive(Debug)]
 pub struct AgentStore {
     agent: String,
-    dir: Dir,
-    lock: LockFile,
-    /// Threads sharing this handle share one `flock` description, which does not
-    /// exclude them from each other; this mutex does.
-    serial: Mutex<()>,
+    db: Mutex<db::Db>,
     limits: StoreLimits,
     clock: Arc<dyn Clock>,
 }
 
-/// Both locks, in order: the handle's mutex, then the directory's file lock.
-struct Held<'a> {
-    _file: LockGuard<'a>,
-    _serial: MutexGuard<'a, ()>,
+fn db_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Io(format!("the store's database: {e}"))
 }
 
 impl AgentStore {
@@ -261,191 +287,121 @@ impl AgentStore {
         &self.agent
     }
 
-    /// The value stored under `key`; `None` if absent, expired (it is then removed),
-    /// or unreadable as an entry of this key.
+    fn db(&self) -> std::sync::MutexGuard<'_, db::Db> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The value stored under `key`; `None` if absent or expired (it is then removed).
+    /// A hit counts as a use for the LRU order.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         validate_key(key)?;
-        let name = record::entry_name(key);
-        let max_len = HEADER_LEN + MAX_KEY_BYTES as u64 + self.limits.max_value_bytes;
-        let data = match files::read_regular(&self.dir, &name, max_len) {
-            Ok(ReadOutcome::Data(data)) => data,
-            Ok(_) => return Ok(None),
-            Err(e) => return Err(StoreError::io("reading an entry", &e)),
-        };
-        let Some(entry) = record::decode(&data) else {
-            return Ok(None);
-        };
-        if entry.key != key.as_bytes() {
-            return Ok(None);
-        }
         let now = self.clock.now_ms();
-        if entry.expires_ms <= now {
-            self.remove_if_expired(&name, now)?;
-            return Ok(None);
-        }
-        Ok(Some(entry.value.to_vec()))
+        self.db()
+            .write(|tx| match tx.get(key)? {
+                Some(found) if found.expires_ms > now => Ok(Some(found.value)),
+                Some(_) => {
+                    tx.delete_if_expired(key, now)?;
+                    Ok(None)
+                }
+                None => Ok(None),
+            })
+            .map_err(db_error)
     }
 
     /// Stores `value` under `key`, replacing any previous value. `ttl`: lifetime, `None`
-    /// for [`StoreLimits::default_ttl`]. Expired entries are swept before a quota refusal.
+    /// for [`StoreLimits::default_ttl`]. Expired entries are swept first (a few per
+    /// write, all of them when the quota is short); then, if it still would not fit, the
+    /// least recently used entries are evicted or the write is refused, as
+    /// [`StoreLimits::when_full`] says.
     pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
         validate_key(key)?;
         let value_len = value.len() as u64;
-        if value_len > self.limits.max_value_bytes {
+        let limits = &self.limits;
+        if value_len > limits.max_value_bytes {
             return Err(StoreError::TooLarge(format!(
                 "a value of {value_len} bytes exceeds the limit of {} bytes per entry",
-                self.limits.max_value_bytes
+                limits.max_value_bytes
+            )));
+        }
+        let charge = key.len() as u64 + value_len;
+        if charge > limits.max_bytes {
+            return Err(StoreError::QuotaExceeded(format!(
+                "agent {}: an entry of {charge} bytes is over the store's limit of {} bytes",
+                self.agent, limits.max_bytes
             )));
         }
         let now = self.clock.now_ms();
-        let ttl = duration_ms(ttl.unwrap_or(self.limits.default_ttl));
-        let expires_ms = now.saturating_add(ttl);
-        let name = record::entry_name(key);
-        let charge = key.len() as u64 + value_len;
-
-        let _held = self.hold()?;
-        let mut projected = self.project(&name, charge)?;
-        if let Err(first) = self.check_quota(projected) {
-            let scan = usage::scan(&self.dir, Some(now))
-                .map_err(|e| StoreError::io("sweeping expired entries", &e))?;
-            self.write_usage(scan.usage)?;
-            projected = self.project(&name, charge)?;
-            if self.check_quota(projected).is_err() {
-                return Err(first);
+        let expires_ms = now.saturating_add(duration_ms(ttl.unwrap_or(limits.default_ttl)));
+        let refusal = std::cell::Cell::new(None);
+        let written = self.db().write(|tx| {
+            tx.sweep(now, db::SWEEP_STEP)?;
+            let fits = |tx: &mut db::Tx<'_>| -> rusqlite::Result<Option<StoreUsage>> {
+                let usage = tx.usage()?;
+                let old = tx.size_of(key)?;
+                let projected = StoreUsage {
+                    bytes: usage.bytes - old.unwrap_or(0).min(usage.bytes) + charge,
+                    entries: usage.entries + u64::from(old.is_none()),
+                };
+                Ok((projected.bytes > limits.max_bytes || projected.entries > limits.max_entries)
+                    .then_some(projected))
+            };
+            while let Some(projected) = fits(tx)? {
+                // Expired entries go first, through the expiry index.
+                if tx.sweep(now, db::SWEEP_STEP)? > 0 {
+                    continue;
+                }
+                if limits.when_full == WhenFull::Refuse {
+                    refusal.set(Some(self.over_quota(projected)));
+                    return Ok(false);
+                }
+                if tx.evict_one()?.is_none() {
+                    break;
+                }
             }
+            tx.put(key, value, charge, expires_ms)?;
+            Ok(true)
+        });
+        match written.map_err(db_error)? {
+            true => Ok(()),
+            false => Err(refusal
+                .take()
+                .unwrap_or_else(|| StoreError::QuotaExceeded("the store is full".into()))),
         }
-        let tmp = format!(
-            "{TMP_PREFIX}{}.{}",
-            &name[..64],
-            files::random_hex(8).map_err(|e| StoreError::io("naming a temp file", &e))?
-        );
-        let header = record::encode_header(key, value_len, expires_ms);
-        files::write_atomic(
-            &self.dir,
-            &name,
-            &tmp,
-            &[&header, key.as_bytes(), value],
-            false,
-        )
-        .map_err(|e| StoreError::io("writing an entry", &e))?;
-        self.write_usage(projected)
+    }
+
+    fn over_quota(&self, projected: StoreUsage) -> StoreError {
+        let limits = &self.limits;
+        StoreError::QuotaExceeded(if projected.bytes > limits.max_bytes {
+            format!(
+                "agent {}: this write would bring the store to {} bytes, over its limit of {} bytes",
+                self.agent, projected.bytes, limits.max_bytes
+            )
+        } else {
+            format!(
+                "agent {}: this write would bring the store to {} entries, over its limit of {} entries",
+                self.agent, projected.entries, limits.max_entries
+            )
+        })
     }
 
     /// Removes `key`; returns whether a live (unexpired) value was there.
     pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
         validate_key(key)?;
-        let name = record::entry_name(key);
-        let _held = self.hold()?;
-        let Some(len) = self.entry_len(&name)? else {
-            return Ok(false);
-        };
-        let live = match files::read_regular(&self.dir, &name, len) {
-            Ok(ReadOutcome::Data(data)) => record::decode(&data).is_some_and(|entry| {
-                entry.key == key.as_bytes() && entry.expires_ms > self.clock.now_ms()
-            }),
-            Ok(_) => false,
-            Err(e) => return Err(StoreError::io("reading an entry", &e)),
-        };
-        self.remove_locked(&name, len)?;
-        Ok(live)
+        let now = self.clock.now_ms();
+        let removed = self.db().write(|tx| tx.delete(key)).map_err(db_error)?;
+        Ok(removed.is_some_and(|expires_ms| expires_ms > now))
     }
 
-    /// Bytes and entries charged to this agent now (expired entries count until removed).
+    /// Bytes and entries charged to this agent now (expired entries count until swept).
     pub fn usage(&self) -> Result<StoreUsage, StoreError> {
-        let _held = self.hold()?;
-        self.current_usage()
+        self.db().write(|tx| tx.usage()).map_err(db_error)
     }
 
-    fn hold(&self) -> Result<Held<'_>, StoreError> {
-        let serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
-        let file = self
-            .lock
-            .lock()
-            .map_err(|e| StoreError::io("locking the store", &e))?;
-        Ok(Held {
-            _file: file,
-            _serial: serial,
-        })
-    }
-
-    /// Usage after replacing `name` with an entry charged `charge` bytes (lock held).
-    fn project(&self, name: &str, charge: u64) -> Result<StoreUsage, StoreError> {
-        let usage = self.current_usage()?;
-        let old = self.entry_len(name)?.map(record::charged_len);
-        Ok(StoreUsage {
-            bytes: usage.bytes.saturating_sub(old.unwrap_or(0)) + charge,
-            entries: usage.entries + u64::from(old.is_none()),
-        })
-    }
-
-    fn check_quota(&self, projected: StoreUsage) -> Result<(), StoreError> {
-        let limits = &self.limits;
-        if projected.bytes > limits.max_bytes {
-            return Err(StoreError::QuotaExceeded(format!(
-                "agent {}: this write would bring the store to {} bytes, over its limit of {} bytes",
-                self.agent, projected.bytes, limits.max_bytes
-            )));
-        }
-        if projected.entries > limits.max_entries {
-            return Err(StoreError::QuotaExceeded(format!(
-                "agent {}: this write would bring the store to {} entries, over its limit of {} entries",
-                self.agent, projected.entries, limits.max_entries
-            )));
-        }
-        Ok(())
-    }
-
-    /// Usage from the usage file, or from a rescan if that file is missing (lock held).
-    fn current_usage(&self) -> Result<StoreUsage, StoreError> {
-        match usage::read(&self.dir) {
-            Ok(Some(usage)) => Ok(usage),
-            Ok(None) => {
-                let scan = usage::scan(&self.dir, None)
-                    .map_err(|e| StoreError::io("scanning the store", &e))?;
-                self.write_usage(scan.usage)?;
-                Ok(scan.usage)
-            }
-            Err(e) => Err(StoreError::io("reading the usage file", &e)),
-        }
-    }
-
-    fn write_usage(&self, usage: StoreUsage) -> Result<(), StoreError> {
-        usage::write(&self.dir, usage).map_err(|e| StoreError::io("writing the usage file", &e))
-    }
-
-    fn entry_len(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        files::regular_len(&self.dir, name).map_err(|e| StoreError::io("inspecting an entry", &e))
-    }
-
-    /// Removes the entry file `name` of length `len` and credits its usage (lock held).
-    fn remove_locked(&self, name: &str, len: u64) -> Result<(), StoreError> {
-        let usage = self.current_usage()?;
-        let removed = files::remove_regular(&self.dir, name)
-            .map_err(|e| StoreError::io("removing an entry", &e))?;
-        if removed {
-            self.write_usage(StoreUsage {
-                bytes: usage.bytes.saturating_sub(record::charged_len(len)),
-                entries: usage.entries.saturating_sub(1),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Removes `name` if, under the lock, it is still expired at `now`: another handle
-    /// may have replaced it with a fresh value since it was read.
-    fn remove_if_expired(&self, name: &str, now: u64) -> Result<(), StoreError> {
-        let _held = self.hold()?;
-        let Some(len) = self.entry_len(name)? else {
-            return Ok(());
-        };
-        let header = files::read_prefix(&self.dir, name, HEADER_LEN)
-            .map_err(|e| StoreError::io("reading an entry", &e))?;
-        let expired = matches!(header, ReadOutcome::Data(h)
-            if record::decode_expiry(&h).is_some_and(|exp| exp <= now));
-        if expired {
-            self.remove_locked(name, len)?;
-        }
-        Ok(())
+    /// Rows this handle's statements stepped through in full-table scans: zero when
+    /// every query went through an index, which the tests check.
+    #[must_use]
+    pub fn full_scan_steps(&self) -> u64 {
+        self.db().full_scan_steps()
     }
 }
 

@@ -10,9 +10,8 @@
 //! 28+K    V     value
 //! ```
 //!
-//! A file whose length is not exactly `28 + K + V` is torn or foreign and reads as a miss.
-//! The bytes charged to the agent's quota for an entry are `K + V`, so a directory scan
-//! can account an entry from its length alone.
+//! The format of the stores before they moved to SQLite: `legacy.rs` imports it. A file
+//! whose length is not exactly `28 + K + V` is torn or foreign, and is dropped.
 
 use sha2::{Digest, Sha256};
 
@@ -67,11 +66,6 @@ pub(crate) fn encode_header(key: &str, value_len: u64, expires_ms: u64) -> Vec<u
     out
 }
 
-/// The quota bytes of an entry whose file is `file_len` long.
-pub(crate) fn charged_len(file_len: u64) -> u64 {
-    file_len.saturating_sub(HEADER_LEN)
-}
-
 /// A decoded entry file.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Decoded<'a> {
@@ -100,14 +94,6 @@ pub(crate) fn decode(data: &[u8]) -> Option<Decoded<'_>> {
     })
 }
 
-/// The expiry from an entry's header alone; `None` if the header is not ours.
-pub(crate) fn decode_expiry(header: &[u8]) -> Option<u64> {
-    if header.len() < 28 || &header[..8] != MAGIC {
-        return None;
-    }
-    Some(u64::from_le_bytes(header[8..16].try_into().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,8 +105,6 @@ mod tests {
         file.extend_from_slice(b"abc");
         let d = decode(&file).expect("decodes");
         assert_eq!((d.expires_ms, d.key, d.value), (42, &b"k"[..], &b"abc"[..]));
-        assert_eq!(decode_expiry(&file), Some(42));
-        assert_eq!(charged_len(file.len() as u64), 4);
     }
 
     #[test]
