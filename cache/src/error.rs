@@ -117,7 +117,6 @@ pub enum StoreError {
     Io(String),
 }
 
-
 /// Renders untrusted text for an error message: escaped and cut to 48 characters.
 pub(crate) fn shown(text: &str) -> String {
     const MAX: usize = 48;

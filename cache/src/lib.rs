@@ -3,8 +3,9 @@
 //! Two independent things live here, both touching the disk only through
 //! [`cap_std::fs::Dir`] handles opened once from a configured root:
 //!
-//! * [`AgentStores`] / [`AgentStore`]: each agent's private key-value directory, behind
-//!   the WIT `cache` interface (quota-checked `get` / `set` / `delete`).
+//! * [`AgentStores`] / [`AgentStore`]: each agent's private key-value store (an SQLite
+//!   database in a directory of its own), behind the WIT `cache` interface
+//!   (quota-checked `get` / `set` / `delete`).
 //! * [`ResponseCache`]: the host's cache of LLM responses, keyed by a [`CacheKey`] over
 //!   the whole request, HMAC-checked, size-limited by LRU, shared by processes.
 //! * [`CompiledStore`]: compiled components, each authenticated (HMAC under a private
@@ -52,17 +53,18 @@
 //! `^[a-zA-Z0-9_-]{1,64}$`, and the directory is opened without following symlinks, so
 //! a link `agents/a -> b` is refused rather than handing `a` the store of `b`). In it:
 //!
-//! * `<sha256(key) hex>.kv`: one entry: magic, expiry (ms since the epoch), key length,
-//!   value length, key, value. Keys (1–256 bytes, no control characters) are only ever
-//!   hashed into names; the key stored inside is compared on read, and a mismatch, a
-//!   wrong length or a foreign magic is a miss. An expired entry is a miss and removed.
-//! * `cfkv.lock`: `flock`ed around every write, in every process.
-//! * `cfkv.usage`: bytes (key + value lengths) and entries of the directory, updated
-//!   under the lock, so all handles in all processes enforce one quota. Opening a scope
-//!   rescans the directory (it is small) and rewrites it, which also repairs it after a
-//!   crash. A `set` that would exceed the quota first sweeps expired entries.
-//! * `cfkv-tmp.*`: a write in progress (temp file, then rename). Written only under the
-//!   lock, so any found while holding the lock are debris of a crash and removed.
+//! * `store.sqlite` (with SQLite's `-wal` and `-shm`): one table of entries (key, value,
+//!   charged size = key + value bytes, expiry, last use) with an index on the expiry and
+//!   one on the last use, and a one-row table of totals kept by triggers. SQLite's
+//!   transactions and locks make every handle in every process enforce one quota, and
+//!   its write-ahead log keeps the file whole across a crash. Keys (1–256 bytes, no
+//!   control characters) are rows, never paths. A `set` sweeps a few expired entries
+//!   through the expiry index; when the quota would still be passed it evicts the least
+//!   recently used entries through the use index ([`WhenFull::Evict`], the default) or
+//!   refuses with `quota-exceeded` ([`WhenFull::Refuse`]); never a scan of the table.
+//! * A directory in the older format (one `<sha256(key)>.kv` file per entry, `cfkv.lock`,
+//!   `cfkv.usage`) is imported into the database when the store is first opened, and
+//!   those files removed; torn, misplaced or expired ones are dropped.
 //!
 //! # Response cache on disk
 //!
@@ -151,7 +153,7 @@ pub use response::{CachedEntry, EntryInfo, EntryMeta, Put, ResponseCache};
 pub use secret::{SECRET_ENV, Secret};
 pub use stats::{BadEntry, PruneReport, Stats, VerifyReport};
 pub use store::{
-    AgentStore, AgentStores, MAX_AGENT_NAME_BYTES, MAX_KEY_BYTES, StoreLimits, StoreUsage, WhenFull,
-    default_store_max_bytes, default_store_max_entries, default_store_max_value_bytes,
+    AgentStore, AgentStores, MAX_AGENT_NAME_BYTES, MAX_KEY_BYTES, StoreLimits, StoreUsage,
+    WhenFull, default_store_max_bytes, default_store_max_entries, default_store_max_value_bytes,
     default_store_ttl, validate_agent_name, validate_key,
 };

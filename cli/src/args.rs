@@ -194,6 +194,11 @@ pub(crate) struct HostArgs {
     /// Most entries one agent's store may hold [env: CF_STORE_MAX_ENTRIES; default 1000].
     #[arg(long, value_name = "N", value_parser = parser(settings::STORE_MAX_ENTRIES))]
     pub store_max_entries: Option<u64>,
+    /// What an agent's full store does: evict (its least recently used entries make
+    /// room: the store is a cache) or refuse (the write gets quota-exceeded)
+    /// [env: CF_STORE_WHEN_FULL; default evict].
+    #[arg(long, value_name = "WHAT", value_parser = settings::parse_when_full)]
+    pub store_when_full: Option<cf_host::storage::WhenFull>,
     /// The model for every call (overrides the agent's choice) [env: CF_MODEL].
     #[arg(long)]
     pub model: Option<String>,
@@ -234,6 +239,7 @@ impl HostArgs {
             cache_max_bytes: self.cache_max_bytes,
             store_max_bytes: self.store_max_bytes,
             store_max_entries: self.store_max_entries,
+            store_when_full: self.store_when_full,
             budget_usd: self.budget_usd,
             budget_tokens: self.budget_tokens,
             budget_rule: self.budget_rule,

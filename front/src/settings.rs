@@ -29,6 +29,7 @@
 //! | `cache.exclude_agents` | — | | none |
 //! | `store.max_bytes` | `CF_STORE_MAX_BYTES` | 1 KiB..=1 TiB | 10 MiB per agent |
 //! | `store.max_entries` | `CF_STORE_MAX_ENTRIES` | 1..=10000000 | 1000 per agent |
+//! | `store.when_full` | `CF_STORE_WHEN_FULL` | evict, refuse | evict (least recently used first) |
 //! | `budget.usd`, `budget.tokens` | `CF_BUDGET_USD`, `CF_BUDGET_TOKENS` | ≥ 0 | no limit |
 //! | `budget.rule` | `CF_BUDGET_RULE` | until-spent, worst-case | until-spent |
 //! | `[plugins.<name>]` | — | | no grant: a third-party plugin may call nothing |
@@ -36,7 +37,7 @@
 //! Sizes in bytes may be written with a binary suffix in flags and variables
 //! (`64KiB`, `10MiB`, `1GiB`); the file takes whole numbers of bytes.
 
-use cf_host::{BudgetRule, HostBuilder, Limits, llm, permissions::Grant};
+use cf_host::{BudgetRule, HostBuilder, Limits, llm, permissions::Grant, storage::WhenFull};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -303,6 +304,17 @@ pub fn parse_budget_rule(name: &str) -> Result<BudgetRule, String> {
     }
 }
 
+/// Parses what a full agent store does.
+pub fn parse_when_full(name: &str) -> Result<WhenFull, String> {
+    match name.to_ascii_lowercase().as_str() {
+        "evict" => Ok(WhenFull::Evict),
+        "refuse" => Ok(WhenFull::Refuse),
+        _ => Err(format!(
+            "{name:?} is not evict (the least recently used entries make room) or refuse (the write gets quota-exceeded)"
+        )),
+    }
+}
+
 /// What a front end sets itself (the CLI: its flags), over everything else.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -340,6 +352,8 @@ pub struct Overrides {
     pub store_max_bytes: Option<u64>,
     /// One agent's store, in entries.
     pub store_max_entries: Option<u64>,
+    /// What a full agent store does.
+    pub store_when_full: Option<WhenFull>,
     /// A dollar budget.
     pub budget_usd: Option<f64>,
     /// A token budget.
@@ -402,6 +416,7 @@ struct FileCache {
 struct FileStore {
     max_bytes: Option<u64>,
     max_entries: Option<u64>,
+    when_full: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -505,6 +520,8 @@ pub struct Settings {
     pub store_max_bytes: u64,
     /// One agent's store, in entries.
     pub store_max_entries: u64,
+    /// What a full agent store does.
+    pub store_when_full: WhenFull,
     /// A dollar budget.
     pub budget_usd: Option<f64>,
     /// A token budget.
@@ -603,6 +620,22 @@ pub fn resolve(
         })?,
         (None, None, None) => BudgetRule::default(),
     };
+    let store_when_full = match (
+        &flags.store_when_full,
+        var("CF_STORE_WHEN_FULL"),
+        &file.store.when_full,
+    ) {
+        (Some(w), _, _) => *w,
+        (None, Some(v), _) => {
+            parse_when_full(&v).map_err(|e| ConfigError(format!("CF_STORE_WHEN_FULL: {e}")))?
+        }
+        (None, None, Some(v)) => parse_when_full(v).map_err(|e| {
+            let place =
+                at.map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
+            ConfigError(format!("store.when_full in {place}: {e}"))
+        })?,
+        (None, None, None) => WhenFull::default(),
+    };
     // The library's defaults, so that they live in one place.
     let limits = Limits::default();
     let store = cf_host::StoreLimits::default();
@@ -670,6 +703,7 @@ pub fn resolve(
         store_max_entries: STORE_MAX_ENTRIES
             .pick(flags.store_max_entries, env, file.store.max_entries, at)?
             .unwrap_or(store.max_entries),
+        store_when_full,
         budget_usd: BUDGET_USD.pick(flags.budget_usd, env, file.budget.usd, at)?,
         budget_tokens: BUDGET_TOKENS.pick(flags.budget_tokens, env, file.budget.tokens, at)?,
         budget_rule,
@@ -788,6 +822,7 @@ impl Settings {
             .store_limits(cf_host::StoreLimits {
                 max_bytes: self.store_max_bytes,
                 max_entries: self.store_max_entries,
+                when_full: self.store_when_full,
                 ..cf_host::StoreLimits::default()
             })
             .shared_cache_namespace(self.cache_shared_namespace.clone())

@@ -9,9 +9,10 @@
 //! SQLite stepped through in full-table scans, so tests can assert there were none.
 //!
 //! The database is opened through the agent directory's handle
-//! (`/proc/self/fd/<dir>/store.sqlite`) with `SQLITE_OPEN_NOFOLLOW`: the directory was
-//! opened without following symlinks and checked to be the user's own, and the path
-//! cannot be redirected between that check and the open.
+//! (`/proc/self/fd/<dir>/store.sqlite`): the directory was opened without following
+//! symlinks and checked to be the user's own (mode 0700), so nobody else can plant a
+//! file in it; a `store.sqlite` that is not a regular file is refused before SQLite
+//! opens it. (`SQLITE_OPEN_NOFOLLOW` cannot be used: it refuses the `/proc` link.)
 
 use std::os::fd::AsRawFd as _;
 use std::time::Duration;
@@ -77,10 +78,15 @@ pub(crate) struct Found {
 impl Db {
     /// Opens (creating if missing) the database of the agent directory `dir`.
     pub(crate) fn open(dir: &Dir) -> rusqlite::Result<Self> {
+        match dir.symlink_metadata(DB_NAME) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(rusqlite::Error::InvalidPath(DB_NAME.into()));
+            }
+            _ => {}
+        }
         let path = format!("/proc/self/fd/{}/{DB_NAME}", dir.as_raw_fd());
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -217,11 +223,14 @@ impl Tx<'_> {
 
     /// Removes `key`; its expiry if it was there.
     pub(crate) fn delete(&mut self, key: &str) -> rusqlite::Result<Option<u64>> {
-        self.counted("DELETE FROM entries WHERE key = ?1 RETURNING expires_ms", |s| {
-            s.query_row([key], |r| r.get::<_, i64>(0))
-                .optional()
-                .map(|v| v.map(|v| v.max(0) as u64))
-        })
+        self.counted(
+            "DELETE FROM entries WHERE key = ?1 RETURNING expires_ms",
+            |s| {
+                s.query_row([key], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map(|v| v.map(|v| v.max(0) as u64))
+            },
+        )
     }
 
     /// Removes `key` if it is still expired at `now` (another handle may have replaced
@@ -254,5 +263,37 @@ impl Tx<'_> {
                     .optional()
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cap_std::ambient_authority;
+
+    /// The scan counter counts: without it, "no full scan" would be vacuous.
+    #[test]
+    fn full_scans_are_counted_and_indexed_queries_are_not() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("dir");
+        let mut db = Db::open(&dir).expect("open");
+        db.write(|tx| {
+            for i in 0..100u64 {
+                tx.put(&format!("k{i}"), b"v", 3, 1_000 + i)?;
+            }
+            tx.get("k5")?;
+            tx.sweep(1_010, SWEEP_STEP)?;
+            tx.evict_one()?;
+            Ok(())
+        })
+        .expect("indexed work");
+        assert_eq!(db.full_scan_steps(), 0);
+        db.write(|tx| {
+            tx.counted("SELECT COUNT(*) FROM entries WHERE value = x'00'", |s| {
+                s.query_row([], |r| r.get::<_, i64>(0))
+            })
+        })
+        .expect("a scan");
+        assert!(db.full_scan_steps() >= 80, "{}", db.full_scan_steps());
     }
 }

@@ -49,7 +49,8 @@ pub(crate) fn import(
             continue;
         };
         let entry = record::decode(&data).filter(|e| {
-            e.expires_ms > now && std::str::from_utf8(e.key).is_ok_and(|k| record::entry_name(k) == *name)
+            e.expires_ms > now
+                && std::str::from_utf8(e.key).is_ok_and(|k| record::entry_name(k) == *name)
         });
         match entry {
             Some(e) => live.push((
@@ -62,7 +63,12 @@ pub(crate) fn import(
     }
     db.write(|tx| {
         for (key, value, expires_ms) in &live {
-            tx.put(key, value, key.len() as u64 + value.len() as u64, *expires_ms)?;
+            tx.put(
+                key,
+                value,
+                key.len() as u64 + value.len() as u64,
+                *expires_ms,
+            )?;
         }
         Ok(())
     })

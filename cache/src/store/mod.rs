@@ -342,8 +342,10 @@ impl AgentStore {
                     bytes: usage.bytes - old.unwrap_or(0).min(usage.bytes) + charge,
                     entries: usage.entries + u64::from(old.is_none()),
                 };
-                Ok((projected.bytes > limits.max_bytes || projected.entries > limits.max_entries)
-                    .then_some(projected))
+                Ok(
+                    (projected.bytes > limits.max_bytes || projected.entries > limits.max_entries)
+                        .then_some(projected),
+                )
             };
             while let Some(projected) = fits(tx)? {
                 // Expired entries go first, through the expiry index.

@@ -10,6 +10,7 @@ mod common;
 mod fuzz_regressions;
 #[path = "../../../fuzz/regression_inputs.rs"]
 mod regression_inputs;
+mod store_evict;
 mod store_files;
 mod store_quota;
 mod store_scope;

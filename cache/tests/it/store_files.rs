@@ -1,7 +1,8 @@
 //! The store touches only its own files: foreign files stay, symlinks are not followed,
-//! torn or misplaced entry files are misses.
+//! and a store of the old one-file-per-entry format is imported once into its
+//! database (torn, misplaced and expired entry files dropped).
 
-use cf_cache::StoreLimits;
+use cf_cache::{Clock as _, StoreLimits};
 use sha2::{Digest, Sha256};
 
 use crate::common::stores;
@@ -61,24 +62,88 @@ fn a_symlink_under_an_entry_name_is_never_followed() {
     );
 }
 
+/// An entry file of the old format.
+fn old_entry(key: &str, value: &[u8], expires_ms: u64) -> Vec<u8> {
+    let mut file = b"CFKVENT1".to_vec();
+    file.extend_from_slice(&expires_ms.to_le_bytes());
+    file.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    file.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    file.extend_from_slice(key.as_bytes());
+    file.extend_from_slice(value);
+    file
+}
+
 #[test]
-fn torn_or_misplaced_entry_files_are_misses() {
-    let (tmp, stores, _clock) = stores(StoreLimits::default());
-    let a = stores.scope("a").expect("scope");
-    a.set("one", b"value one", None).expect("set");
-    a.set("two", b"value two", None).expect("set");
+fn an_old_format_store_is_imported_once() {
+    let (tmp, stores, clock) = stores(StoreLimits::default());
     let dir = tmp.path().join("agents/a");
-    // An entry copied under another key's name records the wrong key: a miss.
-    std::fs::copy(dir.join(entry_file("one")), dir.join(entry_file("two"))).expect("copy");
-    assert_eq!(a.get("two").expect("get"), None);
-    // A truncated file fails the length check: a miss.
-    let path = dir.join(entry_file("one"));
-    let data = std::fs::read(&path).expect("read");
-    std::fs::write(&path, &data[..data.len() - 1]).expect("truncate");
-    assert_eq!(a.get("one").expect("get"), None);
-    // Both can be written again.
-    a.set("one", b"again", None).expect("set");
-    assert_eq!(a.get("one").expect("get").as_deref(), Some(&b"again"[..]));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let later = clock.now_ms() + 60_000;
+    let write = |name: String, data: Vec<u8>| std::fs::write(dir.join(name), data).expect("write");
+    write(entry_file("one"), old_entry("one", b"value one", later));
+    write(entry_file("two"), old_entry("two", b"value two", later));
+    // Misplaced: an entry of "one" under the name of "three".
+    write(entry_file("three"), old_entry("one", b"stolen", later));
+    // Torn: one byte short.
+    let torn = old_entry("four", b"value four", later);
+    write(entry_file("four"), torn[..torn.len() - 1].to_vec());
+    // Expired.
+    write(
+        entry_file("five"),
+        old_entry("five", b"old", clock.now_ms() - 1),
+    );
+    write("cfkv.usage".into(), b"CFKVUSE1 whatever".to_vec());
+    write("notes.txt".into(), b"not ours".to_vec());
+
+    let a = stores.scope("a").expect("scope");
+    assert_eq!(
+        a.get("one").expect("get").as_deref(),
+        Some(&b"value one"[..])
+    );
+    assert_eq!(
+        a.get("two").expect("get").as_deref(),
+        Some(&b"value two"[..])
+    );
+    for gone in ["three", "four", "five"] {
+        assert_eq!(a.get(gone).expect("get"), None, "{gone} was dropped");
+    }
+    assert_eq!(
+        a.usage().expect("usage"),
+        cf_cache::StoreUsage {
+            bytes: 2 * (3 + 9),
+            entries: 2
+        }
+    );
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .filter(|n| !n.starts_with("store.sqlite"))
+        .collect();
+    assert_eq!(
+        left,
+        ["notes.txt"],
+        "the old files went, the foreign one stayed"
+    );
+    // Once: a second open finds nothing to import and the values are still there.
+    drop(a);
+    let again = stores.scope("a").expect("scope");
+    assert_eq!(
+        again.get("one").expect("get").as_deref(),
+        Some(&b"value one"[..])
+    );
+}
+
+#[test]
+fn a_symlink_in_place_of_the_database_is_refused() {
+    let (tmp, stores, _clock) = stores(StoreLimits::default());
+    let dir = tmp.path().join("agents/a");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let outside = tmp.path().join("elsewhere.sqlite");
+    std::fs::write(&outside, b"").expect("outside");
+    std::os::unix::fs::symlink(&outside, dir.join("store.sqlite")).expect("symlink");
+    let err = stores.scope("a").expect_err("refused");
+    assert!(err.to_string().contains("store of agent a"), "{err}");
+    assert_eq!(std::fs::read(&outside).expect("outside"), b"", "untouched");
 }
 
 #[test]

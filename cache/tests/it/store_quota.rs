@@ -4,16 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cf_cache::{AgentStores, StoreError, StoreLimits, StoreUsage};
+use cf_cache::{AgentStores, StoreError, StoreLimits, StoreUsage, WhenFull};
 
 use crate::common::stores;
 
+/// Small limits that refuse when full (the quota tests below predate eviction, the
+/// default; `store_evict.rs` tests that).
 fn small() -> StoreLimits {
     StoreLimits {
         max_bytes: 100,
         max_entries: 3,
         max_value_bytes: 40,
         default_ttl: Duration::from_secs(60),
+        when_full: WhenFull::Refuse,
     }
 }
 
@@ -176,7 +179,7 @@ fn quota_is_shared_by_handles_in_separate_instances() {
 }
 
 #[test]
-fn concurrent_writers_keep_usage_equal_to_the_files() {
+fn concurrent_writers_keep_usage_equal_to_what_is_stored() {
     let (tmp, stores, _clock) = stores(StoreLimits::default());
     let threads: Vec<_> = (0..4)
         .map(|t| {
@@ -206,18 +209,17 @@ fn concurrent_writers_keep_usage_equal_to_the_files() {
     for t in threads {
         t.join().expect("thread");
     }
+    // Usage equals what the store holds: every key the threads used, read back.
     let store = stores.scope("a").expect("scope");
-    let dir = tmp.path().join("agents/a");
     let mut real = StoreUsage::default();
-    for entry in std::fs::read_dir(&dir).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().into_string().expect("utf-8");
-        assert!(!name.starts_with("cfkv-tmp."), "no temp file left: {name}");
-        if name.ends_with(".kv") {
+    for i in 0..20 {
+        let key = format!("k{i}");
+        if let Some(value) = store.get(&key).expect("get") {
             real.entries += 1;
-            real.bytes += entry.metadata().expect("meta").len() - 28;
+            real.bytes += (key.len() + value.len()) as u64;
         }
     }
+    let _ = &tmp;
     assert!(real.entries > 0);
     assert_eq!(store.usage().expect("usage"), real);
 }
