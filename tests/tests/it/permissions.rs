@@ -280,11 +280,26 @@ async fn a_plugin_cache_quota_is_the_smaller_of_both() {
     .await
     .expect("40 bytes fit 100");
     assert_eq!(out.text, "stored");
-    let big = "v".repeat(90);
+    // 91 more bytes pass 100: the full store makes room by evicting `a` (the store is a
+    // cache); with the manifest's 4096 it would have kept both.
+    let out = bounded(
+        "evicting",
+        60,
+        agent.run(Task::new(format!("cache-put b {}", "v".repeat(90)))),
+    )
+    .await
+    .expect("stored by evicting");
+    assert_eq!(out.text, "stored");
+    let out = bounded("evicted", 60, agent.run(Task::new("cache-get a")))
+        .await
+        .expect("runs");
+    assert_eq!(out.text, "<absent>", "a made room for b");
+    // An entry alone over 100 bytes is refused.
+    let big = "v".repeat(100);
     let err = bounded(
         "beyond",
         60,
-        agent.run(Task::new(format!("cache-put b {big}"))),
+        agent.run(Task::new(format!("cache-put c {big}"))),
     )
     .await
     .unwrap_err();
