@@ -330,13 +330,20 @@ impl AnthropicProvider {
     }
 }
 
+/// The shortest key [`scrub`] looks for.
+const MIN_SCRUBBED_KEY_BYTES: usize = 16;
+
 /// Replaces every occurrence of `secret` in `body` with `[redacted]`. A proxy or
 /// server that echoes the request's headers (some error pages do) would otherwise hand
 /// the API key to the plugin, `--json` output and the logs. This catches verbatim
 /// echoes (an API key's characters need no JSON escaping); a hostile upstream, which
 /// has the key anyway, could still encode it.
+///
+/// A key shorter than [`MIN_SCRUBBED_KEY_BYTES`] is left alone: such a key (a test
+/// key; real ones are about 100 characters) occurs by chance in ordinary answers, and
+/// replacing it broke them (a key `k` turned `input_tokens` into `input_to[redacted]ens`).
 fn scrub(body: &mut Vec<u8>, secret: &[u8]) {
-    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
+    if secret.len() < MIN_SCRUBBED_KEY_BYTES || !body.windows(secret.len()).any(|w| w == secret) {
         return;
     }
     let mut out = Vec::with_capacity(body.len());
@@ -553,6 +560,17 @@ fn status_line(status: StatusCode) -> String {
 mod tests {
     /// Regression: an upstream error that echoed the request headers handed the API
     /// key to the plugin, `--json` output and the logs.
+    #[test]
+    fn a_short_test_key_does_not_corrupt_answers() {
+        let answer = br#"{"usage":{"input_tokens":1,"output_tokens":2}}"#;
+        let mut body = answer.to_vec();
+        super::scrub(&mut body, b"k");
+        assert_eq!(body, answer, "regression: a key `k` broke every answer");
+        let mut body = b"echo: sixteen-byte-key!".to_vec();
+        super::scrub(&mut body, b"sixteen-byte-key");
+        assert_eq!(body, b"echo: [redacted]!");
+    }
+
     #[test]
     fn the_key_is_scrubbed_from_what_the_upstream_sends_back() {
         let key = b"sk-ant-0123456789";
