@@ -33,19 +33,22 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    /// A line for `total` items on stderr, when stderr is a terminal.
-    pub(crate) fn new(total: usize) -> Self {
+    /// A line for `total` items (unknown for stdin) on stderr, when stderr is a
+    /// terminal.
+    pub(crate) fn new(total: Option<usize>) -> Self {
         let target = if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr_with_hz(10)
         } else {
             ProgressDrawTarget::hidden()
         };
-        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
-        // The template is a constant: it parses. The message takes what is left of the
-        // terminal's width and is cut there, so the line never wraps.
-        if let Ok(style) =
-            ProgressStyle::with_template("{pos}/{len} [{bar:12}] ETA {eta} · {wide_msg}")
-        {
+        let bar = ProgressBar::with_draw_target(total.map(|t| t as u64), target);
+        // The templates are constants: they parse. The message takes what is left of
+        // the terminal's width and is cut there, so the line never wraps.
+        let template = match total {
+            Some(_) => "{pos}/{len} [{bar:12}] ETA {eta} · {wide_msg}",
+            None => "{pos} done · {elapsed} · {wide_msg}",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
         Self {
@@ -72,6 +75,13 @@ impl Progress {
             self.bar.suspend(write)
         } else {
             write()
+        }
+    }
+
+    /// One line of the total turned out not to be an item (a malformed line).
+    pub(crate) fn skipped_one(&self) {
+        if let Some(len) = self.bar.length() {
+            self.bar.set_length(len.saturating_sub(1));
         }
     }
 

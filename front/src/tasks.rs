@@ -34,6 +34,16 @@ pub fn read_jsonl(
     (items, bad)
 }
 
+/// Items (or bad lines) one at a time, as [`read_jsonl`] reads them: for a batch of
+/// any length in bounded memory.
+pub fn stream<'a>(
+    input: impl BufRead + 'a,
+    default_agent: Option<&'a str>,
+    base: &'a RunOptions,
+) -> impl Iterator<Item = Result<BatchItem, BadLine>> + 'a {
+    cf_tasks::lines(input, default_agent).map(move |line| line.map(|l| item(l, base)))
+}
+
 /// The batch item of a task line under the command line's settings `base`.
 pub fn item(line: TaskLine, base: &RunOptions) -> BatchItem {
     BatchItem {

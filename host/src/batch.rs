@@ -1,6 +1,12 @@
 //! Batches: many (agent, task, options) items under the host's one concurrency limit,
 //! with a result per item — as they finish, or all in input order — and cancellation
 //! that loses nothing that finished.
+//!
+//! Memory stays bounded by the concurrency, not the batch's length: items are taken
+//! from their source (a `Vec`, or a channel a reader fills as it goes:
+//! [`Host::start_batch_stream`]) only when there is room to run them, and a finished
+//! item holds its room until its result is taken, so at most `max_in_flight` items are
+//! running and as many results are waiting to be taken.
 
 use crate::agent::{Agent, Source, Task};
 use crate::error::Error;
@@ -60,6 +66,8 @@ pub struct BatchResult {
     pub id: Option<String>,
     /// The agent as the item named it.
     pub agent: String,
+    /// The item's task text (not its context), for the caller's records.
+    pub task: String,
     /// What happened.
     pub result: Result<RunOutput, RunError>,
 }
@@ -67,11 +75,12 @@ pub struct BatchResult {
 /// A batch in progress. Results arrive with [`next`](BatchRun::next) as items finish.
 #[derive(Debug)]
 pub struct BatchRun {
-    results: mpsc::UnboundedReceiver<BatchResult>,
+    results: mpsc::Receiver<BatchResult>,
     cancel: watch::Sender<bool>,
     ledger: Ledger,
     in_flight: Arc<AtomicUsize>,
-    total: usize,
+    /// The number of items, when known at the start (a batch from a `Vec`).
+    total: Option<usize>,
     received: usize,
 }
 
@@ -89,9 +98,6 @@ impl BatchCanceller {
 impl BatchRun {
     /// The next result to finish; `None` once every item has reported.
     pub async fn next(&mut self) -> Option<BatchResult> {
-        if self.received == self.total {
-            return None;
-        }
         let r = self.results.recv().await;
         self.received += usize::from(r.is_some());
         r
@@ -101,9 +107,6 @@ impl BatchRun {
     /// none is ready now (or every item has reported). Drains what is ready after a
     /// [`next`](Self::next), to handle results in groups.
     pub fn try_next(&mut self) -> Option<BatchResult> {
-        if self.received == self.total {
-            return None;
-        }
         let r = self.results.try_recv().ok();
         self.received += usize::from(r.is_some());
         r
@@ -131,40 +134,74 @@ impl BatchRun {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// The number of items.
-    pub fn len(&self) -> usize {
+    /// The number of items, when known at the start (a batch from a `Vec`); `None`
+    /// for a streamed batch.
+    pub fn total(&self) -> Option<usize> {
         self.total
     }
 
-    /// Whether the batch has no items.
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
+    /// Results taken so far.
+    pub fn received(&self) -> usize {
+        self.received
     }
 
-    /// Waits for every item and returns the results in input order.
+    /// Waits for every item and returns the results in input order (this keeps every
+    /// result: for long batches, take them with [`next`](Self::next) instead).
     pub async fn finish(mut self) -> Vec<BatchResult> {
-        let mut slots: Vec<Option<BatchResult>> = (0..self.total).map(|_| None).collect();
+        let mut all = Vec::with_capacity(self.total.unwrap_or(0));
         while let Some(r) = self.next().await {
-            let i = r.index;
-            slots[i] = Some(r);
+            all.push(r);
         }
-        slots.into_iter().flatten().collect()
+        all.sort_by_key(|r| r.index);
+        all
     }
 }
 
 type Loaded = Arc<OnceCell<Result<Agent, Error>>>;
 
+/// Where a batch's items come from.
+enum Items {
+    Listed(std::vec::IntoIter<BatchItem>),
+    Streamed(mpsc::Receiver<BatchItem>),
+}
+
+impl Items {
+    async fn next(&mut self) -> Option<BatchItem> {
+        match self {
+            Self::Listed(items) => items.next(),
+            Self::Streamed(items) => items.recv().await,
+        }
+    }
+}
+
 impl Host {
     /// Starts a batch; see [`BatchRun`]. Must be called within a tokio runtime.
     pub fn start_batch(&self, items: Vec<BatchItem>, options: BatchOptions) -> BatchRun {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let total = items.len();
+        self.start(Items::Listed(items.into_iter()), Some(total), options)
+    }
+
+    /// Starts a batch whose items arrive on `items` (a reader filling it as it goes,
+    /// with its own bound): an item is taken only when there is room to run it, so a
+    /// batch of millions holds no more than its concurrency in memory. It ends when
+    /// the sender is dropped and every item taken has reported.
+    pub fn start_batch_stream(
+        &self,
+        items: mpsc::Receiver<BatchItem>,
+        options: BatchOptions,
+    ) -> BatchRun {
+        self.start(Items::Streamed(items), None, options)
+    }
+
+    fn start(&self, items: Items, total: Option<usize>, options: BatchOptions) -> BatchRun {
         let (cancel, cancelled) = watch::channel(false);
         let ledger = Ledger::with_budget(options.budget);
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let total = items.len();
         let limit = options
             .max_in_flight
             .unwrap_or(self.runtime().instance_slots().available_permits().max(1));
+        // Finished items wait here for the caller; each keeps its room until taken.
+        let (tx, rx) = mpsc::channel(limit);
         tokio::spawn(drive(
             self.clone(),
             items,
@@ -202,28 +239,29 @@ impl Host {
 )]
 async fn drive(
     host: Host,
-    items: Vec<BatchItem>,
+    mut items: Items,
     grace: Duration,
     limit: usize,
     ledger: Ledger,
     in_flight: Arc<AtomicUsize>,
-    tx: mpsc::UnboundedSender<BatchResult>,
+    tx: mpsc::Sender<BatchResult>,
     mut cancelled: watch::Receiver<bool>,
 ) {
     let room = Arc::new(Semaphore::new(limit));
     let mut agents: HashMap<String, Loaded> = HashMap::new();
-    let mut items = items.into_iter().enumerate();
-    for (index, item) in items.by_ref() {
+    let mut index = 0;
+    // Room first, then the item: the source is read only as fast as items can run.
+    loop {
         let permit = tokio::select! {
             biased;
-            _ = cancelled.wait_for(|c| *c) => {
-                send_cancelled(&tx, index, item, false);
-                break;
-            }
+            _ = cancelled.wait_for(|c| *c) => break,
             permit = room.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => break,
             },
+        };
+        let Some(item) = items.next().await else {
+            break;
         };
         let loaded = agents.entry(item.agent.clone()).or_default().clone();
         let (host, ledger, tx, in_flight) =
@@ -237,6 +275,7 @@ async fn drive(
                 task,
                 options,
             } = item;
+            let text = task.text.clone();
             let run = async {
                 let agent = loaded
                     .get_or_init(|| host.load(Source::from(agent.as_str())))
@@ -254,31 +293,32 @@ async fn drive(
                 _ = stop => Err(RunError::from(Error::Cancelled { started: true })),
             };
             in_flight.fetch_sub(1, Ordering::Relaxed);
+            // The room is given back once the result is taken: results waiting for the
+            // caller count against the batch's concurrency.
+            let _ = tx
+                .send(BatchResult {
+                    index,
+                    id,
+                    agent,
+                    task: text,
+                    result,
+                })
+                .await;
             drop(permit);
-            let _ = tx.send(BatchResult {
-                index,
-                id,
-                agent,
-                result,
-            });
         });
+        index += 1;
     }
-    // Items never started after a cancellation.
-    for (index, item) in items {
-        send_cancelled(&tx, index, item, false);
+    // Items never started after a cancellation: each reports, still one at a time.
+    while let Some(item) = items.next().await {
+        let _ = tx
+            .send(BatchResult {
+                index,
+                id: item.id,
+                agent: item.agent,
+                task: item.task.text,
+                result: Err(Error::Cancelled { started: false }.into()),
+            })
+            .await;
+        index += 1;
     }
-}
-
-fn send_cancelled(
-    tx: &mpsc::UnboundedSender<BatchResult>,
-    index: usize,
-    item: BatchItem,
-    started: bool,
-) {
-    let _ = tx.send(BatchResult {
-        index,
-        id: item.id,
-        agent: item.agent,
-        result: Err(Error::Cancelled { started }.into()),
-    });
 }

@@ -83,22 +83,33 @@ pub fn read_jsonl(
     default_agent: Option<&str>,
 ) -> (Vec<TaskLine>, Vec<BadLine>) {
     let (mut tasks, mut bad) = (Vec::new(), Vec::new());
-    for (i, line) in input.lines().enumerate() {
-        let number = i + 1;
-        let parsed = match line {
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => parse_line(&text, number, default_agent),
-            Err(e) => Err(format!("unreadable: {e}")),
-        };
+    for parsed in lines(input, default_agent) {
         match parsed {
             Ok(task) => tasks.push(task),
-            Err(message) => bad.push(BadLine {
-                line: number,
-                message: escape_controls(&message),
-            }),
+            Err(b) => bad.push(b),
         }
     }
     (tasks, bad)
+}
+
+/// The lines of `input` one at a time, as [`read_jsonl`] reads them: for a batch of
+/// any length in bounded memory.
+pub fn lines<'a>(
+    input: impl BufRead + 'a,
+    default_agent: Option<&'a str>,
+) -> impl Iterator<Item = Result<TaskLine, BadLine>> + 'a {
+    input.lines().enumerate().filter_map(move |(i, line)| {
+        let number = i + 1;
+        let parsed = match line {
+            Ok(text) if text.trim().is_empty() => return None,
+            Ok(text) => parse_line(&text, number, default_agent),
+            Err(e) => Err(format!("unreadable: {e}")),
+        };
+        Some(parsed.map_err(|message| BadLine {
+            line: number,
+            message: escape_controls(&message),
+        }))
+    })
 }
 
 /// `text` with its control characters escaped (`\r` → `\\r`, ESC → `\\u{1b}`): serde's

@@ -1,5 +1,9 @@
 //! `cf-host run --tasks FILE` / `--task …`: a batch with results as they finish, a
 //! progress line on a terminal ([`crate::progress`]), Ctrl-C, and a final summary.
+//!
+//! It streams: the tasks file is read as the batch takes items, each result is written
+//! as it finishes, and the summary and the run log are fed as results come, so a batch
+//! of a million items runs in memory that does not grow with it.
 
 use crate::args::RunArgs;
 use crate::error::{CliError, Exit};
@@ -7,16 +11,30 @@ use crate::progress::{Counts, Progress};
 use crate::runlog;
 use cf_front::render;
 use cf_front::runlog::RunRecord;
-use cf_front::summary::Summary;
-use cf_host::{BatchItem, BatchOptions, BatchResult, Host, RunOptions, Task};
-use std::io::Write as _;
+use cf_front::summary::{Summary, SummaryBuilder};
+use cf_host::{BatchItem, BatchOptions, BatchRun, Host, RunOptions, Task};
+use std::io::{BufRead, BufReader, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// How often the progress line is sampled while no result arrives.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
+/// Run-log records written at a time: the log is appended to as the batch goes, not
+/// kept whole until its end.
+const LOG_CHUNK: usize = 1024;
+
+/// Items read ahead of the batch from a tasks file: the reader waits when this many
+/// are queued, so that a file of millions is never in memory.
+const READ_AHEAD: usize = 1024;
+
+/// What the end of a batch reports.
 struct BatchOutcome {
-    results: Vec<BatchResult>,
+    done: usize,
+    ok: usize,
+    summary: Summary,
     wall: Duration,
     interrupted: bool,
 }
@@ -35,66 +53,109 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
         },
         ..RunOptions::default()
     };
-    let default_agent = args.agent.as_deref();
-    let (items, bad) = match &args.tasks {
-        Some(path) if path == "-" => {
-            cf_front::tasks::read_jsonl(std::io::stdin().lock(), default_agent, &base)
-        }
-        Some(path) => {
-            let file =
-                std::fs::File::open(path).map_err(|e| CliError::usage(format!("{path}: {e}")))?;
-            cf_front::tasks::read_jsonl(std::io::BufReader::new(file), default_agent, &base)
-        }
-        None => (
-            items_from_flags(
-                &args.batch_tasks,
-                default_agent.unwrap_or_default(),
-                &args.context,
-                &base,
-            ),
-            Vec::new(),
-        ),
-    };
-    for b in &bad {
-        eprintln!(
-            "cf-host: {}:{}: skipped: {}",
-            render::terminal_safe(args.tasks.as_deref().unwrap_or("-")),
-            b.line,
-            render::terminal_safe(&b.message)
-        );
-    }
     let options = BatchOptions {
         budget: settings.budget(),
         grace: Duration::from_secs_f64(args.grace),
         max_in_flight: None,
     };
-    let texts: Vec<String> = items.iter().map(|i| i.task.text.clone()).collect();
-    let outcome = run(&host, items, options, args.json).await;
+    let bad = Arc::new(AtomicUsize::new(0));
+    let (batch, progress) = match &args.tasks {
+        Some(path) => {
+            let (input, total): (Box<dyn BufRead + Send>, _) = if path == "-" {
+                (Box::new(BufReader::new(std::io::stdin())), None)
+            } else {
+                let open = || {
+                    std::fs::File::open(path).map_err(|e| CliError::usage(format!("{path}: {e}")))
+                };
+                let total = count_tasks(open()?);
+                (Box::new(BufReader::new(open()?)), Some(total))
+            };
+            let progress = Progress::new(total);
+            let (tx, rx) = mpsc::channel(READ_AHEAD);
+            let reader = Reader {
+                name: render::terminal_safe(path).into_owned(),
+                default_agent: args.agent.clone(),
+                base,
+                progress: progress.clone(),
+                bad: bad.clone(),
+            };
+            std::thread::Builder::new()
+                .name("cf-host-tasks".into())
+                .spawn(move || reader.read(input, &tx))
+                .map_err(|e| CliError::Failed(format!("starting the tasks reader: {e}")))?;
+            (host.start_batch_stream(rx, options), progress)
+        }
+        None => {
+            let items = items_from_flags(
+                &args.batch_tasks,
+                args.agent.as_deref().unwrap_or_default(),
+                &args.context,
+                &base,
+            );
+            let progress = Progress::new(Some(items.len()));
+            (host.start_batch(items, options), progress)
+        }
+    };
+    let outcome = run(&host, batch, &progress, args.json).await;
     super::flush_telling_why(&host).await;
-    let records: Vec<RunRecord> = outcome
-        .results
-        .iter()
-        .map(|r| {
-            let record = RunRecord::from_result(&r.agent, &texts[r.index], &r.result);
-            match &r.id {
-                Some(id) => record.with_id(id.clone()),
-                None => record,
-            }
-        })
-        .collect();
-    runlog::append(&records);
-    print_summary(&outcome, &records, bad.len());
+    let bad = bad.load(Ordering::Relaxed);
+    print_summary(&outcome, bad);
     let exit = if outcome.interrupted {
         Exit::Interrupted
-    } else if !bad.is_empty() || outcome.results.iter().any(|r| r.result.is_err()) {
+    } else if bad > 0 || outcome.ok < outcome.done {
         Exit::TaskFailed
     } else {
         Exit::Ok
     };
-    // The process exits next (see `main`): leave the results and the host (flushed
-    // above) to the kernel rather than freeing them piece by piece.
-    std::mem::forget((host, outcome, records));
+    // The process exits next (see `main`): leave the host (flushed above) to the
+    // kernel rather than freeing it piece by piece.
+    std::mem::forget(host);
     Ok(exit)
+}
+
+/// The non-blank lines of a tasks file, for the progress line's total; the file is
+/// read once more, a line at a time, to run it.
+fn count_tasks(file: std::fs::File) -> usize {
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+/// Reads a tasks file on a thread of its own (a file or stdin may block), handing items
+/// to the batch as it takes them and reporting bad lines as it meets them.
+struct Reader {
+    name: String,
+    default_agent: Option<String>,
+    base: RunOptions,
+    progress: Progress,
+    bad: Arc<AtomicUsize>,
+}
+
+impl Reader {
+    fn read(self, input: Box<dyn BufRead + Send>, items: &mpsc::Sender<BatchItem>) {
+        for parsed in cf_front::tasks::stream(input, self.default_agent.as_deref(), &self.base) {
+            match parsed {
+                Ok(item) => {
+                    // The batch is gone (an error in the CLI): stop reading.
+                    if items.blocking_send(item).is_err() {
+                        return;
+                    }
+                }
+                Err(b) => {
+                    self.bad.fetch_add(1, Ordering::Relaxed);
+                    self.progress.skipped_one();
+                    self.progress.note(&format!(
+                        "cf-host: {}:{}: skipped: {}",
+                        self.name,
+                        b.line,
+                        render::terminal_safe(&b.message)
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Items from repeated `--task TEXT`, all for `agent`, numbered from 1.
@@ -119,17 +180,11 @@ fn items_from_flags(
         .collect()
 }
 
-/// Runs the batch, printing each result as it finishes.
-async fn run(
-    host: &Host,
-    items: Vec<BatchItem>,
-    options: BatchOptions,
-    json: bool,
-) -> BatchOutcome {
+/// Runs the batch, printing each result as it finishes, and keeps what the summary
+/// needs as aggregates (counts, a latency histogram per group), not the results.
+async fn run(host: &Host, mut batch: BatchRun, progress: &Progress, json: bool) -> BatchOutcome {
     let started = Instant::now();
-    let mut batch = host.start_batch(items, options);
     let canceller = batch.canceller();
-    let progress = Progress::new(batch.len());
     let notes = progress.clone();
     let ctrl_c = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -142,7 +197,9 @@ async fn run(
         false
     });
     let mut counts = Counts::default();
-    let mut results = Vec::with_capacity(batch.len());
+    let mut ok = 0;
+    let mut summary = SummaryBuilder::default();
+    let mut records = Vec::with_capacity(LOG_CHUNK);
     let mut out = Vec::new();
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     loop {
@@ -156,7 +213,10 @@ async fn run(
                 while let Some(result) = ready {
                     counts.done += 1;
                     match &result.result {
-                        Ok(o) => counts.cached += usize::from(o.stats.llm_calls > 0 && o.stats.cache_hits == o.stats.llm_calls),
+                        Ok(o) => {
+                            ok += 1;
+                            counts.cached += usize::from(o.stats.llm_calls > 0 && o.stats.cache_hits == o.stats.llm_calls);
+                        }
                         Err(_) => counts.failed += 1,
                     }
                     if json {
@@ -164,7 +224,17 @@ async fn run(
                     } else {
                         render::write_human_item(&mut out, &result);
                     }
-                    results.push(result);
+                    let record = RunRecord::from_result(&result.agent, &result.task, &result.result);
+                    let record = match result.id {
+                        Some(id) => record.with_id(id),
+                        None => record,
+                    };
+                    summary.add(&record);
+                    records.push(record);
+                    if records.len() >= LOG_CHUNK {
+                        runlog::append(&records);
+                        records.clear();
+                    }
                     ready = batch.try_next();
                 }
                 progress.around(|| {
@@ -186,15 +256,17 @@ async fn run(
         progress.update(&counts);
     }
     progress.finish();
+    runlog::append(&records);
     let interrupted = if ctrl_c.is_finished() {
         ctrl_c.await.unwrap_or(false)
     } else {
         ctrl_c.abort();
         false
     };
-    results.sort_by_key(|r| r.index);
     BatchOutcome {
-        results,
+        done: counts.done,
+        ok,
+        summary: summary.finish(),
         wall: started.elapsed(),
         interrupted,
     }
@@ -203,10 +275,8 @@ async fn run(
 /// Prints counts, wall time, throughput, peak memory and the summary table of a batch
 /// (latency percentiles, cache hit rate, tokens, cost and saved cost, by agent and by
 /// model) on stderr.
-fn print_summary(outcome: &BatchOutcome, records: &[RunRecord], bad_lines: usize) {
-    let total = outcome.results.len();
-    let ok = outcome.results.iter().filter(|r| r.result.is_ok()).count();
-    let summary = Summary::from_records(records);
+fn print_summary(outcome: &BatchOutcome, bad_lines: usize) {
+    let (total, ok, summary) = (outcome.done, outcome.ok, &outcome.summary);
     eprintln!(
         "cf-host: {total} item(s): {ok} ok, {} failed, {bad_lines} malformed line(s) skipped · {:.3} s · {:.1} items/s · peak memory {}",
         total - ok,
