@@ -4,5 +4,6 @@
 
 mod cli;
 mod crash;
+mod memory;
 mod progress;
 mod soak;
