@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A long batch through the CLI, as a user runs it: N items (python-expert and
+# code-reviewer, one model call each) at concurrency C against the stand-in answering
+# in L ms, then the same batch again with every answer cached. Prints wall time, CPU
+# and peak RSS (from /usr/bin/time) of each pass.
+#
+#   scripts/batch-bench.sh N C L [BINARY] [--no-cache]
+#   scripts/batch-bench.sh 100000 500 20          # 100,000 items @ 500 against 20 ms
+#   scripts/batch-bench.sh 1000000 200 1 "" --no-cache   # a million, memory only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=$1 c=$2 lat=$3 bin=${4:-} extra=${5:-}
+cargo build -q --release -p cf-host-cli -p cf-mock-llm
+bin=${bin:-target/release/cf-host}
+port=$((20000 + RANDOM % 20000))
+target/release/cf-mock-llm --port "$port" --latency-ms "$lat" >/dev/null 2>&1 &
+mock=$!
+d=$(mktemp -d)
+trap 'kill $mock; rm -rf "$d"' EXIT
+for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+seq 1 "$n" | awk '{a = ($1 % 2) ? "python-expert" : "code-reviewer"; printf "{\"agent\":\"%s\",\"task\":\"question %d\"}\n", a, $1}' > "$d/t.jsonl"
+passes="cold cached"
+[[ $extra == --no-cache ]] && passes="uncached"
+for pass in $passes; do
+    # Both variables of the data directory, for builds from before it was renamed.
+    /usr/bin/time -f "$n items @ $c, $lat ms, $pass: wall %e s, CPU %U+%S s, peak RSS %M KB" \
+        env CF_DATA_DIR="$d/data" CF_CACHE_DIR="$d/data" XDG_DATA_HOME="$d/x" XDG_CONFIG_HOME="$d/c" \
+        ANTHROPIC_API_KEY=sk-ant-bench-0123456789abcdef \
+        "$bin" run --json $extra --max-concurrent "$c" --base-url "http://127.0.0.1:$port" \
+        --tasks "$d/t.jsonl" 2>&1 >/dev/null | tail -1
+done
