@@ -24,8 +24,8 @@ for n in ${sizes[*]}; do
     mkdir -p "$d"
     seq 1 "$n" | awk '{printf "{\"agent\":\"bug-investigator\",\"task\":\"crash number %d in module x\"}\n", $1}' > "$d/t.jsonl"
     t0=$(date +%s%N)
-    # A key long enough to look like one (the client scrubs keys of 16 bytes or more
-    # from answers); both variables of the data directory, for older builds.
+    # Both variables of the data directory, for older builds; a key shaped like one (a
+    # build from before the scrubbing fix broke answers containing a very short key).
     CF_DATA_DIR="$d/data" CF_CACHE_DIR="$d/data" XDG_DATA_HOME="$d/xdg" XDG_CONFIG_HOME="$d/cfg" \
         ANTHROPIC_API_KEY=sk-ant-bench-0123456789abcdef \
         "$bin" run --json --no-cache --max-concurrent 50 --base-url "http://127.0.0.1:$port" \

@@ -5,8 +5,8 @@
 //! Memory stays bounded by the concurrency, not the batch's length: items are taken
 //! from their source (a `Vec`, or a channel a reader fills as it goes:
 //! [`Host::start_batch_stream`]) only when there is room to run them, and a finished
-//! item holds its room until its result is taken, so at most `max_in_flight` items are
-//! running and as many results are waiting to be taken.
+//! item holds its room until its result is queued for the caller, so at most
+//! `max_in_flight` items are running and as many results are waiting to be taken.
 
 use crate::agent::{Agent, Source, Task};
 use crate::error::Error;
@@ -172,6 +172,14 @@ impl Items {
             Self::Streamed(items) => items.recv().await,
         }
     }
+
+    /// After a cancellation: a streamed source takes no more items (its sender sees the
+    /// channel closed), so only what it had already queued remains.
+    fn close(&mut self) {
+        if let Self::Streamed(items) = self {
+            items.close();
+        }
+    }
 }
 
 impl Host {
@@ -184,7 +192,11 @@ impl Host {
     /// Starts a batch whose items arrive on `items` (a reader filling it as it goes,
     /// with its own bound): an item is taken only when there is room to run it, so a
     /// batch of millions holds no more than its concurrency in memory. It ends when
-    /// the sender is dropped and every item taken has reported.
+    /// the sender is dropped and every item taken has reported. Feed `items` from
+    /// another task or thread than the one taking results: with every room taken and
+    /// every queue full, one task doing both would wait on itself. After a
+    /// cancellation the channel is closed: items queued in it report as cancelled,
+    /// items never sent are not reported.
     pub fn start_batch_stream(
         &self,
         items: mpsc::Receiver<BatchItem>,
@@ -199,7 +211,8 @@ impl Host {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let limit = options
             .max_in_flight
-            .unwrap_or(self.runtime().instance_slots().available_permits().max(1));
+            .unwrap_or(self.runtime().instance_slots().available_permits())
+            .max(1);
         // Finished items wait here for the caller; each keeps its room until taken.
         let (tx, rx) = mpsc::channel(limit);
         tokio::spawn(drive(
@@ -260,9 +273,21 @@ async fn drive(
                 Err(_) => break,
             },
         };
-        let Some(item) = items.next().await else {
+        // A streamed source may wait for its reader (stdin): a cancellation stops the
+        // wait, and an item that arrives after one is not started.
+        let next = tokio::select! {
+            biased;
+            _ = cancelled.wait_for(|c| *c) => break,
+            next = items.next() => next,
+        };
+        let Some(item) = next else {
             break;
         };
+        if *cancelled.borrow() {
+            report_unstarted(&tx, index, item).await;
+            index += 1;
+            break;
+        }
         let loaded = agents.entry(item.agent.clone()).or_default().clone();
         let (host, ledger, tx, in_flight) =
             (host.clone(), ledger.clone(), tx.clone(), in_flight.clone());
@@ -293,8 +318,8 @@ async fn drive(
                 _ = stop => Err(RunError::from(Error::Cancelled { started: true })),
             };
             in_flight.fetch_sub(1, Ordering::Relaxed);
-            // The room is given back once the result is taken: results waiting for the
-            // caller count against the batch's concurrency.
+            // The room is given back once the result is queued for the caller, so at
+            // most `limit` items run and `limit` results wait, however long the batch.
             let _ = tx
                 .send(BatchResult {
                     index,
@@ -308,17 +333,26 @@ async fn drive(
         });
         index += 1;
     }
-    // Items never started after a cancellation: each reports, still one at a time.
+    // Items never started after a cancellation each report; of a streamed source, those
+    // it had queued (it is closed: what its reader had not handed over yet is not read).
+    items.close();
     while let Some(item) = items.next().await {
-        let _ = tx
-            .send(BatchResult {
-                index,
-                id: item.id,
-                agent: item.agent,
-                task: item.task.text,
-                result: Err(Error::Cancelled { started: false }.into()),
-            })
-            .await;
+        if tx.is_closed() {
+            break;
+        }
+        report_unstarted(&tx, index, item).await;
         index += 1;
     }
+}
+
+async fn report_unstarted(tx: &mpsc::Sender<BatchResult>, index: usize, item: BatchItem) {
+    let _ = tx
+        .send(BatchResult {
+            index,
+            id: item.id,
+            agent: item.agent,
+            task: item.task.text,
+            result: Err(Error::Cancelled { started: false }.into()),
+        })
+        .await;
 }

@@ -330,30 +330,46 @@ impl AnthropicProvider {
     }
 }
 
-/// The shortest key [`scrub`] looks for.
-const MIN_SCRUBBED_KEY_BYTES: usize = 16;
-
 /// Replaces every occurrence of `secret` in `body` with `[redacted]`. A proxy or
 /// server that echoes the request's headers (some error pages do) would otherwise hand
 /// the API key to the plugin, `--json` output and the logs. This catches verbatim
 /// echoes (an API key's characters need no JSON escaping); a hostile upstream, which
 /// has the key anyway, could still encode it.
 ///
-/// A key shorter than [`MIN_SCRUBBED_KEY_BYTES`] is left alone: such a key (a test
-/// key; real ones are about 100 characters) occurs by chance in ordinary answers, and
-/// replacing it broke them (a key `k` turned `input_tokens` into `input_to[redacted]ens`).
+/// Only whole tokens are replaced: an occurrence next to a character a key can hold
+/// (letters, digits, `-`, `_`) is part of something else. A short key (`sk-1234`, as
+/// some gateways use) is still scrubbed where it is echoed, and never cut out of the
+/// answer's own words (a key `k` once turned `input_tokens` into `input_to[redacted]ens`).
 fn scrub(body: &mut Vec<u8>, secret: &[u8]) {
-    if secret.len() < MIN_SCRUBBED_KEY_BYTES || !body.windows(secret.len()).any(|w| w == secret) {
+    let part_of_token = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let whole = |at: usize| {
+        let before = at.checked_sub(1).and_then(|i| body.get(i)).copied();
+        let after = body.get(at + secret.len()).copied();
+        !before.is_some_and(part_of_token) && !after.is_some_and(part_of_token)
+    };
+    if secret.is_empty() {
+        return;
+    }
+    let hits: Vec<usize> = body
+        .windows(secret.len())
+        .enumerate()
+        .filter(|(at, w)| *w == secret && whole(*at))
+        .map(|(at, _)| at)
+        .collect();
+    if hits.is_empty() {
         return;
     }
     let mut out = Vec::with_capacity(body.len());
-    let mut rest = &body[..];
-    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
-        out.extend_from_slice(&rest[..at]);
+    let mut from = 0;
+    for at in hits {
+        if at < from {
+            continue;
+        }
+        out.extend_from_slice(&body[from..at]);
         out.extend_from_slice(b"[redacted]");
-        rest = &rest[at + secret.len()..];
+        from = at + secret.len();
     }
-    out.extend_from_slice(rest);
+    out.extend_from_slice(&body[from..]);
     *body = out;
 }
 
@@ -561,17 +577,6 @@ mod tests {
     /// Regression: an upstream error that echoed the request headers handed the API
     /// key to the plugin, `--json` output and the logs.
     #[test]
-    fn a_short_test_key_does_not_corrupt_answers() {
-        let answer = br#"{"usage":{"input_tokens":1,"output_tokens":2}}"#;
-        let mut body = answer.to_vec();
-        super::scrub(&mut body, b"k");
-        assert_eq!(body, answer, "regression: a key `k` broke every answer");
-        let mut body = b"echo: sixteen-byte-key!".to_vec();
-        super::scrub(&mut body, b"sixteen-byte-key");
-        assert_eq!(body, b"echo: [redacted]!");
-    }
-
-    #[test]
     fn the_key_is_scrubbed_from_what_the_upstream_sends_back() {
         let key = b"sk-ant-0123456789";
         let mut body = br#"{"error":{"message":"bad header x-api-key: sk-ant-0123456789 (sk-ant-0123456789)"}}"#.to_vec();
@@ -584,6 +589,25 @@ mod tests {
         let mut clean = b"nothing to see".to_vec();
         super::scrub(&mut clean, key);
         assert_eq!(clean, b"nothing to see");
+    }
+
+    /// Regression: a short key was cut out of the answer's own words (a key `k` broke
+    /// every answer); skipping short keys instead would leak a gateway's `sk-1234`.
+    #[test]
+    fn short_keys_are_scrubbed_as_whole_tokens_only() {
+        let answer = br#"{"usage":{"input_tokens":1,"output_tokens":2}}"#;
+        let mut body = answer.to_vec();
+        super::scrub(&mut body, b"k");
+        assert_eq!(body, answer);
+        let mut body = br#"{"error":"bad x-api-key: sk-1234","echo":"sk-1234"}"#.to_vec();
+        super::scrub(&mut body, b"sk-1234");
+        assert_eq!(
+            body,
+            br#"{"error":"bad x-api-key: [redacted]","echo":"[redacted]"}"#
+        );
+        let mut body = b"sk-12345 and xsk-1234".to_vec();
+        super::scrub(&mut body, b"sk-1234");
+        assert_eq!(body, b"sk-12345 and xsk-1234", "parts of other tokens");
     }
 
     use super::*;

@@ -8,11 +8,13 @@
 //! `SUM`/`COUNT` over the entries is ever run. [`Db::full_scan_steps`] counts the rows
 //! SQLite stepped through in full-table scans, so tests can assert there were none.
 //!
-//! The database is opened through the agent directory's handle
-//! (`/proc/self/fd/<dir>/store.sqlite`): the directory was opened without following
-//! symlinks and checked to be the user's own (mode 0700), so nobody else can plant a
-//! file in it; a `store.sqlite` that is not a regular file is refused before SQLite
-//! opens it. (`SQLITE_OPEN_NOFOLLOW` cannot be used: it refuses the `/proc` link.)
+//! The database file is created through the agent directory's handle (no-follow, mode
+//! 0600, which SQLite gives its `-wal` and `-shm` files too), and a `store.sqlite` that
+//! is not a regular file is refused. SQLite then opens it by path: through
+//! `/proc/self/fd/<dir>/store.sqlite`, which it resolves to the directory's real path.
+//! That path is safe because the directory and its ancestors passed the ownership
+//! checks (0700, the user's own): nobody else can swap a file in it between the check
+//! and the open. (`SQLITE_OPEN_NOFOLLOW` cannot be used: it refuses the `/proc` link.)
 
 use std::os::fd::AsRawFd as _;
 use std::time::Duration;
@@ -82,7 +84,19 @@ impl Db {
             Ok(meta) if !meta.is_file() => {
                 return Err(rusqlite::Error::InvalidPath(DB_NAME.into()));
             }
-            _ => {}
+            Ok(_) => {}
+            Err(_) => {
+                use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt as _};
+                use cap_std::fs::{OpenOptions, OpenOptionsExt as _};
+                let mut options = OpenOptions::new();
+                options
+                    .write(true)
+                    .create(true)
+                    .follow(FollowSymlinks::No)
+                    .mode(0o600);
+                dir.open_with(DB_NAME, &options)
+                    .map_err(|_| rusqlite::Error::InvalidPath(DB_NAME.into()))?;
+            }
         }
         let path = format!("/proc/self/fd/{}/{DB_NAME}", dir.as_raw_fd());
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -208,6 +222,32 @@ impl Tx<'_> {
             "INSERT INTO entries (key, value, size, expires_ms, used) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, size = excluded.size,
                  expires_ms = excluded.expires_ms, used = excluded.used",
+            |s| {
+                s.execute(params![
+                    key,
+                    value,
+                    i64::try_from(size).unwrap_or(i64::MAX),
+                    i64::try_from(expires_ms).unwrap_or(i64::MAX),
+                    tick
+                ])
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Stores `value` under `key` unless the key has a value already (an import must not
+    /// overwrite what a run wrote since).
+    pub(crate) fn put_if_absent(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        size: u64,
+        expires_ms: u64,
+    ) -> rusqlite::Result<()> {
+        let tick = self.tick()?;
+        self.counted(
+            "INSERT INTO entries (key, value, size, expires_ms, used) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (key) DO NOTHING",
             |s| {
                 s.execute(params![
                     key,

@@ -17,8 +17,10 @@ pub(crate) struct Imported {
     pub(crate) dropped: u64,
 }
 
-/// Imports every old-format entry of `dir` that is still live at `now` (and fits
-/// `max_value_bytes`), then removes the old files. Touches no file it did not make.
+/// Imports every old-format entry of `dir` that is still live at `now` (with a valid
+/// key, and a value within `max_value_bytes`), then removes the old files. Touches no
+/// file it did not make. The quotas are not applied to what it imports (the old store
+/// kept within them); the next `set` brings the store back under a lowered one.
 pub(crate) fn import(
     dir: &Dir,
     db: &mut Db,
@@ -44,31 +46,31 @@ pub(crate) fn import(
     let max_len = record::HEADER_LEN + super::MAX_KEY_BYTES as u64 + max_value_bytes;
     let mut live = Vec::new();
     for name in &names {
-        let ReadOutcome::Data(data) = files::read_regular(dir, name, max_len)? else {
+        // A file that cannot be read is dropped with the rest, not an error that would
+        // refuse every later open of the store.
+        let Ok(ReadOutcome::Data(data)) = files::read_regular(dir, name, max_len) else {
             imported.dropped += 1;
             continue;
         };
-        let entry = record::decode(&data).filter(|e| {
-            e.expires_ms > now
-                && std::str::from_utf8(e.key).is_ok_and(|k| record::entry_name(k) == *name)
+        let entry = record::decode(&data).and_then(|e| {
+            let key = std::str::from_utf8(e.key).ok()?;
+            let fits = e.expires_ms > now
+                && record::entry_name(key) == *name
+                && super::validate_key(key).is_ok()
+                && e.value.len() as u64 <= max_value_bytes;
+            fits.then(|| (key.to_owned(), e.value.to_vec(), e.expires_ms))
         });
         match entry {
-            Some(e) => live.push((
-                String::from_utf8_lossy(e.key).into_owned(),
-                e.value.to_vec(),
-                e.expires_ms,
-            )),
+            Some(e) => live.push(e),
             None => imported.dropped += 1,
         }
     }
+    // Never over a value written since: two processes opening the store at once may
+    // both import, and a run may have set a key in between.
     db.write(|tx| {
         for (key, value, expires_ms) in &live {
-            tx.put(
-                key,
-                value,
-                key.len() as u64 + value.len() as u64,
-                *expires_ms,
-            )?;
+            let size = key.len() as u64 + value.len() as u64;
+            tx.put_if_absent(key, value, size, *expires_ms)?;
         }
         Ok(())
     })

@@ -165,3 +165,24 @@ fn data_survives_reopening() {
     assert_eq!(a.get("k").expect("get").as_deref(), Some(&b"kept"[..]));
     assert_eq!(a.usage().expect("usage").entries, 1);
 }
+
+/// The database and SQLite's companions are the user's alone (0600), as the entry files
+/// were.
+#[test]
+fn the_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (tmp, stores, _clock) = stores(StoreLimits::default());
+    let a = stores.scope("a").expect("scope");
+    a.set("k", b"v", None).expect("set");
+    let dir = tmp.path().join("agents/a");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().into_string().expect("utf-8");
+        assert!(name.starts_with("store.sqlite"), "{name}");
+        let mode = entry.metadata().expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{name} has mode {mode:o}");
+        seen += 1;
+    }
+    assert!(seen >= 1);
+}

@@ -64,11 +64,15 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
             let (input, total): (Box<dyn BufRead + Send>, _) = if path == "-" {
                 (Box::new(BufReader::new(std::io::stdin())), None)
             } else {
-                let open = || {
-                    std::fs::File::open(path).map_err(|e| CliError::usage(format!("{path}: {e}")))
+                let file = std::fs::File::open(path)
+                    .map_err(|e| CliError::usage(format!("{path}: {e}")))?;
+                // A regular file is counted first for the progress line's total; a pipe
+                // (`--tasks <(…)`) can be read only once.
+                let total = match file.metadata() {
+                    Ok(meta) if meta.is_file() => std::fs::File::open(path).ok().map(count_tasks),
+                    _ => None,
                 };
-                let total = count_tasks(open()?);
-                (Box::new(BufReader::new(open()?)), Some(total))
+                (Box::new(BufReader::new(file)), total)
             };
             let progress = Progress::new(total);
             let (tx, rx) = mpsc::channel(READ_AHEAD);
@@ -113,13 +117,14 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
     Ok(exit)
 }
 
-/// The non-blank lines of a tasks file, for the progress line's total; the file is
-/// read once more, a line at a time, to run it.
+/// The non-blank lines of a tasks file, for the progress line's total (as the reader
+/// counts them, bytes that are not UTF-8 included); the file is read once more, a line
+/// at a time, to run it.
 fn count_tasks(file: std::fs::File) -> usize {
     BufReader::new(file)
-        .lines()
+        .split(b'\n')
         .map_while(Result::ok)
-        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .count()
 }
 

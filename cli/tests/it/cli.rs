@@ -1261,3 +1261,52 @@ fn the_old_cache_dir_flag_names_the_data_directory() {
         "the answer went to the named directory"
     );
 }
+
+/// Regression: with the tasks on a stdin still open (a producer that has not finished),
+/// Ctrl-C waited for stdin to end before the batch could stop. It stops at once now;
+/// items the reader never handed over are not reported.
+#[test]
+fn ctrl_c_stops_a_batch_whose_stdin_is_still_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
+        .args(["run", "--json", "--tasks", "-", "--grace", "5"])
+        .env("CF_DATA_DIR", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
+        .env("XDG_DATA_HOME", dir.path().join("data-home"))
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cf-host starts");
+    // Kept open: the producer is still "writing".
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"{\"agent\":\"python-expert\",\"task\":\"first\"}\n")
+        .expect("write a task");
+    stdin.flush().expect("flush");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("the first result");
+    let v: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(v["ok"], true, "{v}");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    // Bounded: a CLI that still waits for stdin is killed and the test fails.
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > guard {
+            let _ = child.kill();
+            panic!("the batch still waited for stdin after Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(stdin);
+    assert_eq!(code, Some(130));
+}

@@ -43,8 +43,8 @@ impl StoreCtx {
     }
 
     /// The agent's store, opened on first use so that agents that never touch it pay
-    /// nothing.
-    fn store(&mut self) -> Result<Arc<AgentStore>, CacheError> {
+    /// nothing. Opening (the database, a one-time import) runs on the blocking pool.
+    async fn store(&mut self) -> Result<Arc<AgentStore>, CacheError> {
         // Not granted. Contract 0.1.0 has no `denied` case: its quota is zero.
         self.caller
             .permissions
@@ -74,12 +74,15 @@ impl StoreCtx {
                 .unwrap_or(stores.limits().max_bytes),
             ..stores.limits().clone()
         };
-        let name = &self.caller.name;
-        let opened = match &self.caller.component {
-            // 128 bits of the digest name the directory.
-            Some(digest) => stores.qualified_scope(name, &digest[..32], limits),
-            None => stores.scope_with_limits(name, limits),
-        };
+        let (stores, name) = (stores.clone(), self.caller.name.clone());
+        // 128 bits of the digest name the directory.
+        let qualifier = self.caller.component.as_ref().map(|d| d[..32].to_owned());
+        let opened = tokio::task::spawn_blocking(move || match qualifier {
+            Some(q) => stores.qualified_scope(&name, &q, limits),
+            None => stores.scope_with_limits(&name, limits),
+        })
+        .await
+        .map_err(|e| CacheError::Io(format!("opening the store failed: {e}")))?;
         let store = Arc::new(opened.map_err(|e| CacheError::Io(e.to_string()))?);
         Ok(self.opened.get_or_init(|| store).clone())
     }
@@ -91,7 +94,7 @@ impl StoreCtx {
         &mut self,
         op: impl FnOnce(&AgentStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, CacheError> {
-        let store = self.store()?;
+        let store = self.store().await?;
         match tokio::task::spawn_blocking(move || op(&store)).await {
             Ok(result) => result.map_err(to_wit),
             Err(e) => Err(CacheError::Io(format!("the store operation failed: {e}"))),
