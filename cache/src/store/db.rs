@@ -217,22 +217,12 @@ impl Tx<'_> {
         size: u64,
         expires_ms: u64,
     ) -> rusqlite::Result<()> {
-        let tick = self.tick()?;
-        self.counted(
+        self.insert(
             "INSERT INTO entries (key, value, size, expires_ms, used) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, size = excluded.size,
                  expires_ms = excluded.expires_ms, used = excluded.used",
-            |s| {
-                s.execute(params![
-                    key,
-                    value,
-                    i64::try_from(size).unwrap_or(i64::MAX),
-                    i64::try_from(expires_ms).unwrap_or(i64::MAX),
-                    tick
-                ])
-            },
-        )?;
-        Ok(())
+            (key, value, size, expires_ms),
+        )
     }
 
     /// Stores `value` under `key` unless the key has a value already (an import must not
@@ -244,20 +234,29 @@ impl Tx<'_> {
         size: u64,
         expires_ms: u64,
     ) -> rusqlite::Result<()> {
-        let tick = self.tick()?;
-        self.counted(
+        self.insert(
             "INSERT INTO entries (key, value, size, expires_ms, used) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (key) DO NOTHING",
-            |s| {
-                s.execute(params![
-                    key,
-                    value,
-                    i64::try_from(size).unwrap_or(i64::MAX),
-                    i64::try_from(expires_ms).unwrap_or(i64::MAX),
-                    tick
-                ])
-            },
-        )?;
+            (key, value, size, expires_ms),
+        )
+    }
+
+    /// Runs an insert `sql` of (key, value, size, expiry) as the most recent use.
+    fn insert(
+        &mut self,
+        sql: &str,
+        (key, value, size, expires_ms): (&str, &[u8], u64, u64),
+    ) -> rusqlite::Result<()> {
+        let tick = self.tick()?;
+        self.counted(sql, |s| {
+            s.execute(params![
+                key,
+                value,
+                i64::try_from(size).unwrap_or(i64::MAX),
+                i64::try_from(expires_ms).unwrap_or(i64::MAX),
+                tick
+            ])
+        })?;
         Ok(())
     }
 
