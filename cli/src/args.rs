@@ -197,7 +197,7 @@ pub(crate) struct HostArgs {
     /// What an agent's full store does: evict (its least recently used entries make
     /// room: the store is a cache) or refuse (the write gets quota-exceeded)
     /// [env: CF_STORE_WHEN_FULL; default evict].
-    #[arg(long, value_name = "WHAT", value_parser = settings::parse_when_full)]
+    #[arg(long, value_name = "WHAT", value_parser = parser(settings::STORE_WHEN_FULL))]
     pub store_when_full: Option<cf_host::storage::WhenFull>,
     /// The model for every call (overrides the agent's choice) [env: CF_MODEL].
     #[arg(long)]
@@ -214,7 +214,7 @@ pub(crate) struct HostArgs {
     /// not spent: the call that crosses it is answered) or worst-case (only if its
     /// input estimate plus max_tokens at the output price fits what is left)
     /// [env: CF_BUDGET_RULE; default until-spent].
-    #[arg(long, value_name = "RULE", value_parser = settings::parse_budget_rule)]
+    #[arg(long, value_name = "RULE", value_parser = parser(settings::BUDGET_RULE))]
     pub budget_rule: Option<cf_host::BudgetRule>,
 }
 

@@ -22,7 +22,6 @@
 use cf_host::Usage;
 use cf_host::{Error, RunError, RunOutput, RunStats};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -47,11 +46,10 @@ pub fn default_dir() -> Option<PathBuf> {
     dirs::data_dir().map(|d| d.join("cf-host").join("metrics"))
 }
 
-/// The first 16 hex digits of the SHA-256 of `task`: enough to group repeated tasks,
-/// never enough to recover them.
+/// The first 16 hex digits of the SHA-256 of `task` ([`cf_host::short_digest`]):
+/// enough to group repeated tasks, never enough to recover them.
 pub fn task_hash(task: &str) -> String {
-    let digest = Sha256::digest(task.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    cf_host::short_digest(task)
 }
 
 /// Milliseconds since the Unix epoch; 0 for a time before it.

@@ -77,12 +77,13 @@ pub struct Spec<T: 'static> {
 }
 
 impl<T: ToString> Spec<T> {
-    /// The first value of flag, environment and file, checked.
-    fn pick(
+    /// The first value of flag, environment and file, checked. A file value is read as
+    /// the type the file holds (a number, or a name) and checked through its text.
+    fn pick<F: ToString>(
         &self,
         flag: Option<T>,
         env: &dyn Fn(&str) -> Option<String>,
-        file: Option<T>,
+        file: Option<F>,
         file_path: Option<&Path>,
     ) -> Result<Option<T>, ConfigError> {
         if let Some(v) = flag {
@@ -263,6 +264,20 @@ pub const BUDGET_TOKENS: Spec<u64> = Spec {
     env: "CF_BUDGET_TOKENS",
     key: "budget.tokens",
     parse: |t| rules::count(t, 0, u64::MAX),
+};
+/// When a call may start under a budget.
+pub const BUDGET_RULE: Spec<BudgetRule> = Spec {
+    flag: "--budget-rule",
+    env: "CF_BUDGET_RULE",
+    key: "budget.rule",
+    parse: parse_budget_rule,
+};
+/// What a full agent store does.
+pub const STORE_WHEN_FULL: Spec<WhenFull> = Spec {
+    flag: "--store-when-full",
+    env: "CF_STORE_WHEN_FULL",
+    key: "store.when_full",
+    parse: parse_when_full,
 };
 
 /// Who answers model calls.
@@ -608,34 +623,6 @@ pub fn resolve(
             None => file.cache.enabled.unwrap_or(true),
         }
     };
-    let budget_rule = match (&flags.budget_rule, var("CF_BUDGET_RULE"), &file.budget.rule) {
-        (Some(r), _, _) => *r,
-        (None, Some(v), _) => {
-            parse_budget_rule(&v).map_err(|e| ConfigError(format!("CF_BUDGET_RULE: {e}")))?
-        }
-        (None, None, Some(v)) => parse_budget_rule(v).map_err(|e| {
-            let place =
-                at.map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
-            ConfigError(format!("budget.rule in {place}: {e}"))
-        })?,
-        (None, None, None) => BudgetRule::default(),
-    };
-    let store_when_full = match (
-        &flags.store_when_full,
-        var("CF_STORE_WHEN_FULL"),
-        &file.store.when_full,
-    ) {
-        (Some(w), _, _) => *w,
-        (None, Some(v), _) => {
-            parse_when_full(&v).map_err(|e| ConfigError(format!("CF_STORE_WHEN_FULL: {e}")))?
-        }
-        (None, None, Some(v)) => parse_when_full(v).map_err(|e| {
-            let place =
-                at.map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
-            ConfigError(format!("store.when_full in {place}: {e}"))
-        })?,
-        (None, None, None) => WhenFull::default(),
-    };
     // The library's defaults, so that they live in one place.
     let limits = Limits::default();
     let store = cf_host::StoreLimits::default();
@@ -703,10 +690,14 @@ pub fn resolve(
         store_max_entries: STORE_MAX_ENTRIES
             .pick(flags.store_max_entries, env, file.store.max_entries, at)?
             .unwrap_or(store.max_entries),
-        store_when_full,
+        store_when_full: STORE_WHEN_FULL
+            .pick(flags.store_when_full, env, file.store.when_full, at)?
+            .unwrap_or_default(),
         budget_usd: BUDGET_USD.pick(flags.budget_usd, env, file.budget.usd, at)?,
         budget_tokens: BUDGET_TOKENS.pick(flags.budget_tokens, env, file.budget.tokens, at)?,
-        budget_rule,
+        budget_rule: BUDGET_RULE
+            .pick(flags.budget_rule, env, file.budget.rule, at)?
+            .unwrap_or_default(),
         cassette: flags.cassette.clone(),
         record: flags.record.clone(),
         trust: flags.trust,

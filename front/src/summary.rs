@@ -128,7 +128,7 @@ impl Latencies {
         }
     }
 
-    fn percentile(&mut self, percent: u32) -> f64 {
+    fn percentile(&self, percent: u32) -> f64 {
         match &self.sketch {
             Some(h) => h.value_at_quantile(f64::from(percent) / 100.0) as f64 / 1000.0,
             None => nearest_rank(&self.exact, percent),

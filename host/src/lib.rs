@@ -66,6 +66,7 @@ pub use batch::{BatchCanceller, BatchItem, BatchOptions, BatchResult, BatchRun};
 pub use bindings::SUPPORTED_CONTRACTS;
 pub use builtin::names as builtin_agents;
 pub use contract::ComponentInterface;
+pub use digest::short_digest;
 pub use error::{Error, validate_agent_name};
 pub use host::{Host, HostBuilder};
 pub use limits::{

@@ -34,6 +34,16 @@ pub enum BudgetRule {
     WorstCase,
 }
 
+impl std::fmt::Display for BudgetRule {
+    /// The rule's name in settings: `until-spent` or `worst-case`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::UntilSpent => "until-spent",
+            Self::WorstCase => "worst-case",
+        })
+    }
+}
+
 /// The most a call can cost, as [`BudgetRule::WorstCase`] counts it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WorstCase {

@@ -209,44 +209,25 @@ impl Tx<'_> {
         })
     }
 
-    /// Stores `value` under `key` (replacing it), charged `size` bytes.
+    /// Stores `value` under `key`, charged `size` bytes, as the most recent use; an
+    /// existing value is replaced, or with `keep_existing` left alone (an import must not
+    /// overwrite what a run wrote since).
     pub(crate) fn put(
         &mut self,
         key: &str,
         value: &[u8],
         size: u64,
         expires_ms: u64,
+        keep_existing: bool,
     ) -> rusqlite::Result<()> {
-        self.insert(
+        let sql = if keep_existing {
+            "INSERT INTO entries (key, value, size, expires_ms, used) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (key) DO NOTHING"
+        } else {
             "INSERT INTO entries (key, value, size, expires_ms, used) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, size = excluded.size,
-                 expires_ms = excluded.expires_ms, used = excluded.used",
-            (key, value, size, expires_ms),
-        )
-    }
-
-    /// Stores `value` under `key` unless the key has a value already (an import must not
-    /// overwrite what a run wrote since).
-    pub(crate) fn put_if_absent(
-        &mut self,
-        key: &str,
-        value: &[u8],
-        size: u64,
-        expires_ms: u64,
-    ) -> rusqlite::Result<()> {
-        self.insert(
-            "INSERT INTO entries (key, value, size, expires_ms, used) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (key) DO NOTHING",
-            (key, value, size, expires_ms),
-        )
-    }
-
-    /// Runs an insert `sql` of (key, value, size, expiry) as the most recent use.
-    fn insert(
-        &mut self,
-        sql: &str,
-        (key, value, size, expires_ms): (&str, &[u8], u64, u64),
-    ) -> rusqlite::Result<()> {
+                 expires_ms = excluded.expires_ms, used = excluded.used"
+        };
         let tick = self.tick()?;
         self.counted(sql, |s| {
             s.execute(params![
@@ -318,7 +299,7 @@ mod tests {
         let mut db = Db::open(&dir).expect("open");
         db.write(|tx| {
             for i in 0..100u64 {
-                tx.put(&format!("k{i}"), b"v", 3, 1_000 + i)?;
+                tx.put(&format!("k{i}"), b"v", 3, 1_000 + i, false)?;
             }
             tx.get("k5")?;
             tx.sweep(1_010, SWEEP_STEP)?;

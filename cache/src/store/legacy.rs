@@ -70,7 +70,7 @@ pub(crate) fn import(
     db.write(|tx| {
         for (key, value, expires_ms) in &live {
             let size = key.len() as u64 + value.len() as u64;
-            tx.put_if_absent(key, value, size, *expires_ms)?;
+            tx.put(key, value, size, *expires_ms, true)?;
         }
         Ok(())
     })

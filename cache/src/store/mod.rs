@@ -69,6 +69,16 @@ pub enum WhenFull {
     Refuse,
 }
 
+impl std::fmt::Display for WhenFull {
+    /// The policy's name in settings: `evict` or `refuse`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Evict => "evict",
+            Self::Refuse => "refuse",
+        })
+    }
+}
+
 /// Default of [`StoreLimits::max_bytes`]: 10 MiB.
 pub const fn default_store_max_bytes() -> u64 {
     10 * 1024 * 1024
@@ -360,7 +370,7 @@ impl AgentStore {
                     break;
                 }
             }
-            tx.put(key, value, charge, expires_ms)?;
+            tx.put(key, value, charge, expires_ms, false)?;
             Ok(true)
         });
         match written.map_err(db_error)? {

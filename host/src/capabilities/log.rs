@@ -51,9 +51,7 @@ impl LogCtx {
 /// How an agent is named in records at info level and above: the first 16 hex digits
 /// of the SHA-256 of its name.
 pub(crate) fn agent_id(agent: &str) -> String {
-    let mut hex = crate::digest::sha256_hex(agent.as_bytes());
-    hex.truncate(16);
-    hex
+    crate::digest::short_digest(agent)
 }
 
 impl Host for LogCtx {

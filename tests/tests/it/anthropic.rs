@@ -222,21 +222,14 @@ async fn a_guest_cannot_obtain_the_api_key() {
     }
 }
 
-#[tokio::test]
-async fn a_dollar_budget_stops_calls_before_they_are_sent() {
+/// The hostile guest calling the model up to 50 times under `options` (with a budget)
+/// against the loopback API: its output, what it used, and the calls the API received.
+async fn loop_under_a_budget(options: RunOptions) -> (cf_host::RunOutput, u32) {
     let server = server().await;
     let (host, _dir) = host_for(&server, |b| b.limits(Limits::default()));
     let agent = bounded("load", 60, host.load(hostile_wasm().to_path_buf()))
         .await
         .expect("loads");
-    let options = RunOptions {
-        budget: cf_host::llm::Budget {
-            usd: Some(0.0005),
-            tokens: None,
-            ..Default::default()
-        },
-        ..RunOptions::default()
-    };
     let out = bounded(
         "llm-loop",
         60,
@@ -247,6 +240,20 @@ async fn a_dollar_budget_stops_calls_before_they_are_sent() {
     assert!(out.text.contains("BudgetExceeded"), "{}", out.text);
     let sent = server.received().len() as u32;
     assert_eq!(sent, out.stats.llm_calls, "refused calls were not sent");
+    (out, sent)
+}
+
+#[tokio::test]
+async fn a_dollar_budget_stops_calls_before_they_are_sent() {
+    let options = RunOptions {
+        budget: cf_host::llm::Budget {
+            usd: Some(0.0005),
+            tokens: None,
+            ..Default::default()
+        },
+        ..RunOptions::default()
+    };
+    let (out, sent) = loop_under_a_budget(options).await;
     assert!(
         out.stats.cost.usd >= 0.0005 && sent < 50,
         "spent {} in {sent} calls",
@@ -259,11 +266,6 @@ async fn a_dollar_budget_stops_calls_before_they_are_sent() {
 /// the spend stays under the budget (the until-spent rule above ends above it).
 #[tokio::test]
 async fn the_worst_case_rule_keeps_spending_under_the_budget() {
-    let server = server().await;
-    let (host, _dir) = host_for(&server, |b| b.limits(Limits::default()));
-    let agent = bounded("load", 60, host.load(hostile_wasm().to_path_buf()))
-        .await
-        .expect("loads");
     let budget = 0.0005;
     let options = RunOptions {
         budget: cf_host::Budget {
@@ -274,16 +276,7 @@ async fn the_worst_case_rule_keeps_spending_under_the_budget() {
         max_tokens: Some(16),
         ..RunOptions::default()
     };
-    let out = bounded(
-        "llm-loop",
-        60,
-        agent.run_with(Task::new("llm-loop 50"), &options),
-    )
-    .await
-    .expect("runs");
-    assert!(out.text.contains("BudgetExceeded"), "{}", out.text);
-    let sent = server.received().len() as u32;
-    assert_eq!(sent, out.stats.llm_calls, "refused calls were not sent");
+    let (out, sent) = loop_under_a_budget(options).await;
     assert!(sent > 0, "calls that fit were sent");
     assert!(
         out.stats.cost.usd <= budget,
