@@ -91,22 +91,6 @@ fn read_opened<E>(
     Ok(Ok(ReadOutcome::Data(data)))
 }
 
-/// Reads at most `len` bytes from the start of the regular file `name`.
-pub(crate) fn read_prefix(dir: &Dir, name: &str, len: u64) -> io::Result<ReadOutcome> {
-    let file = match open_read(dir, name) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Missing),
-        Err(e) if is_not_regular(dir, name, &e) => return Ok(ReadOutcome::NotRegular),
-        Err(e) => return Err(e),
-    };
-    if !file.metadata()?.is_file() {
-        return Ok(ReadOutcome::NotRegular);
-    }
-    let mut data = Vec::new();
-    file.into_std().take(len).read_to_end(&mut data)?;
-    Ok(ReadOutcome::Data(data))
-}
-
 /// After an open failed with `e`: is the name something other than a regular file (a
 /// symlink refused by `O_NOFOLLOW` or by cap-std, a directory, a socket)?
 fn is_not_regular(dir: &Dir, name: &str, e: &io::Error) -> bool {
@@ -233,54 +217,6 @@ pub(crate) fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// An advisory whole-file lock (`flock`) on a lock file that is never replaced.
-///
-/// `flock` locks belong to an open file description, so two handles opened separately,
-/// in one process or in several, exclude each other. Threads sharing one handle must
-/// also hold a mutex (the callers do).
-#[derive(Debug)]
-pub(crate) struct LockFile {
-    file: std::fs::File,
-}
-
-impl LockFile {
-    /// Opens (creating, mode 0600) the lock file `name` in `dir`.
-    pub(crate) fn open(dir: &Dir, name: &str) -> io::Result<Self> {
-        let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .write(true)
-            .create(true)
-            .follow(FollowSymlinks::No)
-            .mode(0o600);
-        let file = dir.open_with(name, &options)?.into_std();
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other(format!("{name} is not a regular file")));
-        }
-        Ok(Self { file })
-    }
-
-    /// Blocks until this handle holds the exclusive lock; released when the guard drops.
-    pub(crate) fn lock(&self) -> io::Result<LockGuard<'_>> {
-        self.file.lock()?;
-        Ok(LockGuard { file: &self.file })
-    }
-}
-
-/// Holds a [`LockFile`] locked.
-#[derive(Debug)]
-pub(crate) struct LockGuard<'a> {
-    file: &'a std::fs::File,
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.file.unlock() {
-            tracing::warn!(error = %e, "unlocking a cache lock file failed");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,10 +253,6 @@ mod tests {
             read_regular(&dir, "b", 3).expect("read"),
             ReadOutcome::Missing
         ));
-        match read_prefix(&dir, "a", 5).expect("prefix") {
-            ReadOutcome::Data(d) => assert_eq!(d, b"hello"),
-            other => panic!("unexpected {other:?}"),
-        }
     }
 
     #[test]
@@ -346,19 +278,5 @@ mod tests {
         let (_tmp, dir) = temp_dir();
         write_new(&dir, "x", &[b"1"], false).expect("first");
         assert!(write_new(&dir, "x", &[b"2"], false).is_err());
-    }
-
-    #[test]
-    fn two_handles_exclude_each_other() {
-        let (_tmp, dir) = temp_dir();
-        let a = LockFile::open(&dir, "l").expect("a");
-        let b = LockFile::open(&dir, "l").expect("b");
-        let guard = a.lock().expect("lock a");
-        assert!(matches!(
-            b.file.try_lock(),
-            Err(std::fs::TryLockError::WouldBlock)
-        ));
-        drop(guard);
-        assert!(b.file.try_lock().is_ok());
     }
 }

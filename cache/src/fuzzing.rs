@@ -7,21 +7,20 @@
 //! allowed characters) rather than reusing the code under test, so that a bug shared by
 //! both cannot hide.
 
-use std::io;
 use std::path::Path;
+
+use rusqlite::types::Value;
 
 use crate::error::StoreError;
 use crate::key::CacheKey;
-use crate::response::entry::{self, Fault, HEADER_LEN, MAC_LEN, Meta};
+use crate::response::seal::{self, Meta};
 use crate::secret::Secret;
 use crate::store::record;
 use crate::{CacheConfig, EntryMeta, ResponseCache, Stats};
 
-/// The documented magic of an entry file (`response/entry.rs`).
-const ENTRY_MAGIC: &[u8] = b"CFRCENT1";
 /// The byte the harness's secret is made of.
 const HARNESS_SECRET: u8 = 0xc3;
-/// The key every planted entry file is read as.
+/// The key every planted row is read as.
 const PLANTED_KEY: [u8; 32] = [0x5a; 32];
 
 fn secret(byte: u8) -> Secret {
@@ -34,125 +33,131 @@ fn word(data: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// Equality of metadata with costs compared by their bits (a NaN cost is a value too).
-fn same_meta(a: &Meta, b: &Meta) -> bool {
-    (a.created_ms, a.expires_ms, a.tokens) == (b.created_ms, b.expires_ms, b.tokens)
-        && a.cost_usd.map(f64::to_bits) == b.cost_usd.map(f64::to_bits)
-}
-
-/// The entry decoder past its MAC: `data` is taken as the body of an entry file
-/// (header and payload, as the fuzzer likes), given the MAC that makes it authentic,
-/// and decoded. Then `data` is also read as metadata and a payload, sealed, and decoded.
+/// The MAC over a stored response (`response/seal.rs`): the first 41 bytes of `data`
+/// (zero-padded) are the write number, created, expiry, tokens and a cost flag; the
+/// rest is the payload.
 ///
-/// Properties: an authentic file decodes if and only if its magic and length are
-/// right, and then to exactly the fields at their documented offsets; re-sealing what
-/// was decoded gives a file that decodes to the same; the same bytes under another key,
-/// another secret or with a flipped MAC bit are refused; sealing then decoding is the
-/// identity.
-pub fn check_entry_decoder(data: &[u8]) {
-    let secret_a = secret(0xa1);
-    let key = data
-        .get(8..40)
-        .and_then(|k| <[u8; 32]>::try_from(k).ok())
-        .map_or(CacheKey::from_bytes(PLANTED_KEY), CacheKey::from_bytes);
-    let file = [data, &entry::tag(&secret_a, data)].concat();
-    let well_formed = data.len() >= HEADER_LEN
-        && &data[..8] == ENTRY_MAGIC
-        && word(data, 80).checked_add((HEADER_LEN + MAC_LEN) as u64) == Some(file.len() as u64);
-    match entry::open(&secret_a, &key, &file) {
-        Ok(opened) => {
-            assert!(well_formed, "a malformed entry was accepted");
-            assert_eq!(opened.payload, HEADER_LEN..data.len(), "payload range");
-            let has_cost = data[72] & 1 == 1;
-            let expected = Meta {
-                created_ms: word(data, 40),
-                expires_ms: word(data, 48),
-                tokens: word(data, 56),
-                cost_usd: has_cost.then(|| f64::from_bits(word(data, 64))),
-            };
-            assert!(
-                same_meta(&opened.meta, &expected),
-                "decoded {:?}, the header says {expected:?}",
-                opened.meta
-            );
-            let payload = &file[opened.payload.clone()];
-            let resealed = seal(&secret_a, &key, &opened.meta, payload);
-            let again = entry::open(&secret_a, &key, &resealed)
-                .unwrap_or_else(|f| panic!("a re-sealed entry does not open: {f:?}"));
-            assert!(same_meta(&again.meta, &opened.meta), "re-sealed metadata");
-            assert_eq!(&resealed[again.payload], payload, "re-sealed payload");
-        }
-        Err(fault) => {
-            assert!(
-                !well_formed,
-                "a well-formed authentic entry was refused: {fault:?}"
-            );
-            assert_eq!(
-                fault,
-                Fault::Malformed,
-                "an authentic entry can only be malformed"
-            );
-        }
-    }
-    let mut other = *key.as_bytes();
-    other[0] ^= 1;
-    assert!(
-        entry::open(&secret_a, &CacheKey::from_bytes(other), &file).is_err(),
-        "an entry was accepted for another key"
-    );
-    assert!(
-        entry::open(&secret(0xb2), &key, &file).is_err(),
-        "an entry was accepted under another secret"
-    );
-    let mut flipped = file.clone();
-    if let Some(last) = flipped.last_mut() {
-        *last ^= 0x80;
-    }
-    assert!(
-        entry::open(&secret_a, &key, &flipped).is_err(),
-        "an entry with a flipped MAC bit was accepted"
-    );
-    check_seal_round_trip(&secret_a, data);
-}
-
-/// Reads metadata from the first 25 bytes of `data` (the rest is the payload), seals
-/// and opens it: the identity.
-fn check_seal_round_trip(secret: &Secret, data: &[u8]) {
-    let (head, payload) = data.split_at(data.len().min(25));
+/// Properties: a sealed value verifies; a change of any bound field (key, write number,
+/// created, expiry, tokens, cost, one payload byte), another secret or a flipped MAC bit
+/// makes it fail.
+pub fn check_seal(data: &[u8]) {
+    let (head, payload) = data.split_at(data.len().min(41));
     let mut head = head.to_vec();
-    head.resize(25, 0);
+    head.resize(41, 0);
     let meta = Meta {
-        created_ms: word(&head, 0),
-        expires_ms: word(&head, 8),
-        tokens: word(&head, 16),
-        cost_usd: (head[24] & 1 == 1).then(|| f64::from_bits(word(&head, 0) ^ word(&head, 8))),
+        seq: word(&head, 0),
+        created_ms: word(&head, 8),
+        expires_ms: word(&head, 16),
+        tokens: word(&head, 24),
+        cost_usd: (head[40] & 1 == 1).then(|| f64::from_bits(word(&head, 32))),
     };
     let key = CacheKey::from_bytes(PLANTED_KEY);
-    let file = seal(secret, &key, &meta, payload);
-    assert_eq!(
-        file.len(),
-        HEADER_LEN + payload.len() + MAC_LEN,
-        "sealed length"
+    let s = secret(0xa1);
+    let tag = seal::seal(&s, &key, &meta, payload);
+    assert!(seal::verify(&s, &key, &meta, payload, &tag), "a sealed value does not verify");
+    let bump = |v: u64| v.wrapping_add(1);
+    let changed = [
+        Meta { seq: bump(meta.seq), ..meta },
+        Meta { created_ms: bump(meta.created_ms), ..meta },
+        Meta { expires_ms: bump(meta.expires_ms), ..meta },
+        Meta { tokens: bump(meta.tokens), ..meta },
+        Meta {
+            cost_usd: match meta.cost_usd {
+                Some(_) => None,
+                None => Some(0.0),
+            },
+            ..meta
+        },
+    ];
+    for other in &changed {
+        assert!(
+            !seal::verify(&s, &key, other, payload, &tag),
+            "a value verified under other metadata: {other:?}"
+        );
+    }
+    let mut other_key = PLANTED_KEY;
+    other_key[0] ^= 1;
+    assert!(
+        !seal::verify(&s, &CacheKey::from_bytes(other_key), &meta, payload, &tag),
+        "a value verified under another key"
     );
-    let opened = entry::open(secret, &key, &file)
-        .unwrap_or_else(|f| panic!("a sealed entry does not open: {f:?}"));
-    assert!(same_meta(&opened.meta, &meta), "sealed metadata");
-    assert_eq!(&file[opened.payload], payload, "sealed payload");
+    assert!(
+        !seal::verify(&secret(0xb2), &key, &meta, payload, &tag),
+        "a value verified under another secret"
+    );
+    if let Some((first, rest)) = payload.split_first() {
+        let altered = [&[first ^ 1][..], rest].concat();
+        assert!(
+            !seal::verify(&s, &key, &meta, &altered, &tag),
+            "an altered payload verified"
+        );
+    }
+    let mut flipped = tag;
+    flipped[31] ^= 0x80;
+    assert!(
+        !seal::verify(&s, &key, &meta, payload, &flipped),
+        "a flipped MAC bit verified"
+    );
 }
 
-fn seal(secret: &Secret, key: &CacheKey, meta: &Meta, payload: &[u8]) -> Vec<u8> {
-    let (header, mac) = entry::seal(secret, key, meta, payload);
-    [header.as_slice(), payload, &mac].concat()
+/// Reads one column value from `data` at `*at`: a tag byte (0 NULL, 1 integer, 2 real,
+/// 3 text, else blob), then 8 bytes for a number, or a length byte and that many bytes
+/// (fewer if `data` ends) for text and blobs. Missing bytes read as zero.
+fn column(data: &[u8], at: &mut usize) -> Value {
+    let mut take = |n: usize| {
+        let start = (*at).min(data.len());
+        let end = (*at + n).min(data.len());
+        *at += n;
+        data[start..end].to_vec()
+    };
+    let tag = take(1).first().copied().unwrap_or(0);
+    let number = |bytes: Vec<u8>| {
+        let mut b = [0u8; 8];
+        b[..bytes.len()].copy_from_slice(&bytes);
+        b
+    };
+    match tag {
+        0 => Value::Null,
+        1 => Value::Integer(i64::from_le_bytes(number(take(8)))),
+        2 => Value::Real(f64::from_le_bytes(number(take(8)))),
+        3 => {
+            let len = usize::from(take(1).first().copied().unwrap_or(0));
+            Value::Text(String::from_utf8_lossy(&take(len)).into_owned())
+        }
+        _ => {
+            let len = usize::from(take(1).first().copied().unwrap_or(0));
+            let mut bytes = take(len);
+            // Past 255 bytes: the rest of the input (payloads and MACs of any length).
+            if len == 255 {
+                bytes.extend_from_slice(data.get(*at..).unwrap_or_default());
+                *at = data.len();
+            }
+            Value::Blob(bytes)
+        }
+    }
 }
 
-/// A response cache in a directory of its own, for planting entry files and reading
-/// them through [`ResponseCache::get`]: the full read path.
+fn encode(value: &Value) -> Vec<u8> {
+    match value {
+        Value::Null => vec![0],
+        Value::Integer(i) => [&[1u8][..], &i.to_le_bytes()].concat(),
+        Value::Real(r) => [&[2u8][..], &r.to_le_bytes()].concat(),
+        Value::Text(t) => [&[3u8, t.len() as u8][..], t.as_bytes()].concat(),
+        Value::Blob(b) => [&[4u8, b.len().min(254) as u8][..], &b[..b.len().min(254)]].concat(),
+    }
+}
+
+/// A response cache in a directory of its own, whose stored value's row is overwritten
+/// with arbitrary columns and then read through [`ResponseCache::get`]: the full read
+/// path.
 #[derive(Debug)]
-pub struct EntryFileHarness {
+pub struct RowHarness {
     cache: ResponseCache,
+    db: rusqlite::Connection,
+    _dir: cap_std::fs::Dir,
 }
 
-impl EntryFileHarness {
+impl RowHarness {
     /// Opens a cache in `dir` (which should be empty) with a fixed secret, and checks
     /// that a genuine entry is served, so that the refusals checked later mean
     /// something.
@@ -176,49 +181,88 @@ impl EntryFileHarness {
             Some((b"genuine".to_vec(), 7)),
             "the harness's cache serves a genuine entry"
         );
-        Self { cache }
+        let handle = crate::private::open_dir(dir).expect("the harness's directory");
+        let db = crate::sqlite::open(&handle, crate::response::DB_NAME, crate::sqlite::Sync::Normal, "")
+            .expect("a second connection to the harness's database");
+        Self {
+            cache,
+            db,
+            _dir: handle,
+        }
     }
 
-    /// A genuine entry file (sealed with the harness's secret, unexpired) for the key
-    /// [`check`](Self::check) plants: what the check must never see served, so that
-    /// tests can show it fails.
-    pub fn genuine_entry(&self, payload: &[u8]) -> Vec<u8> {
-        let meta = Meta {
-            created_ms: 0,
-            expires_ms: u64::MAX / 2,
-            tokens: 1,
-            cost_usd: None,
-        };
+    /// Stores an entry under the planted key unless one is there; its write number and
+    /// body columns as `(seq, [created_ms, tokens, cost_usd, payload, mac])`.
+    fn store_planted(&self) -> (i64, Vec<Value>) {
         let key = CacheKey::from_bytes(PLANTED_KEY);
-        seal(&secret(HARNESS_SECRET), &key, &meta, payload)
+        let stored: i64 = self
+            .db
+            .query_row(
+                "SELECT COUNT(*) FROM entries WHERE key = ?1",
+                [&PLANTED_KEY[..]],
+                |r| r.get(0),
+            )
+            .expect("count");
+        if stored == 0 {
+            self.cache
+                .put("fuzz", &key, b"to be overwritten", EntryMeta::default())
+                .expect("store the entry whose row is replaced");
+        }
+        self.db
+            .query_row(
+                "SELECT e.seq, b.created_ms, b.tokens, b.cost_usd, b.payload, b.mac
+                 FROM entries e JOIN bodies b ON b.seq = e.seq WHERE e.key = ?1",
+                [&PLANTED_KEY[..]],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        (1..6).map(|i| r.get::<_, Value>(i)).collect::<rusqlite::Result<_>>()?,
+                    ))
+                },
+            )
+            .expect("the planted entry's row")
     }
 
-    /// Stores an entry for a key, writes `data` over its file, then reads that key.
-    /// (The key is stored first because a key the journal does not know is a miss
-    /// without a read: only a file the index vouches for is read.)
+    /// Stores the planted entry and returns the input that makes the next
+    /// [`check`](Self::check) write back its genuine columns: what the check must see
+    /// served, so that tests can show that the check fails when a value is served.
+    pub fn genuine_row(&self) -> Vec<u8> {
+        let (_, columns) = self.store_planted();
+        columns.iter().flat_map(encode).collect()
+    }
+
+    /// Stores an entry for a key, writes the columns read from `data` (see [`column`]:
+    /// created, tokens, cost, payload, MAC) over its value, then reads that key.
     ///
-    /// Properties: the lookup is a miss (the bytes were not sealed with the cache's
-    /// secret), the file is removed, and exactly one integrity failure is counted (or
-    /// one eviction for a file over the size limit).
+    /// Properties: the lookup is a miss (nothing was sealed with the cache's secret for
+    /// that key and write), the entry is removed, and exactly one integrity failure is
+    /// counted.
     pub fn check(&self, data: &[u8]) {
-        let key = CacheKey::from_bytes(PLANTED_KEY);
-        let name = entry::entry_name(&key);
-        self.cache
-            .put("fuzz", &key, b"to be overwritten", EntryMeta::default())
-            .expect("store the entry whose file is replaced");
+        let (seq, _) = self.store_planted();
         let before = self.cache.stats();
-        self.cache
-            .dir()
-            .write(&name, data)
-            .unwrap_or_else(|e| panic!("planting an entry file: {e}"));
+        let mut at = 0;
+        let columns: Vec<Value> = (0..5).map(|_| column(data, &mut at)).collect();
+        self.db
+            .execute(
+                "UPDATE bodies SET created_ms = ?2, tokens = ?3, cost_usd = ?4, payload = ?5, mac = ?6
+                 WHERE seq = ?1",
+                rusqlite::params![seq, columns[0], columns[1], columns[2], columns[3], columns[4]],
+            )
+            .expect("planting a row");
+        let key = CacheKey::from_bytes(PLANTED_KEY);
         let got = self.cache.get("fuzz", &key);
         assert!(got.is_none(), "forged bytes were served: {got:?}");
-        match self.cache.dir().symlink_metadata(&name) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            other => panic!("a rejected entry file was left in place: {other:?}"),
-        }
+        let left: i64 = self
+            .db
+            .query_row(
+                "SELECT COUNT(*) FROM entries WHERE key = ?1",
+                [&PLANTED_KEY[..]],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(left, 0, "a rejected entry was left in place");
         let after = self.cache.stats();
-        let removed = |s: &Stats| s.integrity_failures + s.evictions;
+        let removed = |s: &Stats| s.integrity_failures;
         assert_eq!(
             removed(&after),
             removed(&before) + 1,

@@ -138,6 +138,7 @@ mod key;
 pub mod private;
 mod response;
 mod secret;
+mod sqlite;
 mod stats;
 mod store;
 
@@ -149,7 +150,7 @@ pub use config::{
 };
 pub use error::{Error, StoreError};
 pub use key::{CacheKey, KeyBuilder};
-pub use response::{CachedEntry, EntryInfo, EntryMeta, Put, ResponseCache};
+pub use response::{CachedEntry, EntryInfo, EntryMeta, Put, ResponseCache, entry_size};
 pub use secret::{SECRET_ENV, Secret};
 pub use stats::{BadEntry, PruneReport, Stats, VerifyReport};
 pub use store::{

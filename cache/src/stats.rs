@@ -20,8 +20,12 @@ pub struct Stats {
     pub integrity_failures: u64,
     /// Entries on disk.
     pub entries: u64,
-    /// Bytes of entry files on disk.
+    /// Bytes the entries are charged against the size limit: what they occupy in the
+    /// database (payloads, MACs, metadata and index rows, as SQLite lays them out).
     pub bytes: u64,
+    /// Bytes of the cache's database files on disk (the database, its write-ahead log
+    /// and its shared-memory index), as the file system allocates them.
+    pub disk_bytes: u64,
     /// The size limit in bytes.
     pub max_bytes: u64,
     /// Tokens of the original calls, summed over hits.
@@ -37,7 +41,7 @@ pub struct Stats {
 /// One entry that failed verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BadEntry {
-    /// The entry's key in hex (its file name without `.cfe`).
+    /// The entry's key in hex.
     pub key: String,
     /// Why it failed.
     pub reason: String,
@@ -46,29 +50,34 @@ pub struct BadEntry {
 /// What [`ResponseCache::verify`](crate::ResponseCache::verify) found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
-    /// Entry files checked.
+    /// Entries checked.
     pub checked: u64,
-    /// Entry files whose HMAC, length and key are right.
+    /// Entries whose value matches its MAC (its key, its write, its bytes).
     pub valid: u64,
-    /// Entry files that failed.
+    /// Entries that failed.
     pub bad: Vec<BadEntry>,
     /// Bad entries removed (only with `fix`).
     pub removed: u64,
-    /// Valid entry files the index did not know (copied in by hand, or left by an older
-    /// version that renamed before recording); indexed with `fix`.
+    /// Values no index row names; removed with `fix`.
     pub orphans: u64,
-    /// Index entries whose file was missing or of another size (a crash between a
-    /// journal record and its rename leaves these); corrected with `fix`.
+    /// Index rows whose value is missing; removed with `fix`.
     pub stale_index: u64,
-    /// Temp files older than an hour, left by crashed writers, removed (only with `fix`).
-    pub stale_temps_removed: u64,
+    /// The totals (bytes, entries) differed from the rows; corrected with `fix`.
+    pub totals_wrong: bool,
+    /// What SQLite's `quick_check` found wrong with the database file (empty when
+    /// sound). Not fixed by `fix`: clear the cache.
+    pub database: Vec<String>,
 }
 
 impl VerifyReport {
-    /// True if every entry was valid and the index matched the files.
+    /// True if the database is sound, every entry was valid and nothing was stale.
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.bad.is_empty() && self.orphans == 0 && self.stale_index == 0
+        self.bad.is_empty()
+            && self.orphans == 0
+            && self.stale_index == 0
+            && !self.totals_wrong
+            && self.database.is_empty()
     }
 }
 

@@ -1,193 +1,152 @@
-//! Administration of the response cache: `verify`, `prune`, `clear`. Each runs as one
-//! session under the directory lock, and touches only files whose names this crate
-//! makes (entry files, its temp files); anything else in the directory is left alone.
+//! Administration of the response cache: `verify`, `prune`, `clear`. Each is one write
+//! transaction. They read every row on purpose, so their scans are not counted in
+//! [`ResponseCache::full_scan_steps`].
 
-use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
-
-use super::entry::{self, OVERHEAD};
-use super::journal::{self, Record, RemoveReason};
-use super::{Lookup, ResponseCache};
+use super::db::{self, Counts};
+use super::{Checked, ResponseCache};
 use crate::error::Error;
-use crate::files;
+use crate::key::CacheKey;
 use crate::stats::{BadEntry, PruneReport, VerifyReport};
 
-/// A temp file older than this was left by a writer that died.
-const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
-
-/// One of our files found in the directory.
-enum Found {
-    Entry(crate::key::CacheKey),
-    StaleTemp(String),
-}
-
 impl ResponseCache {
-    /// Our entry files, and our temp files older than an hour (regular files only).
-    fn our_files(&self) -> Result<Vec<Found>, Error> {
-        let context = "listing the cache directory";
-        let mut found = Vec::new();
-        let items = self
-            .inner
-            .dir
-            .entries()
-            .map_err(|e| Error::io(context, e))?;
-        for item in items {
-            let item = item.map_err(|e| Error::io(context, e))?;
-            let name = item.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Ok(meta) = item.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            if let Some(key) = entry::parse_entry_name(name) {
-                found.push(Found::Entry(key));
-            } else if entry::is_tmp_name(name) || journal::is_tmp_name(name) {
-                let age = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| SystemTime::now().duration_since(m.into_std()).ok());
-                if age.is_some_and(|age| age >= STALE_TEMP_AGE) {
-                    found.push(Found::StaleTemp(name.to_owned()));
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// Checks every entry file's length, key and HMAC, and the index against the files.
-    /// With `fix`: removes bad entries (counted as integrity failures), indexes valid
-    /// files the index missed, corrects index entries whose file is gone or changed,
-    /// and removes temp files older than an hour. Holds the directory lock throughout.
+    /// Checks SQLite's file structure (`PRAGMA quick_check`), every value against its
+    /// MAC, every index row against its value, and the totals against the rows. With
+    /// `fix`: removes bad entries (counted as integrity failures), index rows whose value
+    /// is missing and values no index row names, and corrects the totals. A damaged file
+    /// structure is reported, not fixed: `clear` the cache (or delete its directory).
     pub fn verify(&self, fix: bool) -> Result<VerifyReport, Error> {
         let inner = &*self.inner;
-        let mut locked = inner.locked()?;
-        locked.flush_pending()?;
-        let mut report = VerifyReport::default();
-        let mut seen = HashSet::new();
-        for found in self.our_files()? {
-            let key = match found {
-                Found::Entry(key) => key,
-                Found::StaleTemp(name) => {
-                    if fix && files::remove_regular(&inner.dir, &name).unwrap_or(false) {
-                        report.stale_temps_removed += 1;
+        let report = inner.write(|tx| {
+            let mut report = VerifyReport::default();
+            {
+                let mut stmt = tx.tx.prepare("PRAGMA quick_check")?;
+                let lines = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                for line in lines {
+                    let line = line?;
+                    if line != "ok" {
+                        report.database.push(line);
                     }
-                    continue;
                 }
+            }
+            let rows: Vec<(Vec<u8>, db::Row)> = {
+                let sql = format!("SELECT e.key, {}", db::ROW_COLUMNS);
+                let mut stmt = tx.tx.prepare(&sql)?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, db::row_from(r, 1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
             };
-            let lookup = inner
-                .read_entry(&key)
-                .map_err(|e| Error::io("reading an entry", e))?;
-            let (reason, why) = match lookup {
-                Lookup::Absent => continue,
-                Lookup::Valid(cached) => {
-                    report.checked += 1;
-                    report.valid += 1;
-                    seen.insert(key);
-                    let size = cached.payload.len() as u64 + OVERHEAD;
-                    let known = locked.index().get(&key).copied();
-                    let fresh = Record::Put {
-                        key,
-                        size,
-                        expires_ms: cached.expires_ms,
-                        at_ms: known.map_or(cached.created_ms, |e| e.last_access_ms),
-                        hits: known.map_or(0, |e| e.hits),
-                    };
-                    match known {
-                        None => report.orphans += 1,
-                        Some(e) if e.size != size || e.expires_ms != cached.expires_ms => {
-                            report.stale_index += 1;
-                        }
-                        Some(_) => continue,
+            let mut remove = Vec::new();
+            for (raw_key, row) in rows {
+                report.checked += 1;
+                let key = <[u8; 32]>::try_from(&raw_key[..]).ok().map(CacheKey::from_bytes);
+                let missing_body = matches!(row.body, Err(db::MISSING_BODY));
+                let checked = match key {
+                    Some(key) => inner.check(&key, row),
+                    None => Checked::Bad {
+                        seq: row.seq,
+                        why: "its key is not 32 bytes",
+                    },
+                };
+                match checked {
+                    Checked::Valid(_) => report.valid += 1,
+                    Checked::Bad { .. } if missing_body => {
+                        report.stale_index += 1;
+                        remove.push((raw_key, false));
                     }
-                    if fix {
-                        locked.push(fresh);
+                    Checked::Bad { why, .. } => {
+                        report.bad.push(BadEntry {
+                            key: crate::files::hex(&raw_key),
+                            reason: why.to_owned(),
+                        });
+                        remove.push((raw_key, true));
                     }
-                    continue;
                 }
-                Lookup::Bad(fault) => (RemoveReason::Integrity, fault.describe()),
-                Lookup::Oversize => (RemoveReason::Evicted, "larger than the size limit"),
-            };
-            report.checked += 1;
-            report.bad.push(BadEntry {
-                key: key.to_hex(),
-                reason: why.to_owned(),
-            });
-            if fix {
-                files::remove_regular(&inner.dir, &entry::entry_name(&key))
-                    .map_err(|e| Error::io("removing an entry", e))?;
-                locked.push(Record::Remove { key, reason });
-                report.removed += 1;
             }
-        }
-        let vanished: Vec<_> = locked
-            .index()
-            .keys()
-            .filter(|key| !seen.contains(*key))
-            .copied()
-            .collect();
-        // Bad entries were just removed (with `fix`) or are reported already.
-        let bad: HashSet<String> = report.bad.iter().map(|b| b.key.clone()).collect();
-        for key in vanished.into_iter().filter(|k| !bad.contains(&k.to_hex())) {
-            report.stale_index += 1;
+            report.orphans = tx.tx.query_row(
+                "SELECT COUNT(*) FROM bodies WHERE seq NOT IN (SELECT seq FROM entries)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+            let (bytes, entries): (i64, i64) = tx.tx.query_row(
+                "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let meta = tx.meta()?;
+            report.totals_wrong = (meta.bytes, meta.entries) != (bytes as u64, entries as u64);
             if fix {
-                locked.push(Record::Remove {
-                    key,
-                    reason: RemoveReason::Dropped,
-                });
+                let mut counts = Counts::default();
+                for (raw_key, bad) in remove {
+                    tx.tx.execute("DELETE FROM entries WHERE key = ?1", [&raw_key])?;
+                    if bad {
+                        report.removed += 1;
+                        counts.integrity_failures += 1;
+                    }
+                }
+                tx.tx.execute(
+                    "DELETE FROM bodies WHERE seq NOT IN (SELECT seq FROM entries)",
+                    [],
+                )?;
+                tx.tx.execute(
+                    "UPDATE meta SET bytes = (SELECT COALESCE(SUM(size), 0) FROM entries),
+                         entries = (SELECT COUNT(*) FROM entries) WHERE id = 0",
+                    [],
+                )?;
+                tx.add(&counts)?;
             }
+            Ok(report)
+        })?;
+        if fix && !report.bad.is_empty() {
+            // A value removed here may be in this handle's memory layer.
+            self.inner.state().memory.clear();
         }
-        if fix {
-            // Adopted orphans may have taken the cache over its limit.
-            locked.evict_to_limit(None)?;
-        }
-        locked.write_out()?;
         Ok(report)
     }
 
-    /// Removes every expired entry.
+    /// Removes every expired entry, through the expiry index.
     pub fn prune(&self) -> Result<PruneReport, Error> {
         let inner = &*self.inner;
-        let mut locked = inner.locked()?;
-        locked.flush_pending()?;
-        let mut report = PruneReport::default();
-        for key in locked.index().expired(inner.clock.now_ms()) {
-            let size = locked.index().get(&key).map_or(0, |e| e.size);
-            files::remove_regular(&inner.dir, &entry::entry_name(&key))
-                .map_err(|e| Error::io("removing an expired entry", e))?;
-            locked.push(Record::Remove {
-                key,
-                reason: RemoveReason::Expired,
-            });
-            report.removed += 1;
-            report.freed_bytes += size;
-        }
-        locked.write_out()?;
+        let now = inner.clock.now_ms();
+        let report = inner.write(|tx| {
+            let sizes = tx.sweep(now, u64::MAX >> 1)?;
+            let report = PruneReport {
+                removed: sizes.len() as u64,
+                freed_bytes: sizes.iter().sum(),
+            };
+            tx.add(&Counts {
+                expirations: report.removed,
+                ..Counts::default()
+            })?;
+            tx.shrink_if_sparse()?;
+            Ok(report)
+        })?;
+        inner
+            .state()
+            .memory
+            .retain(|_, entry| entry.expires_ms > now);
         Ok(report)
     }
 
-    /// Removes every entry file (and temp files older than an hour) and resets the index
-    /// and counters; returns how many entries were removed. Files this crate did not
-    /// name (anything else in the directory) are left alone, and so are the secret and
-    /// lock files.
+    /// Removes every entry and resets the counters; returns how many entries were
+    /// removed. Nothing but the database's rows is touched: no file in the directory is
+    /// removed. Other processes' memory layers are emptied at their next write.
     pub fn clear(&self) -> Result<u64, Error> {
         let inner = &*self.inner;
-        let mut locked = inner.locked()?;
-        let mut removed = 0;
-        for found in self.our_files()? {
-            let name = match found {
-                Found::Entry(key) => entry::entry_name(&key),
-                Found::StaleTemp(name) => {
-                    let _ = files::remove_regular(&inner.dir, &name);
-                    continue;
-                }
-            };
-            if files::remove_regular(&inner.dir, &name)
-                .map_err(|e| Error::io("removing an entry", e))?
-            {
-                removed += 1;
-            }
-        }
-        locked.reset()?;
+        let removed = inner.write(|tx| {
+            let entries = tx.meta()?.entries;
+            tx.tx.execute_batch(
+                "DELETE FROM bodies;
+                 DELETE FROM entries;
+                 UPDATE meta SET bytes = 0, entries = 0, generation = generation + 1,
+                     hits = 0, misses = 0, evictions = 0, expirations = 0,
+                     integrity_failures = 0, tokens_saved = 0, cost_saved_usd = 0.0
+                 WHERE id = 0;
+                 PRAGMA incremental_vacuum;",
+            )?;
+            Ok(entries)
+        })?;
+        let mut state = inner.state();
+        state.memory.clear();
+        state.pending = super::Pending::default();
         Ok(removed)
     }
 }

@@ -3,9 +3,10 @@
 //! map of access ticks).
 //!
 //! It serves entries whose HMAC was verified when they were read or written, while they
-//! are unexpired. A process learns of another process's overwrites and removals when it
-//! next syncs with the journal (on put, flush, stats and admin calls); until then it may
-//! serve an entry that was valid when read.
+//! are unexpired. A value another process stored over one held here, or evicted, was a
+//! valid answer to the same request, and may be served until it expires; a `clear` by
+//! another process empties this layer at this handle's next write transaction (every
+//! put, flush, `stats` or admin call; reads are flushed every 1024 lookups or 2 s).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -119,7 +120,7 @@ mod tests {
     use std::sync::Arc;
 
     fn entry(len: usize) -> CachedEntry {
-        CachedEntry::new(Arc::from(vec![0u8; len]), 0, None, 0, u64::MAX)
+        CachedEntry::new(Arc::from(vec![0u8; len]), 0, None, 0, u64::MAX, 1)
     }
 
     fn key(n: u8) -> CacheKey {

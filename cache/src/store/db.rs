@@ -8,32 +8,22 @@
 //! `SUM`/`COUNT` over the entries is ever run. [`Db::full_scan_steps`] counts the rows
 //! SQLite stepped through in full-table scans, so tests can assert there were none.
 //!
-//! The database file is created through the agent directory's handle (no-follow, mode
-//! 0600, which SQLite gives its `-wal` and `-shm` files too), and a `store.sqlite` that
-//! is not a regular file is refused. SQLite then opens it by path: through
-//! `/proc/self/fd/<dir>/store.sqlite`, which it resolves to the directory's real path.
-//! That path is safe because the directory and its ancestors passed the ownership
-//! checks (0700, the user's own): nobody else can swap a file in it between the check
-//! and the open. (`SQLITE_OPEN_NOFOLLOW` cannot be used: it refuses the `/proc` link.)
-
-use std::os::fd::AsRawFd as _;
-use std::time::Duration;
+//! The database file is opened through the agent directory's handle (`sqlite.rs`).
 
 use cap_std::fs::Dir;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, StatementStatus, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreUsage;
 
 /// The database's file name in the agent's directory.
 pub(crate) const DB_NAME: &str = "store.sqlite";
 
-/// How long a writer waits for another process's transaction before giving up with an
-/// `io` error (a run's store call must not hang on a lock held elsewhere).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Expired entries removed per write, through the expiry index: the sweep goes on in
 /// small steps instead of one long pause.
 pub(crate) const SWEEP_STEP: u32 = 16;
+
+/// The layout version in `PRAGMA user_version`.
+const FORMAT: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -80,35 +70,19 @@ pub(crate) struct Found {
 impl Db {
     /// Opens (creating if missing) the database of the agent directory `dir`.
     pub(crate) fn open(dir: &Dir) -> rusqlite::Result<Self> {
-        match dir.symlink_metadata(DB_NAME) {
-            Ok(meta) if !meta.is_file() => {
-                return Err(rusqlite::Error::InvalidPath(DB_NAME.into()));
-            }
-            Ok(_) => {}
-            Err(_) => {
-                use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt as _};
-                use cap_std::fs::{OpenOptions, OpenOptionsExt as _};
-                let mut options = OpenOptions::new();
-                options
-                    .write(true)
-                    .create(true)
-                    .follow(FollowSymlinks::No)
-                    .mode(0o600);
-                dir.open_with(DB_NAME, &options)
-                    .map_err(|_| rusqlite::Error::InvalidPath(DB_NAME.into()))?;
-            }
+        // NORMAL: a crash loses at most the last transactions, never the database (a
+        // store is a cache, an answer can be redone).
+        let conn = crate::sqlite::open(dir, DB_NAME, crate::sqlite::Sync::Normal, "")?;
+        // Making the tables takes the write lock: only when they are not made yet (the
+        // layout version is 0), so that opening never waits for another process's
+        // transaction.
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < FORMAT {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", FORMAT)?;
+            tx.commit()?;
         }
-        let path = format!("/proc/self/fd/{}/{DB_NAME}", dir.as_raw_fd());
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // WAL: readers do not block the writer; NORMAL: a crash loses at most the last
-        // transactions, never the database (a store is a cache, an answer can be redone).
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn,
             full_scan_steps: 0,
@@ -150,11 +124,7 @@ impl Tx<'_> {
         sql: &str,
         run: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
-        let mut stmt = self.tx.prepare_cached(sql)?;
-        let out = run(&mut stmt)?;
-        *self.scans += stmt.get_status(StatementStatus::FullscanStep) as u64;
-        stmt.reset_status(StatementStatus::FullscanStep);
-        Ok(out)
+        crate::sqlite::counted(&self.tx, self.scans, sql, run)
     }
 
     /// The totals the quotas compare against.

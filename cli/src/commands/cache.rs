@@ -22,7 +22,8 @@ pub(crate) fn cache(args: CacheArgs) -> Result<Exit, CliError> {
         CacheAction::Stats => (serde_json::to_value(cache.stats()), true),
         CacheAction::Verify { fix } => {
             let r = cache.verify(fix).map_err(failed)?;
-            let clean = r.bad.is_empty() || fix;
+            // With --fix, what remains is a damaged file structure (`clear` it).
+            let clean = if fix { r.database.is_empty() } else { r.is_clean() };
             (serde_json::to_value(r), clean)
         }
         CacheAction::Prune => (serde_json::to_value(cache.prune().map_err(failed)?), true),

@@ -410,16 +410,13 @@ fn the_response_cache_serves_repeats_and_is_looked_after_by_the_cache_command() 
     let clean = cf_host_in(dir.path(), &["cache", "verify"], None);
     assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
     // Tamper with the entry: verify reports it (exit 1), --fix removes it.
-    let entry = std::fs::read_dir(dir.path().join("responses"))
-        .expect("responses dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "cfe"))
-        .expect("an entry");
-    let mut bytes = std::fs::read(&entry).expect("read");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&entry, bytes).expect("tamper");
+    let db = rusqlite::Connection::open(dir.path().join("responses/responses.sqlite"))
+        .expect("the cache's database");
+    let changed = db
+        .execute("UPDATE bodies SET payload = payload || x'20'", [])
+        .expect("tamper");
+    assert_eq!(changed, 1);
+    drop(db);
     let bad = cf_host_in(dir.path(), &["cache", "verify", "--json"], None);
     assert_eq!(bad.code, 1, "{}", bad.stdout);
     let v: serde_json::Value = serde_json::from_str(bad.stdout.trim()).expect("JSON");
@@ -1034,15 +1031,14 @@ fn info_logs_name_neither_the_agent_nor_the_task() {
 #[test]
 fn a_held_cache_lock_does_not_keep_the_cli_past_its_deadline() {
     let cache = tempfile::tempdir().expect("temp dir");
-    // A first run creates the response cache's directory and lock file.
+    // A first run creates the response cache's database.
     let first = cf_host_in(cache.path(), &["run", "python-expert", "first"], None);
     assert_eq!(first.code, 0, "{}", first.stderr);
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(cache.path().join("responses/cache.lock"))
-        .expect("the lock file");
-    lock.lock().expect("hold the lock as another process would");
+    // Another process in a write transaction holds the database's write lock.
+    let lock = rusqlite::Connection::open(cache.path().join("responses/responses.sqlite"))
+        .expect("the cache's database");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("hold the write lock as another process would");
     let run = cf_host_in(
         cache.path(),
         &["run", "--deadline", "2", "python-expert", "second"],
@@ -1055,7 +1051,7 @@ fn a_held_cache_lock_does_not_keep_the_cli_past_its_deadline() {
         "{}",
         run.stderr
     );
-    lock.unlock().expect("unlock");
+    lock.execute_batch("ROLLBACK").expect("let go");
 }
 
 /// Regression (high): a data directory others may write was used as is.
