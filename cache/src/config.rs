@@ -11,14 +11,13 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// No fsync (the default): a write is atomic (temp file + rename) and survives a
-    /// process crash, but a power loss may lose recent entries. A torn or zeroed entry
-    /// left by a power loss fails its length or HMAC check and is removed, never served.
+    /// SQLite's `synchronous = NORMAL` with its write-ahead log (the default): a
+    /// committed `put` survives a process crash; a power loss may lose the last
+    /// transactions, never the database.
     #[default]
     Fast,
-    /// fsync the entry before its rename, the directory after it, and the index journal
-    /// after each append: entries survive a power loss, at the cost of a few
-    /// milliseconds per insert on most disks.
+    /// `synchronous = FULL`: a `put` is on disk when it returns, at the cost of an
+    /// fsync per transaction (a few milliseconds on most disks).
     Fsync,
 }
 
@@ -32,8 +31,9 @@ pub struct CacheConfig {
     pub secret: Option<Secret>,
     /// Lifetime of an entry put without its own TTL. Default 24 hours.
     pub ttl: Duration,
-    /// Most bytes of entry files on disk (header, payload and MAC); least recently used
-    /// entries are evicted past it. Default 100 MiB.
+    /// Most bytes the entries may occupy in the database (payloads, MACs, metadata and
+    /// index rows, as SQLite lays them out: [`entry_size`](crate::entry_size)); least
+    /// recently used entries are evicted past it. Default 100 MiB.
     pub max_bytes: u64,
     /// Most entries kept in the in-process memory layer; 0 disables it. Default 1000.
     pub memory_max_entries: usize,

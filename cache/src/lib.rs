@@ -68,63 +68,71 @@
 //!
 //! # Response cache on disk
 //!
-//! One flat directory, opened once; no name in it is built from request data:
+//! One directory, opened once; no name in it is built from request data:
 //!
-//! * `<key hex>.cfe`: one entry: a fixed 88-byte header (magic, key, created, expires,
-//!   tokens, cost, payload length), the payload, and an HMAC-SHA256 over both
-//!   (`response/entry.rs` documents the layout). A reader checks the length, that the
-//!   key inside is the key asked for (an entry copied over another's file is rejected),
-//!   and the MAC in constant time before it interprets anything else. A failed check is
-//!   a miss; the file is removed and counted in [`Stats::integrity_failures`].
-//! * `<key hex>.<nonce>.cfe-tmp`: an entry being written; renamed into place.
-//! * `index.cfj`: the index journal: fixed 80-byte checksummed records (`Put`,
-//!   `Access`, `Remove`, `Counters`), appended under the lock.
-//! * `cache.lock`: the lock file (`flock`), never replaced.
+//! * `responses.sqlite` (with SQLite's `-wal` and `-shm`, all mode 0600): the entries.
+//!   Table `entries` is the index, one small row per key: the key, the number of the
+//!   write that stored its current value (`seq`), its charged size, expiry, last use and
+//!   hits, with an index on the expiry and one on (last use, seq). Table `bodies` holds
+//!   the values by `seq`: created, tokens, cost, payload and an HMAC-SHA256 over all of
+//!   them, the key and the `seq` (`response/seal.rs` documents it). A one-row table
+//!   `meta` keeps the totals (bytes, entries; by triggers), the next `seq`, a
+//!   generation bumped by `clear`, and the counters of every process.
 //! * `cache.secret`: the generated HMAC secret (32 random bytes, mode 0600), created by
 //!   writing a temp file and hard-linking it into place, so racing processes agree on
 //!   one and nobody reads a partial one. Absent when [`CacheConfig::secret`] is set.
 //!
-//! **Opening** opens the directory, the lock file and the secret: O(1), a few
-//! microseconds with 100,000 entries. A `get` needs nothing more: it reads
-//! `<key hex>.cfe` directly. The index is loaded by the first operation that needs it
-//! (`put`, `stats`, admin calls): one sequential read of the journal and a replay
-//! (about 30 ms for 100,000 entries on the benchmark machine).
+//! **A lookup** reads the key's index row joined with the body it names, and checks
+//! the MAC in constant time, computed over the key asked for and the `seq` the index
+//! names, before it interprets anything else. So a value moved under another key, an
+//! older value of the key written back over the current one, a value sealed with
+//! another secret or a damaged row (a column of another type, a missing body) is a
+//! miss; the row is removed and counted in [`Stats::integrity_failures`]. A handle that
+//! sees the database's write number go back (the file replaced by an older copy) drops
+//! every entry at its next write. (A rollback of a key's index row and body together,
+//! to an older pair that was once current, is not detectable from the file alone: it
+//! is a value that was the right answer to that request when it was stored, still
+//! bound by its own expiry.)
 //!
-//! **Sharing between processes.** Every change to the set of entry files (rename into
-//! place, eviction, removal) happens while holding `cache.lock`, together with the
-//! journal record that describes it. A process taking the lock first replays the
-//! records others appended since it last looked, so all processes hold the same index
-//! and the same byte total, equal to the sum of the entry files: nothing is counted
-//! twice. When the journal exceeds four records per live entry (plus slack), the lock
-//! holder compacts it into a snapshot under a new generation number, and others replay
-//! that from the start. Reads are batched: hits and last-access times are buffered per
-//! process and appended every 1024 lookups, every 2 s of activity, on `put`, `stats`,
-//! admin calls and drop.
+//! **Opening** opens the directory, the secret and the database: SQLite reads its
+//! schema, not its rows, so it is O(1) in the entries. It never takes the write lock
+//! once the tables exist, so it does not wait for another process's transaction. A
+//! file that is not a database is moved aside to `responses.sqlite.damaged-<ms>` (with
+//! a warning) and an empty cache started.
 //!
-//! **LRU.** The index keeps entries ordered by (last access, sequence) and by expiry in
-//! B-tree maps: picking a victim is O(log n); eviction removes expired entries first,
-//! then the least recently used. Last access and hit counts are journal records, so they
-//! survive restarts and are shared by processes.
+//! **Sharing between processes** is SQLite's: one writer at a time (`BEGIN
+//! IMMEDIATE`, waiting up to 5 s), readers on a write-ahead log that never wait for it.
+//! Totals live in the database and move in the same transaction as the rows, so every
+//! process sees the same counts. Reads are batched: hits and last-use times are kept per
+//! process and written in one transaction every 1024 lookups, every 2 s of activity,
+//! with every `put`, `stats` and admin call, and on drop.
+//!
+//! **Size.** [`CacheConfig::max_bytes`] bounds the bytes the entries occupy in the
+//! database: each is charged its body's cell as SQLite lays it out in 4 KiB pages (a
+//! value larger than a page takes whole overflow pages) plus its index rows
+//! ([`entry_size`]); a test holds the sum to the database's used pages. Every `put`
+//! removes a few expired entries through the expiry index, then evicts the least
+//! recently used ones through the use index until the total is under the limit: no
+//! scan on any hot path ([`ResponseCache::full_scan_steps`] counts them; tests assert
+//! zero). Pages freed by a prune or a clear go back to the file system
+//! (`auto_vacuum = INCREMENTAL`); the write-ahead log adds up to a few MiB between
+//! checkpoints. [`Stats::disk_bytes`] reports what the files really take.
 //!
 //! **Memory layer.** Each handle keeps verified entries in memory, bounded by
 //! [`CacheConfig::memory_max_entries`] and [`CacheConfig::memory_max_bytes`] (LRU). It
-//! serves an entry only while unexpired; it learns of other processes' removals and
-//! overwrites when it next syncs with the journal.
+//! serves an entry only while unexpired; after another process's `clear` it is emptied
+//! at this handle's next write.
 //!
-//! **Crash safety.** Entries and journal snapshots are written to temp files and
-//! renamed. A `kill -9` can leave: a temp file (removed by `verify(true)` or `clear`
-//! after an hour), a torn journal tail (cut by the next lock holder; records are
-//! checksummed), or an entry renamed without its record (served normally, indexed when
-//! read or by `verify(true)`). None of these is ever served corrupt: a torn or zeroed
-//! entry fails its length or MAC check. With [`Durability::Fsync`] the same holds across
-//! power loss.
+//! **Crash safety** is SQLite's: a transaction is all or nothing across a `kill -9`.
+//! With [`Durability::Fast`] (`synchronous = NORMAL`) a power loss may lose the last
+//! transactions, never the database; with [`Durability::Fsync`] (`FULL`) a `put` is on
+//! disk when it returns.
 //!
-//! **Staying in its lane.** Entry, temp and journal names are recognised exactly; any
-//! other file or directory is never read, rewritten or removed, not even by
-//! [`ResponseCache::clear`]. Files are opened with `O_NOFOLLOW`, a symlink under one of
-//! our names is neither followed nor removed (a `put` of that key renames over the
-//! link itself, never writing to its target), and cap-std refuses any path that would
-//! leave the directory.
+//! **Older directories.** A directory of the file-per-entry format of earlier versions
+//! (`<key hex>.cfe` files, `index.cfj`, `cache.lock`) has those files removed when it
+//! is opened, with one warning: its responses are dropped (each is fetched again when
+//! needed); its secret is kept. Any other file in the directory is never read,
+//! rewritten or removed, not even by [`ResponseCache::clear`], which deletes rows.
 #![deny(missing_docs)]
 
 mod clock;

@@ -69,7 +69,21 @@ pub(crate) fn open(
     if fresh && !before_wal.is_empty() {
         conn.execute_batch(before_wal)?;
     }
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Switching a new database to WAL returns SQLITE_BUSY at once, without calling the
+    // busy handler, while another connection is doing the same: retried here for as
+    // long as the busy timeout would have waited.
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => break other?,
+        }
+    }
     conn.pragma_update(
         None,
         "synchronous",
@@ -79,6 +93,14 @@ pub(crate) fn open(
         },
     )?;
     Ok(conn)
+}
+
+/// True if `e` says the database file is not a database or is damaged.
+pub(crate) fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
 }
 
 /// An SQLite error as an I/O error, for [`crate::Error::io`].

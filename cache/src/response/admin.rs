@@ -16,7 +16,7 @@ impl ResponseCache {
     /// structure is reported, not fixed: `clear` the cache (or delete its directory).
     pub fn verify(&self, fix: bool) -> Result<VerifyReport, Error> {
         let inner = &*self.inner;
-        let report = inner.write(|tx| {
+        let checked = inner.write_raw(|tx| {
             let mut report = VerifyReport::default();
             {
                 let mut stmt = tx.tx.prepare("PRAGMA quick_check")?;
@@ -31,13 +31,16 @@ impl ResponseCache {
             let rows: Vec<(Vec<u8>, db::Row)> = {
                 let sql = format!("SELECT e.key, {}", db::ROW_COLUMNS);
                 let mut stmt = tx.tx.prepare(&sql)?;
-                let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, db::row_from(r, 1)?)))?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, db::row_from(r, 1)?)))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             let mut remove = Vec::new();
             for (raw_key, row) in rows {
                 report.checked += 1;
-                let key = <[u8; 32]>::try_from(&raw_key[..]).ok().map(CacheKey::from_bytes);
+                let key = <[u8; 32]>::try_from(&raw_key[..])
+                    .ok()
+                    .map(CacheKey::from_bytes);
                 let missing_body = matches!(row.body, Err(db::MISSING_BODY));
                 let checked = match key {
                     Some(key) => inner.check(&key, row),
@@ -72,11 +75,16 @@ impl ResponseCache {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let meta = tx.meta()?;
-            report.totals_wrong = (meta.bytes, meta.entries) != (bytes as u64, entries as u64);
+            let last_seq: i64 =
+                tx.tx
+                    .query_row("SELECT COALESCE(MAX(seq), 0) FROM bodies", [], |r| r.get(0))?;
+            report.totals_wrong = (meta.bytes, meta.entries) != (bytes as u64, entries as u64)
+                || meta.next_seq <= last_seq.max(0) as u64;
             if fix {
                 let mut counts = Counts::default();
                 for (raw_key, bad) in remove {
-                    tx.tx.execute("DELETE FROM entries WHERE key = ?1", [&raw_key])?;
+                    tx.tx
+                        .execute("DELETE FROM entries WHERE key = ?1", [&raw_key])?;
                     if bad {
                         report.removed += 1;
                         counts.integrity_failures += 1;
@@ -88,13 +96,24 @@ impl ResponseCache {
                 )?;
                 tx.tx.execute(
                     "UPDATE meta SET bytes = (SELECT COALESCE(SUM(size), 0) FROM entries),
-                         entries = (SELECT COUNT(*) FROM entries) WHERE id = 0",
+                         entries = (SELECT COUNT(*) FROM entries),
+                         next_seq = MAX(next_seq, (SELECT COALESCE(MAX(seq), 0) + 1 FROM bodies))
+                     WHERE id = 0",
                     [],
                 )?;
                 tx.add(&counts)?;
             }
             Ok(report)
-        })?;
+        });
+        let report = match checked {
+            Ok(report) => report,
+            // Damage past reading the rows: reported as the database's, for `clear`.
+            Err(e) if crate::sqlite::is_damage(&e) => VerifyReport {
+                database: vec![e.to_string()],
+                ..VerifyReport::default()
+            },
+            Err(e) => return Err(Error::io("verifying the cache", crate::sqlite::io(e))),
+        };
         if fix && !report.bad.is_empty() {
             // A value removed here may be in this handle's memory layer.
             self.inner.state().memory.clear();
@@ -128,10 +147,12 @@ impl ResponseCache {
 
     /// Removes every entry and resets the counters; returns how many entries were
     /// removed. Nothing but the database's rows is touched: no file in the directory is
-    /// removed. Other processes' memory layers are emptied at their next write.
+    /// removed. Other processes' memory layers are emptied at their next write. A
+    /// database too damaged to delete from is moved aside to
+    /// `responses.sqlite.damaged-<ms>` and an empty one started (0 is returned).
     pub fn clear(&self) -> Result<u64, Error> {
         let inner = &*self.inner;
-        let removed = inner.write(|tx| {
+        let removed = inner.write_raw(|tx| {
             let entries = tx.meta()?.entries;
             tx.tx.execute_batch(
                 "DELETE FROM bodies;
@@ -143,7 +164,15 @@ impl ResponseCache {
                  PRAGMA incremental_vacuum;",
             )?;
             Ok(entries)
-        })?;
+        });
+        let removed = match removed {
+            Ok(n) => n,
+            Err(e) if crate::sqlite::is_damage(&e) => {
+                inner.start_over()?;
+                0
+            }
+            Err(e) => return Err(Error::io("clearing the cache", crate::sqlite::io(e))),
+        };
         let mut state = inner.state();
         state.memory.clear();
         state.pending = super::Pending::default();

@@ -143,18 +143,8 @@ pub(crate) fn open_or_set_aside(
     sync: crate::sqlite::Sync,
 ) -> Result<Connection, OpenError> {
     match open(dir, sync) {
-        Err(OpenError::Sqlite(e)) if is_damage(&e) => {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            let aside = format!("{DB_NAME}.damaged-{stamp}");
-            for suffix in ["", "-wal", "-shm"] {
-                let from = format!("{DB_NAME}{suffix}");
-                if crate::files::regular_len(dir, &from).ok().flatten().is_some() {
-                    dir.rename(&from, dir, format!("{aside}{suffix}"))
-                        .map_err(|_| OpenError::Sqlite(e_clone(&e)))?;
-                }
-            }
+        Err(OpenError::Sqlite(e)) if crate::sqlite::is_damage(&e) => {
+            let aside = set_aside(dir).map_err(|_| OpenError::Sqlite(e_clone(&e)))?;
             tracing::warn!(
                 "the response cache's database in {} was damaged ({e}); moved it to {aside} and started an empty one",
                 shown.display()
@@ -165,11 +155,20 @@ pub(crate) fn open_or_set_aside(
     }
 }
 
-fn is_damage(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-    )
+/// Renames the database (with its `-wal` and `-shm`) to `responses.sqlite.damaged-<ms>`;
+/// the new name.
+pub(crate) fn set_aside(dir: &cap_std::fs::Dir) -> std::io::Result<String> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let aside = format!("{DB_NAME}.damaged-{stamp}");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{DB_NAME}{suffix}");
+        if crate::files::regular_len(dir, &from)?.is_some() {
+            dir.rename(&from, dir, format!("{aside}{suffix}"))?;
+        }
+    }
+    Ok(aside)
 }
 
 fn e_clone(e: &rusqlite::Error) -> rusqlite::Error {
@@ -194,7 +193,8 @@ impl From<rusqlite::Error> for OpenError {
 /// A stored value as read, before its MAC is checked.
 #[derive(Debug)]
 pub(crate) struct Row {
-    pub(crate) seq: u64,
+    /// `None` when the index row itself is damaged (its `seq` or expiry unreadable).
+    pub(crate) seq: Option<u64>,
     pub(crate) expires_ms: u64,
     /// The body, or why it cannot be read as one (missing, a column of the wrong type).
     pub(crate) body: Result<Body, &'static str>,
@@ -265,12 +265,12 @@ pub(crate) fn row_from(r: &rusqlite::Row<'_>, skip: usize) -> rusqlite::Result<R
     let expires_ms = int(r.get_ref(skip + 1)?);
     Ok(match (seq, expires_ms) {
         (Some(seq), Some(expires_ms)) => Row {
-            seq,
+            seq: Some(seq),
             expires_ms,
             body: body_at(r, skip + 2)?,
         },
         _ => Row {
-            seq: 0,
+            seq: None,
             expires_ms: 0,
             body: Err("its index row has a column of the wrong type"),
         },
@@ -278,10 +278,15 @@ pub(crate) fn row_from(r: &rusqlite::Row<'_>, skip: usize) -> rusqlite::Result<R
 }
 
 /// The row of `key`, on any connection (a reader's).
-pub(crate) fn lookup(conn: &Connection, scans: &mut u64, key: &CacheKey) -> rusqlite::Result<Option<Row>> {
+pub(crate) fn lookup(
+    conn: &Connection,
+    scans: &mut u64,
+    key: &CacheKey,
+) -> rusqlite::Result<Option<Row>> {
     let sql = format!("SELECT {ROW_COLUMNS} WHERE e.key = ?1");
     crate::sqlite::counted(conn, scans, &sql, |s| {
-        s.query_row([&key.as_bytes()[..]], |r| row_from(r, 0)).optional()
+        s.query_row([&key.as_bytes()[..]], |r| row_from(r, 0))
+            .optional()
     })
 }
 
@@ -362,8 +367,24 @@ impl Tx<'_> {
         crate::sqlite::counted(&self.tx, self.scans, sql, run)
     }
 
-    /// The counters and totals.
+    /// The counters and totals; a lost `meta` row is made again from the rows (its
+    /// counters start from zero).
     pub(crate) fn meta(&mut self) -> rusqlite::Result<Meta> {
+        if let Some(meta) = self.read_meta()? {
+            return Ok(meta);
+        }
+        tracing::warn!("the response cache's totals were lost; recounting them");
+        self.tx.execute(
+            "INSERT INTO meta VALUES (0,
+                 (SELECT COALESCE(SUM(size), 0) FROM entries), (SELECT COUNT(*) FROM entries),
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM bodies), 0, 0, 0, 0, 0, 0, 0, 0.0)",
+            [],
+        )?;
+        self.read_meta()?
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)
+    }
+
+    fn read_meta(&mut self) -> rusqlite::Result<Option<Meta>> {
         self.counted(
             "SELECT bytes, entries, next_seq, generation, hits, misses, evictions, expirations,
                     integrity_failures, tokens_saved, cost_saved_usd FROM meta WHERE id = 0",
@@ -384,6 +405,7 @@ impl Tx<'_> {
                         cost_saved_usd: r.get(10)?,
                     })
                 })
+                .optional()
             },
         )
     }
@@ -413,11 +435,18 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Reserves `n` write numbers; the first of them.
+    /// Reserves `n` write numbers; the first of them. Past every stored value's, even
+    /// if `meta` was edited back (the largest `seq` is the last row of `bodies`).
     pub(crate) fn take_seqs(&mut self, n: u64) -> rusqlite::Result<u64> {
         self.counted(
-            "UPDATE meta SET next_seq = next_seq + ?1 WHERE id = 0 RETURNING next_seq - ?1",
-            |s| s.query_row([sql_int(n)], |r| r.get::<_, i64>(0).map(|v| v.max(0) as u64)),
+            "UPDATE meta SET next_seq =
+                 MAX(next_seq, (SELECT COALESCE(MAX(seq), 0) + 1 FROM bodies)) + ?1
+             WHERE id = 0 RETURNING next_seq - ?1",
+            |s| {
+                s.query_row([sql_int(n)], |r| {
+                    r.get::<_, i64>(0).map(|v| v.max(0) as u64)
+                })
+            },
         )
     }
 
@@ -478,16 +507,26 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Removes `key` if its value is still `seq`; true if it was.
-    pub(crate) fn remove_value(&mut self, key: &CacheKey, seq: u64) -> rusqlite::Result<bool> {
-        self.counted("DELETE FROM entries WHERE key = ?1 AND seq = ?2", |s| {
-            s.execute(params![&key.as_bytes()[..], sql_int(seq)])
-        })
+    /// Removes `key` if its value is still `seq` (any value of it for `None`: a
+    /// damaged index row); true if it was.
+    pub(crate) fn remove_value(
+        &mut self,
+        key: &CacheKey,
+        seq: Option<u64>,
+    ) -> rusqlite::Result<bool> {
+        self.counted(
+            "DELETE FROM entries WHERE key = ?1 AND (?2 IS NULL OR seq = ?2)",
+            |s| s.execute(params![&key.as_bytes()[..], seq.map(sql_int)]),
+        )
         .map(|n| n > 0)
     }
 
     /// Removes `key` if it is expired at `now`; true if it was.
-    pub(crate) fn remove_if_expired(&mut self, key: &CacheKey, now_ms: u64) -> rusqlite::Result<bool> {
+    pub(crate) fn remove_if_expired(
+        &mut self,
+        key: &CacheKey,
+        now_ms: u64,
+    ) -> rusqlite::Result<bool> {
         self.counted(
             "DELETE FROM entries WHERE key = ?1 AND expires_ms <= ?2",
             |s| s.execute(params![&key.as_bytes()[..], sql_int(now_ms)]),
@@ -546,8 +585,12 @@ impl Tx<'_> {
     /// the file (after a prune, a clear or a shrink of the limit); in steady use, pages
     /// freed by evictions are reused by the next inserts instead.
     pub(crate) fn shrink_if_sparse(&mut self) -> rusqlite::Result<()> {
-        let free: i64 = self.tx.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
-        let pages: i64 = self.tx.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        let free: i64 = self
+            .tx
+            .pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+        let pages: i64 = self
+            .tx
+            .pragma_query_value(None, "page_count", |r| r.get(0))?;
         if free > 64 && free * 4 > pages {
             self.tx.execute_batch("PRAGMA incremental_vacuum")?;
         }
@@ -578,7 +621,10 @@ mod tests {
         assert!(over <= 2 * PAGE_SIZE + INDEX_ROWS + 64, "{over}");
         // Grows by a page per page of payload, give or take the local part.
         let big = charged_size(100 * PAGE_SIZE);
-        assert!(big >= 100 * PAGE_SIZE && big <= 102 * PAGE_SIZE + INDEX_ROWS, "{big}");
+        assert!(
+            (100 * PAGE_SIZE..=102 * PAGE_SIZE + INDEX_ROWS).contains(&big),
+            "{big}"
+        );
         // Monotonic enough to be a limit: never less than the payload.
         for len in (0..20_000).step_by(97) {
             assert!(charged_size(len) > len, "{len}");

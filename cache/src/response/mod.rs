@@ -178,7 +178,7 @@ struct Writer {
 /// What checking a stored value found.
 enum Checked {
     Valid(CachedEntry),
-    Bad { seq: u64, why: &'static str },
+    Bad { seq: Option<u64>, why: &'static str },
 }
 
 impl Inner {
@@ -193,7 +193,7 @@ impl Inner {
             Err(why) => return Checked::Bad { seq: row.seq, why },
         };
         let meta = seal::Meta {
-            seq: row.seq,
+            seq: row.seq.unwrap_or_default(),
             created_ms: body.created_ms,
             expires_ms: row.expires_ms,
             tokens: body.tokens,
@@ -211,7 +211,7 @@ impl Inner {
             body.cost_usd,
             body.created_ms,
             row.expires_ms,
-            row.seq,
+            meta.seq,
         ))
     }
 
@@ -244,6 +244,22 @@ impl Inner {
     /// it (they are put back if the transaction fails) and checking that the database
     /// is the one this handle saw last (not replaced by an older copy, not cleared).
     fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> rusqlite::Result<T>) -> Result<T, Error> {
+        self.write_raw(f).map_err(|e| {
+            if sqlite::is_damage(&e) {
+                tracing::error!(
+                    dir = ?self.dir,
+                    "the response cache's database is damaged; `cf-host cache clear` starts it afresh"
+                );
+            }
+            Error::io("writing to the cache", sqlite::io(e))
+        })
+    }
+
+    /// [`write`](Self::write) with SQLite's error as it is.
+    fn write_raw<T>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let taken = {
             let mut state = self.state();
@@ -254,7 +270,37 @@ impl Inner {
         if outcome.is_err() {
             self.state().pending.restore(taken);
         }
-        outcome.map_err(|e| Error::io("writing to the cache", sqlite::io(e)))
+        outcome
+    }
+
+    /// Sets the damaged database aside and starts an empty one, for this handle (other
+    /// processes follow when they reopen the cache).
+    fn start_over(&self) -> Result<(), Error> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let context = |e| Error::io("starting the cache afresh", e);
+        let aside = db::set_aside(&self.dir).map_err(context)?;
+        let conn = db::open(&self.dir, self.sync).map_err(|e| match e {
+            db::OpenError::Newer(v) => context(std::io::Error::other(format!("layout {v}"))),
+            db::OpenError::Sqlite(e) => context(sqlite::io(e)),
+        })?;
+        *writer = Writer {
+            conn,
+            scans: writer.scans,
+            seen: None,
+        };
+        drop(writer);
+        let mut state = self.state();
+        state.memory.clear();
+        state.pending = Pending::default();
+        tracing::warn!(
+            dir = ?self.dir,
+            "moved the damaged response cache database to {aside} and started an empty one"
+        );
+        Ok(())
     }
 
     fn write_with<T>(
@@ -297,7 +343,8 @@ impl Inner {
             "the response cache's database was replaced by an older copy; dropping its {} entries",
             meta.entries
         );
-        tx.tx.execute_batch("DELETE FROM entries; DELETE FROM bodies;")?;
+        tx.tx
+            .execute_batch("DELETE FROM entries; DELETE FROM bodies;")?;
         tx.tx.execute(
             "UPDATE meta SET next_seq = ?1, generation = generation + 1,
                  integrity_failures = integrity_failures + ?2 WHERE id = 0",
@@ -309,8 +356,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Removes `key`'s value `seq` (if still current) that failed its check.
-    fn remove_bad(&self, key: &CacheKey, seq: u64) -> Result<(), Error> {
+    /// Removes `key`'s value `seq` (if still current; any for `None`) that failed its
+    /// check.
+    fn remove_bad(&self, key: &CacheKey, seq: Option<u64>) -> Result<(), Error> {
         self.write(|tx| {
             if tx.remove_value(key, seq)? {
                 tx.add(&Counts {
@@ -335,8 +383,10 @@ impl Inner {
         })
     }
 
-    fn flush(&self) -> Result<(), Error> {
-        if self.state().pending.events() == 0 {
+    /// Writes the pending reads; with `always`, also when there are none (the write
+    /// transaction checks the database: rolled back, cleared).
+    fn flush(&self, always: bool) -> Result<(), Error> {
+        if !always && self.state().pending.events() == 0 {
             return Ok(());
         }
         self.write(|_| Ok(()))
@@ -393,7 +443,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Err(e) = self.flush() {
+        if let Err(e) = self.flush(false) {
             tracing::warn!(error = %e, "could not record the cache's last reads");
         }
     }
@@ -430,7 +480,9 @@ impl ResponseCache {
                  use that version, or clear the directory",
                 cfg.dir.display()
             )),
-            db::OpenError::Sqlite(e) => Error::io(context("opening the database of"), sqlite::io(e)),
+            db::OpenError::Sqlite(e) => {
+                Error::io(context("opening the database of"), sqlite::io(e))
+            }
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -545,7 +597,7 @@ impl ResponseCache {
 
     /// Flushes pending reads if `due`; a failure is logged, never returned to a reader.
     fn flush_if_due(&self, due: bool) {
-        if due && let Err(e) = self.inner.flush() {
+        if due && let Err(e) = self.inner.flush(false) {
             tracing::warn!(error = %e, "could not record cache reads");
         }
     }
@@ -651,6 +703,11 @@ impl ResponseCache {
         match stored {
             Ok((seqs, evicted)) => {
                 let mut state = inner.state();
+                for key in &evicted {
+                    if let Ok(bytes) = <[u8; 32]>::try_from(&key[..]) {
+                        state.memory.remove(&CacheKey::from_bytes(bytes));
+                    }
+                }
                 for (&(i, _, expires_ms, cost_usd), seq) in todo.iter().zip(seqs) {
                     let put = &puts[i];
                     if evicted.contains(&put.key.as_bytes()[..]) {
@@ -677,10 +734,12 @@ impl ResponseCache {
     }
 
     /// Writes this process's pending reads (hits, last access) and counters to the
-    /// database. Done automatically every 1024 lookups, every 2 s of activity, with every
-    /// other write, and when the last handle is dropped.
+    /// database, and checks it (replaced by an older copy: every entry dropped; cleared
+    /// by another process: the memory layer emptied). Done automatically every 1024
+    /// lookups, every 2 s of activity, with every other write, and when the last handle
+    /// is dropped.
     pub fn flush(&self) -> Result<(), Error> {
-        self.inner.flush()
+        self.inner.flush(true)
     }
 
     /// Counters of the directory over all processes, after flushing this one's.
@@ -788,7 +847,11 @@ mod tests {
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     // Mostly answers of a few hundred bytes, some of several pages.
-                    let len = if rng % 10 == 0 { rng % 20_000 } else { 200 + rng % 800 };
+                    let len = if rng.is_multiple_of(10) {
+                        rng % 20_000
+                    } else {
+                        200 + rng % 800
+                    };
                     vec![(rng >> 8) as u8; len as usize]
                 })
                 .collect();
@@ -843,9 +906,12 @@ mod tests {
         // but the same query on the writer's connection is seen.
         let mut writer = cache.inner.writer.lock().expect("writer");
         let Writer { conn, scans, .. } = &mut *writer;
-        crate::sqlite::counted(conn, scans, "SELECT COUNT(*) FROM bodies WHERE payload = x'00'", |s| {
-            s.query_row([], |r| r.get::<_, i64>(0))
-        })
+        crate::sqlite::counted(
+            conn,
+            scans,
+            "SELECT COUNT(*) FROM bodies WHERE payload = x'00'",
+            |s| s.query_row([], |r| r.get::<_, i64>(0)),
+        )
         .expect("a scan");
         assert!(*scans > 0);
     }

@@ -51,7 +51,10 @@ fn mac(secret: &Secret, key: &CacheKey, meta: &Meta, payload: &[u8]) -> Hmac<Sha
 
 /// The MAC of a value written as `key`'s current value.
 pub(crate) fn seal(secret: &Secret, key: &CacheKey, meta: &Meta, payload: &[u8]) -> [u8; MAC_LEN] {
-    mac(secret, key, meta, payload).finalize().into_bytes().into()
+    mac(secret, key, meta, payload)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// True if `tag` is the MAC of exactly this value (compared in constant time).

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use cf_cache::{CacheConfig, EntryMeta, KeyBuilder, ResponseCache};
+use cf_cache::{CacheConfig, EntryMeta, KeyBuilder, ResponseCache, entry_size};
 
-use crate::common::{OVERHEAD, clock, config, disk_usage, key, open};
+use crate::common::{clock, config, key, open, rows};
 
 fn meta(tokens: u64, cost: Option<f64>) -> EntryMeta {
     EntryMeta {
@@ -110,13 +110,20 @@ fn an_overwrite_adjusts_the_size_exactly() {
     cache
         .put("a", &key(2), &[2; 10], meta(0, None))
         .expect("put");
-    assert_eq!(cache.stats().bytes, 1010 + 2 * OVERHEAD);
+    assert_eq!(cache.stats().bytes, entry_size(1000) + entry_size(10));
     cache
         .put("a", &key(1), &[1; 300], meta(0, None))
         .expect("overwrite");
     let stats = cache.stats();
-    assert_eq!((stats.entries, stats.bytes), (2, 310 + 2 * OVERHEAD));
-    assert_eq!(disk_usage(tmp.path()), (2, 310 + 2 * OVERHEAD));
+    let want = entry_size(300) + entry_size(10);
+    assert_eq!((stats.entries, stats.bytes), (2, want));
+    assert_eq!(
+        rows(tmp.path()),
+        (2, want),
+        "one value per key, the old one gone"
+    );
+    let info = cache.entry_info(&key(1)).expect("info").expect("indexed");
+    assert_eq!(info.size, entry_size(300));
     assert_eq!(
         &*cache.get("a", &key(1)).expect("hit").payload,
         &[1; 300][..]
@@ -165,7 +172,7 @@ fn excluded_agents_are_never_cached() {
         .put("random-agent", &key(1), b"x", meta(1, None))
         .expect("put is a no-op");
     assert_eq!(cache.get("random-agent", &key(1)), None);
-    assert_eq!(disk_usage(tmp.path()), (0, 0), "nothing written");
+    assert_eq!(rows(tmp.path()), (0, 0), "nothing written");
     cache
         .put("other", &key(1), b"y", meta(1, None))
         .expect("put");
@@ -187,7 +194,7 @@ fn excluded_agents_are_never_cached() {
 fn an_entry_larger_than_the_cache_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(tmp.path());
-    cfg.max_bytes = 1000;
+    cfg.max_bytes = entry_size(880);
     let cache = open(cfg, &clock());
     cache
         .put("a", &key(1), &[0; 880], meta(0, None))
@@ -197,6 +204,7 @@ fn an_entry_larger_than_the_cache_is_refused() {
         .expect_err("over");
     assert!(err.is_too_large(), "{err}");
     assert!(cache.get("a", &key(1)).is_some());
+    assert_eq!(rows(tmp.path()), (1, entry_size(880)));
 }
 
 #[test]
@@ -295,16 +303,17 @@ fn put_many_stores_each_entry_and_reports_each_failure_in_place() {
     }
     let stats = fresh.stats();
     assert_eq!(stats.entries, 3);
-    assert_eq!(disk_usage(tmp.path()), (3, 3 * OVERHEAD + 4 + 3 + 4));
-    assert_eq!(stats.bytes, 3 * OVERHEAD + 4 + 3 + 4);
+    let want = entry_size(4) + entry_size(3) + entry_size(4);
+    assert_eq!(rows(tmp.path()), (3, want));
+    assert_eq!(stats.bytes, want);
 }
 
 #[test]
 fn put_many_evicts_to_the_limit_and_serves_only_what_it_kept() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(tmp.path());
-    // Room for two 380-byte entries, not three.
-    cfg.max_bytes = 2 * (OVERHEAD + 260) + 100;
+    // Room for two entries of 260 bytes, not three.
+    cfg.max_bytes = 2 * entry_size(260) + 100;
     let clock = clock();
     let cache = open(cfg, &clock);
     let keys: Vec<_> = (1..=3).map(key).collect();
@@ -330,5 +339,6 @@ fn put_many_evicts_to_the_limit_and_serves_only_what_it_kept() {
         cache.get("a", &keys[2]).is_some(),
         "the last entry of the group is kept"
     );
-    assert_eq!((stats.entries, stats.bytes), disk_usage(tmp.path()));
+    assert_eq!((stats.entries, stats.bytes), rows(tmp.path()));
+    assert_eq!(stats.bytes, 2 * entry_size(260));
 }

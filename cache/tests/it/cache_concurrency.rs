@@ -1,15 +1,14 @@
 //! Several handles and several processes share one cache directory: nothing is served
-//! corrupt or for the wrong key, `verify` is clean, and the size accounting equals the
-//! sum of the files. Also: a writer killed with SIGKILL at an arbitrary moment.
+//! corrupt or for the wrong key, `verify` is clean, and the totals equal the rows of the
+//! database. Also: a writer killed with SIGKILL at an arbitrary moment.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
 use cf_cache::{EntryMeta, ResponseCache};
 
-use crate::common::{config, disk_usage, key};
+use crate::common::{clock, config, key, open, rows};
 
 const CHILD_DIR: &str = "CF_CACHE_IT_CHILD_DIR";
 const CHILD_ID: &str = "CF_CACHE_IT_CHILD_ID";
@@ -64,6 +63,13 @@ fn workload(dir: &Path, writer: u64, rounds: u64, mut progress: impl FnMut(u64))
     }
 }
 
+/// Makes the cache's database in `dir` before several handles open it at once: the
+/// first opens of a fresh directory may race (see
+/// `several_handles_opening_a_fresh_directory_at_once_all_open`).
+fn create(dir: &Path) {
+    drop(ResponseCache::open(small_config(dir)).expect("open"));
+}
+
 fn assert_consistent(dir: &Path) {
     let cache = ResponseCache::open(small_config(dir)).expect("open");
     let report = cache.verify(false).expect("verify");
@@ -71,8 +77,8 @@ fn assert_consistent(dir: &Path) {
     let stats = cache.stats();
     assert_eq!(
         (stats.entries, stats.bytes),
-        disk_usage(dir),
-        "index equals the files"
+        rows(dir),
+        "the totals equal the rows"
     );
     assert!(stats.bytes <= 48 * 1024);
     for n in 0..KEYS {
@@ -83,6 +89,7 @@ fn assert_consistent(dir: &Path) {
 #[test]
 fn four_handles_in_four_threads_share_one_directory() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    create(tmp.path());
     std::thread::scope(|s| {
         for writer in 0..4 {
             let dir = tmp.path();
@@ -102,23 +109,92 @@ fn four_handles_in_four_threads_share_one_directory() {
     assert!(stats.evictions > 0, "the size limit was exercised");
 }
 
+/// Handles of one process agree: each finds what another stored, a miss is not
+/// remembered, the counters are the directory's, and a `clear` by one empties the
+/// others' memory layers at their next write.
+#[test]
+fn handles_agree_on_entries_and_counters() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let a = open(config(tmp.path()), &clock);
+    let b = open(config(tmp.path()), &clock);
+    let put = |cache: &ResponseCache, n: u64, payload: &[u8]| {
+        cache
+            .put("agent", &key(n), payload, EntryMeta::default())
+            .expect("put");
+    };
+    let get =
+        |cache: &ResponseCache, n: u64| cache.get("agent", &key(n)).map(|e| e.payload.to_vec());
+    put(&a, 1, b"one");
+    assert_eq!(
+        get(&b, 1).as_deref(),
+        Some(&b"one"[..]),
+        "b finds a's entry"
+    );
+    assert_eq!(get(&a, 2), None, "a misses 2");
+    put(&b, 2, b"two");
+    assert_eq!(
+        get(&a, 2).as_deref(),
+        Some(&b"two"[..]),
+        "the miss was not remembered"
+    );
+    a.flush().expect("flush a");
+    b.flush().expect("flush b");
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!(
+        (sa.hits, sa.misses, sa.entries, sa.bytes),
+        (sb.hits, sb.misses, sb.entries, sb.bytes),
+        "one set of counters"
+    );
+    assert_eq!((sa.hits, sa.misses, sa.entries), (2, 1, 2));
+    assert_eq!((sa.entries, sa.bytes), rows(tmp.path()));
+
+    // b holds 1 and 2 in memory; a clears the directory.
+    assert_eq!(a.clear().expect("clear"), 2);
+    put(&b, 3, b"three");
+    assert_eq!(
+        get(&b, 1),
+        None,
+        "b's memory layer was emptied by its write"
+    );
+    assert_eq!(get(&b, 2), None);
+    assert_eq!(get(&a, 3).as_deref(), Some(&b"three"[..]));
+    assert_eq!(rows(tmp.path()).0, 1);
+}
+
+/// Library bug (see the report of this change): handles opening a fresh directory at
+/// the same time may fail with "database is locked" (SQLITE_BUSY) at once, whatever the
+/// busy timeout: SQLite does not wait on a busy lock when `PRAGMA journal_mode = WAL`
+/// first converts the new database, and `sqlite::open` does not retry it. Seen in about
+/// one round in forty of four threads; over 200 rounds this fails nearly always.
+#[test]
+
+fn several_handles_opening_a_fresh_directory_at_once_all_open() {
+    for round in 0..200 {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let (dir, barrier) = (tmp.path(), &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    if let Err(e) = ResponseCache::open(small_config(dir)) {
+                        panic!("round {round}: {e}");
+                    }
+                });
+            }
+        });
+    }
+}
+
 /// A child process killed if the test fails before reaping it.
 struct ChildGuard(Child);
 
 impl ChildGuard {
-    /// Waits at most `limit` for the child to exit; `step` names what it was doing.
-    fn wait(mut self, limit: Duration, step: &str) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?}: {step}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    /// Waits for the child to exit (no time limit: the test harness's own applies);
+    /// `step` names what it was doing.
+    fn wait(mut self, step: &str) -> ExitStatus {
+        self.0.wait().unwrap_or_else(|e| panic!("{step}: {e}"))
     }
 }
 
@@ -165,6 +241,7 @@ fn child(dir: &Path, id: u64) -> Command {
 #[test]
 fn four_processes_share_one_directory() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    create(tmp.path());
     let children: Vec<_> = (1..=3)
         .map(|id| {
             ChildGuard(
@@ -177,7 +254,7 @@ fn four_processes_share_one_directory() {
         .collect();
     workload(tmp.path(), 0, ROUNDS, |_| {});
     for c in children {
-        let status = c.wait(Duration::from_secs(120), "waiting for a child writer");
+        let status = c.wait("waiting for a child writer");
         assert!(status.success(), "child failed: {status}");
     }
     assert_consistent(tmp.path());
@@ -212,7 +289,7 @@ fn a_writer_killed_at_any_moment_leaves_nothing_served_corrupt() {
             .count();
         assert_eq!(lines as u64, wanted, "the writer made progress");
         writer.0.kill().expect("SIGKILL");
-        let status = writer.wait(Duration::from_secs(30), "reaping the killed writer");
+        let status = writer.wait("reaping the killed writer");
         assert!(!status.success(), "the writer was killed, not finished");
 
         // Whatever the kill interrupted: nothing is served wrong, and one repair pass

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use cf_cache::EntryMeta;
+use cf_cache::{EntryMeta, entry_size};
 
-use crate::common::{OVERHEAD, clock, config, disk_usage, key, open};
+use crate::common::{clock, config, key, open, rows};
 
 fn ttl(secs: u64) -> EntryMeta {
     EntryMeta {
@@ -29,16 +29,17 @@ fn an_expired_entry_is_a_miss_removed_and_frees_its_size() {
     let stats = cache.stats();
     assert_eq!(
         (stats.entries, stats.bytes, stats.expirations),
-        (1, 50 + OVERHEAD, 1)
+        (1, entry_size(50), 1)
     );
     assert_eq!(
-        disk_usage(tmp.path()),
-        (1, 50 + OVERHEAD),
-        "the file is gone"
+        rows(tmp.path()),
+        (1, entry_size(50)),
+        "its row and value are gone"
     );
     clock.advance(Duration::from_secs(24 * 3600));
     assert_eq!(cache.get("a", &key(2)), None, "the default ttl applies");
-    assert_eq!(disk_usage(tmp.path()), (0, 0));
+    assert_eq!(rows(tmp.path()), (0, 0));
+    assert_eq!(cache.stats().expirations, 2);
 }
 
 #[test]
@@ -51,7 +52,12 @@ fn an_expired_entry_is_a_miss_for_a_fresh_process_too() {
     clock.advance(Duration::from_secs(10));
     let cache = open(config(tmp.path()), &clock);
     assert_eq!(cache.get("a", &key(1)), None);
-    assert_eq!(cache.stats().bytes, 0);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.entries, stats.bytes, stats.expirations, stats.misses),
+        (0, 0, 1, 1)
+    );
+    assert_eq!(rows(tmp.path()), (0, 0));
 }
 
 #[test]
@@ -87,9 +93,9 @@ fn prune_removes_only_expired_entries() {
     let report = cache.prune().expect("prune");
     assert_eq!(
         (report.removed, report.freed_bytes),
-        (3, 3 * (10 + OVERHEAD))
+        (3, 3 * entry_size(10))
     );
-    assert_eq!(disk_usage(tmp.path()), (2, 2 * (10 + OVERHEAD)));
+    assert_eq!(rows(tmp.path()), (2, 2 * entry_size(10)));
     let stats = cache.stats();
     assert_eq!((stats.entries, stats.expirations), (2, 3));
     assert!(cache.get("a", &key(4)).is_some());
@@ -100,7 +106,7 @@ fn expired_entries_are_evicted_before_live_ones() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = clock();
     let mut cfg = config(tmp.path());
-    cfg.max_bytes = 3 * (100 + OVERHEAD);
+    cfg.max_bytes = 3 * entry_size(100);
     let cache = open(cfg, &clock);
     cache
         .put("a", &key(1), &[0; 100], EntryMeta::default())
@@ -117,6 +123,8 @@ fn expired_entries_are_evicted_before_live_ones() {
         cache.get("a", &key(1)).is_some(),
         "the oldest live entry stays"
     );
+    assert_eq!(cache.get("a", &key(2)), None, "the expired entry went");
     let stats = cache.stats();
     assert_eq!((stats.expirations, stats.evictions), (1, 0));
+    assert_eq!((stats.entries, stats.bytes), (3, 3 * entry_size(100)));
 }

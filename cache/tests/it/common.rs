@@ -57,30 +57,62 @@ pub fn clock() -> ManualClock {
     ManualClock::new(1_700_000_000_000)
 }
 
-/// The entry file of `key` in `dir`.
-pub fn entry_path(dir: &Path, key: &CacheKey) -> std::path::PathBuf {
-    dir.join(format!("{}.cfe", key.to_hex()))
+/// The cache's database file in `dir`.
+pub const DB_FILE: &str = "responses.sqlite";
+
+/// A second connection to the cache's database in `dir`, as another process (or a
+/// person with `sqlite3`) would open it. The database is in WAL mode, so what is written
+/// here is seen by the cache's handles.
+pub fn db(dir: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).expect("open the database");
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .expect("busy timeout");
+    conn
 }
 
-/// Entry files in `dir` and the sum of their lengths.
-pub fn disk_usage(dir: &Path) -> (u64, u64) {
-    let mut usage = (0, 0);
-    for entry in std::fs::read_dir(dir).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().into_string().expect("utf-8");
-        let meta = entry.path().symlink_metadata().expect("meta");
-        let ours = name.len() == 68
-            && name.ends_with(".cfe")
-            && name[..64]
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if ours && meta.is_file() {
-            usage.0 += 1;
-            usage.1 += meta.len();
-        }
-    }
-    usage
+/// Index rows in the database of `dir` and the sum of their charged sizes, after
+/// checking that the rows agree: every index row names a body, every body is named by
+/// an index row, and the totals in `meta` equal the rows.
+pub fn rows(dir: &Path) -> (u64, u64) {
+    let conn = db(dir);
+    let (entries, bytes): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count entries");
+    let (bodies, stale, orphans): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM bodies),
+                    (SELECT COUNT(*) FROM entries WHERE seq NOT IN (SELECT seq FROM bodies)),
+                    (SELECT COUNT(*) FROM bodies WHERE seq NOT IN (SELECT seq FROM entries))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("count bodies");
+    assert_eq!(
+        (bodies, stale, orphans),
+        (entries, 0, 0),
+        "one body per index row"
+    );
+    let totals: (i64, i64) = conn
+        .query_row("SELECT entries, bytes FROM meta WHERE id = 0", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("totals");
+    assert_eq!(totals, (entries, bytes), "the totals equal the rows");
+    (entries as u64, bytes as u64)
 }
 
-/// Bytes of header and MAC around every payload.
-pub const OVERHEAD: u64 = 120;
+/// The write number (`seq`) the index row of `key` names, if there is one.
+pub fn seq_of(conn: &rusqlite::Connection, key: &CacheKey) -> Option<i64> {
+    use rusqlite::OptionalExtension as _;
+    conn.query_row(
+        "SELECT seq FROM entries WHERE key = ?1",
+        [&key.as_bytes()[..]],
+        |r| r.get(0),
+    )
+    .optional()
+    .expect("read an index row")
+}

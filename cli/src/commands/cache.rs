@@ -23,7 +23,11 @@ pub(crate) fn cache(args: CacheArgs) -> Result<Exit, CliError> {
         CacheAction::Verify { fix } => {
             let r = cache.verify(fix).map_err(failed)?;
             // With --fix, what remains is a damaged file structure (`clear` it).
-            let clean = if fix { r.database.is_empty() } else { r.is_clean() };
+            let clean = if fix {
+                r.database.is_empty()
+            } else {
+                r.is_clean()
+            };
             (serde_json::to_value(r), clean)
         }
         CacheAction::Prune => (serde_json::to_value(cache.prune().map_err(failed)?), true),
