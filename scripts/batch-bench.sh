@@ -7,6 +7,7 @@
 #   scripts/batch-bench.sh N C L [BINARY] [--no-cache]
 #   scripts/batch-bench.sh 100000 500 20          # 100,000 items @ 500 against 20 ms
 #   scripts/batch-bench.sh 1000000 200 1 "" --no-cache   # a million, memory only
+#   AGENTS=bug-investigator scripts/batch-bench.sh 2000 50 100   # other agents
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 c=$2 lat=$3 bin=${4:-} extra=${5:-}
@@ -18,7 +19,8 @@ mock=$!
 d=$(mktemp -d)
 trap 'kill $mock; rm -rf "$d"' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-seq 1 "$n" | awk '{a = ($1 % 2) ? "python-expert" : "code-reviewer"; printf "{\"agent\":\"%s\",\"task\":\"question %d\"}\n", a, $1}' > "$d/t.jsonl"
+seq 1 "$n" | awk -v agents="${AGENTS:-code-reviewer,python-expert}" \
+    'BEGIN {k = split(agents, a, ",")} {printf "{\"agent\":\"%s\",\"task\":\"question %d\"}\n", a[$1 % k + 1], $1}' > "$d/t.jsonl"
 passes="cold cached"
 [[ $extra == --no-cache ]] && passes="uncached"
 for pass in $passes; do

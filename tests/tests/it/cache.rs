@@ -325,17 +325,13 @@ async fn an_entry_tampered_on_disk_is_a_miss_and_counted() {
     let agent = hostile(&host).await;
     ask(&agent, "llm-mode normal eta").await;
     host.flush().await;
-    let responses = dir.path().join("responses");
-    let entry = std::fs::read_dir(&responses)
-        .expect("cache dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "cfe"))
-        .expect("an entry file");
-    let mut bytes = std::fs::read(&entry).expect("read");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    std::fs::write(&entry, bytes).expect("tamper");
+    let db = rusqlite::Connection::open(dir.path().join("responses/responses.sqlite"))
+        .expect("the cache's database");
+    let changed = db
+        .execute("UPDATE bodies SET payload = payload || x'20'", [])
+        .expect("tamper");
+    assert_eq!(changed, 1);
+    drop(db);
     // A new host (a new process) so the memory layer does not answer.
     let host2 = host_on(dir.path(), spy.clone(), 10);
     let agent2 = hostile(&host2).await;
