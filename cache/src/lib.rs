@@ -104,8 +104,12 @@
 //! IMMEDIATE`, waiting up to 5 s), readers on a write-ahead log that never wait for it.
 //! Totals live in the database and move in the same transaction as the rows, so every
 //! process sees the same counts. Reads are batched: hits and last-use times are kept per
-//! process and written in one transaction every 1024 lookups, every 2 s of activity,
-//! with every `put`, `stats` and admin call, and on drop.
+//! process and written in one transaction every 1024 lookups or 2 s of activity (on a
+//! thread of its own, so a lookup never waits for it), with every `put`, `stats` and
+//! admin call, and on drop. An entry's last use has a resolution of a minute, as in
+//! memcached: a read less than a minute after the recorded one is counted in the totals
+//! but not written (recording every read of a cached batch rewrote the index at every
+//! flush and cost more than the lookups themselves).
 //!
 //! **Size.** [`CacheConfig::max_bytes`] bounds the bytes the entries occupy in the
 //! database: each is charged its body's cell as SQLite lays it out in 4 KiB pages (a

@@ -196,6 +196,8 @@ pub(crate) struct Row {
     /// `None` when the index row itself is damaged (its `seq` or expiry unreadable).
     pub(crate) seq: Option<u64>,
     pub(crate) expires_ms: u64,
+    /// Its last recorded use (0 if unreadable).
+    pub(crate) used_ms: u64,
     /// The body, or why it cannot be read as one (missing, a column of the wrong type).
     pub(crate) body: Result<Body, &'static str>,
 }
@@ -257,21 +259,24 @@ pub(crate) const MISSING_BODY: &str = "its value is missing";
 
 /// `SELECT` of an index row joined with its body, for [`row_from`].
 pub(crate) const ROW_COLUMNS: &str = "e.seq, e.expires_ms, b.created_ms, b.tokens, b.cost_usd, \
-     b.payload, b.mac FROM entries e LEFT JOIN bodies b ON b.seq = e.seq";
+     b.payload, b.mac, e.used_ms FROM entries e LEFT JOIN bodies b ON b.seq = e.seq";
 
 /// A [`Row`] from columns selected as [`ROW_COLUMNS`] (after `skip` others).
 pub(crate) fn row_from(r: &rusqlite::Row<'_>, skip: usize) -> rusqlite::Result<Row> {
     let seq = int(r.get_ref(skip)?);
     let expires_ms = int(r.get_ref(skip + 1)?);
+    let used_ms = int(r.get_ref(skip + 7)?).unwrap_or(0);
     Ok(match (seq, expires_ms) {
         (Some(seq), Some(expires_ms)) => Row {
             seq: Some(seq),
             expires_ms,
+            used_ms,
             body: body_at(r, skip + 2)?,
         },
         _ => Row {
             seq: None,
             expires_ms: 0,
+            used_ms,
             body: Err("its index row has a column of the wrong type"),
         },
     })

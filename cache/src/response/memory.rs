@@ -120,7 +120,7 @@ mod tests {
     use std::sync::Arc;
 
     fn entry(len: usize) -> CachedEntry {
-        CachedEntry::new(Arc::from(vec![0u8; len]), 0, None, 0, u64::MAX, 1)
+        CachedEntry::new(Arc::from(vec![0u8; len]), 0, None, 0, u64::MAX, 1, 0)
     }
 
     fn key(n: u8) -> CacheKey {

@@ -49,6 +49,11 @@ const FLUSH_AGE: Duration = Duration::from_secs(2);
 /// Expired entries removed by each write, through the expiry index: expired entries go
 /// in small steps, not in one long pause.
 const SWEEP_STEP: u64 = 16;
+/// A read is recorded as an entry's last use (and in its hit count) only when its
+/// recorded last use is at least this old, as memcached moves an item in its LRU at most
+/// once a minute: recording every read of a cached batch rewrote the index at every
+/// flush and cost more than the lookups. The cache's totals count every read.
+pub(crate) const LRU_RESOLUTION_MS: u64 = 60_000;
 /// Reader connections kept open for lookups.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -92,6 +97,8 @@ pub struct CachedEntry {
     expires_ms: u64,
     /// The write that stored it (its value's number in the database).
     seq: u64,
+    /// Its last use as recorded in the database when it was read (or stored).
+    used_ms: u64,
 }
 
 impl CachedEntry {
@@ -102,6 +109,7 @@ impl CachedEntry {
         created_ms: u64,
         expires_ms: u64,
         seq: u64,
+        used_ms: u64,
     ) -> Self {
         Self {
             payload,
@@ -110,6 +118,7 @@ impl CachedEntry {
             created_ms,
             expires_ms,
             seq,
+            used_ms,
         }
     }
 
@@ -132,9 +141,12 @@ pub struct EntryInfo {
     /// Bytes it is charged against the size limit: what it occupies in the database
     /// (payload, MAC, metadata and index rows, as SQLite lays them out in pages).
     pub size: u64,
-    /// Times it was served, over all processes and restarts.
+    /// Reads recorded against it, over all processes and restarts: a read less than a
+    /// minute after its recorded last use is not recorded (the LRU's resolution is a
+    /// minute, as in memcached); [`Stats::hits`] counts every read.
     pub hits: u64,
-    /// Last time it was served (or stored), over all processes and restarts.
+    /// Its last use as recorded (stored, or read, to within a minute), over all
+    /// processes and restarts: the least recent goes first when the cache is full.
     pub last_access: SystemTime,
     /// When it expires.
     pub expires: SystemTime,
@@ -164,6 +176,8 @@ pub(crate) struct Inner {
     read_scans: AtomicU64,
     /// The memory layer and pending reads: held for moments, never across a query.
     state: Mutex<State>,
+    /// A background flush of pending reads is running.
+    flushing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -212,6 +226,7 @@ impl Inner {
             body.created_ms,
             row.expires_ms,
             meta.seq,
+            row.used_ms,
         ))
     }
 
@@ -505,6 +520,7 @@ impl ResponseCache {
                     pending: Pending::default(),
                     last_flush: Instant::now(),
                 }),
+                flushing: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -595,10 +611,26 @@ impl ResponseCache {
         self.note(|state| state.pending.counted_hit(tokens, cost_usd));
     }
 
-    /// Flushes pending reads if `due`; a failure is logged, never returned to a reader.
+    /// Flushes pending reads if `due`, on a thread of its own: a lookup runs on the
+    /// caller's thread (often an async worker), which must not wait for a write
+    /// transaction. At most one such flush runs at a time; a failure is logged, never
+    /// returned to a reader.
     fn flush_if_due(&self, due: bool) {
-        if due && let Err(e) = self.inner.flush(false) {
-            tracing::warn!(error = %e, "could not record cache reads");
+        if !due || self.inner.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("cf-cache-flush".into())
+            .spawn(move || {
+                if let Err(e) = inner.flush(false) {
+                    tracing::warn!(error = %e, "could not record cache reads");
+                }
+                inner.flushing.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            self.inner.flushing.store(false, Ordering::Release);
+            tracing::warn!(error = %e, "could not start a thread to record cache reads");
         }
     }
 
@@ -720,6 +752,7 @@ impl ResponseCache {
                         now,
                         expires_ms,
                         seq,
+                        now,
                     );
                     state.memory.insert(*put.key, cached);
                 }
@@ -736,8 +769,8 @@ impl ResponseCache {
     /// Writes this process's pending reads (hits, last access) and counters to the
     /// database, and checks it (replaced by an older copy: every entry dropped; cleared
     /// by another process: the memory layer emptied). Done automatically every 1024
-    /// lookups, every 2 s of activity, with every other write, and when the last handle
-    /// is dropped.
+    /// lookups or 2 s of activity (in the background), with every other write, and when
+    /// the last handle is dropped.
     pub fn flush(&self) -> Result<(), Error> {
         self.inner.flush(true)
     }

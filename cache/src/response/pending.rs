@@ -30,6 +30,12 @@ pub(crate) struct Pending {
 
 impl Pending {
     pub(crate) fn hit(&mut self, key: &CacheKey, entry: &CachedEntry, now_ms: u64) {
+        let recent = now_ms < entry.used_ms.saturating_add(super::LRU_RESOLUTION_MS);
+        if recent && !self.accesses.contains_key(key) {
+            // Its recorded last use is recent enough: the totals only.
+            self.counted_hit(entry.tokens, entry.cost_usd);
+            return;
+        }
         let access = self.accesses.entry(*key).or_insert(Access {
             seq: entry.seq,
             at_ms: now_ms,

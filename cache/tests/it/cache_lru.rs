@@ -58,15 +58,16 @@ fn the_least_recently_used_goes_first_and_a_frequently_read_entry_survives() {
     cfg.memory_max_entries = 0;
     let cache = open(cfg, &clock);
     for n in 1..=3 {
-        clock.advance(Duration::from_millis(10));
+        clock.advance(Duration::from_secs(61));
         put(&cache, n);
     }
-    // Entry 1 is the oldest, but it is read often.
+    // Entry 1 is the oldest, but it is read often (a minute apart: the LRU's
+    // resolution).
     for _ in 0..5 {
-        clock.advance(Duration::from_millis(10));
+        clock.advance(Duration::from_secs(61));
         assert!(cache.get("a", &key(1)).is_some());
     }
-    clock.advance(Duration::from_millis(10));
+    clock.advance(Duration::from_secs(61));
     put(&cache, 4);
     assert!(
         cache.get("a", &key(2)).is_none(),
@@ -76,7 +77,7 @@ fn the_least_recently_used_goes_first_and_a_frequently_read_entry_survives() {
         cache.get("a", &key(1)).is_some(),
         "the frequently read entry survives"
     );
-    clock.advance(Duration::from_millis(10));
+    clock.advance(Duration::from_secs(61));
     put(&cache, 5);
     assert!(cache.get("a", &key(3)).is_none(), "then 3");
     assert!(cache.get("a", &key(1)).is_some());
@@ -93,7 +94,7 @@ fn recency_not_frequency_decides() {
     // database (a valid answer until it expires); what is decided here is the database.
     cfg.memory_max_entries = 0;
     let cache = open(cfg, &clock);
-    clock.advance(Duration::from_millis(10));
+    clock.advance(Duration::from_secs(61));
     put(&cache, 1);
     for _ in 0..20 {
         assert!(
@@ -101,11 +102,11 @@ fn recency_not_frequency_decides() {
             "read 1 many times, long ago"
         );
     }
-    clock.advance(Duration::from_millis(10));
+    clock.advance(Duration::from_secs(61));
     put(&cache, 2);
-    clock.advance(Duration::from_millis(10));
+    clock.advance(Duration::from_secs(61));
     assert!(cache.get("a", &key(2)).is_some(), "read 2 once, recently");
-    clock.advance(Duration::from_millis(10));
+    clock.advance(Duration::from_secs(61));
     put(&cache, 3);
     assert!(
         cache.get("a", &key(1)).is_none(),
@@ -128,8 +129,9 @@ fn hit_counts_and_last_access_survive_a_restart() {
         clock.advance(Duration::from_millis(10));
         put(&cache, n);
     }
-    clock.advance(Duration::from_secs(5));
-    let read_at = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 30 + 5_000);
+    // Past the LRU's resolution of a minute: the reads are recorded.
+    clock.advance(Duration::from_secs(90));
+    let read_at = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 30 + 90_000);
     for _ in 0..4 {
         assert!(cache.get("a", &key(1)).is_some());
     }
@@ -233,4 +235,48 @@ fn an_entry_this_handle_evicted_is_not_served_from_its_memory() {
         "1 was evicted"
     );
     assert_eq!(cache.get("a", &key(1)), None, "and is not served");
+}
+
+/// A read less than a minute after an entry's recorded last use is counted in the totals
+/// but writes nothing (memcached's rule): it neither moves the entry in the LRU nor
+/// counts in its hits. A minute later, a read does both.
+#[test]
+fn reads_within_a_minute_of_the_last_use_are_counted_not_recorded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let mut cfg = config(tmp.path());
+    cfg.max_bytes = 2 * entry();
+    cfg.memory_max_entries = 0;
+    let cache = open(cfg, &clock);
+    put(&cache, 1);
+    clock.advance(Duration::from_secs(1));
+    put(&cache, 2);
+    clock.advance(Duration::from_secs(30));
+    assert!(cache.get("a", &key(1)).is_some());
+    let info = cache.entry_info(&key(1)).expect("info").expect("indexed");
+    assert_eq!(info.hits, 0, "not recorded");
+    assert_eq!(cache.stats().hits, 1, "but counted");
+    // 1 is still the least recently used: a third entry evicts it.
+    put(&cache, 3);
+    assert!(
+        cache.entry_info(&key(1)).expect("info").is_none(),
+        "1 evicted"
+    );
+    // A minute after its last use, a read of 2 is recorded and moves it ahead of 3.
+    clock.advance(Duration::from_secs(60));
+    assert!(cache.get("a", &key(2)).is_some());
+    assert_eq!(
+        cache
+            .entry_info(&key(2))
+            .expect("info")
+            .expect("indexed")
+            .hits,
+        1
+    );
+    put(&cache, 4);
+    assert!(
+        cache.entry_info(&key(3)).expect("info").is_none(),
+        "3 evicted"
+    );
+    assert!(cache.entry_info(&key(2)).expect("info").is_some(), "2 kept");
 }
