@@ -1306,3 +1306,50 @@ fn ctrl_c_stops_a_batch_whose_stdin_is_still_open() {
     drop(stdin);
     assert_eq!(code, Some(130));
 }
+
+/// A data directory of an earlier version: its response cache in the file-per-entry
+/// format is not an error. Its answers are dropped with one line on stderr, once; the
+/// run works and caches again; foreign files stay.
+#[test]
+fn an_old_format_response_cache_is_dropped_with_one_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let responses = dir.path().join("responses");
+    std::fs::create_dir_all(&responses).expect("mkdir");
+    for d in [dir.path(), responses.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    for name in [
+        "cache.lock".to_owned(),
+        "index.cfj".to_owned(),
+        format!("{}.cfe", "ab".repeat(32)),
+        format!("{}.cfe", "cd".repeat(32)),
+    ] {
+        std::fs::write(responses.join(name), b"old").expect("plant");
+    }
+    std::fs::write(responses.join("notes.txt"), b"mine").expect("foreign");
+    let notice = "was in the older file format: dropped its 2 cached responses";
+    let first = cf_host_in(dir.path(), &["run", "python-expert", "q"], None);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(
+        first.stderr.matches(notice).count(),
+        1,
+        "one notice: {}",
+        first.stderr
+    );
+    let left: Vec<String> = std::fs::read_dir(&responses)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cfe") || n == "index.cfj" || n == "cache.lock")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        std::fs::read(responses.join("notes.txt")).expect("kept"),
+        b"mine"
+    );
+    let again = cf_host_in(dir.path(), &["run", "--json", "python-expert", "q"], None);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(!again.stderr.contains(notice), "{}", again.stderr);
+    let v: serde_json::Value = serde_json::from_str(again.stdout.trim()).expect("JSON");
+    assert_eq!(v["cached"], true, "the new cache works");
+}
