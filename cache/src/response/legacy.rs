@@ -64,7 +64,7 @@ pub(crate) fn drop_old_entries(dir: &Dir, shown: &Path) -> io::Result<u64> {
     files::remove_regular(dir, OLD_JOURNAL)?;
     files::remove_regular(dir, OLD_LOCK)?;
     tracing::warn!(
-        "the response cache in {} was in the older file format: dropped its {dropped} cached responses (each is fetched again when needed)",
+        "the response cache in {} was in the older file format: dropped its {dropped} cached response(s) (each is fetched again when needed)",
         shown.display()
     );
     Ok(dropped)

@@ -1328,7 +1328,7 @@ fn an_old_format_response_cache_is_dropped_with_one_line() {
         std::fs::write(responses.join(name), b"old").expect("plant");
     }
     std::fs::write(responses.join("notes.txt"), b"mine").expect("foreign");
-    let notice = "was in the older file format: dropped its 2 cached responses";
+    let notice = "was in the older file format: dropped its 2 cached response(s)";
     let first = cf_host_in(dir.path(), &["run", "python-expert", "q"], None);
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(
