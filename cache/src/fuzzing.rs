@@ -211,19 +211,22 @@ impl RowHarness {
         }
     }
 
-    /// Stores an entry under the planted key unless one is there; its write number and
-    /// body columns as `(seq, [created_ms, tokens, cost_usd, payload, mac])`.
-    fn store_planted(&self) -> (i64, Vec<Value>) {
-        let key = CacheKey::from_bytes(PLANTED_KEY);
-        let stored: i64 = self
-            .db
+    /// Index rows of the planted key (0 or 1).
+    fn planted_rows(&self) -> i64 {
+        self.db
             .query_row(
                 "SELECT COUNT(*) FROM entries WHERE key = ?1",
                 [&PLANTED_KEY[..]],
                 |r| r.get(0),
             )
-            .expect("count");
-        if stored == 0 {
+            .expect("count")
+    }
+
+    /// Stores an entry under the planted key unless one is there; its write number and
+    /// body columns as `(seq, [created_ms, tokens, cost_usd, payload, mac])`.
+    fn store_planted(&self) -> (i64, Vec<Value>) {
+        let key = CacheKey::from_bytes(PLANTED_KEY);
+        if self.planted_rows() == 0 {
             self.cache
                 .put("fuzz", &key, b"to be overwritten", EntryMeta::default())
                 .expect("store the entry whose row is replaced");
@@ -283,15 +286,7 @@ impl RowHarness {
         let key = CacheKey::from_bytes(PLANTED_KEY);
         let got = self.cache.get("fuzz", &key);
         assert!(got.is_none(), "forged bytes were served: {got:?}");
-        let left: i64 = self
-            .db
-            .query_row(
-                "SELECT COUNT(*) FROM entries WHERE key = ?1",
-                [&PLANTED_KEY[..]],
-                |r| r.get(0),
-            )
-            .expect("count");
-        assert_eq!(left, 0, "a rejected entry was left in place");
+        assert_eq!(self.planted_rows(), 0, "a rejected entry was left in place");
         let after = self.cache.stats();
         let removed = |s: &Stats| s.integrity_failures;
         assert_eq!(

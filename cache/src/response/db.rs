@@ -302,16 +302,10 @@ pub(crate) struct Meta {
     pub(crate) entries: u64,
     pub(crate) next_seq: u64,
     pub(crate) generation: u64,
-    pub(crate) hits: u64,
-    pub(crate) misses: u64,
-    pub(crate) evictions: u64,
-    pub(crate) expirations: u64,
-    pub(crate) integrity_failures: u64,
-    pub(crate) tokens_saved: u64,
-    pub(crate) cost_saved_usd: f64,
+    pub(crate) counts: Counts,
 }
 
-/// Counters to add to `meta`.
+/// The counters in `meta`, or counts to add to them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Counts {
     pub(crate) hits: u64,
@@ -401,13 +395,15 @@ impl Tx<'_> {
                         entries: n(1)?,
                         next_seq: n(2)?,
                         generation: n(3)?,
-                        hits: n(4)?,
-                        misses: n(5)?,
-                        evictions: n(6)?,
-                        expirations: n(7)?,
-                        integrity_failures: n(8)?,
-                        tokens_saved: n(9)?,
-                        cost_saved_usd: r.get(10)?,
+                        counts: Counts {
+                            hits: n(4)?,
+                            misses: n(5)?,
+                            evictions: n(6)?,
+                            expirations: n(7)?,
+                            integrity_failures: n(8)?,
+                            tokens_saved: n(9)?,
+                            cost_saved_usd: r.get(10)?,
+                        },
                     })
                 })
                 .optional()

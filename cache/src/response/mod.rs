@@ -422,16 +422,17 @@ impl Inner {
     fn stats_from(&self, meta: Option<&db::Meta>) -> Stats {
         let mut stats = Stats::default();
         if let Some(m) = meta {
+            let c = &m.counts;
             stats = Stats {
-                hits: m.hits,
-                misses: m.misses,
-                evictions: m.evictions,
-                expirations: m.expirations,
-                integrity_failures: m.integrity_failures,
+                hits: c.hits,
+                misses: c.misses,
+                evictions: c.evictions,
+                expirations: c.expirations,
+                integrity_failures: c.integrity_failures,
                 entries: m.entries,
                 bytes: m.bytes,
-                tokens_saved: m.tokens_saved,
-                cost_saved_usd: m.cost_saved_usd,
+                tokens_saved: c.tokens_saved,
+                cost_saved_usd: c.cost_saved_usd,
                 ..stats
             };
         }
