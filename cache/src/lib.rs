@@ -1,7 +1,7 @@
 //! cf-cache: per-agent key-value stores and the LLM response cache of cf-host.
 //!
-//! Two independent things live here, both touching the disk only through
-//! [`cap_std::fs::Dir`] handles opened once from a configured root:
+//! Four things live here, all touching the disk only through [`cap_std::fs::Dir`]
+//! handles opened once from a configured root:
 //!
 //! * [`AgentStores`] / [`AgentStore`]: each agent's private key-value store (an SQLite
 //!   database in a directory of its own), behind the WIT `cache` interface
@@ -87,9 +87,11 @@
 //! names, before it interprets anything else. So a value moved under another key, an
 //! older value of the key written back over the current one, a value sealed with
 //! another secret or a damaged row (a column of another type, a missing body) is a
-//! miss; the row is removed and counted in [`Stats::integrity_failures`]. A handle that
-//! sees the database's write number go back (the file replaced by an older copy) drops
-//! every entry at its next write. (A rollback of a key's index row and body together,
+//! miss; the row is removed and counted in [`Stats::integrity_failures`] by the
+//! handle's next write (a lookup never takes the write lock). A handle that sees the
+//! database's write number go back (the file replaced by an older copy) drops every
+//! entry at its next write, and one that finds the name `responses.sqlite` on another
+//! file (another process set a damaged one aside) reopens it there. (A rollback of a key's index row and body together,
 //! to an older pair that was once current, is not detectable from the file alone: it
 //! is a value that was the right answer to that request when it was stored, still
 //! bound by its own expiry.)

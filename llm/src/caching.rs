@@ -70,7 +70,7 @@ pub(crate) struct CacheLayer {
 /// Answers waiting to be written (or being written). A call that stored an answer does
 /// not wait for the disk: the answer is served from here until its entry is installed,
 /// and one background writer at a time installs whatever has queued, in groups
-/// ([`ResponseCache::put_many`]: one lock turn and one journal append per group).
+/// ([`ResponseCache::put_many`]: one database transaction per group).
 /// Writing in the call held the finished run's instance slot through the file I/O
 /// (docs/benchmarks.md, "What moved the figures").
 #[derive(Debug)]
@@ -211,7 +211,7 @@ impl Drop for CacheLayer {
     }
 }
 
-/// Writes this process's reads (hits, last access) to the cache's journal; a failure
+/// Writes this process's reads (hits, last access) to the cache's database; a failure
 /// is logged, never returned.
 fn record_reads(cache: &ResponseCache) {
     if let Err(e) = cache.flush() {

@@ -346,6 +346,9 @@ pub(crate) struct IndexRow {
     pub(crate) hits: u64,
 }
 
+/// The largest integer SQLite stores: values sealed into a MAC are clamped to it first.
+pub(crate) const MAX_INT: u64 = i64::MAX as u64;
+
 fn sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -518,19 +521,6 @@ impl Tx<'_> {
         self.counted(
             "DELETE FROM entries WHERE key = ?1 AND (?2 IS NULL OR seq = ?2)",
             |s| s.execute(params![&key.as_bytes()[..], seq.map(sql_int)]),
-        )
-        .map(|n| n > 0)
-    }
-
-    /// Removes `key` if it is expired at `now`; true if it was.
-    pub(crate) fn remove_if_expired(
-        &mut self,
-        key: &CacheKey,
-        now_ms: u64,
-    ) -> rusqlite::Result<bool> {
-        self.counted(
-            "DELETE FROM entries WHERE key = ?1 AND expires_ms <= ?2",
-            |s| s.execute(params![&key.as_bytes()[..], sql_int(now_ms)]),
         )
         .map(|n| n > 0)
     }

@@ -60,8 +60,17 @@ impl MemoryLayer {
         Some(&slot.entry)
     }
 
-    /// Keeps `entry` if it fits, evicting least recently used entries as needed.
+    /// Keeps `entry` if it fits, evicting least recently used entries as needed. A
+    /// value of a later write already held for the key stays: a lookup that read the
+    /// older value before a `put` committed must not put it back over the newer one.
     pub(crate) fn insert(&mut self, key: CacheKey, entry: CachedEntry) {
+        if self
+            .map
+            .get(&key)
+            .is_some_and(|slot| slot.entry.seq > entry.seq)
+        {
+            return;
+        }
         self.remove(&key);
         let size = entry.payload.len() as u64;
         if self.max_entries == 0 || size > self.max_bytes {
@@ -85,6 +94,13 @@ impl MemoryLayer {
                 tick: self.tick,
             },
         );
+    }
+
+    /// Notes that `key`'s last use was recorded at `at_ms`.
+    pub(crate) fn set_used(&mut self, key: &CacheKey, at_ms: u64) {
+        if let Some(slot) = self.map.get_mut(key) {
+            slot.entry.used_ms = slot.entry.used_ms.max(at_ms);
+        }
     }
 
     pub(crate) fn remove(&mut self, key: &CacheKey) {
@@ -120,7 +136,21 @@ mod tests {
     use std::sync::Arc;
 
     fn entry(len: usize) -> CachedEntry {
-        CachedEntry::new(Arc::from(vec![0u8; len]), 0, None, 0, u64::MAX, 1, 0)
+        entry_of(len, 1)
+    }
+
+    fn entry_of(len: usize, seq: u64) -> CachedEntry {
+        CachedEntry::new(Arc::from(vec![0u8; len]), 0, None, 0, u64::MAX, seq, 0)
+    }
+
+    #[test]
+    fn an_older_write_never_replaces_a_newer_one() {
+        let mut memory = MemoryLayer::new(10, 1_000);
+        memory.insert(key(1), entry_of(2, 6));
+        memory.insert(key(1), entry_of(5, 5));
+        assert_eq!(memory.get(&key(1)).map(|e| e.payload.len()), Some(2));
+        memory.insert(key(1), entry_of(7, 7));
+        assert_eq!(memory.get(&key(1)).map(|e| e.payload.len()), Some(7));
     }
 
     fn key(n: u8) -> CacheKey {

@@ -30,7 +30,7 @@ use crate::sqlite;
 use crate::stats::Stats;
 use db::{Counts, NewEntry, Tx};
 use memory::MemoryLayer;
-use pending::{Pending, State};
+use pending::{Pending, Removal, State};
 
 pub(crate) use db::DB_NAME;
 
@@ -170,8 +170,14 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     /// The connection that writes, and what it last saw of the database.
     writer: Mutex<Writer>,
-    /// Idle connections for lookups (WAL: they never wait for the writer).
-    readers: Mutex<Vec<Connection>>,
+    /// Idle connections for lookups (WAL: they never wait for the writer), with the
+    /// [`Inner::epoch`] they were opened in.
+    readers: Mutex<Vec<(u64, Connection)>>,
+    /// Bumped when the database file is replaced (set aside as damaged, here or by
+    /// another process): connections of an older epoch are closed, not reused.
+    epoch: AtomicU64,
+    /// The inode of the database file the connections have open.
+    db_ino: AtomicU64,
     /// Rows stepped through in full scans by lookups.
     read_scans: AtomicU64,
     /// The memory layer and pending reads: held for moments, never across a query.
@@ -235,13 +241,15 @@ impl Inner {
         &self,
         f: impl FnOnce(&Connection, &mut u64) -> rusqlite::Result<T>,
     ) -> Result<T, Error> {
+        let epoch = self.epoch.load(Ordering::Acquire);
         let idle = self
             .readers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+            .pop()
+            .filter(|(e, _)| *e == epoch);
         let conn = match idle {
-            Some(conn) => conn,
+            Some((_, conn)) => conn,
             None => sqlite::open(&self.dir, DB_NAME, self.sync, "")
                 .map_err(|e| Error::io("opening a reader of the cache", sqlite::io(e)))?,
         };
@@ -249,8 +257,8 @@ impl Inner {
         let out = f(&conn, &mut scans);
         self.read_scans.fetch_add(scans, Ordering::Relaxed);
         let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if readers.len() < MAX_IDLE_READERS {
-            readers.push(conn);
+        if readers.len() < MAX_IDLE_READERS && self.epoch.load(Ordering::Acquire) == epoch {
+            readers.push((epoch, conn));
         }
         out.map_err(|e| Error::io("reading the cache", sqlite::io(e)))
     }
@@ -276,46 +284,80 @@ impl Inner {
         f: impl FnOnce(&mut Tx<'_>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.follow_replacement(&mut writer)?;
         let taken = {
             let mut state = self.state();
             state.last_flush = Instant::now();
             std::mem::take(&mut state.pending)
         };
         let outcome = self.write_with(&mut writer, &taken, f);
+        let mut state = self.state();
         if outcome.is_err() {
-            self.state().pending.restore(taken);
+            state.pending.restore(taken);
+            state.failed_at = Some(Instant::now());
+        } else {
+            state.failed_at = None;
         }
+        drop(state);
         outcome
     }
 
-    /// Sets the damaged database aside and starts an empty one, for this handle (other
-    /// processes follow when they reopen the cache).
-    fn start_over(&self) -> Result<(), Error> {
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        self.readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        let context = |e| Error::io("starting the cache afresh", e);
-        let aside = db::set_aside(&self.dir).map_err(context)?;
+    /// The inode of the file now named `responses.sqlite`, if any.
+    fn current_ino(&self) -> Option<u64> {
+        self.dir
+            .symlink_metadata(DB_NAME)
+            .ok()
+            .map(|m| cap_std::fs::MetadataExt::ino(&m))
+    }
+
+    /// If the database file was replaced since the connections opened it (another
+    /// process set a damaged one aside), reopens on the new one: one `stat` per write
+    /// transaction.
+    fn follow_replacement(&self, writer: &mut Writer) -> rusqlite::Result<()> {
+        match self.current_ino() {
+            Some(ino) if ino != self.db_ino.load(Ordering::Acquire) => self.reopen(writer),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens the file now named `responses.sqlite` (made if missing) for this handle:
+    /// a new writer, readers of a new epoch, an empty memory layer.
+    fn reopen(&self, writer: &mut Writer) -> rusqlite::Result<()> {
         let conn = db::open(&self.dir, self.sync).map_err(|e| match e {
-            db::OpenError::Newer(v) => context(std::io::Error::other(format!("layout {v}"))),
-            db::OpenError::Sqlite(e) => context(sqlite::io(e)),
+            db::OpenError::Newer(v) => rusqlite::Error::InvalidPath(format!("layout {v}").into()),
+            db::OpenError::Sqlite(e) => e,
         })?;
         *writer = Writer {
             conn,
             scans: writer.scans,
             seen: None,
         };
-        drop(writer);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.db_ino
+            .store(self.current_ino().unwrap_or(0), Ordering::Release);
+        self.readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let mut state = self.state();
         state.memory.clear();
         state.pending = Pending::default();
-        tracing::warn!(
-            dir = ?self.dir,
-            "moved the damaged response cache database to {aside} and started an empty one"
-        );
         Ok(())
+    }
+
+    /// Sets the damaged database aside and starts an empty one. If another process
+    /// already did (the name is another file than the one open here), only reopens.
+    fn start_over(&self) -> Result<(), Error> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let context = |e| Error::io("starting the cache afresh", e);
+        if self.current_ino() == Some(self.db_ino.load(Ordering::Acquire)) {
+            let aside = db::set_aside(&self.dir).map_err(context)?;
+            tracing::warn!(
+                dir = ?self.dir,
+                "moved the damaged response cache database to {aside} and started an empty one"
+            );
+        }
+        self.reopen(&mut writer).map_err(|e| context(sqlite::io(e)))
     }
 
     fn write_with<T>(
@@ -351,7 +393,8 @@ impl Inner {
     /// The database's write number went back from `seen` to `meta.next_seq`: it was
     /// replaced by an older copy, whose values may be older than ones since stored over
     /// them. None of them is trusted: all are removed (counted as integrity failures),
-    /// and the write number continues from `seen`, so no number is used twice.
+    /// and the write number jumps 2^32 past `seen` (another handle may have seen more
+    /// than this one), so no number is used twice.
     fn rolled_back(&self, tx: &mut Tx<'_>, meta: &db::Meta, seen: u64) -> rusqlite::Result<()> {
         tracing::error!(
             dir = ?self.dir,
@@ -364,38 +407,11 @@ impl Inner {
             "UPDATE meta SET next_seq = ?1, generation = generation + 1,
                  integrity_failures = integrity_failures + ?2 WHERE id = 0",
             rusqlite::params![
-                i64::try_from(seen).unwrap_or(i64::MAX),
+                i64::try_from(seen.saturating_add(1 << 32)).unwrap_or(i64::MAX),
                 i64::try_from(meta.entries).unwrap_or(i64::MAX)
             ],
         )?;
         Ok(())
-    }
-
-    /// Removes `key`'s value `seq` (if still current; any for `None`) that failed its
-    /// check.
-    fn remove_bad(&self, key: &CacheKey, seq: Option<u64>) -> Result<(), Error> {
-        self.write(|tx| {
-            if tx.remove_value(key, seq)? {
-                tx.add(&Counts {
-                    integrity_failures: 1,
-                    ..Counts::default()
-                })?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Removes `key` if it is (still) expired.
-    fn remove_expired(&self, key: &CacheKey, now_ms: u64) -> Result<(), Error> {
-        self.write(|tx| {
-            if tx.remove_if_expired(key, now_ms)? {
-                tx.add(&Counts {
-                    expirations: 1,
-                    ..Counts::default()
-                })?;
-            }
-            Ok(())
-        })
     }
 
     /// Writes the pending reads; with `always`, also when there are none (the write
@@ -500,6 +516,9 @@ impl ResponseCache {
                 Error::io(context("opening the database of"), sqlite::io(e))
             }
         })?;
+        let db_ino = dir
+            .symlink_metadata(DB_NAME)
+            .map_or(0, |m| cap_std::fs::MetadataExt::ino(&m));
         Ok(Self {
             inner: Arc::new(Inner {
                 dir,
@@ -515,11 +534,14 @@ impl ResponseCache {
                     seen: None,
                 }),
                 readers: Mutex::new(Vec::new()),
+                epoch: AtomicU64::new(0),
+                db_ino: AtomicU64::new(db_ino),
                 read_scans: AtomicU64::new(0),
                 state: Mutex::new(State {
                     memory: MemoryLayer::new(cfg.memory_max_entries, cfg.memory_max_bytes),
                     pending: Pending::default(),
                     last_flush: Instant::now(),
+                    failed_at: None,
                 }),
                 flushing: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -535,10 +557,12 @@ impl ResponseCache {
     /// The entry of `key`, if present, unexpired and intact. For an excluded agent:
     /// always `None`, and nothing is counted.
     ///
-    /// An expired entry is removed; an entry that fails its MAC (or whose row was
-    /// damaged) is removed and counted in [`Stats::integrity_failures`]. Both are
-    /// misses. Database errors are logged and are misses too: a cache failure must not
-    /// fail the call.
+    /// An expired entry is a miss, removed (and counted in [`Stats::expirations`]) by
+    /// this handle's next write; an entry that fails its MAC (or whose row was damaged)
+    /// is a miss, removed and counted in [`Stats::integrity_failures`] the same way. A
+    /// lookup never takes the write lock, so it never waits for another process.
+    /// Database errors are logged and are misses too: a cache failure must not fail
+    /// the call.
     pub fn get(&self, agent: &str, key: &CacheKey) -> Option<CachedEntry> {
         if self.is_excluded(agent) {
             return None;
@@ -551,7 +575,9 @@ impl ResponseCache {
             match state.memory.get(key) {
                 Some(entry) if entry.expires_ms > now => {
                     let entry = entry.clone();
-                    state.pending.hit(key, &entry, now);
+                    if state.pending.hit(key, &entry, now) {
+                        state.memory.set_used(key, now);
+                    }
                     Some((entry, flush_due(state)))
                 }
                 Some(_) => {
@@ -565,28 +591,31 @@ impl ResponseCache {
             self.flush_if_due(due);
             return Some(entry);
         }
-        let outcome = match inner.read(|conn, scans| db::lookup(conn, scans, key)) {
-            Ok(None) => Ok(()),
+        match inner.read(|conn, scans| db::lookup(conn, scans, key)) {
+            Ok(None) => self.note(|state| state.pending.miss()),
             Ok(Some(row)) => match inner.check(key, row) {
-                Checked::Valid(entry) if entry.expires_ms > now => {
+                Checked::Valid(mut entry) if entry.expires_ms > now => {
                     self.note(|state| {
-                        state.pending.hit(key, &entry, now);
+                        if state.pending.hit(key, &entry, now) {
+                            entry.used_ms = now;
+                        }
                         state.memory.insert(*key, entry.clone());
                     });
                     return Some(entry);
                 }
-                Checked::Valid(_) => inner.remove_expired(key, now),
+                Checked::Valid(entry) => self.note(|state| {
+                    state.pending.remove(key, Some(entry.seq), Removal::Expired);
+                }),
                 Checked::Bad { seq, why } => {
                     tracing::warn!(key = %key, fault = why, "removing a cache entry that failed its integrity check");
-                    inner.remove_bad(key, seq)
+                    self.note(|state| state.pending.remove(key, seq, Removal::Bad));
                 }
             },
-            Err(e) => Err(e),
-        };
-        if let Err(e) = outcome {
-            tracing::warn!(key = %key, error = %e, "cache lookup failed; treated as a miss");
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "cache lookup failed; treated as a miss");
+                self.note(|state| state.pending.miss());
+            }
         }
-        self.note(|state| state.pending.miss());
         None
     }
 
@@ -620,14 +649,20 @@ impl ResponseCache {
         if !due || self.inner.flushing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let inner = Arc::clone(&self.inner);
+        /// Clears the flag when the flush ends, panic or not.
+        struct Done(Arc<Inner>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.flushing.store(false, Ordering::Release);
+            }
+        }
+        let done = Done(Arc::clone(&self.inner));
         let spawned = std::thread::Builder::new()
             .name("cf-cache-flush".into())
             .spawn(move || {
-                if let Err(e) = inner.flush(false) {
+                if let Err(e) = done.0.flush(false) {
                     tracing::warn!(error = %e, "could not record cache reads");
                 }
-                inner.flushing.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
             self.inner.flushing.store(false, Ordering::Release);
@@ -679,7 +714,9 @@ impl ResponseCache {
             }
             let ttl_ms = put.meta.ttl.map_or(inner.ttl_ms, duration_ms);
             let cost = put.meta.cost_usd.filter(|c| c.is_finite() && *c >= 0.0);
-            todo.push((i, size, now.saturating_add(ttl_ms), cost));
+            // SQLite's integers are signed: what is sealed is what is stored.
+            let expires_ms = now.saturating_add(ttl_ms).min(db::MAX_INT);
+            todo.push((i, size, expires_ms, cost));
         }
         if todo.is_empty() {
             return results;
@@ -693,7 +730,7 @@ impl ResponseCache {
                     seq: first + n as u64,
                     created_ms: now,
                     expires_ms,
-                    tokens: put.meta.tokens,
+                    tokens: put.meta.tokens.min(db::MAX_INT),
                     cost_usd,
                 };
                 let mac = seal::seal(&inner.secret, put.key, &meta, put.payload);
@@ -748,7 +785,7 @@ impl ResponseCache {
                     }
                     let cached = CachedEntry::new(
                         Arc::from(put.payload),
-                        put.meta.tokens,
+                        put.meta.tokens.min(db::MAX_INT),
                         cost_usd,
                         now,
                         expires_ms,
@@ -816,7 +853,9 @@ impl ResponseCache {
 }
 
 fn flush_due(state: &State) -> bool {
-    state.pending.events() >= FLUSH_EVENTS || state.last_flush.elapsed() >= FLUSH_AGE
+    let backing_off = state.failed_at.is_some_and(|t| t.elapsed() < FLUSH_AGE);
+    !backing_off
+        && (state.pending.events() >= FLUSH_EVENTS || state.last_flush.elapsed() >= FLUSH_AGE)
 }
 
 #[cfg(test)]

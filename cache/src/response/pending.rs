@@ -20,21 +20,34 @@ struct Access {
     hits: u64,
 }
 
-/// Reads and counters this process has not yet written to the database.
+/// Why a lookup found a value to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// Past its expiry.
+    Expired,
+    /// Failed its check (`None`: its index row itself is damaged).
+    Bad,
+}
+
+/// Reads and counters this process has not yet written to the database, and values
+/// lookups found expired or bad: a lookup runs on its caller's thread and never waits
+/// for a write transaction, so it leaves their removal to the next one.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     accesses: HashMap<CacheKey, Access>,
+    removals: HashMap<CacheKey, (Option<u64>, Removal)>,
     pub(crate) counts: Counts,
     events: u64,
 }
 
 impl Pending {
-    pub(crate) fn hit(&mut self, key: &CacheKey, entry: &CachedEntry, now_ms: u64) {
+    /// A hit; true if it is to be recorded as the entry's last use (false when the
+    /// recorded one is less than a minute old: the totals only).
+    pub(crate) fn hit(&mut self, key: &CacheKey, entry: &CachedEntry, now_ms: u64) -> bool {
         let recent = now_ms < entry.used_ms.saturating_add(super::LRU_RESOLUTION_MS);
         if recent && !self.accesses.contains_key(key) {
-            // Its recorded last use is recent enough: the totals only.
             self.counted_hit(entry.tokens, entry.cost_usd);
-            return;
+            return false;
         }
         let access = self.accesses.entry(*key).or_insert(Access {
             seq: entry.seq,
@@ -52,6 +65,14 @@ impl Pending {
         access.at_ms = access.at_ms.max(now_ms);
         access.hits += 1;
         self.counted_hit(entry.tokens, entry.cost_usd);
+        true
+    }
+
+    /// A value `seq` of `key` (any value of it for `None`) that a lookup found to be
+    /// removed; a miss.
+    pub(crate) fn remove(&mut self, key: &CacheKey, seq: Option<u64>, why: Removal) {
+        self.removals.insert(*key, (seq, why));
+        self.miss();
     }
 
     /// A hit on an entry the caller served itself: counters only.
@@ -78,7 +99,18 @@ impl Pending {
         for (key, a) in &self.accesses {
             tx.record_reads(key, a.seq, a.at_ms, a.hits)?;
         }
-        tx.add(&self.counts)
+        let mut counts = self.counts;
+        // Only what is still there counts: another handle may have removed or replaced
+        // it since (a value's expiry is part of its write, so `seq` names it exactly).
+        for (key, &(seq, why)) in &self.removals {
+            if tx.remove_value(key, seq)? {
+                match why {
+                    Removal::Expired => counts.expirations += 1,
+                    Removal::Bad => counts.integrity_failures += 1,
+                }
+            }
+        }
+        tx.add(&counts)
     }
 
     /// Puts back reads taken for a transaction that failed, so that none is lost.
@@ -89,6 +121,9 @@ impl Pending {
                 mine.at_ms = mine.at_ms.max(a.at_ms);
                 mine.hits += a.hits;
             }
+        }
+        for (key, removal) in taken.removals {
+            self.removals.entry(key).or_insert(removal);
         }
         let (c, t) = (&mut self.counts, taken.counts);
         c.hits += t.hits;
@@ -105,4 +140,7 @@ pub(crate) struct State {
     pub(crate) memory: MemoryLayer,
     pub(crate) pending: Pending,
     pub(crate) last_flush: Instant,
+    /// When the last write of the pending reads failed: the next attempt waits
+    /// [`FLUSH_AGE`](super::FLUSH_AGE), not the next lookup.
+    pub(crate) failed_at: Option<Instant>,
 }

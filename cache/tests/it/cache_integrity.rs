@@ -98,6 +98,8 @@ fn a_payload_edited_in_the_database_is_a_miss_counted_once_and_removed() {
 
     assert_eq!(payload(&cache, 1), None, "not served");
     assert_eq!(payload(&cache, 1), None, "still a miss");
+    // The lookup leaves the removal to the next write.
+    cache.flush().expect("flush");
     assert_eq!(seq_of(&conn, &key(1)), None, "the index row is removed");
     assert_eq!(
         count(&conn, "SELECT COUNT(*) FROM bodies"),
@@ -210,6 +212,9 @@ fn damaged_columns_are_misses_and_removed_never_a_panic() {
     let cache = open(uncached(tmp.path()), &clock);
     for (n, damage) in damages.iter().enumerate() {
         assert_eq!(payload(&cache, n as u64), None, "{damage}: not served");
+        cache
+            .flush()
+            .expect("flush: removals happen at the next write");
         assert_eq!(
             seq_of(&conn, &key(n as u64)),
             None,
@@ -328,6 +333,9 @@ fn a_valid_body_copied_over_another_keys_body_is_rejected() {
         None,
         "key 1's value is not served for 2"
     );
+    cache
+        .flush()
+        .expect("flush: removals happen at the next write");
     assert_eq!(seq_of(&conn, &key(2)), None, "2 is removed");
     assert_eq!(cache.stats().integrity_failures, 1);
     assert_eq!(
@@ -366,6 +374,9 @@ fn an_older_value_of_the_same_key_written_back_is_rejected() {
     write_body(&conn, v2_seq, &v1);
 
     assert_eq!(payload(&cache, 1), None, "the older value is not served");
+    cache
+        .flush()
+        .expect("flush: removals happen at the next write");
     assert_eq!(seq_of(&conn, &key(1)), None, "removed");
     assert_eq!(cache.stats().integrity_failures, 1);
     cache
@@ -897,4 +908,93 @@ fn a_file_that_is_not_a_database_is_set_aside() {
             1
         );
     }
+}
+
+/// Regression (review): a lookup that found an expired entry removed it in a write
+/// transaction on the caller's thread, waiting up to the busy timeout (5 s) for another
+/// process's write lock. The lookup is a miss at once; the next write removes it.
+#[test]
+fn a_lookup_of_an_expired_entry_does_not_wait_for_a_writer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = open(uncached(tmp.path()), &clock);
+    let meta = EntryMeta {
+        ttl: Some(std::time::Duration::from_secs(1)),
+        ..EntryMeta::default()
+    };
+    cache.put("a", &key(1), b"soon gone", meta).expect("put");
+    clock.advance(std::time::Duration::from_secs(2));
+    let other = db(tmp.path());
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("hold the write lock");
+    // A lookup needs no write lock: it returns while the other connection holds it
+    // (were it to wait, this thread would block until the rollback below, never
+    // reached).
+    let (done, finished) = std::sync::mpsc::channel();
+    let reader = cache.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(reader.get("a", &key(1)).map(|e| e.payload.to_vec()));
+    });
+    let got = finished.recv().expect("the lookup returned");
+    assert_eq!(got, None, "expired: a miss");
+    other.execute_batch("ROLLBACK").expect("let go");
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.expirations, stats.entries, stats.misses),
+        (1, 0, 1),
+        "removed and counted by the next write: {stats:?}"
+    );
+}
+
+/// Regression (review): an entry that never expires (`ttl: Duration::MAX`) or with a
+/// token count past `i64::MAX` was sealed with values SQLite cannot store, so its MAC
+/// failed on the next read and it was removed as forged.
+#[test]
+fn an_entry_that_never_expires_is_not_taken_for_a_forgery() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = open(uncached(tmp.path()), &clock);
+    let meta = EntryMeta {
+        ttl: Some(std::time::Duration::MAX),
+        tokens: u64::MAX,
+        cost_usd: None,
+    };
+    cache.put("a", &key(1), b"forever", meta).expect("put");
+    assert_eq!(payload(&cache, 1).as_deref(), Some(&b"forever"[..]));
+    assert_eq!(cache.stats().integrity_failures, 0);
+}
+
+/// Regression (review): when another process set a damaged database aside and started
+/// a new one, a handle kept writing to (and reading from) the renamed file. It follows
+/// the name at its next write: its answers land in the new file, the old one's are gone.
+#[test]
+fn a_handle_follows_a_database_replaced_by_another_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let a = open(uncached(tmp.path()), &clock);
+    put(&a, 1, b"in the old file");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = tmp.path().join(format!("{DB_FILE}{suffix}"));
+        if from.exists() {
+            std::fs::rename(
+                &from,
+                tmp.path().join(format!("{DB_FILE}.damaged-1{suffix}")),
+            )
+            .expect("set aside, as another process does");
+        }
+    }
+    let other = open(uncached(tmp.path()), &clock);
+    put(&a, 2, b"after the replacement");
+    assert_eq!(
+        payload(&other, 2).as_deref(),
+        Some(&b"after the replacement"[..]),
+        "the write went to the new file"
+    );
+    assert_eq!(
+        payload(&a, 1),
+        None,
+        "the old file's entries are not served"
+    );
+    assert_eq!(rows(tmp.path()).0, 1);
 }

@@ -280,3 +280,31 @@ fn reads_within_a_minute_of_the_last_use_are_counted_not_recorded() {
     );
     assert!(cache.entry_info(&key(2)).expect("info").is_some(), "2 kept");
 }
+
+/// Regression (review): hits served from the memory layer were recorded at every
+/// flush once the first minute had passed (the memory copy kept its first last-use
+/// time), rewriting the row of every hot key every 2 s.
+#[test]
+fn memory_hits_are_recorded_at_most_once_a_minute() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = open(config(tmp.path()), &clock);
+    put(&cache, 1);
+    clock.advance(Duration::from_secs(61));
+    assert!(cache.get("a", &key(1)).is_some());
+    cache.flush().expect("flush");
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(2));
+        assert!(cache.get("a", &key(1)).is_some());
+        cache.flush().expect("flush");
+    }
+    let info = cache.entry_info(&key(1)).expect("info").expect("indexed");
+    assert_eq!(info.hits, 1, "one recorded read in the minute");
+    assert_eq!(cache.stats().hits, 6, "every read counted");
+    // A minute after the recorded one, the next read is recorded again.
+    clock.advance(Duration::from_secs(60));
+    assert!(cache.get("a", &key(1)).is_some());
+    cache.flush().expect("flush");
+    let info = cache.entry_info(&key(1)).expect("info").expect("indexed");
+    assert_eq!(info.hits, 2);
+}
