@@ -162,13 +162,12 @@ fn handles_agree_on_entries_and_counters() {
     assert_eq!(rows(tmp.path()).0, 1);
 }
 
-/// Library bug (see the report of this change): handles opening a fresh directory at
-/// the same time may fail with "database is locked" (SQLITE_BUSY) at once, whatever the
-/// busy timeout: SQLite does not wait on a busy lock when `PRAGMA journal_mode = WAL`
-/// first converts the new database, and `sqlite::open` does not retry it. Seen in about
-/// one round in forty of four threads; over 200 rounds this fails nearly always.
+/// Regression: handles opening a fresh directory at the same time failed with
+/// "database is locked" (SQLITE_BUSY) at once, whatever the busy timeout: SQLite does
+/// not wait on a busy lock when `PRAGMA journal_mode = WAL` first converts the new
+/// database, and `sqlite::open` did not retry it. Seen in about one round in forty of
+/// four threads; over 200 rounds this failed nearly always.
 #[test]
-
 fn several_handles_opening_a_fresh_directory_at_once_all_open() {
     for round in 0..200 {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -237,13 +237,11 @@ fn damaged_columns_are_misses_and_removed_never_a_panic() {
     assert!(report.is_clean(), "{report:?}");
 }
 
-/// Library bug (see the report of this change): an index row with a column of the
-/// wrong type or sign (`seq` or `expires_ms`, here edited by hand) is a miss, but a
-/// lookup never removes it nor counts it: `get` removes a bad value by `(key, seq)`
-/// with `seq` read as 0, which matches no row. It stays, charged against the limit,
-/// until `verify(true)` (which removes it by key).
+/// Regression: an index row with a column of the wrong type or sign (`seq` or
+/// `expires_ms`, here edited by hand) was a miss, but never removed nor counted: the
+/// removal went by `(key, seq)` with `seq` read as 0, which matched no row, so it stayed,
+/// charged against the limit, until `verify(true)`.
 #[test]
-
 fn a_damaged_index_row_is_a_miss_and_removed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = clock();
@@ -431,12 +429,11 @@ fn a_database_rolled_back_under_an_open_handle_is_detected() {
     assert_eq!(rows(tmp.path()), (2, entry_size(5) + entry_size(2)));
 }
 
-/// Library bug (see the report of this change): `flush` with no pending reads opens no
-/// write transaction, so it does not notice a rolled-back database (nor another
-/// handle's `clear`), although the docs name `flush` among the calls that do; without
-/// the memory layer the next lookup serves the rolled-back value.
+/// Regression: `flush` with no pending reads opened no write transaction, so it did not
+/// notice a rolled-back database (nor another handle's `clear`), although the docs name
+/// `flush` among the calls that do; without the memory layer the next lookup served the
+/// rolled-back value.
 #[test]
-
 fn a_flush_notices_a_rolled_back_database() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let elsewhere = tempfile::tempdir().expect("tempdir");
@@ -593,30 +590,36 @@ fn verify_reports_and_fixes() {
     }
 }
 
+/// Stores ten entries (`n` → `[n; 100]`) in a cache in `dir`, then damages the root
+/// page of the table or index `name` in the file: its cell count says far more cells
+/// than the page can hold.
+fn ten_entries_with_a_damaged_root_page(dir: &Path, clock: &cf_cache::ManualClock, name: &str) {
+    let cache = open(config(dir), clock);
+    for n in 0..10 {
+        put(&cache, n, &[n as u8; 100]);
+    }
+    drop(cache);
+    let root: i64 = db(dir)
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .expect("root page");
+    let path = dir.join(DB_FILE);
+    let mut data = std::fs::read(&path).expect("read");
+    let page = (root as usize - 1) * 4096;
+    data[page + 3..page + 5].copy_from_slice(&[0xff, 0xff]);
+    std::fs::write(&path, &data).expect("damage");
+}
+
 /// A damaged index page: `verify` names it (SQLite's `quick_check`), lookups go on
 /// answering, and writes fail with an error, never a panic.
 #[test]
 fn a_damaged_page_is_reported_by_verify() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = clock();
-    let cache = open(config(tmp.path()), &clock);
-    for n in 0..10 {
-        put(&cache, n, &[n as u8; 100]);
-    }
-    drop(cache);
-    let root: i64 = db(tmp.path())
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'entries_by_expiry'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("root page");
-    let path = tmp.path().join(DB_FILE);
-    let mut data = std::fs::read(&path).expect("read");
-    let page = (root as usize - 1) * 4096;
-    // The page's cell count: far more cells than the page can hold.
-    data[page + 3..page + 5].copy_from_slice(&[0xff, 0xff]);
-    std::fs::write(&path, &data).expect("damage");
+    ten_entries_with_a_damaged_root_page(tmp.path(), &clock, "entries_by_expiry");
 
     let cache = open(config(tmp.path()), &clock);
     for n in 0..10 {
@@ -634,33 +637,15 @@ fn a_damaged_page_is_reported_by_verify() {
     );
 }
 
-/// Library bug (see the report of this change): when the damage is in a page that the
-/// rows or this handle's pending reads go through, `verify` returns the SQLite error
-/// instead of its report (so `database` never lists the damage), and `clear`, the
-/// remedy its documentation gives, fails with the same error: the cache stays unusable
-/// until its directory is deleted by hand.
+/// Regression: when the damage was in a page that the rows or this handle's pending
+/// reads go through, `verify` returned the SQLite error instead of its report, and
+/// `clear`, the remedy its documentation gives, failed with the same error: the cache
+/// stayed unusable until its directory was deleted by hand.
 #[test]
-
 fn a_damaged_table_is_reported_by_verify_and_cleared() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = clock();
-    let cache = open(config(tmp.path()), &clock);
-    for n in 0..10 {
-        put(&cache, n, &[n as u8; 100]);
-    }
-    drop(cache);
-    let root: i64 = db(tmp.path())
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'entries'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("root page");
-    let path = tmp.path().join(DB_FILE);
-    let mut data = std::fs::read(&path).expect("read");
-    let page = (root as usize - 1) * 4096;
-    data[page + 3..page + 5].copy_from_slice(&[0xff, 0xff]);
-    std::fs::write(&path, &data).expect("damage");
+    ten_entries_with_a_damaged_root_page(tmp.path(), &clock, "entries");
 
     let cache = open(config(tmp.path()), &clock);
     let report = cache.verify(false).expect("verify reports, not fails");
@@ -670,13 +655,11 @@ fn a_damaged_table_is_reported_by_verify_and_cleared() {
     assert_eq!(payload(&cache, 1).as_deref(), Some(&b"after"[..]));
 }
 
-/// Library bug (see the report of this change): a damaged `meta` row stops every
-/// write for good. With `next_seq` behind the stored values (edited, or an older `meta`
-/// restored over newer rows) every put fails with "UNIQUE constraint failed:
-/// bodies.seq"; with the row lost, every write (put, `stats`, `verify`) fails with "Query
-/// returned no rows". `verify(true)`, which corrects the totals, repairs neither.
+/// Regression: a damaged `meta` row stopped every write for good. With `next_seq`
+/// behind the stored values (edited, or an older `meta` restored over newer rows) every
+/// put failed with "UNIQUE constraint failed: bodies.seq"; with the row lost, every
+/// write (put, `stats`, `verify`) failed with "Query returned no rows".
 #[test]
-
 fn a_damaged_meta_row_does_not_stop_puts() {
     for damage in ["UPDATE meta SET next_seq = 1", "DELETE FROM meta"] {
         let tmp = tempfile::tempdir().expect("tempdir");

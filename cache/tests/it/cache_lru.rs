@@ -213,13 +213,11 @@ fn the_size_limit_counts_the_disk() {
     assert!(cache.get("a", &key(0)).is_none());
 }
 
-/// Library bug (see the report of this change): the handle whose put evicted an entry
-/// from the database goes on serving it from its memory layer, and counts those hits,
-/// although `put_many` knows the evicted keys (it keeps only the new entries it evicted
-/// out of memory). The memory layer's documentation allows this for other processes'
+/// Regression: the handle whose put evicted an entry from the database went on serving
+/// it from its memory layer, and counted those hits, although `put_many` knows the
+/// evicted keys. The memory layer's documentation allows this for other processes'
 /// evictions, which a handle cannot see; not for its own.
 #[test]
-
 fn an_entry_this_handle_evicted_is_not_served_from_its_memory() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = clock();

@@ -13,12 +13,11 @@ fn response_seal_regressions_hold() {
     }
 }
 
-/// Library bug (see the report of this change): `RowHarness::check` panics with
-/// "planting a row" when the schema refuses the input's columns (a NULL where `bodies`
-/// says `NOT NULL`: `seed-empty`, `seed-nulls`), before the cache reads anything; the
-/// fuzz target crashes on any such input.
+/// Regression: `RowHarness::check` panicked with "planting a row" when the schema
+/// refuses the input's columns (a NULL where `bodies` says `NOT NULL`: `seed-empty`,
+/// `seed-nulls`), before the cache read anything; the fuzz target crashed on any such
+/// input.
 #[test]
-
 fn response_row_regressions_are_refused_cleanly() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let harness = fuzzing::RowHarness::new(tmp.path());
