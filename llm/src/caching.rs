@@ -3,6 +3,7 @@
 //! storing only complete successful answers.
 
 use crate::provider::Provider;
+use crate::content::{Content, System};
 use crate::types::{CacheMode, LlmError, Request, Response, Role};
 use cf_cache::{CacheKey, EntryMeta, KeyBuilder, Put, ResponseCache};
 use std::collections::HashMap;
@@ -17,21 +18,39 @@ const KEY_VERSION: &str = "cf-llm/messages-request/v1";
 /// namespace). Every field the API sees is part of it, each length-prefixed, options
 /// distinct from empty values, floats by their exact bits.
 pub fn request_key(provider: &dyn Provider, namespace: &str, request: &Request) -> CacheKey {
-    let messages = request.messages.iter().map(|m| {
-        let role: &[u8] = match m.role {
-            Role::User => b"u",
-            Role::Assistant => b"a",
-        };
-        [role, m.content.as_bytes()].concat()
+    // A text turn is its role's letter and its text, as before contract 0.2, so that
+    // text-only requests keep their keys. A turn of blocks is an upper-case letter and
+    // the blocks' canonical JSON (the wire format, fixed field order, media as base64,
+    // tool inputs byte for byte).
+    let messages = request.messages.iter().map(|m| match &m.content {
+        Content::Text(text) => {
+            let role: &[u8] = match m.role {
+                Role::User => b"u",
+                Role::Assistant => b"a",
+            };
+            [role, text.as_bytes()].concat()
+        }
+        Content::Blocks(blocks) => {
+            let role: &[u8] = match m.role {
+                Role::User => b"U",
+                Role::Assistant => b"A",
+            };
+            [role, &canonical_json(blocks)].concat()
+        }
     });
     let f32_bits = |v: Option<f32>| v.map(|v| v.to_bits().to_le_bytes());
-    KeyBuilder::new(KEY_VERSION)
+    let (system_text, system_blocks) = match &request.system {
+        None => (None, None),
+        Some(System::Text(text)) => (Some(text.as_bytes()), None),
+        Some(System::Blocks(blocks)) => (None, Some(canonical_json(blocks))),
+    };
+    let key = KeyBuilder::new(KEY_VERSION)
         .field_str("namespace", namespace)
         .field_str("provider", provider.name())
         .field_str("endpoint", provider.endpoint())
         .field_str("model", &request.model)
         .field_u64("max_tokens", u64::from(request.max_tokens))
-        .field_opt("system", request.system.as_deref().map(str::as_bytes))
+        .field_opt("system", system_text)
         .field_list("messages", messages)
         .field_opt(
             "temperature",
@@ -50,8 +69,43 @@ pub fn request_key(provider: &dyn Provider, namespace: &str, request: &Request) 
             "stop_sequences",
             request.stop_sequences.iter().map(String::as_bytes),
         )
-        .field_opt("user_id", request.user_id.as_deref().map(str::as_bytes))
+        .field_opt("user_id", request.user_id.as_deref().map(str::as_bytes));
+    // What contract 0.2 added, each field only when set: the key of a request
+    // without them is the key it had before (every field is named in the encoding,
+    // so a present field never reads as an absent one).
+    let mut extra: Vec<(&str, Vec<u8>)> = Vec::new();
+    if let Some(blocks) = system_blocks {
+        extra.push(("system_blocks", blocks));
+    }
+    if !request.tools.is_empty() {
+        extra.push(("tools", canonical_json(&request.tools)));
+    }
+    if let Some(choice) = &request.tool_choice {
+        extra.push(("tool_choice", canonical_json(choice)));
+    }
+    if request.disable_parallel_tool_use {
+        extra.push(("disable_parallel_tool_use", b"1".to_vec()));
+    }
+    if let Some(thinking) = &request.thinking {
+        extra.push(("thinking", canonical_json(thinking)));
+    }
+    if let Some(effort) = request.effort {
+        extra.push(("effort", effort.as_wire().as_bytes().to_vec()));
+    }
+    if let Some(schema) = &request.output_schema {
+        extra.push(("output_schema", schema.as_bytes().to_vec()));
+    }
+    extra
+        .into_iter()
+        .fold(key, |key, (name, value)| key.field(name, &value))
         .finish()
+}
+
+/// The canonical JSON of a part of a request. Validated requests always encode; a
+/// value that does not (a tool input that is not JSON) encodes as its error text,
+/// which still keys it apart from every valid request.
+fn canonical_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|e| format!("\0invalid: {e}").into_bytes())
 }
 
 /// What a call waiting on an identical call in flight receives.
@@ -430,7 +484,7 @@ mod tests {
             ("max_tokens", Box::new(|r| r.max_tokens = 101)),
             ("system", Box::new(|r| r.system = Some("sys2".into()))),
             ("no system", Box::new(|r| r.system = None)),
-            ("empty system", Box::new(|r| r.system = Some(String::new()))),
+            ("empty system", Box::new(|r| r.system = Some(String::new().into()))),
             (
                 "message text",
                 Box::new(|r| r.messages[0].content = "hi!".into()),

@@ -252,7 +252,8 @@ impl ReplayProvider {
                 .messages
                 .iter()
                 .find(|m| m.role == Role::User)
-                .map_or("", |m| m.content.as_str());
+                .map(|m| m.content.text())
+                .unwrap_or_default();
             let quoted: String = first_user.chars().take(QUOTE_CHARS).collect();
             return Err(ProviderError::fatal(LlmError::NotFound(format!(
                 "no recorded answer for this request in {}: model={}, {} messages, first user message starts {:?}",
@@ -300,6 +301,7 @@ mod tests {
 
     fn response(text: &str) -> Response {
         Response {
+            content: Vec::new(),
             id: text.into(),
             model: "m".into(),
             text: text.into(),

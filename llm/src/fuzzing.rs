@@ -174,6 +174,7 @@ mod request_key {
 
     use crate::caching::request_key;
     use crate::provider::{BoxFuture, Provider, ProviderError};
+    use crate::content::{Content, System, Thinking, Tool};
     use crate::types::{LlmError, Message, Request, Response, Role};
 
     /// A provider that only has a name and an endpoint, the parts of a key it adds.
@@ -233,6 +234,12 @@ mod request_key {
                 && a.top_k == b.top_k
                 && a.stop_sequences == b.stop_sequences
                 && a.user_id == b.user_id
+                && a.tools == b.tools
+                && a.tool_choice == b.tool_choice
+                && a.disable_parallel_tool_use == b.disable_parallel_tool_use
+                && a.thinking == b.thinking
+                && a.effort == b.effort
+                && a.output_schema == b.output_schema
         }
     }
 
@@ -249,6 +256,34 @@ mod request_key {
         (0..n).map(|_| String::arbitrary(u)).collect()
     }
 
+    fn text(u: &mut Unstructured<'_>) -> arbitrary::Result<Content> {
+        Ok(Content::Text(String::arbitrary(u)?))
+    }
+
+    fn system(u: &mut Unstructured<'_>) -> arbitrary::Result<Option<System>> {
+        Ok(Option::<String>::arbitrary(u)?.map(System::Text))
+    }
+
+    /// The text of a text turn or a text system prompt, to edit in place.
+    fn text_of(content: &mut Content) -> Option<&mut String> {
+        match content {
+            Content::Text(text) => Some(text),
+            Content::Blocks(_) => None,
+        }
+    }
+
+    fn tool(u: &mut Unstructured<'_>) -> arbitrary::Result<Tool> {
+        Ok(Tool {
+            name: String::arbitrary(u)?,
+            description: Option::arbitrary(u)?,
+            // Valid JSON (serialization needs it): an object with one arbitrary key.
+            input_schema: serde_json::json!({ String::arbitrary(u)?: bool::arbitrary(u)? })
+                .to_string(),
+            strict: bool::arbitrary(u)?,
+            cache_control: None,
+        })
+    }
+
     /// A request from arbitrary data: any text, any numbers (NaN included), up to
     /// four messages and three stop sequences.
     pub fn arbitrary_request(u: &mut Unstructured<'_>) -> arbitrary::Result<Request> {
@@ -257,21 +292,18 @@ mod request_key {
             .map(|_| {
                 Ok(Message {
                     role: role(u)?,
-                    content: String::arbitrary(u)?,
+                    content: text(u)?,
                 })
             })
             .collect::<arbitrary::Result<Vec<_>>>()?;
-        Ok(Request {
-            model: String::arbitrary(u)?,
-            max_tokens: u32::arbitrary(u)?,
-            system: Option::arbitrary(u)?,
-            messages,
-            temperature: Option::arbitrary(u)?,
-            top_p: Option::arbitrary(u)?,
-            top_k: Option::arbitrary(u)?,
-            stop_sequences: strings(u)?,
-            user_id: Option::arbitrary(u)?,
-        })
+        let mut request = Request::new(String::arbitrary(u)?, u32::arbitrary(u)?, messages);
+        request.system = system(u)?;
+        request.temperature = Option::arbitrary(u)?;
+        request.top_p = Option::arbitrary(u)?;
+        request.top_k = Option::arbitrary(u)?;
+        request.stop_sequences = strings(u)?;
+        request.user_id = Option::arbitrary(u)?;
+        Ok(request)
     }
 
     fn keyed(u: &mut Unstructured<'_>) -> arbitrary::Result<Keyed> {
@@ -290,7 +322,7 @@ mod request_key {
         let r = &mut k.request;
         let n = r.messages.len();
         let pick = |u: &mut Unstructured<'_>| u.choose_index(n);
-        Ok(match u.int_in_range(0..=17)? {
+        Ok(match u.int_in_range(0..=21)? {
             0 => {
                 r.model = String::arbitrary(u)?;
                 "model"
@@ -300,12 +332,12 @@ mod request_key {
                 "max_tokens"
             }
             2 => {
-                r.system = Option::arbitrary(u)?;
+                r.system = system(u)?;
                 "system"
             }
             3 if n > 0 => {
                 let i = pick(u)?;
-                r.messages[i].content = String::arbitrary(u)?;
+                r.messages[i].content = text(u)?;
                 "a message's text"
             }
             4 if n > 0 => {
@@ -316,7 +348,7 @@ mod request_key {
             5 => {
                 r.messages.push(Message {
                     role: role(u)?,
-                    content: String::arbitrary(u)?,
+                    content: text(u)?,
                 });
                 "one more message"
             }
@@ -365,19 +397,44 @@ mod request_key {
             // moves to the end of the one before.
             16 if n > 1 => {
                 let i = u.int_in_range(1..=n - 1)?;
-                if let Some(c) = r.messages[i].content.chars().next() {
-                    r.messages[i].content.remove(0);
-                    r.messages[i - 1].content.push(c);
+                let moved = text_of(&mut r.messages[i].content).and_then(|t| {
+                    let c = t.chars().next()?;
+                    t.remove(0);
+                    Some(c)
+                });
+                if let (Some(c), Some(before)) = (moved, text_of(&mut r.messages[i - 1].content)) {
+                    before.push(c);
                 }
                 "a message boundary"
             }
             // Text moved between the system prompt and the first message.
             17 if n > 0 => {
-                let system = r.system.get_or_insert_with(String::new);
-                if let Some(c) = system.pop() {
-                    r.messages[0].content.insert(0, c);
+                if let System::Text(system) =
+                    r.system.get_or_insert_with(|| System::Text(String::new()))
+                    && let Some(c) = system.pop()
+                    && let Some(first) = text_of(&mut r.messages[0].content)
+                {
+                    first.insert(0, c);
                 }
                 "the system prompt's boundary"
+            }
+            18 => {
+                r.tools.push(tool(u)?);
+                "one more tool"
+            }
+            19 => {
+                r.thinking = Some(Thinking::Enabled {
+                    budget_tokens: u32::arbitrary(u)?,
+                });
+                "thinking"
+            }
+            20 => {
+                r.output_schema = Some(String::arbitrary(u)?);
+                "the output schema"
+            }
+            21 => {
+                r.disable_parallel_tool_use = !r.disable_parallel_tool_use;
+                "disable_parallel_tool_use"
             }
             _ => "nothing",
         })

@@ -53,20 +53,24 @@ pub struct WorstCase {
     pub tokens: u64,
 }
 
+/// The most input tokens one image costs: the API scales an image to at most about
+/// 1.15 megapixels, about 1,600 tokens at 750 pixels per token.
+pub const IMAGE_TOKENS: u64 = 1_600;
+
 impl WorstCase {
     /// The worst case of `request` on a model priced `price` (`None`: unpriced).
     ///
     /// Input is estimated at one token per 3 bytes of text plus 8 per message, above
     /// the usual 3.5–4 bytes per token of English and code; counting exactly would
-    /// cost a request to the API's token-counting endpoint.
+    /// cost a request to the API's token-counting endpoint. Images count
+    /// [`IMAGE_TOKENS`] each (the API scales larger images down to about that); PDFs
+    /// count like text, by their bytes.
     pub fn of(request: &crate::types::Request, price: Option<&crate::pricing::ModelPrice>) -> Self {
-        let bytes = request.system.as_ref().map_or(0, String::len)
-            + request
-                .messages
-                .iter()
-                .map(|m| m.content.len())
-                .sum::<usize>();
-        let input = (bytes as u64).div_ceil(3) + 8 * (request.messages.len() as u64 + 1);
+        let (images, image_bytes) = request.images();
+        let bytes = request.text_bytes() - request.model.len() - image_bytes;
+        let input = (bytes as u64).div_ceil(3)
+            + 8 * (request.messages.len() as u64 + 1)
+            + IMAGE_TOKENS * images as u64;
         let usage = Usage {
             input_tokens: input,
             output_tokens: u64::from(request.max_tokens),
@@ -440,12 +444,13 @@ mod tests {
             100,
             vec![crate::types::Message {
                 role: crate::types::Role::User,
-                content: "x".repeat(300),
+                content: "x".repeat(300).into(),
             }],
         );
         let price = crate::pricing::ModelPrice {
             input: 3.0,
             cache_write: 3.75,
+            cache_write_1h: None,
             cache_read: 0.3,
             output: 15.0,
         };

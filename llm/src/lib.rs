@@ -53,6 +53,7 @@
 mod anthropic;
 mod caching;
 mod cassette;
+mod content;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ledger;
@@ -69,13 +70,20 @@ pub use anthropic::{
 };
 pub use caching::request_key;
 pub use cassette::{CassetteError, RecordingProvider, ReplayProvider};
+pub use content::{
+    CacheControl, CacheTtl, Content, ContentBlock, DocumentSource, Effort, Image, ImageMediaType,
+    System, TextBlock, Thinking, Tool, ToolChoice, ToolResultContent,
+};
 
 pub use ledger::{Budget, BudgetRule, Ledger, LedgerTotals, Reservation, WorstCase};
-pub use offline::OfflineProvider;
+pub use offline::{OfflineProvider, minimal_value};
 pub use pricing::{Cost, ModelPrice, PriceTable, PriceTableError};
 pub use provider::{BoxFuture, Provider, ProviderError};
 pub use service::{
     CallContext, Completion, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_WAIT, LlmService, LlmServiceBuilder, backoff,
 };
-pub use types::{CacheMode, LlmError, Message, Request, Response, Role, StopReason, Usage};
+pub use types::{
+    CacheMode, LlmError, MAX_CACHE_BREAKPOINTS, MIN_THINKING_BUDGET, Message, Request, Response,
+    Role, StopReason, Usage, valid_tool_name,
+};

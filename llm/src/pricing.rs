@@ -13,8 +13,13 @@ const BUILT_IN: &str = include_str!("../prices.toml");
 pub struct ModelPrice {
     /// Input tokens at the full price.
     pub input: f64,
-    /// Input tokens written to the prompt cache (5-minute writes).
+    /// Input tokens written to the prompt cache with the 5-minute TTL.
     pub cache_write: f64,
+    /// Input tokens written to the prompt cache with the 1-hour TTL. A price file
+    /// without it (from before contract 0.2) gets the published rule, twice the input
+    /// price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
     /// Input tokens read from the prompt cache.
     pub cache_read: f64,
     /// Output tokens.
@@ -22,11 +27,17 @@ pub struct ModelPrice {
 }
 
 impl ModelPrice {
+    /// The price of a 1-hour cache write: the table's, else twice the input price.
+    pub fn cache_write_1h(&self) -> f64 {
+        self.cache_write_1h.unwrap_or(2.0 * self.input)
+    }
+
     /// The cost of `usage` in US dollars. `input_tokens` excludes cache tokens, so each
-    /// kind of token is priced once.
+    /// kind of token is priced once; cache writes are priced by their TTL.
     pub fn cost(&self, usage: &Usage) -> f64 {
         (usage.input_tokens as f64 * self.input
-            + usage.cache_creation_input_tokens as f64 * self.cache_write
+            + usage.cache_creation_5m_input_tokens() as f64 * self.cache_write
+            + usage.cache_creation_1h_input_tokens as f64 * self.cache_write_1h()
             + usage.cache_read_input_tokens as f64 * self.cache_read
             + usage.output_tokens as f64 * self.output)
             / 1_000_000.0
@@ -107,6 +118,7 @@ impl PriceTable {
             for (name, v) in [
                 ("input", p.input),
                 ("cache_write", p.cache_write),
+                ("cache_write_1h", p.cache_write_1h()),
                 ("cache_read", p.cache_read),
                 ("output", p.output),
             ] {
@@ -189,11 +201,38 @@ mod tests {
             output_tokens: 100_000,
             cache_creation_input_tokens: 200_000,
             cache_read_input_tokens: 2_000_000,
+            cache_creation_1h_input_tokens: 0,
         };
         let c = t.cost("claude-sonnet-4-5", &usage);
         let expected = 3.0 + 1.5 + 0.75 + 0.60;
         assert!((c.usd - expected).abs() < 1e-9, "{} != {}", c.usd, expected);
         assert_eq!(c.known_usd(), Some(c.usd));
+    }
+
+    /// 5-minute writes at 1.25× the input price, 1-hour writes at 2×, reads at 0.1×
+    /// (Sonnet 4.5: 3.75, 6, 0.30 per million).
+    #[test]
+    fn cache_writes_are_priced_by_their_ttl() {
+        let t = PriceTable::built_in();
+        let p = t.price("claude-sonnet-4-5").copied().expect("priced");
+        assert_eq!(p.cache_write_1h(), 6.0);
+        let usage = Usage {
+            cache_creation_input_tokens: 1_000_000,
+            cache_creation_1h_input_tokens: 400_000,
+            cache_read_input_tokens: 1_000_000,
+            ..Usage::default()
+        };
+        let expected = 0.6 * 3.75 + 0.4 * 6.0 + 0.30;
+        let c = t.cost("claude-sonnet-4-5", &usage).usd;
+        assert!((c - expected).abs() < 1e-9, "{c} != {expected}");
+        // Every model of the shipped table prices 1-hour writes at twice its input.
+        for model in ["claude-opus-4-5", "claude-haiku-4-5", "claude-sonnet-5"] {
+            let p = t.price(model).expect("priced");
+            assert_eq!(p.cache_write_1h, Some(2.0 * p.input), "{model}");
+        }
+        // An older price file without the column gets the published rule.
+        let old = PriceTable::parse("as_of = \"2026-01-01\"\n[models.m]\ninput=1\ncache_write=1.25\ncache_read=0.1\noutput=5\n").expect("parses");
+        assert_eq!(old.price("m").expect("priced").cache_write_1h(), 2.0);
     }
 
     #[test]

@@ -632,6 +632,7 @@ mod tests {
         fn send<'a>(&'a self, r: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>> {
             let next = self.0.lock().unwrap().pop();
             let resp = Response {
+                content: Vec::new(),
                 id: "x".into(),
                 model: r.model.clone(),
                 text: "ok".into(),

@@ -1,5 +1,8 @@
 //! Request, response and error types of a model call, independent of any wire format.
 
+use crate::content::{
+    CacheTtl, Content, ContentBlock, Effort, System, Thinking, Tool, ToolChoice,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -19,8 +22,8 @@ pub enum Role {
 pub struct Message {
     /// Who spoke.
     pub role: Role,
-    /// The text of the turn.
-    pub content: String,
+    /// The turn's content: text, or blocks (contract 0.2).
+    pub content: Content,
 }
 
 impl Message {
@@ -28,7 +31,7 @@ impl Message {
     pub fn user(content: impl Into<String>) -> Self {
         Self {
             role: Role::User,
-            content: content.into(),
+            content: Content::Text(content.into()),
         }
     }
 
@@ -36,7 +39,7 @@ impl Message {
     pub fn assistant(content: impl Into<String>) -> Self {
         Self {
             role: Role::Assistant,
-            content: content.into(),
+            content: Content::Text(content.into()),
         }
     }
 }
@@ -54,6 +57,14 @@ pub struct Usage {
     /// Input tokens read from the provider's prompt cache.
     #[serde(default)]
     pub cache_read_input_tokens: u64,
+    /// Of `cache_creation_input_tokens`, those written with the 1-hour TTL (the rest
+    /// had the 5-minute TTL).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_creation_1h_input_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -80,6 +91,15 @@ impl Usage {
         self.cache_read_input_tokens = self
             .cache_read_input_tokens
             .saturating_add(other.cache_read_input_tokens);
+        self.cache_creation_1h_input_tokens = self
+            .cache_creation_1h_input_tokens
+            .saturating_add(other.cache_creation_1h_input_tokens);
+    }
+
+    /// Cache writes with the 5-minute TTL: the writes that are not 1-hour writes.
+    pub fn cache_creation_5m_input_tokens(&self) -> u64 {
+        self.cache_creation_input_tokens
+            .saturating_sub(self.cache_creation_1h_input_tokens)
     }
 }
 
@@ -159,7 +179,7 @@ pub struct Request {
     pub max_tokens: u32,
     /// The system prompt; `None` sends none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
+    pub system: Option<System>,
     /// The conversation, oldest first.
     pub messages: Vec<Message>,
     /// Sampling temperature in [0, 1].
@@ -177,6 +197,46 @@ pub struct Request {
     /// `metadata.user_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// Tools the model may ask to use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    /// Which tool the model must use; `None`: the provider's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// At most one tool use per turn.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_parallel_tool_use: bool,
+    /// Extended thinking; `None`: not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Thinking>,
+    /// Effort; `None`: not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<Effort>,
+    /// Structured output: a JSON Schema (a JSON object, as text) the answer matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<String>,
+}
+
+/// The most prompt-cache breakpoints one request may carry (the API's limit).
+pub const MAX_CACHE_BREAKPOINTS: usize = 4;
+
+/// The smallest thinking budget the API accepts.
+pub const MIN_THINKING_BUDGET: u32 = 1024;
+
+/// Whether `name` is a valid tool name: `^[a-zA-Z0-9_-]{1,64}$`.
+pub fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `text` is a JSON object.
+fn is_json_object(text: &str) -> bool {
+    matches!(
+        serde_json::from_str::<serde_json::Value>(text),
+        Ok(serde_json::Value::Object(_))
+    )
 }
 
 impl Request {
@@ -192,17 +252,98 @@ impl Request {
             top_k: None,
             stop_sequences: Vec::new(),
             user_id: None,
+            tools: Vec::new(),
+            tool_choice: None,
+            disable_parallel_tool_use: false,
+            thinking: None,
+            effort: None,
+            output_schema: None,
         }
     }
 
-    /// The request's size in bytes of text (system, messages, stop sequences), used by
-    /// the host's payload caps.
+    /// The request's size in bytes of content (system, messages, tools, stop
+    /// sequences, schemas; media as their decoded bytes), used by the host's payload
+    /// caps and token estimates.
     pub fn text_bytes(&self) -> usize {
-        self.system.as_ref().map_or(0, String::len)
-            + self.messages.iter().map(|m| m.content.len()).sum::<usize>()
+        self.system.as_ref().map_or(0, System::bytes)
+            + self.messages.iter().map(|m| m.content.bytes()).sum::<usize>()
             + self.stop_sequences.iter().map(String::len).sum::<usize>()
             + self.user_id.as_ref().map_or(0, String::len)
             + self.model.len()
+            + self
+                .tools
+                .iter()
+                .map(|t| {
+                    t.name.len() + t.description.as_ref().map_or(0, String::len) + t.input_schema.len()
+                })
+                .sum::<usize>()
+            + self.output_schema.as_ref().map_or(0, String::len)
+    }
+
+    /// Bytes of images and PDFs in the request.
+    pub fn media_bytes(&self) -> usize {
+        self.messages
+            .iter()
+            .filter_map(|m| match &m.content {
+                Content::Blocks(blocks) => Some(blocks.iter().map(ContentBlock::media_bytes).sum::<usize>()),
+                Content::Text(_) => None,
+            })
+            .sum()
+    }
+
+    /// The number of images in the request (tool results' included) and their bytes.
+    pub fn images(&self) -> (usize, usize) {
+        let mut count = 0;
+        let mut bytes = 0;
+        for message in &self.messages {
+            let Content::Blocks(blocks) = &message.content else {
+                continue;
+            };
+            for block in blocks {
+                let mut one = |data: &Vec<u8>| {
+                    count += 1;
+                    bytes += data.len();
+                };
+                match block {
+                    ContentBlock::Image { image, .. } => one(&image.data),
+                    ContentBlock::ToolResult { content, .. } => {
+                        for c in content {
+                            if let crate::content::ToolResultContent::Image(i) = c {
+                                one(&i.data);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (count, bytes)
+    }
+
+    /// Whether the request carries images or documents.
+    pub fn has_media(&self) -> bool {
+        self.messages.iter().any(|m| match &m.content {
+            Content::Blocks(blocks) => blocks.iter().any(|b| {
+                matches!(b, ContentBlock::Image { .. } | ContentBlock::Document { .. })
+                    || matches!(b, ContentBlock::ToolResult { content, .. } if content.iter().any(|c| matches!(c, crate::content::ToolResultContent::Image(_))))
+            }),
+            Content::Text(_) => false,
+        })
+    }
+
+    /// The request's prompt-cache breakpoints, in the API's order (tools, system,
+    /// messages), as TTLs.
+    pub fn cache_breakpoints(&self) -> Vec<CacheTtl> {
+        let tools = self.tools.iter().filter_map(|t| t.cache_control);
+        let system = match &self.system {
+            Some(System::Blocks(blocks)) => blocks.iter().filter_map(|b| b.cache_control).collect(),
+            _ => Vec::new(),
+        };
+        let messages = self.messages.iter().flat_map(|m| match &m.content {
+            Content::Blocks(blocks) => blocks.iter().filter_map(ContentBlock::cache_control).collect(),
+            Content::Text(_) => Vec::new(),
+        });
+        tools.chain(system).chain(messages).map(|c| c.ttl).collect()
     }
 
     /// Checks what the API would refuse anyway, so that a bad request never leaves
@@ -225,6 +366,32 @@ impl Request {
         if self.messages.iter().any(|m| m.content.is_empty()) {
             return invalid("a message's content must not be empty");
         }
+        self.validate_blocks()?;
+        self.validate_tools()?;
+        let breakpoints = self.cache_breakpoints().len();
+        if breakpoints > MAX_CACHE_BREAKPOINTS {
+            return invalid(&format!(
+                "the request has {breakpoints} cache breakpoints; at most {MAX_CACHE_BREAKPOINTS} are allowed"
+            ));
+        }
+        if let Some(Thinking::Enabled { budget_tokens }) = self.thinking {
+            if budget_tokens < MIN_THINKING_BUDGET {
+                return invalid(&format!(
+                    "the thinking budget {budget_tokens} is below the minimum of {MIN_THINKING_BUDGET} tokens"
+                ));
+            }
+            if budget_tokens >= self.max_tokens {
+                return invalid(&format!(
+                    "the thinking budget {budget_tokens} must be below max_tokens ({})",
+                    self.max_tokens
+                ));
+            }
+        }
+        if let Some(schema) = &self.output_schema
+            && !is_json_object(schema)
+        {
+            return invalid("the output schema must be a JSON object");
+        }
         if let Some(t) = self.temperature
             && !(0.0..=1.0).contains(&t)
         {
@@ -239,6 +406,98 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Blocks the API would refuse: empty texts, tool uses whose input is not a JSON
+    /// object, tool results that answer no tool use of the previous assistant turn.
+    fn validate_blocks(&self) -> Result<(), LlmError> {
+        let invalid = |m: String| Err(LlmError::InvalidRequest(m));
+        if let Some(System::Blocks(blocks)) = &self.system
+            && blocks.iter().any(|b| b.text.is_empty())
+        {
+            return invalid("a system text block must not be empty".into());
+        }
+        let mut previous_uses: Vec<&str> = Vec::new();
+        for (i, message) in self.messages.iter().enumerate() {
+            let Content::Blocks(blocks) = &message.content else {
+                previous_uses.clear();
+                continue;
+            };
+            let mut uses = Vec::new();
+            for block in blocks {
+                match block {
+                    ContentBlock::Text { text, .. } if text.is_empty() => {
+                        return invalid(format!("message {i}: a text block must not be empty"));
+                    }
+                    ContentBlock::ToolUse { id, name, input } => {
+                        if message.role != Role::Assistant {
+                            return invalid(format!("message {i}: tool_use blocks belong to assistant turns"));
+                        }
+                        if !is_json_object(input) {
+                            return invalid(format!("message {i}: the input of tool use {id:?} ({name}) is not a JSON object"));
+                        }
+                        uses.push(id.as_str());
+                    }
+                    ContentBlock::ToolResult { tool_use_id, .. } => {
+                        if message.role != Role::User {
+                            return invalid(format!("message {i}: tool_result blocks belong to user turns"));
+                        }
+                        if !previous_uses.contains(&tool_use_id.as_str()) {
+                            return invalid(format!(
+                                "message {i}: the tool result for {tool_use_id:?} answers no tool use of the previous assistant turn"
+                            ));
+                        }
+                    }
+                    ContentBlock::Document {
+                        source: crate::content::DocumentSource::PlainText(t),
+                        ..
+                    } if t.is_empty() => {
+                        return invalid(format!("message {i}: a text document must not be empty"));
+                    }
+                    _ => {}
+                }
+            }
+            previous_uses = uses;
+        }
+        Ok(())
+    }
+
+    /// Tool names, schemas and the tool choice.
+    fn validate_tools(&self) -> Result<(), LlmError> {
+        let invalid = |m: String| Err(LlmError::InvalidRequest(m));
+        let mut names = std::collections::HashSet::new();
+        for tool in &self.tools {
+            if !valid_tool_name(&tool.name) {
+                return invalid(format!(
+                    "the tool name {:?} does not match ^[a-zA-Z0-9_-]{{1,64}}$",
+                    crate::wire::truncate_chars(&tool.name, 80)
+                ));
+            }
+            if !names.insert(tool.name.as_str()) {
+                return invalid(format!("the tool name {:?} is used twice", tool.name));
+            }
+            if !is_json_object(&tool.input_schema) {
+                return invalid(format!(
+                    "the input schema of tool {:?} is not a JSON object",
+                    tool.name
+                ));
+            }
+        }
+        match &self.tool_choice {
+            Some(ToolChoice::Any) if self.tools.is_empty() => {
+                invalid("tool choice `any` needs at least one tool".into())
+            }
+            Some(ToolChoice::Tool(name)) if !names.contains(name.as_str()) => invalid(format!(
+                "tool choice names {:?}, which is not one of the request's tools",
+                crate::wire::truncate_chars(name, 80)
+            )),
+            _ if self.disable_parallel_tool_use && self.tools.is_empty() => {
+                invalid("disable_parallel_tool_use needs tools".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A model's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -246,12 +505,27 @@ pub struct Response {
     pub id: String,
     /// The model that answered.
     pub model: String,
+    /// The answer's blocks, in order. Answers cached before blocks were kept have
+    /// none: read them through [`Response::blocks`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<ContentBlock>,
     /// All text blocks, concatenated.
     pub text: String,
     /// Why generation stopped.
     pub stop_reason: StopReason,
     /// Tokens of this call.
     pub usage: Usage,
+}
+
+impl Response {
+    /// The answer's blocks; for an answer stored with its text only, one text block.
+    pub fn blocks(&self) -> std::borrow::Cow<'_, [ContentBlock]> {
+        if self.content.is_empty() && !self.text.is_empty() {
+            std::borrow::Cow::Owned(vec![ContentBlock::text(self.text.clone())])
+        } else {
+            std::borrow::Cow::Borrowed(&self.content)
+        }
+    }
 }
 
 /// Why a model call failed. Messages never contain secrets.
@@ -356,6 +630,7 @@ mod tests {
             output_tokens: 5,
             cache_creation_input_tokens: 100,
             cache_read_input_tokens: 1000,
+            cache_creation_1h_input_tokens: 0,
         };
         assert_eq!(u.total_input(), 1110);
         assert_eq!(u.total(), 1115);
@@ -371,6 +646,7 @@ mod tests {
             output_tokens: 1,
             cache_creation_input_tokens: 1,
             cache_read_input_tokens: 1,
+            cache_creation_1h_input_tokens: 0,
         };
         assert_eq!(huge.total_input(), u64::MAX);
         assert_eq!(huge.total(), u64::MAX);

@@ -2,8 +2,10 @@
 //! request body built from a [`Request`], and the parsing of a response body into a
 //! [`Response`].
 
+use crate::content::{ContentBlock, Effort, System, Thinking, Tool, ToolChoice, raw_json};
 use crate::types::{LlmError, Message, Request, Response, StopReason, Usage};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// The request body of `POST /v1/messages`.
 #[derive(Debug, Serialize)]
@@ -11,7 +13,7 @@ pub(crate) struct WireRequest<'a> {
     model: &'a str,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<&'a str>,
+    system: Option<&'a System>,
     messages: &'a [Message],
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
@@ -23,11 +25,84 @@ pub(crate) struct WireRequest<'a> {
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<WireMetadata<'a>>,
+    #[serde(skip_serializing_if = "<[Tool]>::is_empty")]
+    tools: &'a [Tool],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<WireToolChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<Thinking>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<WireOutputConfig<'a>>,
 }
 
 #[derive(Debug, Serialize)]
 struct WireMetadata<'a> {
     user_id: &'a str,
+}
+
+/// `tool_choice`: `{"type": …, "name"?: …, "disable_parallel_tool_use"?: true}`.
+#[derive(Debug, Serialize)]
+struct WireToolChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disable_parallel_tool_use: bool,
+}
+
+/// `output_config`: effort and structured output.
+#[derive(Debug, Serialize)]
+struct WireOutputConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    effort: Option<Effort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<WireFormat<'a>>,
+}
+
+#[derive(Debug)]
+struct WireFormat<'a> {
+    schema: &'a str,
+}
+
+impl Serialize for WireFormat<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct F<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            schema: &'a RawValue,
+        }
+        F {
+            kind: "json_schema",
+            schema: raw_json(self.schema)?,
+        }
+        .serialize(s)
+    }
+}
+
+fn wire_tool_choice(request: &Request) -> Option<WireToolChoice<'_>> {
+    let disable = request.disable_parallel_tool_use;
+    let (kind, name) = match &request.tool_choice {
+        None if disable => ("auto", None),
+        None => return None,
+        Some(ToolChoice::Auto) => ("auto", None),
+        Some(ToolChoice::Any) => ("any", None),
+        Some(ToolChoice::Tool(name)) => ("tool", Some(name.as_str())),
+        // `none` takes no `disable_parallel_tool_use`.
+        Some(ToolChoice::None) => {
+            return Some(WireToolChoice {
+                kind: "none",
+                name: None,
+                disable_parallel_tool_use: false,
+            });
+        }
+    };
+    Some(WireToolChoice {
+        kind,
+        name,
+        disable_parallel_tool_use: disable,
+    })
 }
 
 impl<'a> WireRequest<'a> {
@@ -37,7 +112,7 @@ impl<'a> WireRequest<'a> {
         Self {
             model: &request.model,
             max_tokens: request.max_tokens,
-            system: request.system.as_deref(),
+            system: request.system.as_ref(),
             messages: &request.messages,
             temperature: request.temperature,
             top_p: request.top_p,
@@ -47,6 +122,18 @@ impl<'a> WireRequest<'a> {
                 .user_id
                 .as_deref()
                 .map(|user_id| WireMetadata { user_id }),
+            tools: &request.tools,
+            tool_choice: wire_tool_choice(request),
+            thinking: request.thinking,
+            output_config: (request.effort.is_some() || request.output_schema.is_some()).then(
+                || WireOutputConfig {
+                    effort: request.effort,
+                    format: request
+                        .output_schema
+                        .as_deref()
+                        .map(|schema| WireFormat { schema }),
+                },
+            ),
         }
     }
 
@@ -71,17 +158,6 @@ struct WireResponse {
     usage: WireUsage,
 }
 
-/// A content block; only text is kept, other kinds (thinking, tool use) are skipped.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ContentBlock {
-    Text {
-        text: String,
-    },
-    #[serde(other)]
-    Other,
-}
-
 /// Usage; the cache counters may be absent or `null`.
 #[derive(Debug, Deserialize)]
 struct WireUsage {
@@ -91,6 +167,17 @@ struct WireUsage {
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
+    /// The split of the cache writes by TTL, when the provider reports it.
+    #[serde(default)]
+    cache_creation: Option<WireCacheCreation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireCacheCreation {
+    #[serde(default)]
+    ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 /// The documented error body: `{"type":"error","error":{"type":…,"message":…}}`.
@@ -142,31 +229,64 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<Response, LlmError> {
     if wire.content.is_empty() {
         return Err(invalid("the response has no content".into()));
     }
-    let mut text = String::new();
-    let mut text_blocks = 0usize;
-    for block in wire.content {
-        if let ContentBlock::Text { text: t } = block {
-            text.push_str(&t);
-            text_blocks += 1;
-        }
-    }
-    if text_blocks == 0 {
-        return Err(invalid("the response has no text block".into()));
-    }
     let stop_reason = match wire.stop_reason.as_deref() {
         Some(reason) => StopReason::from_wire(reason, wire.stop_sequence.as_deref()),
         None => return Err(invalid("the response has no stop_reason".into())),
     };
+    let mut text = String::new();
+    let mut uses = 0usize;
+    for block in &wire.content {
+        match block {
+            ContentBlock::Text { text: t, .. } => text.push_str(t),
+            ContentBlock::ToolUse { .. } => uses += 1,
+            ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
+            other => {
+                return Err(invalid(format!(
+                    "the response has a {} block, which answers do not carry",
+                    other.kind()
+                )));
+            }
+        }
+    }
+    let has_text = wire
+        .content
+        .iter()
+        .any(|b| matches!(b, ContentBlock::Text { .. }));
+    if !has_text && uses == 0 {
+        return Err(invalid("the response has no text and no tool use".into()));
+    }
+    if stop_reason == StopReason::ToolUse && uses == 0 {
+        return Err(invalid(
+            "the response stopped for tool use but has no tool_use block".into(),
+        ));
+    }
+    let created = wire.usage.cache_creation_input_tokens.unwrap_or(0);
+    let one_hour = wire
+        .usage
+        .cache_creation
+        .as_ref()
+        .and_then(|c| c.ephemeral_1h_input_tokens)
+        .unwrap_or(0);
+    let five_minutes = wire
+        .usage
+        .cache_creation
+        .as_ref()
+        .and_then(|c| c.ephemeral_5m_input_tokens)
+        .unwrap_or(0);
+    // A provider that splits without a total: the total is the split's sum.
+    let created = created.max(one_hour.saturating_add(five_minutes));
     Ok(Response {
         id: wire.id,
         model: wire.model,
+        content: wire.content,
         text,
         stop_reason,
         usage: Usage {
             input_tokens: wire.usage.input_tokens,
             output_tokens: wire.usage.output_tokens,
-            cache_creation_input_tokens: wire.usage.cache_creation_input_tokens.unwrap_or(0),
+            cache_creation_input_tokens: created,
             cache_read_input_tokens: wire.usage.cache_read_input_tokens.unwrap_or(0),
+            cache_creation_1h_input_tokens: one_hour.min(created),
         },
     })
 }
@@ -216,13 +336,21 @@ mod tests {
     #[test]
     fn responses_are_parsed_whole() {
         let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "m-1",
-            "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}],
+            "content": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}, {"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}],
             "stop_reason": "stop_sequence", "stop_sequence": "END",
             "usage": {"input_tokens": 3, "output_tokens": 4, "cache_creation_input_tokens": 5, "cache_read_input_tokens": null}});
         let r = parse_response(body.to_string().as_bytes()).unwrap();
         assert_eq!(r.id, "msg_1");
         assert_eq!(r.model, "m-1");
         assert_eq!(r.text, "Hello, world");
+        assert_eq!(r.content.len(), 3, "every block is kept");
+        assert_eq!(
+            r.content[0],
+            ContentBlock::Thinking {
+                thinking: "hmm".into(),
+                signature: "sig".into()
+            }
+        );
         assert_eq!(r.stop_reason, StopReason::StopSequence("END".into()));
         assert_eq!(
             r.usage,
@@ -230,7 +358,8 @@ mod tests {
                 input_tokens: 3,
                 output_tokens: 4,
                 cache_creation_input_tokens: 5,
-                cache_read_input_tokens: 0
+                cache_read_input_tokens: 0,
+                cache_creation_1h_input_tokens: 0,
             }
         );
     }
@@ -251,8 +380,13 @@ mod tests {
             ("content", json!([])),
             (
                 "content",
-                json!([{"type": "tool_use", "id": "t", "name": "n", "input": {}}]),
+                json!([{"type": "server_tool_use", "id": "t", "name": "n", "input": {}}]),
             ),
+            (
+                "content",
+                json!([{"type": "tool_result", "tool_use_id": "t", "content": "x"}]),
+            ),
+            ("content", json!([{"type": "thinking", "thinking": "x", "signature": "s"}])),
             ("content", json!([{"type": "text"}])),
             ("content", json!("text")),
             ("stop_reason", Value::Null),
@@ -262,6 +396,10 @@ mod tests {
             bad[field] = value;
             cases.push(bad.to_string().into_bytes());
         }
+        // Stopped for tool use without asking for a tool.
+        let mut no_use = ok.clone();
+        no_use["stop_reason"] = json!("tool_use");
+        cases.push(no_use.to_string().into_bytes());
         for case in cases {
             let e = parse_response(&case).unwrap_err();
             assert!(

@@ -28,6 +28,7 @@ async fn cost_of_known_token_counts_matches_the_price_table() {
         output_tokens: 100_000,
         cache_creation_input_tokens: 200_000,
         cache_read_input_tokens: 2_000_000,
+        cache_creation_1h_input_tokens: 0,
     };
     assert_eq!(done.response.usage, usage);
     // Sonnet 4.5: $3 input, $3.75 cache write, $0.30 cache read, $15 output per million.

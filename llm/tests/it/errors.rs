@@ -202,8 +202,10 @@ async fn empty_content_and_odd_bodies_are_invalid_responses() {
         "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}});
     let mut wrong_type = ok.clone();
     wrong_type["type"] = json!("completion");
+    // A block an answer never carries (server tools are not part of the contract).
     let mut no_text = ok.clone();
-    no_text["content"] = json!([{"type": "tool_use", "id": "t", "name": "n", "input": {}}]);
+    no_text["content"] =
+        json!([{"type": "server_tool_use", "id": "t", "name": "web_search", "input": {}}]);
     let mut no_usage = ok.clone();
     no_usage.as_object_mut().map(|o| o.remove("usage"));
     for fault in [

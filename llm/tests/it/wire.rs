@@ -116,7 +116,8 @@ async fn every_response_field_reaches_the_response() {
             input_tokens: 11,
             output_tokens: 22,
             cache_creation_input_tokens: 33,
-            cache_read_input_tokens: 44
+            cache_read_input_tokens: 44,
+            cache_creation_1h_input_tokens: 0,
         }
     );
 
