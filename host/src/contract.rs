@@ -81,7 +81,12 @@ impl ComponentInterface {
 /// Whether this host links `import` for contract `version`: the contract's own
 /// interfaces and WASI 0.2 (with an empty context).
 fn host_offers(import: &str, version: &str) -> bool {
-    let own = ["types", "llm", "cache", "log"]
+    // 0.1.0 called the agent's store `cache`; 0.2.0 calls it `store`.
+    let interfaces: &[&str] = match version {
+        "0.1.0" => &["types", "llm", "cache", "log"],
+        _ => &["types", "llm", "store", "log"],
+    };
+    let own = interfaces
         .iter()
         .any(|i| import == format!("{CONTRACT_PACKAGE}/{i}@{version}"));
     own || (import.starts_with("wasi:") && import.contains("@0.2."))

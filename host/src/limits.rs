@@ -29,10 +29,19 @@ pub struct Limits {
     /// Largest agent output (text plus metadata), in bytes; each metadata pair counts
     /// [`LIST_ITEM_BYTES`] besides its text. Default 1 MiB.
     pub max_output_bytes: usize,
-    /// Largest model request a guest may send (system, messages, stop sequences), in
-    /// bytes; each message and stop sequence counts [`LIST_ITEM_BYTES`] besides its
-    /// text. Default 2 MiB.
+    /// Largest model request a guest may send (system, messages, tools, schemas, stop
+    /// sequences; images and PDFs apart, see [`max_media_bytes`](Self::max_media_bytes)),
+    /// in bytes; each message, content block, tool and stop sequence counts
+    /// [`LIST_ITEM_BYTES`] besides its text. Default 2 MiB.
     pub max_request_bytes: usize,
+    /// Largest image a guest may send, in bytes (encoded, before base64), in a
+    /// message or a tool result: the Messages API's own limit. Default 5 MiB.
+    pub max_image_bytes: usize,
+    /// Most bytes of images and PDF documents one request may carry, counted apart
+    /// from [`max_request_bytes`](Self::max_request_bytes); base64 makes them a third
+    /// larger on the wire, which stays under the API's 32 MB request limit. Default
+    /// 20 MiB.
+    pub max_media_bytes: usize,
     /// Model calls one run may make. Default 50.
     pub max_llm_calls: u32,
     /// Operations on the agent's store (get, set, delete) one run may make; later
@@ -62,6 +71,8 @@ impl Default for Limits {
             max_task_chars: 100_000,
             max_output_bytes: 1024 * 1024,
             max_request_bytes: 2 * 1024 * 1024,
+            max_image_bytes: 5 * 1024 * 1024,
+            max_media_bytes: 20 * 1024 * 1024,
             max_llm_calls: 50,
             max_store_ops: 10_000,
             max_log_records: 1_000,

@@ -12,6 +12,10 @@
 //! store = true                                        # uses its own key-value store
 //! store_quota_bytes = 1048576                         # at most this much in it
 //! concurrency = 2                                     # model calls in flight at once
+//! thinking = true                                     # extended thinking (contract 0.2)
+//! max_thinking_budget = 8000                          # its largest budget, in tokens
+//! media = true                                        # images and documents (contract 0.2)
+//! max_media_bytes = 2097152                           # their bytes in one request
 //! ```
 //!
 //! The operator grants per plugin name, in the config file (`[plugins.<name>]`, same
@@ -54,6 +58,16 @@ pub struct Manifest {
     pub store_quota_bytes: Option<u64>,
     /// Model calls in flight at once.
     pub concurrency: Option<u32>,
+    /// Whether the plugin uses extended thinking.
+    #[serde(default)]
+    pub thinking: bool,
+    /// The largest thinking budget one call may ask for, in tokens.
+    pub max_thinking_budget: Option<u32>,
+    /// Whether the plugin sends images and documents.
+    #[serde(default)]
+    pub media: bool,
+    /// The most bytes of images and documents one request may carry.
+    pub max_media_bytes: Option<u64>,
 }
 
 impl Manifest {
@@ -80,6 +94,16 @@ pub struct Grant {
     pub store_quota_bytes: Option<u64>,
     /// Model calls in flight at once.
     pub concurrency: Option<u32>,
+    /// Whether the plugin may use extended thinking.
+    #[serde(default)]
+    pub thinking: bool,
+    /// The largest thinking budget one call may ask for, in tokens.
+    pub max_thinking_budget: Option<u32>,
+    /// Whether the plugin may send images and documents.
+    #[serde(default)]
+    pub media: bool,
+    /// The most bytes of images and documents one request may carry.
+    pub max_media_bytes: Option<u64>,
     /// What one run may spend, in US dollars.
     pub budget_usd: Option<f64>,
     /// The component this grant is for (hex SHA-256); any component when absent.
@@ -87,11 +111,14 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Every model, the store, no limits: for plugins the operator fully trusts.
+    /// Every model, the store, thinking and media, no limits: for plugins the
+    /// operator fully trusts.
     pub fn unrestricted() -> Self {
         Self {
             models: vec!["*".to_owned()],
             store: true,
+            thinking: true,
+            media: true,
             ..Self::default()
         }
     }
@@ -104,6 +131,10 @@ impl Grant {
             store: manifest.store,
             store_quota_bytes: manifest.store_quota_bytes,
             concurrency: manifest.concurrency,
+            thinking: manifest.thinking,
+            max_thinking_budget: manifest.max_thinking_budget,
+            media: manifest.media,
+            max_media_bytes: manifest.max_media_bytes,
             ..Self::default()
         }
     }
@@ -120,6 +151,10 @@ pub struct Permissions {
     store_quota_bytes: Option<u64>,
     concurrency: Option<u32>,
     budget_usd: Option<f64>,
+    thinking: bool,
+    max_thinking_budget: Option<u32>,
+    media: bool,
+    max_media_bytes: Option<u64>,
 }
 
 impl Permissions {
@@ -133,6 +168,10 @@ impl Permissions {
             store_quota_bytes: None,
             concurrency: None,
             budget_usd: None,
+            thinking: true,
+            max_thinking_budget: None,
+            media: true,
+            max_media_bytes: None,
         }
     }
 
@@ -146,6 +185,10 @@ impl Permissions {
             store_quota_bytes: grant.store_quota_bytes,
             concurrency: grant.concurrency,
             budget_usd: grant.budget_usd,
+            thinking: grant.thinking,
+            max_thinking_budget: grant.max_thinking_budget,
+            media: grant.media,
+            max_media_bytes: grant.max_media_bytes,
         }
     }
 
@@ -172,7 +215,50 @@ impl Permissions {
             store_quota_bytes: min_some64(declared.store_quota_bytes, g.store_quota_bytes),
             concurrency: min_some(declared.concurrency, g.concurrency),
             budget_usd: g.budget_usd,
+            thinking: declared.thinking && g.thinking,
+            max_thinking_budget: min_some(declared.max_thinking_budget, g.max_thinking_budget),
+            media: declared.media && g.media,
+            max_media_bytes: min_some64(declared.max_media_bytes, g.max_media_bytes),
         }
+    }
+
+    /// Whether a call may think: `budget` is the budget asked for (`None` for
+    /// adaptive thinking, which only the grant to think covers).
+    pub fn check_thinking(&self, budget: Option<u32>) -> Result<(), String> {
+        if !self.thinking {
+            return Err(format!(
+                "capability llm.thinking: plugin {} was not granted extended thinking",
+                self.plugin
+            ));
+        }
+        if let (Some(limit), Some(budget)) = (self.max_thinking_budget, budget)
+            && budget > limit
+        {
+            return Err(format!(
+                "capability llm.thinking: plugin {} may ask for a thinking budget of at most {limit} tokens, not {budget}",
+                self.plugin
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a request may carry images and documents of `bytes` bytes in all.
+    pub fn check_media(&self, bytes: usize) -> Result<(), String> {
+        if !self.media {
+            return Err(format!(
+                "capability llm.media: plugin {} was not granted images and documents",
+                self.plugin
+            ));
+        }
+        if let Some(limit) = self.max_media_bytes
+            && bytes as u64 > limit
+        {
+            return Err(format!(
+                "capability llm.media: plugin {} may send at most {limit} bytes of images and documents in one request, not {bytes}",
+                self.plugin
+            ));
+        }
+        Ok(())
     }
 
     /// Whether a call of `model` with `max_tokens` is allowed; the error names the

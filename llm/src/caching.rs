@@ -2,8 +2,8 @@
 //! take no concurrency permit, single-flight for identical requests in flight, and
 //! storing only complete successful answers.
 
-use crate::provider::Provider;
 use crate::content::{Content, System};
+use crate::provider::Provider;
 use crate::types::{CacheMode, LlmError, Request, Response, Role};
 use cf_cache::{CacheKey, EntryMeta, KeyBuilder, Put, ResponseCache};
 use std::collections::HashMap;
@@ -484,7 +484,10 @@ mod tests {
             ("max_tokens", Box::new(|r| r.max_tokens = 101)),
             ("system", Box::new(|r| r.system = Some("sys2".into()))),
             ("no system", Box::new(|r| r.system = None)),
-            ("empty system", Box::new(|r| r.system = Some(String::new().into()))),
+            (
+                "empty system",
+                Box::new(|r| r.system = Some(String::new().into())),
+            ),
             (
                 "message text",
                 Box::new(|r| r.messages[0].content = "hi!".into()),

@@ -371,8 +371,12 @@ enum WireDocumentSource {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireToolResultOut<'a> {
-    Text { text: &'a str },
-    Image { source: WireBase64Source<ImageMediaType> },
+    Text {
+        text: &'a str,
+    },
+    Image {
+        source: WireBase64Source<ImageMediaType>,
+    },
 }
 
 #[derive(Serialize)]
@@ -595,9 +599,7 @@ impl<'de> Deserialize<'de> for ContentBlock {
                 let doc: Doc = parse_as(&raw)?;
                 let WireDocumentSource::Base64(src) = doc.source;
                 let source = match (src.kind.as_str(), src.media_type.as_str()) {
-                    ("base64", "application/pdf") => {
-                        DocumentSource::Pdf(decode_base64(&src.data)?)
-                    }
+                    ("base64", "application/pdf") => DocumentSource::Pdf(decode_base64(&src.data)?),
                     ("text", "text/plain") => DocumentSource::PlainText(src.data),
                     (kind, media) => {
                         return Err(D::Error::custom(format!(
@@ -868,9 +870,7 @@ impl System {
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
         match self {
             Self::Text(t) => std::borrow::Cow::Borrowed(t),
-            Self::Blocks(b) => {
-                std::borrow::Cow::Owned(b.iter().map(|b| b.text.as_str()).collect())
-            }
+            Self::Blocks(b) => std::borrow::Cow::Owned(b.iter().map(|b| b.text.as_str()).collect()),
         }
     }
 
@@ -1003,7 +1003,10 @@ mod tests {
         let text = serde_json::to_string(&blocks[4]).expect("serializes");
         assert!(text.contains(r#""input":{"b": 2,  "a":1}"#), "{text}");
         let tc: serde_json::Value = serde_json::to_value(&blocks[0]).expect("value");
-        assert_eq!(tc["cache_control"], json!({"type": "ephemeral", "ttl": "1h"}));
+        assert_eq!(
+            tc["cache_control"],
+            json!({"type": "ephemeral", "ttl": "1h"})
+        );
     }
 
     #[test]

@@ -173,8 +173,8 @@ mod request_key {
     use arbitrary::{Arbitrary, Unstructured};
 
     use crate::caching::request_key;
-    use crate::provider::{BoxFuture, Provider, ProviderError};
     use crate::content::{Content, System, Thinking, Tool};
+    use crate::provider::{BoxFuture, Provider, ProviderError};
     use crate::types::{LlmError, Message, Request, Response, Role};
 
     /// A provider that only has a name and an endpoint, the parts of a key it adds.

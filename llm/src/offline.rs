@@ -76,7 +76,11 @@ impl OfflineProvider {
             Some(ToolChoice::Tool(name)) => request.tools.iter().find(|t| &t.name == name),
             _ => request.tools.first(),
         }?;
-        let last_user = request.messages.iter().rev().find(|m| m.role == Role::User)?;
+        let last_user = request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)?;
         let answered = matches!(&last_user.content, Content::Blocks(blocks)
             if blocks.iter().any(|b| matches!(b, ContentBlock::ToolResult { .. })));
         if answered {
@@ -85,7 +89,10 @@ impl OfflineProvider {
         let schema: Value = serde_json::from_str(&tool.input_schema).ok()?;
         let input = minimal_value(&schema).to_string();
         Some(ContentBlock::ToolUse {
-            id: format!("toolu_offline_{:016x}", fnv1a(&format!("{}{input}{}", tool.name, request.messages.len()))),
+            id: format!(
+                "toolu_offline_{:016x}",
+                fnv1a(&format!("{}{input}{}", tool.name, request.messages.len()))
+            ),
             name: tool.name.clone(),
             input,
         })
@@ -182,11 +189,19 @@ fn minimal_at(root: &Value, schema: &Value, depth: usize) -> Value {
     if let Some(c) = schema.get("const") {
         return c.clone();
     }
-    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return first.clone();
     }
     for key in ["anyOf", "oneOf", "allOf"] {
-        if let Some(first) = schema.get(key).and_then(Value::as_array).and_then(|e| e.first()) {
+        if let Some(first) = schema
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+        {
             return minimal_at(root, first, depth + 1);
         }
     }
@@ -215,8 +230,14 @@ fn minimal_at(root: &Value, schema: &Value, depth: usize) -> Value {
             Value::Object(object)
         }
         "array" => {
-            let n = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0).min(16);
-            let item = schema.get("items").map_or(Value::Null, |i| minimal_at(root, i, depth + 1));
+            let n = schema
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .min(16);
+            let item = schema
+                .get("items")
+                .map_or(Value::Null, |i| minimal_at(root, i, depth + 1));
             Value::Array((0..n).map(|_| item.clone()).collect())
         }
         "string" => Value::String("x".into()),

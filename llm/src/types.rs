@@ -1,8 +1,6 @@
 //! Request, response and error types of a model call, independent of any wire format.
 
-use crate::content::{
-    CacheTtl, Content, ContentBlock, Effort, System, Thinking, Tool, ToolChoice,
-};
+use crate::content::{CacheTtl, Content, ContentBlock, Effort, System, Thinking, Tool, ToolChoice};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -266,7 +264,11 @@ impl Request {
     /// caps and token estimates.
     pub fn text_bytes(&self) -> usize {
         self.system.as_ref().map_or(0, System::bytes)
-            + self.messages.iter().map(|m| m.content.bytes()).sum::<usize>()
+            + self
+                .messages
+                .iter()
+                .map(|m| m.content.bytes())
+                .sum::<usize>()
             + self.stop_sequences.iter().map(String::len).sum::<usize>()
             + self.user_id.as_ref().map_or(0, String::len)
             + self.model.len()
@@ -274,7 +276,9 @@ impl Request {
                 .tools
                 .iter()
                 .map(|t| {
-                    t.name.len() + t.description.as_ref().map_or(0, String::len) + t.input_schema.len()
+                    t.name.len()
+                        + t.description.as_ref().map_or(0, String::len)
+                        + t.input_schema.len()
                 })
                 .sum::<usize>()
             + self.output_schema.as_ref().map_or(0, String::len)
@@ -285,7 +289,9 @@ impl Request {
         self.messages
             .iter()
             .filter_map(|m| match &m.content {
-                Content::Blocks(blocks) => Some(blocks.iter().map(ContentBlock::media_bytes).sum::<usize>()),
+                Content::Blocks(blocks) => {
+                    Some(blocks.iter().map(ContentBlock::media_bytes).sum::<usize>())
+                }
                 Content::Text(_) => None,
             })
             .sum()
@@ -340,7 +346,10 @@ impl Request {
             _ => Vec::new(),
         };
         let messages = self.messages.iter().flat_map(|m| match &m.content {
-            Content::Blocks(blocks) => blocks.iter().filter_map(ContentBlock::cache_control).collect(),
+            Content::Blocks(blocks) => blocks
+                .iter()
+                .filter_map(ContentBlock::cache_control)
+                .collect(),
             Content::Text(_) => Vec::new(),
         });
         tools.chain(system).chain(messages).map(|c| c.ttl).collect()
@@ -430,16 +439,22 @@ impl Request {
                     }
                     ContentBlock::ToolUse { id, name, input } => {
                         if message.role != Role::Assistant {
-                            return invalid(format!("message {i}: tool_use blocks belong to assistant turns"));
+                            return invalid(format!(
+                                "message {i}: tool_use blocks belong to assistant turns"
+                            ));
                         }
                         if !is_json_object(input) {
-                            return invalid(format!("message {i}: the input of tool use {id:?} ({name}) is not a JSON object"));
+                            return invalid(format!(
+                                "message {i}: the input of tool use {id:?} ({name}) is not a JSON object"
+                            ));
                         }
                         uses.push(id.as_str());
                     }
                     ContentBlock::ToolResult { tool_use_id, .. } => {
                         if message.role != Role::User {
-                            return invalid(format!("message {i}: tool_result blocks belong to user turns"));
+                            return invalid(format!(
+                                "message {i}: tool_result blocks belong to user turns"
+                            ));
                         }
                         if !previous_uses.contains(&tool_use_id.as_str()) {
                             return invalid(format!(

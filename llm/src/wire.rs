@@ -386,7 +386,10 @@ mod tests {
                 "content",
                 json!([{"type": "tool_result", "tool_use_id": "t", "content": "x"}]),
             ),
-            ("content", json!([{"type": "thinking", "thinking": "x", "signature": "s"}])),
+            (
+                "content",
+                json!([{"type": "thinking", "thinking": "x", "signature": "s"}]),
+            ),
             ("content", json!([{"type": "text"}])),
             ("content", json!("text")),
             ("stop_reason", Value::Null),

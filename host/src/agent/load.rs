@@ -8,8 +8,8 @@
 //! path to `/dev/zero` or a FIFO is refused, not read forever), and every step is
 //! bounded by [`Limits::load_deadline`](crate::Limits::load_deadline).
 
+use super::plugin::PluginPre;
 use super::{Agent, AgentInfo, AgentInner, Source};
-use crate::bindings::v0_1::{AgentPlugin, AgentPluginPre};
 use crate::capabilities::Caller;
 use crate::contract::ComponentInterface;
 use crate::digest::sha256_hex;
@@ -17,7 +17,7 @@ use crate::error::{Error, validate_agent_name};
 use crate::limits::RunOptions;
 use crate::permissions::{Grant, Manifest, Permissions};
 use crate::runtime::Runtime;
-use crate::sandbox::{RunState, traps};
+use crate::sandbox::traps;
 use cf_llm::Ledger;
 use std::borrow::Cow;
 use std::io::Read as _;
@@ -72,11 +72,7 @@ pub(crate) async fn read_component(runtime: &Runtime, path: PathBuf) -> Result<V
 }
 
 /// Links the component against the host's capabilities and checks its exports.
-fn prepare(
-    runtime: &Runtime,
-    component: &Component,
-    contract: &str,
-) -> Result<AgentPluginPre<RunState>, Error> {
+fn prepare(runtime: &Runtime, component: &Component, contract: &str) -> Result<PluginPre, Error> {
     let instance_pre =
         runtime
             .linker()
@@ -84,7 +80,7 @@ fn prepare(
             .map_err(|e| Error::MissingImports {
                 imports: format!("{e:#}"),
             })?;
-    AgentPluginPre::new(instance_pre).map_err(|e| Error::NotAnAgent {
+    PluginPre::new(instance_pre, contract).map_err(|e| Error::NotAnAgent {
         expected: contract.to_owned(),
         exports: format!("{e:#}"),
     })
@@ -196,12 +192,7 @@ impl Found {
 
 impl Agent {
     /// The agent before it has described itself: no name, no permissions.
-    fn unnamed(
-        runtime: Arc<Runtime>,
-        pre: AgentPluginPre<RunState>,
-        contract: &str,
-        sha256: String,
-    ) -> Self {
+    fn unnamed(runtime: Arc<Runtime>, pre: PluginPre, contract: &str, sha256: String) -> Self {
         let caller = Caller::new(String::new(), None, Arc::new(Permissions::unrestricted("")));
         Self {
             inner: Arc::new(AgentInner {
@@ -293,14 +284,8 @@ impl Agent {
             ));
         };
         let mut store = self.new_store(&ledger, RunOptions::default(), deadline, 0);
-        let described = tokio::time::timeout_at(deadline, async {
-            let plugin: AgentPlugin = self.inner.pre.instantiate_async(&mut store).await?;
-            plugin
-                .claude_force_agent_agent()
-                .call_describe(&mut store)
-                .await
-        })
-        .await;
+        let described =
+            tokio::time::timeout_at(deadline, self.inner.pre.describe(&mut store)).await;
         store.data().flush_stdio();
         let info = match described {
             Err(_) => {

@@ -2,11 +2,11 @@
 //! How it is loaded is [`load`]'s.
 
 mod load;
+mod plugin;
 
 pub(crate) use load::{inspect, load, read_component};
 
-use crate::bindings::v0_1::{AgentPluginPre, agent as wit};
-use crate::capabilities::llm::{CallSettings, LlmCtx, error_from_wit};
+use crate::capabilities::llm::{CallSettings, LlmCtx};
 use crate::capabilities::{Caller, log::LogCtx, store::SharedStore, store::StoreCtx};
 use crate::error::Error;
 use crate::limits::{LIST_ITEM_BYTES, RunOptions};
@@ -106,7 +106,7 @@ pub struct Agent {
 
 struct AgentInner {
     runtime: Arc<Runtime>,
-    pre: AgentPluginPre<RunState>,
+    pre: plugin::PluginPre,
     info: AgentInfo,
     /// Its name, digest and permissions, as its capabilities see them.
     caller: Arc<Caller>,
@@ -178,20 +178,14 @@ impl Agent {
         };
         let mut store = self.new_store(&ledger, options.clone(), deadline, limits.max_llm_calls);
         let mut timings = Timings::default();
-        let wit_task = wit::Task {
-            text: task.text,
-            context: task.context,
-        };
         // The epoch stops a computing guest; this bounds everything else (host calls,
         // instantiation) by the same deadline plus one tick of slack.
-        let outcome = tokio::time::timeout_at(deadline + EPOCH_TICK * 2, async {
-            let plugin = self.inner.pre.instantiate_async(&mut store).await?;
-            timings.instantiate = started.elapsed();
-            plugin
-                .claude_force_agent_agent()
-                .call_run(&mut store, &wit_task)
-                .await
-        })
+        let outcome = tokio::time::timeout_at(
+            deadline + EPOCH_TICK * 2,
+            self.inner.pre.run(&mut store, task.text, task.context, || {
+                timings.instantiate = started.elapsed();
+            }),
+        )
         .await;
         let state = store.data();
         state.flush_stdio();
@@ -212,15 +206,10 @@ impl Agent {
         let result = match outcome {
             Err(_elapsed) => Err(Error::Deadline { limit }),
             Ok(Err(trap)) => Err(traps::classify(&trap, state, limit)),
-            Ok(Ok(Err(agent_error))) => Err(match agent_error {
-                wit::AgentError::InvalidTask(m) => Error::InvalidTask(m),
-                wit::AgentError::Llm(e) => Error::Llm(error_from_wit(e)),
-                wit::AgentError::Failed(m) => Error::AgentFailed(m),
-            }),
-            Ok(Ok(Ok(output))) => {
-                let bytes = output.text.len()
-                    + output
-                        .metadata
+            Ok(Ok(Err(agent_error))) => Err(agent_error),
+            Ok(Ok(Ok((text, metadata)))) => {
+                let bytes = text.len()
+                    + metadata
                         .iter()
                         .map(|(k, v)| k.len() + v.len() + LIST_ITEM_BYTES)
                         .sum::<usize>();
@@ -232,8 +221,8 @@ impl Agent {
                 } else {
                     Ok(RunOutput {
                         agent: self.inner.info.name.clone(),
-                        text: output.text,
-                        metadata: output.metadata,
+                        text,
+                        metadata,
                         stats: stats.clone(),
                     })
                 }
@@ -263,6 +252,8 @@ impl Agent {
             host_model: runtime.default_model().to_owned(),
             default_max_tokens: runtime.default_max_tokens(),
             max_request_bytes: limits.max_request_bytes,
+            max_image_bytes: limits.max_image_bytes,
+            max_media_bytes: limits.max_media_bytes,
             max_calls,
         };
         let llm = LlmCtx::new(

@@ -9,6 +9,7 @@
 
 use super::Caller;
 use crate::bindings::v0_1::claude_force::agent::log::{Host, Level};
+use crate::bindings::v0_2::claude_force::agent::log as log_0_2;
 use crate::limits::truncate;
 use std::sync::Arc;
 
@@ -56,9 +57,31 @@ pub(crate) fn agent_id(agent: &str) -> String {
 
 impl Host for LogCtx {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.record(level, message);
+        Ok(())
+    }
+}
+
+impl log_0_2::Host for LogCtx {
+    async fn log(&mut self, level: log_0_2::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            log_0_2::Level::Trace => Level::Trace,
+            log_0_2::Level::Debug => Level::Debug,
+            log_0_2::Level::Info => Level::Info,
+            log_0_2::Level::Warn => Level::Warn,
+            log_0_2::Level::Error => Level::Error,
+        };
+        self.record(level, message);
+        Ok(())
+    }
+}
+
+impl LogCtx {
+    /// Writes one record (any contract version), within the run's limits.
+    fn record(&mut self, level: Level, message: String) {
         if self.records_left == 0 {
             self.dropped += 1;
-            return Ok(());
+            return;
         }
         self.records_left -= 1;
         let text = truncate(&message, self.max_bytes);
@@ -70,7 +93,6 @@ impl Host for LogCtx {
             Level::Warn => tracing::warn!(target: "cf_host::guest", agent_id, "{text}"),
             Level::Error => tracing::error!(target: "cf_host::guest", agent_id, "{text}"),
         }
-        Ok(())
     }
 }
 

@@ -1,10 +1,12 @@
-//! The `cache` interface of contract 0.1.0, which is the agent's own key-value store:
-//! a directory no other agent reaches. Key validation, hashing, quotas and expiry are
-//! `cf-cache`'s ([`AgentStore`]); this module opens the agent's store on first use,
-//! counts operations against the run's limit and converts errors to WIT values.
+//! The agent's own key-value store: the `cache` interface of contract 0.1.0 and the
+//! `store` interface of 0.2.0, a store no other agent reaches. Key validation,
+//! hashing, quotas and expiry are `cf-cache`'s ([`AgentStore`]); this module opens the
+//! agent's store on first use, counts operations against the run's limit and converts
+//! errors to each version's WIT values.
 
 use super::Caller;
 use crate::bindings::v0_1::claude_force::agent::cache::{CacheError, Host};
+use crate::bindings::v0_2::claude_force::agent::store as store_0_2;
 use cf_cache::{AgentStore, AgentStores, StoreError};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -44,16 +46,17 @@ impl StoreCtx {
 
     /// The agent's store, opened on first use so that agents that never touch it pay
     /// nothing. Opening (the database, a one-time import) runs on the blocking pool.
-    async fn store(&mut self) -> Result<Arc<AgentStore>, CacheError> {
-        // Not granted. Contract 0.1.0 has no `denied` case: its quota is zero.
+    async fn store(&mut self) -> Result<Arc<AgentStore>, Failure> {
+        // Not granted: `denied` in 0.2.0; 0.1.0 has no such case and says
+        // `quota-exceeded` (its quota is zero).
         self.caller
             .permissions
             .store_allowed()
-            .map_err(CacheError::QuotaExceeded)?;
+            .map_err(Failure::Denied)?;
         // A guest that hammers its store is refused before the disk is touched.
         if self.ops_left == 0 {
-            return Err(CacheError::QuotaExceeded(format!(
-                // Guests see the contract's name for the interface.
+            return Err(Failure::Denied(format!(
+                // 0.1.0's guests know the interface as `cache`.
                 "this run reached its limit of {} cache operations",
                 self.max_ops
             )));
@@ -62,10 +65,9 @@ impl StoreCtx {
         if let Some(store) = self.opened.get() {
             return Ok(store.clone());
         }
-        let stores = self
-            .stores
-            .as_ref()
-            .ok_or_else(|| CacheError::Io("this host has no data directory".into()))?;
+        let stores = self.stores.as_ref().ok_or_else(|| {
+            Failure::Store(StoreError::Io("this host has no data directory".into()))
+        })?;
         let limits = cf_cache::StoreLimits {
             max_bytes: self
                 .caller
@@ -82,8 +84,8 @@ impl StoreCtx {
             None => stores.scope_with_limits(&name, limits),
         })
         .await
-        .map_err(|e| CacheError::Io(format!("opening the store failed: {e}")))?;
-        let store = Arc::new(opened.map_err(|e| CacheError::Io(e.to_string()))?);
+        .map_err(|e| Failure::Store(StoreError::Io(format!("opening the store failed: {e}"))))?;
+        let store = Arc::new(opened.map_err(|e| Failure::Store(StoreError::Io(e.to_string())))?);
         Ok(self.opened.get_or_init(|| store).clone())
     }
 
@@ -93,28 +95,72 @@ impl StoreCtx {
     async fn on_store<T: Send + 'static>(
         &mut self,
         op: impl FnOnce(&AgentStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, CacheError> {
+    ) -> Result<T, Failure> {
         let store = self.store().await?;
         match tokio::task::spawn_blocking(move || op(&store)).await {
-            Ok(result) => result.map_err(to_wit),
-            Err(e) => Err(CacheError::Io(format!("the store operation failed: {e}"))),
+            Ok(result) => result.map_err(Failure::Store),
+            Err(e) => Err(Failure::Store(StoreError::Io(format!(
+                "the store operation failed: {e}"
+            )))),
         }
+    }
+
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Failure> {
+        self.on_store(move |s| s.get(&key)).await
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> Result<(), Failure> {
+        let ttl = ttl_seconds.map(|s| Duration::from_secs(u64::from(s)));
+        self.on_store(move |s| s.set(&key, &value, ttl)).await
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, Failure> {
+        self.on_store(move |s| s.delete(&key)).await
     }
 }
 
-fn to_wit(e: StoreError) -> CacheError {
-    match e {
-        StoreError::InvalidKey(m) => CacheError::InvalidKey(m),
-        StoreError::QuotaExceeded(m) => CacheError::QuotaExceeded(m),
-        StoreError::TooLarge(m) => CacheError::TooLarge(m),
-        StoreError::Io(m) => CacheError::Io(m),
-        other => CacheError::Io(other.to_string()),
+/// Why a store operation failed, before it becomes a contract version's error.
+#[derive(Debug)]
+enum Failure {
+    /// Not granted, or past the run's operation limit.
+    Denied(String),
+    /// The store's own error.
+    Store(StoreError),
+}
+
+impl Failure {
+    fn into_0_1(self) -> CacheError {
+        match self {
+            Self::Denied(m) => CacheError::QuotaExceeded(m),
+            Self::Store(StoreError::InvalidKey(m)) => CacheError::InvalidKey(m),
+            Self::Store(StoreError::QuotaExceeded(m)) => CacheError::QuotaExceeded(m),
+            Self::Store(StoreError::TooLarge(m)) => CacheError::TooLarge(m),
+            Self::Store(StoreError::Io(m)) => CacheError::Io(m),
+            Self::Store(other) => CacheError::Io(other.to_string()),
+        }
+    }
+
+    fn into_0_2(self) -> store_0_2::StoreError {
+        use store_0_2::StoreError as E;
+        match self {
+            Self::Denied(m) => E::Denied(m),
+            Self::Store(StoreError::InvalidKey(m)) => E::InvalidKey(m),
+            Self::Store(StoreError::QuotaExceeded(m)) => E::QuotaExceeded(m),
+            Self::Store(StoreError::TooLarge(m)) => E::TooLarge(m),
+            Self::Store(StoreError::Io(m)) => E::Io(m),
+            Self::Store(other) => E::Io(other.to_string()),
+        }
     }
 }
 
 impl Host for StoreCtx {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, CacheError>> {
-        Ok(self.on_store(move |s| s.get(&key)).await)
+        Ok(StoreCtx::get(self, key).await.map_err(Failure::into_0_1))
     }
 
     async fn set(
@@ -123,12 +169,40 @@ impl Host for StoreCtx {
         value: Vec<u8>,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), CacheError>> {
-        let ttl = ttl_seconds.map(|s| Duration::from_secs(u64::from(s)));
-        Ok(self.on_store(move |s| s.set(&key, &value, ttl)).await)
+        Ok(StoreCtx::set(self, key, value, ttl_seconds)
+            .await
+            .map_err(Failure::into_0_1))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, CacheError>> {
-        Ok(self.on_store(move |s| s.delete(&key)).await)
+        Ok(StoreCtx::delete(self, key).await.map_err(Failure::into_0_1))
+    }
+}
+
+impl store_0_2::Host for StoreCtx {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, store_0_2::StoreError>> {
+        Ok(StoreCtx::get(self, key).await.map_err(Failure::into_0_2))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<(), store_0_2::StoreError>> {
+        Ok(StoreCtx::set(self, key, value, ttl_seconds)
+            .await
+            .map_err(Failure::into_0_2))
+    }
+
+    async fn delete(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, store_0_2::StoreError>> {
+        Ok(StoreCtx::delete(self, key).await.map_err(Failure::into_0_2))
     }
 }
 
@@ -187,6 +261,37 @@ mod tests {
         assert!(
             matches!(&r, Err(CacheError::QuotaExceeded(m)) if m.contains("limit of 2 cache operations")),
             "{r:?}"
+        );
+    }
+
+    /// Contract 0.2.0 tells "not allowed" from "full": an ungranted store and the
+    /// run's operation limit are `denied`, not `quota-exceeded`.
+    #[tokio::test]
+    async fn contract_0_2_says_denied() {
+        use store_0_2::{Host as Host2, StoreError as E};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let denied = Permissions::intersect("tester", &Manifest::default(), None, "00");
+        let mut s = ctx(Some(stores(dir.path())), denied, 10);
+        let r = Host2::set(&mut s, "k".into(), vec![1], None)
+            .await
+            .expect("no trap");
+        assert!(
+            matches!(&r, Err(E::Denied(m)) if m.contains("capability")),
+            "{r:?}"
+        );
+        let mut s = ctx(
+            Some(stores(dir.path())),
+            Permissions::unrestricted("tester"),
+            1,
+        );
+        let first = Host2::set(&mut s, "k".into(), vec![1], None)
+            .await
+            .expect("no trap");
+        assert!(first.is_ok(), "{first:?}");
+        let got = Host2::get(&mut s, "k".into()).await.expect("no trap");
+        assert!(
+            matches!(&got, Err(E::Denied(m)) if m.contains("limit of 1")),
+            "{got:?}"
         );
     }
 
