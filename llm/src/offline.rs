@@ -64,8 +64,10 @@ impl OfflineProvider {
             };
         }
         let mut response = Self::text_answer(request);
-        content.push(ContentBlock::text(response.text.clone()));
-        response.content = content;
+        if !content.is_empty() {
+            content.push(ContentBlock::text(response.text.clone()));
+            response.content = content;
+        }
         response
     }
 

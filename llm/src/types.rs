@@ -520,8 +520,9 @@ pub struct Response {
     pub id: String,
     /// The model that answered.
     pub model: String,
-    /// The answer's blocks, in order. Answers cached before blocks were kept have
-    /// none: read them through [`Response::blocks`].
+    /// The answer's blocks, in order; empty when the answer is one text block (then
+    /// [`text`](Self::text) is all of it), as for answers cached before blocks were
+    /// kept. Read them through [`Response::blocks`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<ContentBlock>,
     /// All text blocks, concatenated.

@@ -275,10 +275,18 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<Response, LlmError> {
         .unwrap_or(0);
     // A provider that splits without a total: the total is the split's sum.
     let created = created.max(one_hour.saturating_add(five_minutes));
+    // An answer of one text block (nearly every answer without tools or thinking) is
+    // kept as its text alone, as before contract 0.2: the cache and cassettes do not
+    // store it twice, and `Response::blocks` gives the block back.
+    let content = if matches!(wire.content.as_slice(), [ContentBlock::Text { .. }]) {
+        Vec::new()
+    } else {
+        wire.content
+    };
     Ok(Response {
         id: wire.id,
         model: wire.model,
-        content: wire.content,
+        content,
         text,
         stop_reason,
         usage: Usage {
