@@ -377,11 +377,38 @@ impl Request {
         }
         self.validate_blocks()?;
         self.validate_tools()?;
-        let breakpoints = self.cache_breakpoints().len();
-        if breakpoints > MAX_CACHE_BREAKPOINTS {
+        let breakpoints = self.cache_breakpoints();
+        if breakpoints.len() > MAX_CACHE_BREAKPOINTS {
             return invalid(&format!(
-                "the request has {breakpoints} cache breakpoints; at most {MAX_CACHE_BREAKPOINTS} are allowed"
+                "the request has {} cache breakpoints; at most {MAX_CACHE_BREAKPOINTS} are allowed",
+                breakpoints.len()
             ));
+        }
+        if breakpoints
+            .iter()
+            .skip_while(|t| **t == CacheTtl::OneHour)
+            .any(|t| *t == CacheTtl::OneHour)
+        {
+            return invalid(
+                "a 1-hour cache breakpoint must not follow a 5-minute one (tools, system, messages order)",
+            );
+        }
+        if matches!(
+            self.thinking,
+            Some(Thinking::Enabled { .. } | Thinking::Adaptive)
+        ) {
+            if matches!(
+                self.tool_choice,
+                Some(ToolChoice::Any | ToolChoice::Tool(_))
+            ) {
+                return invalid("with thinking on, the tool choice may only be auto or none");
+            }
+            if self.temperature.is_some_and(|t| t != 1.0) {
+                return invalid("with thinking on, temperature must be 1 or unset");
+            }
+            if self.top_k.is_some() {
+                return invalid("with thinking on, top_k must be unset");
+            }
         }
         if let Some(Thinking::Enabled { budget_tokens }) = self.thinking {
             if budget_tokens < MIN_THINKING_BUDGET {
@@ -428,14 +455,42 @@ impl Request {
         let mut previous_uses: Vec<&str> = Vec::new();
         for (i, message) in self.messages.iter().enumerate() {
             let Content::Blocks(blocks) = &message.content else {
-                previous_uses.clear();
+                if !previous_uses.is_empty() {
+                    return invalid(format!(
+                        "message {i}: the tool uses of the previous assistant turn have no results"
+                    ));
+                }
                 continue;
             };
+            // The API wants every tool use answered in the next turn, results first.
+            let answered: Vec<&str> = blocks
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::ToolResult { tool_use_id, .. } => Some(tool_use_id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(missing) = previous_uses.iter().find(|id| !answered.contains(id)) {
+                return invalid(format!(
+                    "message {i}: tool use {missing:?} of the previous assistant turn has no result"
+                ));
+            }
+            if blocks
+                .iter()
+                .skip_while(|b| matches!(b, ContentBlock::ToolResult { .. }))
+                .any(|b| matches!(b, ContentBlock::ToolResult { .. }))
+            {
+                return invalid(format!(
+                    "message {i}: tool results must come before any other block of the turn"
+                ));
+            }
             let mut uses = Vec::new();
             for block in blocks {
                 match block {
-                    ContentBlock::Text { text, .. } if text.is_empty() => {
-                        return invalid(format!("message {i}: a text block must not be empty"));
+                    ContentBlock::Text { text, .. } if text.trim().is_empty() => {
+                        return invalid(format!(
+                            "message {i}: a text block must not be empty or only whitespace"
+                        ));
                     }
                     ContentBlock::ToolUse { id, name, input } => {
                         if message.role != Role::Assistant {
@@ -446,6 +501,11 @@ impl Request {
                         if !is_json_object(input) {
                             return invalid(format!(
                                 "message {i}: the input of tool use {id:?} ({name}) is not a JSON object"
+                            ));
+                        }
+                        if uses.contains(&id.as_str()) {
+                            return invalid(format!(
+                                "message {i}: the tool use id {id:?} is used twice"
                             ));
                         }
                         uses.push(id.as_str());
@@ -690,6 +750,131 @@ mod tests {
         let mut r = ok;
         r.top_p = Some(0.0);
         assert!(r.validate().is_err());
+    }
+
+    /// Contract 0.2's shapes the API refuses, each refused here, and the valid
+    /// neighbour of each accepted.
+    #[test]
+    fn tool_loops_must_be_well_formed() {
+        use crate::content::{CacheControl, ToolResultContent};
+        let tool = Tool {
+            name: "add".into(),
+            description: None,
+            input_schema: r#"{"type":"object"}"#.into(),
+            strict: false,
+            cache_control: None,
+        };
+        let use_block = |id: &str| ContentBlock::ToolUse {
+            id: id.into(),
+            name: "add".into(),
+            input: "{}".into(),
+        };
+        let result = |id: &str| ContentBlock::ToolResult {
+            tool_use_id: id.into(),
+            content: vec![ToolResultContent::Text("2".into())],
+            is_error: false,
+            cache_control: None,
+        };
+        let turns = |assistant: Vec<ContentBlock>, user: Vec<ContentBlock>| {
+            let mut r = Request::new(
+                "m",
+                2048,
+                vec![
+                    Message::user("add"),
+                    Message {
+                        role: Role::Assistant,
+                        content: Content::Blocks(assistant),
+                    },
+                    Message {
+                        role: Role::User,
+                        content: Content::Blocks(user),
+                    },
+                ],
+            );
+            r.tools = vec![tool.clone()];
+            r
+        };
+        let ok = turns(
+            vec![use_block("a"), use_block("b")],
+            vec![result("a"), result("b"), ContentBlock::text("go on")],
+        );
+        assert!(ok.validate().is_ok(), "{:?}", ok.validate());
+        let bad = [
+            (
+                "no result",
+                turns(vec![use_block("a"), use_block("b")], vec![result("a")]),
+            ),
+            (
+                "answers no tool use",
+                turns(vec![use_block("a")], vec![result("a"), result("z")]),
+            ),
+            (
+                "before any other block",
+                turns(
+                    vec![use_block("a")],
+                    vec![ContentBlock::text("x"), result("a")],
+                ),
+            ),
+            (
+                "used twice",
+                turns(vec![use_block("a"), use_block("a")], vec![result("a")]),
+            ),
+            (
+                "only whitespace",
+                turns(
+                    vec![use_block("a")],
+                    vec![result("a"), ContentBlock::text(" ")],
+                ),
+            ),
+        ];
+        for (expected, request) in bad {
+            let e = request.validate().expect_err(expected);
+            assert!(e.to_string().contains(expected), "{expected}: {e}");
+        }
+        // Thinking rules out forced tools, a temperature other than 1 and top_k.
+        let mut r = Request::new("m", 4096, vec![Message::user("x")]);
+        r.tools = vec![tool];
+        r.thinking = Some(Thinking::Enabled {
+            budget_tokens: 1024,
+        });
+        assert!(r.validate().is_ok());
+        for change in [
+            (|r: &mut Request| r.tool_choice = Some(ToolChoice::Any)) as fn(&mut Request),
+            |r| r.temperature = Some(0.5),
+            |r| r.top_k = Some(5),
+            |r| {
+                r.thinking = Some(Thinking::Enabled {
+                    budget_tokens: 1023,
+                })
+            },
+        ] {
+            let mut bad = r.clone();
+            change(&mut bad);
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        // 1-hour breakpoints come first.
+        let with = |ttls: &[CacheTtl]| {
+            let mut r = Request::new("m", 10, vec![Message::user("x")]);
+            r.system = Some(System::Blocks(
+                ttls.iter()
+                    .map(|t| crate::content::TextBlock {
+                        text: "s".into(),
+                        cache_control: Some(CacheControl::new(*t)),
+                    })
+                    .collect(),
+            ));
+            r
+        };
+        assert!(
+            with(&[CacheTtl::OneHour, CacheTtl::FiveMinutes])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            with(&[CacheTtl::FiveMinutes, CacheTtl::OneHour])
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

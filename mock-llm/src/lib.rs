@@ -3,15 +3,21 @@
 //! requests in flight, answers deterministically after a configurable latency, and
 //! plays scripted, planned (a [`FaultPlan`] keyed by message, for exact expectations)
 //! or random faults, logging which one each request was served ([`MockServer::served`]).
+//! It speaks the API's content blocks, tools, extended thinking, prompt caching and
+//! structured output, checks requests as the API does, and serves scripted
+//! [`Reply`]s, so a test can drive a whole tool loop against it.
 //!
 //! ```
-//! use cf_mock_llm::{Fault, MockConfig, MockServer};
+//! use cf_mock_llm::{Fault, MockConfig, MockServer, Reply};
+//! use serde_json::json;
 //! use std::time::Duration;
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let server = MockServer::start(MockConfig { latency: Duration::from_millis(5), ..MockConfig::default() })
 //!     .await
 //!     .expect("bind 127.0.0.1");
 //! server.push_fault(Fault::rate_limited(1)); // the next request gets a 429
+//! // The next valid request gets this tool call.
+//! server.push_reply(Reply::tool_use("search", json!({"query": "rust"})));
 //! assert!(server.base_url().starts_with("http://127.0.0.1:"));
 //! assert_eq!(server.url(), format!("{}/v1/messages", server.base_url()));
 //! assert_eq!(server.requests(), 0);
@@ -19,20 +25,101 @@
 //! # });
 //! ```
 //!
-//! What the server checks: `POST /v1/messages` only (else 404 or 405), an
-//! `x-api-key` header (unless [`MockConfig::require_api_key`] is off; else 401), an
-//! `anthropic-version` header and a valid JSON request (else 400), each answered
-//! with the documented error body. Every response carries a `request-id` header.
+//! # What the server checks
+//!
+//! `POST /v1/messages` only (else 404 or 405), an `x-api-key` header (unless
+//! [`MockConfig::require_api_key`] is off; else 401), an `anthropic-version` header and
+//! a valid JSON request (else 400), each answered with the documented error body.
+//! Every response carries a `request-id` header. A request is refused with a 400
+//! `invalid_request_error` whose message starts with the path of the field at fault
+//! (`messages.2.content.0.source.data: invalid base64 data`) unless:
+//!
+//! - it has a `model`, `max_tokens ≥ 1` and at least one message, each
+//!   `{role: user|assistant, content}` with a string content or a list of blocks:
+//!   `text` (not blank), `image` (`source: {type: base64, media_type: image/jpeg|png|
+//!   gif|webp, data}`), `document` (a base64 `application/pdf` source or `{type: text,
+//!   media_type: text/plain, data}`), `tool_use` `{id, name, input: {…}}` (assistant
+//!   turns), `tool_result` `{tool_use_id, content?: string | text and image blocks,
+//!   is_error?}` (user turns), `thinking` `{thinking, signature}` and
+//!   `redacted_thinking` `{data}` (assistant turns); base64 data must be valid base64;
+//!   fields the API does not know are refused;
+//! - the tool results of a user turn answer the calls of the assistant turn just
+//!   before it (a dangling `tool_use_id` is refused), all of them, before any other
+//!   block of the turn; tool ids are unique; a request with calls or results has
+//!   `tools`;
+//! - every thinking block of an assistant turn carries [`thinking_signature`] of its
+//!   text ("thinking block signature does not match"), and every redacted block the
+//!   data this server issued;
+//! - `system` is a string or a list of text blocks;
+//! - `tools` are `{name, description?, input_schema: {type: object, …}, strict?,
+//!   cache_control?}` with unique names matching `^[a-zA-Z0-9_-]{1,64}$`;
+//!   `tool_choice` is `{type: auto|any|none}` or `{type: tool, name}` naming one of
+//!   them, with an optional `disable_parallel_tool_use`, and only with tools;
+//! - `thinking` is `{type: enabled, budget_tokens}` with `1024 ≤ budget_tokens <
+//!   max_tokens`, `{type: adaptive}` or `{type: disabled}`; with thinking on,
+//!   `tool_choice` does not force a tool, `temperature` is absent or 1, `top_k` is
+//!   absent, and the last assistant turn, when it calls tools, starts with its
+//!   thinking block (thinking must be sent back in a tool loop);
+//! - `output_config` is `{effort?: low|medium|high|max, format?: {type: json_schema,
+//!   schema: {…}}}`;
+//! - `cache_control` is `{type: ephemeral, ttl?: 5m|1h}`, on at most 4 tools, system
+//!   blocks and message blocks together, with no `1h` breakpoint after a `5m` one.
+//!
+//! # What the server answers
+//!
+//! For each request, in this order: a scripted or planned fault claims it (see
+//! [`MockServer::push_fault`]; a [`Fault::Hang`] then goes on as below); else the
+//! checks above refuse it; else the oldest scripted [`Reply`] answers it
+//! ([`MockServer::push_reply`]); else the default answer ([`answer_for`]):
+//!
+//! - with thinking on, a `thinking` block signed with [`thinking_signature`] comes
+//!   first, then a `redacted_thinking` block with fresh opaque data when the system
+//!   prompt or the last user message contains [`REDACT_MARKER`];
+//! - with tools, `tool_choice` not `none` and no tool result in the last user
+//!   message: one `tool_use` block calling the first tool (or the one `tool_choice`
+//!   names) with id `toolu_mock_<n>` (counted per server, from 1) and the input
+//!   [`value_for_schema`] builds from its `input_schema`, `stop_reason` `tool_use`;
+//! - else one text block: with `output_config.format`, the JSON of
+//!   [`value_for_schema`] of its schema; else `[mock] model=… messages=… last user
+//!   message: "…"`, quoting its text and its tool results' text; `stop_reason`
+//!   `end_turn` (or `stop_sequence`, `max_tokens` when cut).
+//!
+//! `usage.input_tokens` is [`estimate_tokens`] of the request (text by its bytes, an
+//! image or document by its base64 or text data, a tool call by its name and input
+//! JSON, a tool result by its content, a tool by its JSON, thinking blocks not at all)
+//! minus the cache counters; `output_tokens` that of the answer.
+//!
+//! # Prompt caching
+//!
+//! With breakpoints, the server hashes the prefix of the request (tools, then system
+//! blocks, then message blocks, each without its `cache_control`) up to each
+//! breakpoint, and remembers the prefixes it wrote. It reads the longest prefix it
+//! wrote that ends at most 20 blocks before a breakpoint
+//! (`cache_read_input_tokens`) and writes the rest up to the last breakpoint
+//! (`cache_creation_input_tokens`, split in `cache_creation: {ephemeral_5m_input_tokens,
+//! ephemeral_1h_input_tokens}` by the TTL of the breakpoint closing each part). So the
+//! first sight of a prefix writes all of it and a later one reads all of it. Entries
+//! never expire (a test never depends on the clock): [`MockServer::forget_prompt_cache`]
+//! plays an expiry. There is no minimum cacheable length. Without breakpoints the cache
+//! counters are 0 and `cache_creation` is absent.
 #![deny(missing_docs)]
 
 mod answer;
 mod body;
 mod fault;
 pub mod measure;
+mod prompt_cache;
+mod reply;
+mod request;
+mod schema;
+mod thinking;
 mod timer;
 
 pub use answer::{answer_for, estimate_tokens};
 pub use fault::{Fault, FaultMix, FaultPlan};
+pub use reply::Reply;
+pub use schema::value_for_schema;
+pub use thinking::{REDACT_MARKER, thinking_signature};
 
 use body::{Chunked, ResponseBody};
 use bytes::Bytes;
@@ -55,8 +142,8 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// The listen backlog: large enough for thousands of simultaneous connects.
 const BACKLOG: u32 = 4096;
 
-/// How the server behaves. `MockConfig::default()`: no latency, no faults, records
-/// requests, requires an API key, any free port.
+/// How the server behaves. `MockConfig::default()`: no latency, no faults, no replies,
+/// records requests, requires an API key, any free port.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
     /// Delay before every response (a `tokio::time::sleep`, so thousands of requests
@@ -76,6 +163,9 @@ pub struct MockConfig {
     /// Keep a short note of every request for [`MockServer::served`]: its number, its
     /// last user message and the fault it was served. Default: off.
     pub log_served: bool,
+    /// Replies to serve first, one per valid request no fault claims, in order (see
+    /// [`MockServer::push_reply`]). Default: none.
+    pub replies: Vec<Reply>,
 }
 
 impl Default for MockConfig {
@@ -88,6 +178,7 @@ impl Default for MockConfig {
             require_api_key: true,
             port: 0,
             log_served: false,
+            replies: Vec::new(),
         }
     }
 }
@@ -173,6 +264,8 @@ struct State {
     require_api_key: bool,
     fault_mix: Option<FaultMix>,
     faults: Mutex<Faults>,
+    /// Scripted replies, tool ids, redacted thinking issued, the prompt cache.
+    memory: Mutex<answer::Memory>,
     received: Mutex<Vec<ReceivedRequest>>,
     log_served: bool,
     served: Mutex<Vec<Served>>,
@@ -323,6 +416,7 @@ impl MockServer {
                 seen: HashMap::new(),
                 rng: fastrand::Rng::with_seed(seed),
             }),
+            memory: Mutex::new(answer::Memory::with_replies(config.replies)),
             received: Mutex::new(Vec::new()),
             log_served: config.log_served,
             served: Mutex::new(Vec::new()),
@@ -383,6 +477,34 @@ impl MockServer {
         f.seen.clear();
     }
 
+    /// Adds a reply at the end of the script of replies: the next valid request that
+    /// no fault claims is answered with it instead of the default answer.
+    ///
+    /// The order for each request: a scripted or planned fault claims it first (then no
+    /// reply is consumed, except after a [`Fault::Hang`], which answers normally); then
+    /// the route, key, headers and body are checked (a refused request consumes no
+    /// reply either); then the oldest reply is served; with none left, the default
+    /// answer (see [`answer_for`]).
+    pub fn push_reply(&self, reply: Reply) {
+        lock(&self.state.memory).replies.push_back(reply);
+    }
+
+    /// Adds replies at the end of the script of replies.
+    pub fn push_replies(&self, replies: impl IntoIterator<Item = Reply>) {
+        lock(&self.state.memory).replies.extend(replies);
+    }
+
+    /// Scripted replies not yet served.
+    pub fn pending_replies(&self) -> usize {
+        lock(&self.state.memory).replies.len()
+    }
+
+    /// Forgets every prompt prefix the server cached, as if they had all expired
+    /// (entries never expire on their own: see the crate docs).
+    pub fn forget_prompt_cache(&self) {
+        lock(&self.state.memory).cache.clear();
+    }
+
     /// What the server did with each request so far, oldest first (empty unless
     /// [`MockConfig::log_served`] is on).
     pub fn served(&self) -> Vec<Served> {
@@ -398,6 +520,19 @@ impl MockServer {
     /// Every request received so far, oldest first (empty when recording is off).
     pub fn received(&self) -> Vec<ReceivedRequest> {
         lock(&self.state.received).clone()
+    }
+
+    /// The body of the `index`-th request received (from 0, as in
+    /// [`received`](MockServer::received)); `None` when there is no such request.
+    pub fn received_body(&self, index: usize) -> Option<Value> {
+        lock(&self.state.received)
+            .get(index)
+            .map(|r| r.body.clone())
+    }
+
+    /// The body of the last request received; `None` before the first one.
+    pub fn last_body(&self) -> Option<Value> {
+        lock(&self.state.received).last().map(|r| r.body.clone())
     }
 
     /// Requests received so far.
@@ -615,7 +750,8 @@ async fn serve(
             ));
         }
         Some(Fault::EmptyContent) => {
-            let mut answer = answer_for(&body, &format!("msg_mock_{n:06}"))
+            let id = format!("msg_mock_{n:06}");
+            let mut answer = answer::answer(&body, &id, &mut lock(&state.memory), false)
                 .unwrap_or_else(|_| serde_json::json!({}));
             answer["content"] = Value::Array(Vec::new());
             return Ok(respond(200, full(answer.to_string()), &request_id, &[]));
@@ -664,7 +800,13 @@ async fn serve(
             &request_id,
         ));
     };
-    match answer_for(&request, &format!("msg_mock_{n:06}")) {
+    let answer = answer::answer(
+        &request,
+        &format!("msg_mock_{n:06}"),
+        &mut lock(&state.memory),
+        true,
+    );
+    match answer {
         Ok(answer) => Ok(respond(200, full(answer.to_string()), &request_id, &[])),
         Err(message) => Ok(error(400, "invalid_request_error", &message, &request_id)),
     }
