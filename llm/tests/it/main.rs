@@ -3,6 +3,7 @@
 //! record/replay, secrets and costs. One module per area.
 
 mod concurrency;
+mod contract2;
 mod cost;
 mod errors;
 mod fuzz_regressions;
