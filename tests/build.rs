@@ -1,4 +1,5 @@
-//! Builds the hostile guests in `tests/guests/` from source, and the agents written in
+//! Builds the test guests in `tests/guests/` from source (the hostile ones and
+//! `contract2`, which uses contract 0.2.0), and the agents written in
 //! Python and JavaScript with their build scripts (`guest-agents/{python,js}/build.sh`).
 
 use std::path::PathBuf;
@@ -7,21 +8,32 @@ fn main() {
     let manifest =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let guests = manifest.join("guests");
+    // Both SDKs: `hostile` and `impostor` stay on contract 0.1.0, `contract2` uses 0.2.0.
     let sdk = manifest.join("../guest-agents/sdk");
+    let sdk_0_1 = manifest.join("../guest-agents/sdk-0.1");
     let wit = manifest.join("../wit");
     let built = cf_build_support::build(
         &guests,
-        &["hostile", "future", "impostor"],
-        &[guests.as_path(), sdk.as_path(), wit.as_path()],
+        &["hostile", "future", "impostor", "contract2"],
+        &[
+            guests.as_path(),
+            sdk.as_path(),
+            sdk_0_1.as_path(),
+            wit.as_path(),
+        ],
     );
     for b in built {
-        // The hostile guest declares everything; each test host grants it.
-        if b.name == "hostile" || b.name == "impostor" {
-            std::fs::write(
-                b.path.with_extension("toml"),
-                "models = [\"*\"]\ncache = true\n",
-            )
-            .expect("write the hostile guest's manifest");
+        // The hostile guests declare everything; each test host grants it.
+        let sidecar = match b.name.as_str() {
+            "hostile" | "impostor" => Some("models = [\"*\"]\ncache = true\n"),
+            // Everything contract 0.2.0 can ask for; each test host grants what it
+            // tests.
+            "contract2" => Some("models = [\"*\"]\nstore = true\nthinking = true\nmedia = true\n"),
+            _ => None,
+        };
+        if let Some(sidecar) = sidecar {
+            std::fs::write(b.path.with_extension("toml"), sidecar)
+                .unwrap_or_else(|e| panic!("write the {} guest's manifest: {e}", b.name));
         }
         println!(
             "cargo:rustc-env=CF_GUEST_{}={}",

@@ -42,6 +42,10 @@ pub struct Limits {
     /// larger on the wire, which stays under the API's 32 MB request limit. Default
     /// 20 MiB.
     pub max_media_bytes: usize,
+    /// Most tools one request may define. The API sets no documented limit, but every
+    /// definition is sent (and billed as input) on every turn of a tool loop. Default
+    /// 1,000.
+    pub max_tools: usize,
     /// Model calls one run may make. Default 50.
     pub max_llm_calls: u32,
     /// Operations on the agent's store (get, set, delete) one run may make; later
@@ -73,6 +77,7 @@ impl Default for Limits {
             max_request_bytes: 2 * 1024 * 1024,
             max_image_bytes: 5 * 1024 * 1024,
             max_media_bytes: 20 * 1024 * 1024,
+            max_tools: 1_000,
             max_llm_calls: 50,
             max_store_ops: 10_000,
             max_log_records: 1_000,

@@ -124,12 +124,15 @@ impl OfflineProvider {
             .system
             .as_ref()
             .map_or(0, |s| s.text().chars().count());
+        // The last user turn with text: in a tool loop, the turns after the task
+        // hold only tool results.
         let last_user = request
             .messages
             .iter()
             .rev()
-            .find(|m| m.role == Role::User)
+            .filter(|m| m.role == Role::User)
             .map(|m| m.content.text())
+            .find(|t| !t.is_empty())
             .unwrap_or_default();
         let quoted: String = last_user.chars().take(QUOTE_CHARS).collect();
         let ellipsis = if last_user.chars().count() > QUOTE_CHARS {

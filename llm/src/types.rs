@@ -40,6 +40,11 @@ impl Message {
             content: Content::Text(content.into()),
         }
     }
+
+    /// Every text of the turn (text blocks only), concatenated.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        self.content.text()
+    }
 }
 
 /// Token counts. `input_tokens` excludes cache tokens (the Anthropic convention).
@@ -257,6 +262,11 @@ impl Request {
             effort: None,
             output_schema: None,
         }
+    }
+
+    /// The system prompt's text (every block's, concatenated), if there is one.
+    pub fn system_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.system.as_ref().map(System::text)
     }
 
     /// The request's size in bytes of content (system, messages, tools, stop
@@ -558,8 +568,8 @@ impl Request {
             }
         }
         match &self.tool_choice {
-            Some(ToolChoice::Any) if self.tools.is_empty() => {
-                invalid("tool choice `any` needs at least one tool".into())
+            Some(ToolChoice::Auto | ToolChoice::Any) if self.tools.is_empty() => {
+                invalid("a tool choice other than `none` needs at least one tool".into())
             }
             Some(ToolChoice::Tool(name)) if !names.contains(name.as_str()) => invalid(format!(
                 "tool choice names {:?}, which is not one of the request's tools",

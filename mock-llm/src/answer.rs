@@ -93,9 +93,9 @@ impl Memory {
 /// token) it is cut and `stop_reason` is `max_tokens`; when it contains one of
 /// `stop_sequences` it is cut before it and `stop_reason` is `stop_sequence`.
 ///
-/// With tools (and `tool_choice` not `none`) and no tool result in the last user
-/// message, the answer is one `tool_use` block calling the first tool (or the one
-/// `tool_choice` names) with [`value_for_schema`](crate::value_for_schema) of its
+/// With tools and `tool_choice` `any` or a named tool, or `auto` (the default) and no
+/// tool result in the last user message, the answer is one `tool_use` block calling
+/// the first tool (or the one `tool_choice` names) with [`value_for_schema`](crate::value_for_schema) of its
 /// `input_schema`, `stop_reason` `tool_use`. With `output_config.format`, the text is
 /// the JSON of `value_for_schema` of its schema. With thinking on, a `thinking` block
 /// comes first, signed with [`thinking_signature`](crate::thinking_signature), then,
@@ -204,9 +204,11 @@ fn default_content(
     tokens_left: u64,
     content: &mut Vec<Value>,
 ) -> (&'static str, Value) {
+    // `auto` uses a tool once, then answers; `any` and a named tool force a tool use
+    // on every turn, as the API does.
     let tool = match &request.tool_choice {
         ToolChoice::None => None,
-        _ if request.last_user.has_tool_result => None,
+        ToolChoice::Auto if request.last_user.has_tool_result => None,
         ToolChoice::Tool(name) => request.tools.iter().find(|t| t.name == *name),
         ToolChoice::Auto | ToolChoice::Any => request.tools.first(),
     };

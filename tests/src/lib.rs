@@ -16,10 +16,18 @@ pub fn impostor_wasm() -> &'static Path {
     Path::new(env!("CF_GUEST_IMPOSTOR"))
 }
 
-/// A component built for `claude-force:agent@0.2.0`, a contract version this host does
+/// A component built for `claude-force:agent@0.9.0`, a contract version this host does
 /// not serve (`tests/guests/future`).
 pub fn future_wasm() -> &'static Path {
     Path::new(env!("CF_GUEST_FUTURE"))
+}
+
+/// An agent on `claude-force:agent@0.2.0` that exercises the contract's new shapes,
+/// and refuses nothing itself (`tests/guests/contract2`; the task's context key `mode`
+/// picks what it does). Its manifest declares every model, its store, thinking and
+/// media.
+pub fn contract2_wasm() -> &'static Path {
+    Path::new(env!("CF_GUEST_CONTRACT2"))
 }
 
 /// Runs `fut`, failing the test with `step` in the message if it takes longer than

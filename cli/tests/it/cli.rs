@@ -242,14 +242,15 @@ fn agents_lists_the_built_ins_and_inspect_describes_a_component() {
     std::fs::write(&path, cf_builtin::find("code-reviewer").unwrap().wasm).unwrap();
     let r = cf_host_in(dir.path(), &["inspect", path.to_str().unwrap()], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // code-reviewer is on contract 0.2.0 (python-expert stays on 0.1.0).
     assert!(
-        r.stdout.contains("contract:  claude-force:agent@0.1.0"),
+        r.stdout.contains("contract:  claude-force:agent@0.2.0"),
         "{}",
         r.stdout
     );
     assert!(r.stdout.contains("host:      supported"), "{}", r.stdout);
     assert!(
-        r.stdout.contains("claude-force:agent/llm@0.1.0"),
+        r.stdout.contains("claude-force:agent/llm@0.2.0"),
         "{}",
         r.stdout
     );
@@ -813,11 +814,14 @@ fn check_tells_whether_a_component_fits_this_host() {
     assert_eq!(r.code, 1, "{}", r.stdout);
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("JSON");
     assert_eq!(v["compatible"], false);
-    assert_eq!(v["targets"][0], "claude-force:agent@0.2.0");
-    assert_eq!(v["host_supports"][0], "claude-force:agent@0.1.0");
+    assert_eq!(v["targets"][0], "claude-force:agent@0.9.0");
+    assert_eq!(
+        v["host_supports"],
+        serde_json::json!(["claude-force:agent@0.2.0", "claude-force:agent@0.1.0"])
+    );
     let problem = v["problem"].as_str().expect("a problem");
     assert!(
-        problem.contains("0.2.0") && problem.contains("0.1.0"),
+        problem.contains("0.9.0") && problem.contains("0.2.0") && problem.contains("0.1.0"),
         "names what it found and what is expected: {problem}"
     );
     // Loading it fails with the same explanation.
@@ -924,7 +928,7 @@ fn new_creates_an_agent_that_builds_and_runs_in_two_commands() {
     );
     assert_eq!(made.code, 0, "{}", made.stderr);
     let root = dir.path().join("demo-agent");
-    assert!(root.join("agent.toml").exists() && root.join("wit/0.1.0/agent.wit").exists());
+    assert!(root.join("agent.toml").exists() && root.join("wit/0.2.0/agent.wit").exists());
     assert_eq!(
         cf_host_in(
             dir.path(),

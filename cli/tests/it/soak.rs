@@ -219,7 +219,12 @@ impl Provider for Counting {
 
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>> {
         Box::pin(async move {
-            let text = request.messages.last().map_or("", |m| m.content.as_str());
+            let text = request
+                .messages
+                .last()
+                .map(|m| m.text())
+                .unwrap_or_default();
+            let text = text.as_ref();
             let run = run_of(text).unwrap_or(usize::MAX);
             let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.max.fetch_max(now, Ordering::SeqCst);

@@ -1,8 +1,8 @@
 //! `bug-investigator`: two model calls — hypotheses first, then a ranked plan — with
-//! the hypotheses kept in the agent's cache so a repeated report skips the first call.
+//! the hypotheses kept in the agent's store so a repeated report skips the first call.
 
 use cf_agent_sdk::{
-    Agent, AgentError, AgentInfo, AgentOutput, Task, cache, delimit, export_agent, llm, log,
+    Agent, AgentError, AgentInfo, AgentOutput, Task, delimit, export_agent, llm, log, store,
 };
 
 const HYPOTHESES: &str = "You are an expert debugger. Read the bug report inside the <report> block and \
@@ -21,7 +21,7 @@ struct BugInvestigator;
 impl Agent for BugInvestigator {
     fn describe() -> AgentInfo {
         AgentInfo {
-            default_model: "claude-sonnet-4-5".into(),
+            default_model: Some("claude-sonnet-4-5".into()),
             tags: vec!["debugging".into(), "multi-step".into()],
             ..cf_agent_sdk::info(
                 "bug-investigator",
@@ -37,11 +37,11 @@ impl Agent for BugInvestigator {
         }
         let report = delimit("report", &task.text);
         let key = format!("hypotheses:{:016x}", fnv1a(&task.text));
-        let (hypotheses, reused) = match cache::get_string(&key) {
+        let (hypotheses, reused) = match store::get_string(&key) {
             Ok(Some(h)) => (h, true),
             other => {
                 if let Err(e) = other {
-                    log::warn(&format!("cache unavailable, continuing without it: {e}"));
+                    log::warn(&format!("store unavailable, continuing without it: {e}"));
                 }
                 let h = llm::Request::new()
                     .system(HYPOTHESES)
@@ -50,7 +50,7 @@ impl Agent for BugInvestigator {
                     .max_tokens(1024)
                     .send()?
                     .text;
-                if let Err(e) = cache::set(&key, h.as_bytes(), Some(HYPOTHESES_TTL_SECONDS)) {
+                if let Err(e) = store::set(&key, h.as_bytes(), Some(HYPOTHESES_TTL_SECONDS)) {
                     log::warn(&format!("could not keep the hypotheses: {e}"));
                 }
                 (h, false)
@@ -84,7 +84,7 @@ impl Agent for BugInvestigator {
     }
 }
 
-/// A small stable hash of the report for the cache key (the host hashes keys again).
+/// A small stable hash of the report for the store key (the host hashes keys again).
 fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

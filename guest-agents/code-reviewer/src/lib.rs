@@ -16,7 +16,7 @@ struct CodeReviewer;
 impl Agent for CodeReviewer {
     fn describe() -> AgentInfo {
         AgentInfo {
-            default_model: "claude-sonnet-4-5".into(),
+            default_model: Some("claude-sonnet-4-5".into()),
             tags: vec!["review".into(), "quality".into(), "security".into()],
             ..cf_agent_sdk::info(
                 "code-reviewer",

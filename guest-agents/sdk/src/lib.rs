@@ -1,62 +1,85 @@
-//! Write claude-force agents as WebAssembly components.
+//! Write claude-force agents as WebAssembly components (contract 0.2.0).
 //!
-//! An agent implements [`Agent`] and names itself with [`export_agent!`]:
+//! An agent implements [`Agent`] and names itself with [`export_agent!`]. This one
+//! gives the model a tool and runs the model's calls to it until it has an answer:
 //!
-//! ```ignore
-//! use cf_agent_sdk::{Agent, AgentError, AgentInfo, AgentOutput, Task, delimit, export_agent, llm};
+//! ```no_run
+//! use cf_agent_sdk::llm::{self, Tool};
+//! use cf_agent_sdk::{Agent, AgentError, AgentInfo, AgentOutput, Task, delimit, export_agent};
 //!
-//! struct Echo;
+//! /// The tool's input: its JSON Schema, doc comments included, is what the model sees.
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! struct Add {
+//!     /// The first term.
+//!     a: i64,
+//!     /// The second term.
+//!     b: i64,
+//! }
 //!
-//! impl Agent for Echo {
+//! struct Calculator;
+//!
+//! impl Agent for Calculator {
 //!     fn describe() -> AgentInfo {
-//!         cf_agent_sdk::info("echo", env!("CARGO_PKG_VERSION"), "Repeats the task through the model.")
+//!         cf_agent_sdk::info("calculator", "0.1.0", "Answers arithmetic questions.")
 //!     }
 //!
 //!     fn run(task: Task) -> Result<AgentOutput, AgentError> {
-//!         let answer = llm::Request::new()
-//!             .system("Repeat what the user says.")
+//!         let add = Tool::new::<Add>("add", "Adds two integers.", |x| Ok((x.a + x.b).to_string()));
+//!         let run = llm::Request::new()
+//!             .system("Answer the question in the <task> block. Use `add` for every sum.")
 //!             .user(delimit("task", &task.text))
-//!             .temperature(0.0)
-//!             .send()?;
-//!         Ok(AgentOutput { text: answer.text, metadata: vec![] })
+//!             .tools(vec![add])
+//!             .run_tools(5)?; // at most 5 model calls; a failed call becomes AgentError::Llm
+//!         let turns = ("turns".to_owned(), run.turns.to_string());
+//!         Ok(AgentOutput { text: run.response.text, metadata: vec![turns] })
 //!     }
 //! }
 //!
-//! export_agent!(Echo);
+//! export_agent!(Calculator);
 //! ```
 //!
-//! Build with `cargo build --release --target wasm32-wasip2`: the `.wasm` in
-//! `target/wasm32-wasip2/release/` is the component; run it with
-//! `cf-host run path/to/echo.wasm "hello"`.
+//! The agent's crate depends on `cf-agent-sdk`, `serde` (with `derive`) and
+//! `schemars`. Build with `cargo build --release --target wasm32-wasip2`: the `.wasm`
+//! in `target/wasm32-wasip2/release/` is the component; run it with
+//! `cf-host run path/to/calculator.wasm "What is 2 + 40?"`.
 //!
-//! What an agent can do is exactly what the host offers: [`llm`] calls a model,
-//! [`cache`] keeps data in the agent's own directory, [`log`] writes to the host's
-//! log. There are no files, no network, no environment variables.
+//! What an agent can do is exactly what the host offers: [`llm`] calls a model (with
+//! [`llm::Tool`]s the agent runs itself, images, documents, thinking, prompt caching,
+//! structured output), [`store`] keeps data in the agent's own key-value store, [`log`]
+//! writes to the host's log. There are no files, no network, no environment variables.
+//!
+//! The contract is `claude-force:agent@0.2.0` (`wit/0.2.0/agent.wit`); agents that still
+//! target 0.1.0 use the `cf-agent-sdk-0-1` crate.
 #![deny(missing_docs)]
 
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "agent-plugin",
-        path: "../../wit/0.1.0",
+        path: "../../wit/0.2.0",
         default_bindings_module: "cf_agent_sdk::bindings",
         pub_export_macro: true,
         export_macro_name: "__export_agent_bindings",
     });
 }
 
+pub mod llm;
+mod tools;
+
 pub use bindings::exports::claude_force::agent::agent::{
     AgentError, AgentInfo, AgentOutput, Guest as Agent, Task,
 };
 
 /// The contract version this SDK targets.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// Exports a type implementing [`Agent`] as the component's agent.
 #[macro_export]
 macro_rules! export_agent {
     ($agent:ident) => {
-        $crate::bindings::__export_agent_bindings!($agent);
+        // `with_types_in $crate::…` rather than the bindings' default module path, so
+        // the macro works whatever name the agent gives this crate.
+        $crate::bindings::__export_agent_bindings!($agent with_types_in $crate::bindings);
     };
 }
 
@@ -66,7 +89,7 @@ pub fn info(name: &str, version: &str, description: &str) -> AgentInfo {
         name: name.into(),
         version: version.into(),
         description: description.into(),
-        default_model: String::new(),
+        default_model: None,
         tags: Vec::new(),
     }
 }
@@ -94,181 +117,75 @@ pub fn delimit(tag: &str, text: &str) -> String {
     format!("<{name}>\n{text}\n</{name}>")
 }
 
-pub mod llm {
-    //! Model calls through the host.
-    //!
-    //! ```ignore
-    //! let answer = cf_agent_sdk::llm::Request::new()
-    //!     .system("You are terse.")
-    //!     .user("Name a prime.")
-    //!     .max_tokens(50)
-    //!     .send()?;
-    //! ```
-    pub use crate::bindings::claude_force::agent::types::{
-        CacheMode, LlmError, LlmRequest, LlmResponse, Message, RateLimitedError, Role, ServerError,
-        StopReason, Usage,
-    };
-
-    /// Sends a request as it is.
-    pub fn complete(request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        crate::bindings::claude_force::agent::llm::complete(request)
-    }
-
-    /// A request under construction. Everything not set is left to the host:
-    /// the model (the operator's choice or the agent's default), `max_tokens` (4096),
-    /// the temperature (the provider's default).
-    #[derive(Debug, Clone)]
-    pub struct Request(LlmRequest);
-
-    impl Default for Request {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    impl Request {
-        /// An empty request.
-        pub fn new() -> Self {
-            Self(LlmRequest {
-                model: None,
-                max_tokens: None,
-                system: None,
-                messages: Vec::new(),
-                temperature: None,
-                top_p: None,
-                top_k: None,
-                stop_sequences: Vec::new(),
-                user_id: None,
-                cache: CacheMode::Normal,
-            })
-        }
-
-        /// Sets the system prompt.
-        pub fn system(mut self, text: impl Into<String>) -> Self {
-            self.0.system = Some(text.into());
-            self
-        }
-
-        /// Appends a user turn.
-        pub fn user(mut self, text: impl Into<String>) -> Self {
-            self.0.messages.push(Message {
-                role: Role::User,
-                content: text.into(),
-            });
-            self
-        }
-
-        /// Appends an assistant turn (a final one is a prefill the model continues).
-        pub fn assistant(mut self, text: impl Into<String>) -> Self {
-            self.0.messages.push(Message {
-                role: Role::Assistant,
-                content: text.into(),
-            });
-            self
-        }
-
-        /// Names the model.
-        pub fn model(mut self, model: impl Into<String>) -> Self {
-            self.0.model = Some(model.into());
-            self
-        }
-
-        /// Limits the answer's length in tokens.
-        pub fn max_tokens(mut self, n: u32) -> Self {
-            self.0.max_tokens = Some(n);
-            self
-        }
-
-        /// Sets the temperature, in [0, 1].
-        pub fn temperature(mut self, t: f32) -> Self {
-            self.0.temperature = Some(t);
-            self
-        }
-
-        /// Sets nucleus sampling.
-        pub fn top_p(mut self, p: f32) -> Self {
-            self.0.top_p = Some(p);
-            self
-        }
-
-        /// Sets top-K sampling.
-        pub fn top_k(mut self, k: u32) -> Self {
-            self.0.top_k = Some(k);
-            self
-        }
-
-        /// Adds a stop sequence.
-        pub fn stop(mut self, sequence: impl Into<String>) -> Self {
-            self.0.stop_sequences.push(sequence.into());
-            self
-        }
-
-        /// Chooses how the host's response cache is used.
-        pub fn cache(mut self, mode: CacheMode) -> Self {
-            self.0.cache = mode;
-            self
-        }
-
-        /// The request as the contract defines it.
-        pub fn as_wit(&self) -> &LlmRequest {
-            &self.0
-        }
-
-        /// Sends the request and waits for the answer.
-        pub fn send(&self) -> Result<LlmResponse, LlmError> {
-            complete(&self.0)
-        }
-    }
-}
-
 impl From<llm::LlmError> for AgentError {
     fn from(e: llm::LlmError) -> Self {
         AgentError::Llm(e)
     }
 }
 
-pub mod cache {
-    //! The agent's own key-value store, kept by the host between runs.
+/// A store error the agent does not handle becomes [`AgentError::Failed`].
+impl From<store::StoreError> for AgentError {
+    fn from(e: store::StoreError) -> Self {
+        AgentError::Failed(format!("the agent's store failed: {e}"))
+    }
+}
+
+pub mod store {
+    //! The agent's own key-value store, kept by the host between runs. It is a cache:
+    //! when full, the host evicts the least recently used entries, so a key set in an
+    //! earlier run may be gone.
     //!
-    //! ```ignore
-    //! use cf_agent_sdk::cache;
-    //! cache::set("greeting", b"hello", Some(3600))?;
-    //! assert_eq!(cache::get("greeting")?.as_deref(), Some(&b"hello"[..]));
+    //! ```no_run
+    //! # fn main() -> Result<(), cf_agent_sdk::store::StoreError> {
+    //! use cf_agent_sdk::store;
+    //! store::set("greeting", b"hello", Some(3600))?;
+    //! assert_eq!(store::get("greeting")?.as_deref(), Some(&b"hello"[..]));
+    //! # Ok(())
+    //! # }
     //! ```
-    use crate::bindings::claude_force::agent::cache as wit;
-    pub use crate::bindings::claude_force::agent::cache::CacheError;
+    use crate::bindings::claude_force::agent::store as wit;
+    pub use crate::bindings::claude_force::agent::store::StoreError;
 
     /// Reads a value; `None` when absent or expired.
-    pub fn get(key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         wit::get(key)
     }
 
     /// Reads a value as UTF-8 text; `None` when absent, expired or not UTF-8.
-    pub fn get_string(key: &str) -> Result<Option<String>, CacheError> {
+    pub fn get_string(key: &str) -> Result<Option<String>, StoreError> {
         Ok(get(key)?.and_then(|v| String::from_utf8(v).ok()))
     }
 
     /// Stores a value for `ttl_seconds` (`None`: the host's default, 24 h).
-    pub fn set(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), CacheError> {
+    pub fn set(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), StoreError> {
         wit::set(key, value, ttl_seconds)
     }
 
     /// Removes a value; returns whether it was there.
-    pub fn delete(key: &str) -> Result<bool, CacheError> {
+    pub fn delete(key: &str) -> Result<bool, StoreError> {
         wit::delete(key)
     }
+}
+
+/// The agent's store under the name contract 0.1.0 gave it.
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `store` (contract 0.2.0 renamed the interface)"
+)]
+pub mod cache {
+    pub use crate::store::{StoreError as CacheError, delete, get, get_string, set};
 }
 
 pub mod log {
     //! Writes to the host's log, under the agent's name.
     //!
-    //! ```ignore
+    //! ```no_run
     //! cf_agent_sdk::log::info("starting");
     //! ```
     use crate::bindings::claude_force::agent::log as wit;
     pub use crate::bindings::claude_force::agent::log::Level;
 
-    /// Writes a record at `level`.
+    /// Writes a record at `level`. The host truncates messages past 16 KiB.
     pub fn write(level: Level, message: &str) {
         wit::log(level, message);
     }

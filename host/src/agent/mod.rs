@@ -254,6 +254,7 @@ impl Agent {
             max_request_bytes: limits.max_request_bytes,
             max_image_bytes: limits.max_image_bytes,
             max_media_bytes: limits.max_media_bytes,
+            max_tools: limits.max_tools,
             max_calls,
         };
         let llm = LlmCtx::new(

@@ -32,6 +32,8 @@ pub(crate) struct CallSettings {
     pub max_image_bytes: usize,
     /// The most bytes of images and documents in one request.
     pub max_media_bytes: usize,
+    /// The most tools in one request.
+    pub max_tools: usize,
     /// Model calls the run may make; 0 in `describe()`.
     pub max_calls: u32,
 }
@@ -178,6 +180,13 @@ impl LlmCtx {
             return Err(LlmError::TooLarge(format!(
                 "the request has {bytes} bytes (text, and {LIST_ITEM_BYTES} per message and stop sequence); the host accepts {}",
                 self.settings.max_request_bytes
+            )));
+        }
+        let tools = asked.request.tools.len();
+        if tools > self.settings.max_tools {
+            return Err(LlmError::TooLarge(format!(
+                "the request defines {tools} tools; the host accepts {}",
+                self.settings.max_tools
             )));
         }
         let media = asked.request.media_bytes();
@@ -690,6 +699,7 @@ mod tests {
                 max_request_bytes,
                 max_image_bytes: 5 * 1024 * 1024,
                 max_media_bytes: 20 * 1024 * 1024,
+                max_tools: 1_000,
                 max_calls,
             },
         )

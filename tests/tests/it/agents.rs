@@ -24,7 +24,7 @@ async fn python_expert_sends_a_role_prompt_and_a_delimited_task() {
         .with_context("python_version", "3.12");
     let out = bounded("run", 60, agent.run(task)).await.expect("runs");
     let r = only_request(&spy);
-    let system = r.system.as_deref().expect("a system prompt");
+    let system = r.system_text().expect("a system prompt");
     assert!(system.contains("senior Python engineer"), "{system}");
     assert!(
         system.contains("Python 3.12"),
@@ -34,7 +34,7 @@ async fn python_expert_sends_a_role_prompt_and_a_delimited_task() {
     assert_eq!(r.max_tokens, 2048);
     assert_eq!(r.model, "claude-sonnet-4-5", "the agent's default model");
     assert_eq!(r.messages.len(), 1);
-    let user = &r.messages[0].content;
+    let user = r.messages[0].text();
     assert!(
         user.starts_with("<task-2>\n") && user.ends_with("\n</task-2>"),
         "the delimiter avoids the injected </task>: {user}"
@@ -67,7 +67,7 @@ async fn code_reviewer_counts_findings_by_severity() {
         .with_context("focus", "security");
     let out = bounded("run", 60, agent.run(task)).await.expect("runs");
     let r = only_request(&spy);
-    let system = r.system.as_deref().expect("system");
+    let system = r.system_text().expect("system");
     assert!(
         system.contains("code reviewer")
             && system.contains("The code is Python.")
@@ -76,7 +76,7 @@ async fn code_reviewer_counts_findings_by_severity() {
     );
     assert_eq!(r.temperature, Some(0.2));
     assert_eq!(r.stop_sequences, vec!["</review>".to_owned()]);
-    assert!(r.messages[0].content.starts_with("<code>\n"));
+    assert!(r.messages[0].text().starts_with("<code>\n"));
     let meta = |k: &str| {
         out.metadata
             .iter()
@@ -109,7 +109,7 @@ async fn bug_investigator_makes_two_calls_and_reuses_its_hypotheses() {
     let requests = spy.requests();
     assert_eq!(requests.len(), 2, "hypotheses, then the plan");
     assert_eq!(requests[0].temperature, Some(0.7));
-    assert!(requests[0].messages[0].content.starts_with("<report>"));
+    assert!(requests[0].messages[0].text().starts_with("<report>"));
     let plan = &requests[1];
     let roles: Vec<Role> = plan.messages.iter().map(|m| m.role).collect();
     assert_eq!(
@@ -117,7 +117,7 @@ async fn bug_investigator_makes_two_calls_and_reuses_its_hypotheses() {
         vec![Role::User, Role::Assistant, Role::User],
         "multi-turn plan request"
     );
-    assert!(plan.messages[1].content.contains("H2: DB pool exhausted"));
+    assert!(plan.messages[1].text().contains("H2: DB pool exhausted"));
     assert!(
         out.text.contains("## Hypotheses") && out.text.contains("## Plan\n1. H2 … 2. H1 …"),
         "{}",

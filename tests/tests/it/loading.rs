@@ -116,8 +116,14 @@ async fn describe_is_read_at_load() {
     let agent = host.load("bug-investigator").await.expect("loads");
     let info = agent.info();
     assert_eq!(info.name, "bug-investigator");
-    assert_eq!(info.contract, "0.1.0");
+    assert_eq!(info.contract, "0.2.0", "bug-investigator moved to 0.2.0");
     assert_eq!(info.sha256.len(), 64);
+    let python = host.load("python-expert").await.expect("loads");
+    assert_eq!(
+        python.info().contract,
+        "0.1.0",
+        "python-expert stays on 0.1.0"
+    );
     assert!(info.tags.iter().any(|t| t == "multi-step"));
 }
 
@@ -130,8 +136,8 @@ async fn a_component_for_another_contract_version_is_refused_by_name() {
         .unwrap_err();
     match &err {
         Error::IncompatibleContract { found, supported } => {
-            assert_eq!(found, "claude-force:agent@0.2.0");
-            assert_eq!(supported, "0.1.0");
+            assert_eq!(found, "claude-force:agent@0.9.0");
+            assert_eq!(supported, "0.2.0, 0.1.0");
         }
         other => panic!("expected IncompatibleContract, got {other:?}"),
     }

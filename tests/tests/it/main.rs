@@ -5,6 +5,7 @@ mod agents;
 mod anthropic;
 mod batch;
 mod cache;
+mod contract2;
 mod loading;
 mod multiprocess;
 mod permissions;

@@ -505,14 +505,14 @@ async fn sends_a_delimited_request_and_tidies_the_answer(plugin: &'static Plugin
     assert_eq!(r.max_tokens, 360);
     assert_eq!(r.temperature, Some(0.2));
     assert!(r.stop_sequences.is_empty());
-    let system = r.system.as_deref().expect("a system prompt");
+    let system = r.system_text().expect("a system prompt");
     assert!(
         system.contains("at most 3 bullet points") && system.contains("<text-2>"),
         "{system}"
     );
     assert_eq!(r.messages.len(), 1);
     assert_eq!(
-        r.messages[0].content,
+        r.messages[0].text(),
         format!("<text-2>\n{hostile}\n</text-2>"),
         "the delimiter avoids the task's </text> and keeps the task whole"
     );

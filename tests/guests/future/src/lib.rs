@@ -1,4 +1,4 @@
-//! An agent built for `claude-force:agent@0.2.0`, a version the host does not serve.
+//! An agent built for `claude-force:agent@0.9.0`, a version the host does not serve.
 
 wit_bindgen::generate!({ world: "agent-plugin", path: "wit" });
 
