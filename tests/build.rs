@@ -14,7 +14,14 @@ fn main() {
     let wit = manifest.join("../wit");
     let built = cf_build_support::build(
         &guests,
-        &["hostile", "future", "impostor", "contract2"],
+        &[
+            "hostile",
+            "future",
+            "impostor",
+            "contract2",
+            "echo-0-1",
+            "echo-0-2",
+        ],
         &[
             guests.as_path(),
             sdk.as_path(),
@@ -29,6 +36,8 @@ fn main() {
             // Everything contract 0.2.0 can ask for; each test host grants what it
             // tests.
             "contract2" => Some("models = [\"*\"]\nstore = true\nthinking = true\nmedia = true\n"),
+            // One agent built for each contract version, for the benchmarks.
+            "echo-0-1" | "echo-0-2" => Some("models = [\"*\"]\n"),
             _ => None,
         };
         if let Some(sidecar) = sidecar {

@@ -30,6 +30,16 @@ pub fn contract2_wasm() -> &'static Path {
     Path::new(env!("CF_GUEST_CONTRACT2"))
 }
 
+/// The same one-call agent built against contract 0.1.0 (`echo-0-1`) and 0.2.0
+/// (`echo-0-2`) from one source file (`tests/guests/echo/lib.rs`), to compare the
+/// versions.
+pub fn echo_wasm(contract: &str) -> &'static Path {
+    match contract {
+        "0.1.0" => Path::new(env!("CF_GUEST_ECHO_0_1")),
+        _ => Path::new(env!("CF_GUEST_ECHO_0_2")),
+    }
+}
+
 /// Runs `fut`, failing the test with `step` in the message if it takes longer than
 /// `secs` seconds.
 pub async fn bounded<F: std::future::Future>(step: &str, secs: u64, fut: F) -> F::Output {
