@@ -35,6 +35,9 @@ echo "writing $out"
     echo "## host overhead (cargo bench -p cf-host-cli --bench overhead)"
     cargo bench -q -p cf-host-cli --bench overhead 2>/dev/null
     echo
+    echo "## contract 0.2.0: a tool-loop turn, 0.1.0 against 0.2.0 (cargo bench -p cf-tests --bench contract)"
+    cargo bench -q -p cf-tests --bench contract 2>/dev/null
+    echo
     echo "## response cache (cargo bench -p cf-cache)"
     cargo bench -q -p cf-cache 2>/dev/null
     if $python; then
