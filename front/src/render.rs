@@ -349,6 +349,8 @@ pub fn check(
             "declares": declared.map(|m| json!({
                 "name": m.name, "models": m.models, "max_tokens": m.max_tokens, "store": m.store,
                 "store_quota_bytes": m.store_quota_bytes, "concurrency": m.concurrency,
+                "thinking": m.thinking, "max_thinking_budget": m.max_thinking_budget,
+                "media": m.media, "max_media_bytes": m.max_media_bytes,
             })),
         });
         writeln!(out, "{value}")?;
@@ -369,7 +371,7 @@ pub fn check(
     match declared {
         Some(m) => writeln!(
             out,
-            "declares:      {}models [{}], max_tokens {}, store {}{}, concurrency {}",
+            "declares:      {}models [{}], max_tokens {}, store {}{}, concurrency {}, thinking {}{}, media {}{}",
             m.name
                 .as_ref()
                 .map_or(String::new(), |n| format!("name {n}, ")),
@@ -379,6 +381,12 @@ pub fn check(
             m.store_quota_bytes
                 .map_or(String::new(), |b| format!(" ({b} bytes)")),
             m.concurrency.map_or("any".to_owned(), |n| n.to_string()),
+            if m.thinking { "yes" } else { "no" },
+            m.max_thinking_budget
+                .map_or(String::new(), |b| format!(" (budget ≤ {b})")),
+            if m.media { "yes" } else { "no" },
+            m.max_media_bytes
+                .map_or(String::new(), |b| format!(" ({b} bytes)")),
         )?,
         None => writeln!(
             out,

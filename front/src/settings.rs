@@ -408,7 +408,8 @@ pub struct FileConfig {
     #[serde(default)]
     budget: FileBudget,
     /// Grants per plugin name: `[plugins.<name>]` with `models`, `max_tokens`,
-    /// `store`, `store_quota_bytes`, `concurrency`, `budget_usd`, `sha256`.
+    /// `store`, `store_quota_bytes`, `concurrency`, `thinking`, `max_thinking_budget`,
+    /// `media`, `max_media_bytes`, `budget_usd`, `sha256`.
     #[serde(default)]
     plugins: BTreeMap<String, Grant>,
 }

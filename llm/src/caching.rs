@@ -459,7 +459,78 @@ impl CacheLayer {
 mod tests {
     use super::*;
     use crate::OfflineProvider;
+    use crate::content::{
+        CacheControl, CacheTtl, ContentBlock, Effort, Image, ImageMediaType, TextBlock, Thinking,
+        Tool, ToolChoice,
+    };
     use crate::types::Message;
+
+    fn tool(name: &str) -> Tool {
+        Tool {
+            name: name.into(),
+            description: None,
+            input_schema: r#"{"type":"object"}"#.into(),
+            strict: false,
+            cache_control: None,
+        }
+    }
+
+    /// A turn of one plain text block is the same request as its text (the API reads
+    /// them alike), so 0.1.0 and 0.2.0 guests share answers; one block more is not.
+    #[test]
+    fn one_plain_block_keys_like_its_text() {
+        let p = OfflineProvider::new();
+        let as_text = base();
+        let mut as_block = base();
+        as_block.messages[0].content = Content::Blocks(vec![ContentBlock::text("hi")]).normalized();
+        as_block.system = System::Blocks(vec![TextBlock {
+            text: "sys".into(),
+            cache_control: None,
+        }])
+        .normalized();
+        assert_eq!(
+            request_key(&p, "agent", &as_text),
+            request_key(&p, "agent", &as_block)
+        );
+    }
+
+    /// A cached tool-use answer comes back exactly: its blocks, the input's bytes.
+    #[tokio::test]
+    async fn a_cached_tool_use_answer_is_replayed_exactly() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layer = CacheLayer::new(open(dir.path()), None);
+        let p = OfflineProvider::new();
+        let mut request = base();
+        request.tools = vec![tool("add")];
+        let key = request_key(&p, "agent", &request);
+        let answer = Response {
+            id: "msg_1".into(),
+            model: "claude-sonnet-4-5".into(),
+            content: vec![
+                ContentBlock::Thinking {
+                    thinking: "sum it".into(),
+                    signature: "c2ln+/=".into(),
+                },
+                ContentBlock::ToolUse {
+                    id: "toolu_1".into(),
+                    name: "add".into(),
+                    input: r#"{"b": 2,  "a":1}"#.into(),
+                },
+            ],
+            text: String::new(),
+            stop_reason: crate::StopReason::ToolUse,
+            usage: crate::Usage::default(),
+        };
+        layer
+            .store(CacheMode::Normal, "agent", &key, &answer, None)
+            .await;
+        layer.flush().await;
+        let reopened = CacheLayer::new(open(dir.path()), None);
+        let hit = reopened
+            .lookup(CacheMode::Normal, "agent", &key)
+            .expect("a hit");
+        assert_eq!(hit, answer);
+    }
 
     fn base() -> Request {
         let mut r = Request::new("claude-sonnet-4-5", 100, vec![Message::user("hi")]);
@@ -509,6 +580,91 @@ mod tests {
                 Box::new(|r| r.stop_sequences = vec!["END".into()]),
             ),
             ("user id", Box::new(|r| r.user_id = Some("u".into()))),
+            // Contract 0.2's fields.
+            ("a tool", Box::new(|r| r.tools = vec![tool("t")])),
+            (
+                "another tool",
+                Box::new(|r| r.tools = vec![tool("t"), tool("u")]),
+            ),
+            (
+                "a tool's schema",
+                Box::new(|r| {
+                    let mut t = tool("t");
+                    t.input_schema = r#"{"type":"object","required":[]}"#.into();
+                    r.tools = vec![t];
+                }),
+            ),
+            (
+                "a tool choice",
+                Box::new(|r| {
+                    r.tools = vec![tool("t")];
+                    r.tool_choice = Some(ToolChoice::Any);
+                }),
+            ),
+            (
+                "no parallel tool use",
+                Box::new(|r| {
+                    r.tools = vec![tool("t")];
+                    r.disable_parallel_tool_use = true;
+                }),
+            ),
+            (
+                "thinking",
+                Box::new(|r| {
+                    r.thinking = Some(Thinking::Enabled {
+                        budget_tokens: 1024,
+                    })
+                }),
+            ),
+            (
+                "adaptive thinking",
+                Box::new(|r| r.thinking = Some(Thinking::Adaptive)),
+            ),
+            ("effort", Box::new(|r| r.effort = Some(Effort::Low))),
+            (
+                "an output schema",
+                Box::new(|r| r.output_schema = Some(r#"{"type":"object"}"#.into())),
+            ),
+            (
+                "system blocks",
+                Box::new(|r| {
+                    r.system = Some(System::Blocks(vec![TextBlock {
+                        text: "sys".into(),
+                        cache_control: Some(CacheControl::new(CacheTtl::FiveMinutes)),
+                    }]))
+                }),
+            ),
+            (
+                "a breakpoint's TTL",
+                Box::new(|r| {
+                    r.system = Some(System::Blocks(vec![TextBlock {
+                        text: "sys".into(),
+                        cache_control: Some(CacheControl::new(CacheTtl::OneHour)),
+                    }]))
+                }),
+            ),
+            (
+                "a message of blocks",
+                Box::new(|r| {
+                    r.messages[0].content =
+                        Content::Blocks(vec![ContentBlock::text("hi"), ContentBlock::text("!")])
+                }),
+            ),
+            (
+                "an image",
+                Box::new(|r| {
+                    r.messages[0].content = Content::Blocks(vec![
+                        ContentBlock::text("hi"),
+                        ContentBlock::Image {
+                            image: Image {
+                                media_type: ImageMediaType::Png,
+                                data: vec![1, 2, 3],
+                            },
+                            cache_control: None,
+                        },
+                    ])
+                }),
+            ),
         ];
         let mut seen = std::collections::HashSet::from([original]);
         for (what, change) in variants {
