@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the JavaScript agent `js-summarizer` (agent.js) into a WebAssembly component
-# with componentize-js, against wit/0.1.0, world `agent-plugin`:
+# with componentize-js, against wit/0.2.0, world `agent-plugin`:
 #
 #   bash guest-agents/js/build.sh [OUT_DIR]
 #   OUT_DIR/js-summarizer.wasm
@@ -13,7 +13,8 @@
 # tree). When node, npm or the install is not available (no network) the script
 # prints one line `js agent: skipped: <reason>` and exits 0; when the tool is there
 # but the build fails it exits non-zero. Nothing is rebuilt when the component is
-# newer than agent.js, this script, package.json, package-lock.json and the WIT files.
+# newer than agent.js, this script, package.json, package-lock.json and the files of
+# wit/0.2.0.
 set -euo pipefail
 
 COMPONENTIZE_JS_VERSION=0.23.0
@@ -21,7 +22,7 @@ NAME=js-summarizer
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-wit="$repo/wit/0.1.0"
+wit="$repo/wit/0.2.0"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 outdir="${1:-$target/wasm-guests/js}"
@@ -34,7 +35,7 @@ skip() {
     exit 0
 }
 
-# The sidecar manifest: what the agent declares it needs (models, max_tokens, cache).
+# The sidecar manifest: what the agent declares it needs (models, max_tokens, store).
 mkdir -p "$outdir"
 cmp -s "$here/$NAME.toml" "$outdir/$NAME.toml" || cp "$here/$NAME.toml" "$outdir/$NAME.toml"
 
