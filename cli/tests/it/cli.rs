@@ -87,7 +87,7 @@ fn run_prints_the_answer_and_notes_the_offline_provider() {
 #[test]
 fn explicit_offline_provider_has_no_notice_and_reads_stdin() {
     let (r, _d) = cf_host(
-        &["run", "--provider", "offline", "code-reviewer", "-"],
+        &["run", "--provider", "offline", "python-expert", "-"],
         Some("fn main() {}"),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -442,7 +442,7 @@ fn a_batch_reports_malformed_lines_and_keeps_the_rest() {
     let tasks = "{\"agent\":\"python-expert\",\"task\":\"What is a list?\",\"id\":\"first\"}\nnot json at all\n\n{\"agent\":\"nosuch\",\"task\":\"x\"}\n{\"task\":\"def f(): pass\",\"max_tokens\":50}\n";
     let r = cf_host_in(
         dir.path(),
-        &["run", "--json", "--tasks", "-", "code-reviewer"],
+        &["run", "--json", "--tasks", "-", "bug-investigator"],
         Some(tasks),
     );
     assert_eq!(
@@ -471,7 +471,7 @@ fn a_batch_reports_malformed_lines_and_keeps_the_rest() {
     );
     let fifth = by_id("5");
     assert_eq!(
-        fifth["agent"], "code-reviewer",
+        fifth["agent"], "bug-investigator",
         "the command line's AGENT fills in"
     );
     assert!(

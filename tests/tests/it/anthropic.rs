@@ -36,10 +36,13 @@ fn host_for(
 async fn each_agent_reaches_the_wire_and_gets_the_answer_back() {
     let server = server().await;
     let (host, _dir) = host_for(&server, |b| b);
-    for (name, temperature, max_tokens) in [
-        ("python-expert", 0.3, 2048),
-        ("code-reviewer", 0.2, 3000),
-        ("bug-investigator", 0.2, 2048),
+    // bug-investigator thinks (the shipped agents are unrestricted), so it sends no
+    // temperature, and its tool loop makes two calls against the server's default
+    // answers: a tool use, then the plan.
+    for (name, temperature, max_tokens, calls) in [
+        ("python-expert", Some(0.3), 2048, 1),
+        ("code-reviewer", Some(0.2), 3000, 1),
+        ("bug-investigator", None, 4096, 2),
     ] {
         let before = server.received().len();
         let agent = bounded("load", 60, host.load(name)).await.expect("loads");
@@ -52,11 +55,7 @@ async fn each_agent_reaches_the_wire_and_gets_the_answer_back() {
         .expect("runs");
         let received = server.received();
         let mine = &received[before..];
-        assert_eq!(
-            mine.len(),
-            if name == "bug-investigator" { 2 } else { 1 },
-            "{name}"
-        );
+        assert_eq!(mine.len(), calls, "{name}");
         let last = mine.last().expect("a request");
         assert_eq!(last.method, "POST");
         assert_eq!(last.path, "/v1/messages");
@@ -64,10 +63,16 @@ async fn each_agent_reaches_the_wire_and_gets_the_answer_back() {
         assert_eq!(last.header("anthropic-version"), Some("2023-06-01"));
         assert_eq!(last.body["model"], "claude-sonnet-4-5");
         assert_eq!(last.body["max_tokens"], max_tokens);
-        assert!(
-            (last.body["temperature"].as_f64().expect("temperature") - temperature).abs() < 1e-6,
-            "{name}"
-        );
+        match temperature {
+            Some(t) => assert!(
+                (last.body["temperature"].as_f64().expect("temperature") - t).abs() < 1e-6,
+                "{name}"
+            ),
+            None => {
+                assert!(last.body.get("temperature").is_none(), "{name}");
+                assert_eq!(last.body["thinking"]["type"], "enabled", "{name}");
+            }
+        }
         assert!(
             last.body["system"].as_str().is_some_and(|s| s.len() > 100),
             "{name}: a system prompt"
