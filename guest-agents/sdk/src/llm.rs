@@ -51,6 +51,62 @@ pub fn json_schema<T: JsonSchema>() -> String {
     schema.as_value().to_string()
 }
 
+/// The JSON Schema of `T` for structured output ([`Request::structured`]): as
+/// [`json_schema`], without the constraints the Messages API's structured output does
+/// not take (`minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`,
+/// `multipleOf`, `minLength`, `maxLength`, `maxItems`, and `minItems` above 1, which
+/// schemars writes for unsigned integers, ranges and lengths); each one removed is
+/// said in the property's `description` instead, so the model still reads it.
+pub fn output_schema<T: JsonSchema>() -> String {
+    let settings = schemars::generate::SchemaSettings::draft2020_12()
+        .with_transform(close_objects)
+        .with_transform(describe_constraints);
+    let mut schema = settings.into_generator().into_root_schema_for::<T>();
+    schema.remove("$schema");
+    schema.as_value().to_string()
+}
+
+/// Moves the constraints structured output does not take into the description.
+fn describe_constraints(schema: &mut schemars::Schema) {
+    const MOVED: [&str; 9] = [
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+    ];
+    if let Some(object) = schema.as_object_mut() {
+        let mut said = Vec::new();
+        for key in MOVED {
+            // `minItems` of 0 or 1 is supported.
+            if key == "minItems"
+                && object
+                    .get(key)
+                    .and_then(|v| v.as_u64())
+                    .is_some_and(|n| n <= 1)
+            {
+                continue;
+            }
+            if let Some(value) = object.remove(key) {
+                said.push(format!("{key} {value}"));
+            }
+        }
+        if !said.is_empty() {
+            let note = said.join(", ");
+            let description = match object.get("description").and_then(|d| d.as_str()) {
+                Some(d) => format!("{d} ({note})"),
+                None => format!("({note})"),
+            };
+            object.insert("description".into(), description.into());
+        }
+    }
+    schemars::transform::transform_subschemas(&mut describe_constraints, schema);
+}
+
 /// Closes every object schema that lists its properties and says nothing about others.
 fn close_objects(schema: &mut schemars::Schema) {
     if let Some(object) = schema.as_object_mut()
@@ -564,11 +620,20 @@ impl<'a> Request<'a> {
     /// # }
     /// ```
     pub fn structured<T: DeserializeOwned + JsonSchema>(self) -> Result<T, StructuredError> {
+        self.structured_response().map(|(value, _)| value)
+    }
+
+    /// As [`structured`](Self::structured), and the answer too (its model, usage,
+    /// stop reason).
+    pub fn structured_response<T: DeserializeOwned + JsonSchema>(
+        self,
+    ) -> Result<(T, Response), StructuredError> {
         let answer = self
-            .output_schema(json_schema::<T>())
+            .output_schema(output_schema::<T>())
             .send()
             .map_err(StructuredError::Llm)?;
-        parse_structured(answer)
+        let value = parse_structured(answer.clone())?;
+        Ok((value, answer))
     }
 }
 
@@ -742,6 +807,23 @@ mod tests {
         let finding = &schema["$defs"]["Finding"];
         assert_eq!(finding["additionalProperties"], false);
         assert_eq!(finding["properties"]["severity"]["description"], "How bad.");
+    }
+
+    /// Structured output's schema says the constraints the API does not take (an
+    /// unsigned integer's `minimum 0`) in the description instead; the tool schema
+    /// keeps them.
+    #[test]
+    fn output_schemas_describe_unsupported_constraints() {
+        let tool: serde_json::Value =
+            serde_json::from_str(&json_schema::<Finding>()).expect("JSON");
+        assert_eq!(tool["properties"]["line"]["minimum"], 0);
+        let output: serde_json::Value =
+            serde_json::from_str(&output_schema::<Finding>()).expect("JSON");
+        let line = &output["properties"]["line"];
+        assert!(line.get("minimum").is_none(), "{line}");
+        assert_eq!(line["description"], "(minimum 0)");
+        assert_eq!(output["properties"]["severity"]["description"], "How bad.");
+        assert_eq!(output["additionalProperties"], false);
     }
 
     fn answer(text: &str, stop_reason: StopReason) -> Response {
