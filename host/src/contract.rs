@@ -84,7 +84,7 @@ fn host_offers(import: &str, version: &str) -> bool {
     // 0.1.0 called the agent's store `cache`; 0.2.0 calls it `store`.
     let interfaces: &[&str] = match version {
         "0.1.0" => &["types", "llm", "cache", "log"],
-        _ => &["types", "llm", "store", "log"],
+        _ => &["types", "llm", "store", "log", "output"],
     };
     let own = interfaces
         .iter()

@@ -7,7 +7,9 @@ mod plugin;
 pub(crate) use load::{inspect, load, read_component};
 
 use crate::capabilities::llm::{CallSettings, LlmCtx};
-use crate::capabilities::{Caller, log::LogCtx, store::SharedStore, store::StoreCtx};
+use crate::capabilities::{
+    Caller, log::LogCtx, output::OutputCtx, store::SharedStore, store::StoreCtx,
+};
 use crate::error::Error;
 use crate::limits::{LIST_ITEM_BYTES, RunOptions};
 use crate::outcome::{RunError, RunOutput, RunStats, Timings};
@@ -271,7 +273,15 @@ impl Agent {
             limits.max_store_ops,
         );
         let log = LogCtx::new(caller.clone(), limits.max_log_records, limits.max_log_bytes);
-        let state = RunState::new(llm, store, log, limits.memory_bytes, limits.max_stdio_bytes);
+        let output = OutputCtx::new(limits.max_output_bytes);
+        let state = RunState::new(
+            llm,
+            store,
+            log,
+            output,
+            limits.memory_bytes,
+            limits.max_stdio_bytes,
+        );
         new_store(runtime.engine(), state, deadline)
     }
 }

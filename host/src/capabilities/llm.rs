@@ -11,9 +11,11 @@ use cf_llm::{
     DocumentSource, Effort, Image, ImageMediaType, Ledger, LlmError, LlmService, Message, Request,
     Role, StopReason, System, TextBlock, Thinking, Tool, ToolChoice, ToolResultContent,
 };
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use wasmtime::component::{Resource, ResourceTable};
 
 /// What a run's model calls are completed with besides the guest's own values.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub(crate) struct LlmCtx {
     queue_wait: Duration,
     /// The model of the last answer.
     last_model: Option<String>,
+    /// The run's open response streams (contract 0.2.0).
+    streams: ResourceTable,
 }
 
 impl LlmCtx {
@@ -75,6 +79,7 @@ impl LlmCtx {
             busy: Duration::ZERO,
             queue_wait: Duration::ZERO,
             last_model: None,
+            streams: ResourceTable::new(),
         }
     }
 
@@ -564,33 +569,171 @@ fn asked_0_2(r: wit2::LlmRequest) -> Asked {
     }
 }
 
+fn usage_to_0_2(u: &cf_llm::Usage) -> wit2::Usage {
+    wit2::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_write_5m_input_tokens: u.cache_creation_5m_input_tokens(),
+        cache_write_1h_input_tokens: u.cache_creation_1h_input_tokens,
+        cache_read_input_tokens: u.cache_read_input_tokens,
+    }
+}
+
+fn response_to_0_2(done: Completion) -> wit2::LlmResponse {
+    let r = done.response;
+    let content = r.blocks().into_owned();
+    wit2::LlmResponse {
+        id: r.id,
+        model: r.model,
+        content: content.into_iter().map(block_to_0_2).collect(),
+        text: r.text,
+        stop_reason: stop_reason_to_0_2(r.stop_reason),
+        usage: usage_to_0_2(&r.usage),
+        cached: done.cached,
+    }
+}
+
+/// A streamed answer held for a 0.2.0 guest: the events it has not read, and the
+/// whole answer for `finish`.
+///
+/// The host gets whole answers from its providers today (the provider's own
+/// streaming is not wired yet), so a stream is built from a completed call: the
+/// call's permit of the concurrency limit is released before the guest reads the
+/// first event, and each block streams as a start, one delta with all of it and a
+/// stop, as the contract describes for an answer that is already whole.
+#[derive(Debug)]
+struct StreamState {
+    events: VecDeque<wit2::StreamEvent>,
+    answer: Option<wit2::LlmResponse>,
+}
+
+impl StreamState {
+    /// The events of `answer`, which is whole.
+    fn of(answer: wit2::LlmResponse) -> Self {
+        let mut events = VecDeque::new();
+        let start_usage = wit2::Usage {
+            output_tokens: 0,
+            ..answer.usage
+        };
+        events.push_back(wit2::StreamEvent::MessageStart(wit2::StreamStart {
+            id: answer.id.clone(),
+            model: answer.model.clone(),
+            usage: start_usage,
+        }));
+        for (index, block) in answer.content.iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let (start, deltas) = match block.clone() {
+                wit2::ContentBlock::Text(t) => (
+                    wit2::ContentBlock::Text(wit2::TextBlock {
+                        text: String::new(),
+                        cache_control: t.cache_control,
+                    }),
+                    vec![wit2::BlockDelta::Text(t.text)],
+                ),
+                wit2::ContentBlock::ToolUse(u) => (
+                    wit2::ContentBlock::ToolUse(wit2::ToolUseBlock {
+                        id: u.id,
+                        name: u.name,
+                        input: String::new(),
+                    }),
+                    vec![wit2::BlockDelta::InputJson(u.input)],
+                ),
+                wit2::ContentBlock::Thinking(t) => (
+                    wit2::ContentBlock::Thinking(wit2::ThinkingBlock {
+                        thinking: String::new(),
+                        signature: String::new(),
+                    }),
+                    vec![
+                        wit2::BlockDelta::Thinking(t.thinking),
+                        wit2::BlockDelta::Signature(t.signature),
+                    ],
+                ),
+                whole => (whole, Vec::new()),
+            };
+            events.push_back(wit2::StreamEvent::BlockStart(wit2::IndexedBlock {
+                index,
+                block: start,
+            }));
+            for delta in deltas {
+                events.push_back(wit2::StreamEvent::BlockDelta(wit2::IndexedDelta { index, delta }));
+            }
+            events.push_back(wit2::StreamEvent::BlockStop(index));
+        }
+        events.push_back(wit2::StreamEvent::MessageDelta(wit2::MessageDelta {
+            stop_reason: Some(answer.stop_reason.clone()),
+            usage: answer.usage,
+        }));
+        Self {
+            events,
+            answer: Some(answer),
+        }
+    }
+}
+
+use crate::bindings::v0_2::claude_force::agent::llm::ResponseStream;
+
+impl LlmCtx {
+    /// The state behind a guest's handle (the generated `ResponseStream` is only a
+    /// marker type; the table keeps `StreamState`s under the same numbers).
+    fn stream_state(
+        &mut self,
+        handle: &Resource<ResponseStream>,
+    ) -> wasmtime::Result<&mut StreamState> {
+        Ok(self
+            .streams
+            .get_mut(&Resource::<StreamState>::new_borrow(handle.rep()))?)
+    }
+}
+
 impl crate::bindings::v0_2::claude_force::agent::llm::Host for LlmCtx {
     async fn complete(
         &mut self,
         request: wit2::LlmRequest,
     ) -> wasmtime::Result<Result<wit2::LlmResponse, wit2::LlmError>> {
-        Ok(match self.call(asked_0_2(request)).await {
-            Ok(done) => {
-                let r = done.response;
-                let content = r.blocks().into_owned();
-                Ok(wit2::LlmResponse {
-                    id: r.id,
-                    model: r.model,
-                    content: content.into_iter().map(block_to_0_2).collect(),
-                    text: r.text,
-                    stop_reason: stop_reason_to_0_2(r.stop_reason),
-                    usage: wit2::Usage {
-                        input_tokens: r.usage.input_tokens,
-                        output_tokens: r.usage.output_tokens,
-                        cache_write_5m_input_tokens: r.usage.cache_creation_5m_input_tokens(),
-                        cache_write_1h_input_tokens: r.usage.cache_creation_1h_input_tokens,
-                        cache_read_input_tokens: r.usage.cache_read_input_tokens,
-                    },
-                    cached: done.cached,
-                })
-            }
-            Err(e) => Err(error_to_0_2(e)),
-        })
+        Ok(self
+            .call(asked_0_2(request))
+            .await
+            .map(response_to_0_2)
+            .map_err(error_to_0_2))
+    }
+
+    async fn open_stream(
+        &mut self,
+        request: wit2::LlmRequest,
+    ) -> wasmtime::Result<Result<Resource<ResponseStream>, wit2::LlmError>> {
+        let answer = match self.call(asked_0_2(request)).await {
+            Ok(done) => response_to_0_2(done),
+            Err(e) => return Ok(Err(error_to_0_2(e))),
+        };
+        // The table is bounded by the run's model-call limit: one stream per call.
+        let state = self.streams.push(StreamState::of(answer))?;
+        Ok(Ok(Resource::new_own(state.rep())))
+    }
+}
+
+impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for LlmCtx {
+    async fn next(
+        &mut self,
+        stream: Resource<ResponseStream>,
+    ) -> wasmtime::Result<Result<Option<wit2::StreamEvent>, wit2::LlmError>> {
+        Ok(Ok(self.stream_state(&stream)?.events.pop_front()))
+    }
+
+    async fn finish(
+        &mut self,
+        stream: Resource<ResponseStream>,
+    ) -> wasmtime::Result<Result<wit2::LlmResponse, wit2::LlmError>> {
+        let state = self.stream_state(&stream)?;
+        state.events.clear();
+        Ok(state.answer.take().ok_or_else(|| {
+            wit2::LlmError::InvalidRequest("this stream's answer was already taken by finish".into())
+        }))
+    }
+
+    async fn drop(&mut self, stream: Resource<ResponseStream>) -> wasmtime::Result<()> {
+        self.streams
+            .delete(Resource::<StreamState>::new_own(stream.rep()))?;
+        Ok(())
     }
 }
 

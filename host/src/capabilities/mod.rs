@@ -1,11 +1,12 @@
 //! One module per WIT interface the host offers to guests: `llm` ([`llm`]), `cache`
 //! (the agent's own key-value store, [`store`]; the frozen 0.1.0 contract calls it
-//! `cache`) and `log` ([`log`]). Each has a context type kept in the run's store with
+//! `cache`), `log` ([`log`]) and, from 0.2.0, `output` ([`output`]). Each has a context type kept in the run's store with
 //! a constructor, and implements the interface's generated `Host` trait. The sandbox
 //! links them ([`crate::sandbox`]); nothing here knows about runs or the run log.
 
 pub(crate) mod llm;
 pub(crate) mod log;
+pub(crate) mod output;
 pub(crate) mod store;
 
 use crate::permissions::Permissions;

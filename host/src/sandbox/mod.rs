@@ -16,7 +16,7 @@ pub(crate) use store::{RunState, new_store};
 
 use crate::bindings::v0_1::claude_force::agent as wit;
 use crate::bindings::v0_2::claude_force::agent as wit2;
-use crate::capabilities::{llm::LlmCtx, log::LogCtx, store::StoreCtx};
+use crate::capabilities::{llm::LlmCtx, log::LogCtx, output::OutputCtx, store::StoreCtx};
 use crate::error::Error;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -36,6 +36,7 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<RunState>, Error> {
         wit2::llm::add_to_linker::<RunState, HasSelf<LlmCtx>>(&mut linker, |s| &mut s.llm)?;
         wit2::store::add_to_linker::<RunState, HasSelf<StoreCtx>>(&mut linker, |s| &mut s.store)?;
         wit2::log::add_to_linker::<RunState, HasSelf<LogCtx>>(&mut linker, |s| &mut s.log)?;
+        wit2::output::add_to_linker::<RunState, HasSelf<OutputCtx>>(&mut linker, |s| &mut s.output)?;
         wasmtime::Result::<()>::Ok(())
     })();
     linked.map_err(|e| Error::Setup(format!("linking capabilities: {e}")))?;

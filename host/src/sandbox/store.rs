@@ -3,7 +3,7 @@
 //! computing guest.
 
 use super::wasi::{Stdio, empty_ctx};
-use crate::capabilities::{llm::LlmCtx, log::LogCtx, store::StoreCtx};
+use crate::capabilities::{llm::LlmCtx, log::LogCtx, output::OutputCtx, store::StoreCtx};
 use tokio::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
@@ -18,6 +18,7 @@ pub(crate) struct RunState {
     pub(crate) llm: LlmCtx,
     pub(crate) store: StoreCtx,
     pub(crate) log: LogCtx,
+    pub(crate) output: OutputCtx,
 }
 
 impl std::fmt::Debug for RunState {
@@ -35,6 +36,7 @@ impl RunState {
         llm: LlmCtx,
         store: StoreCtx,
         log: LogCtx,
+        output: OutputCtx,
         memory_bytes: u64,
         stdio_bytes: usize,
     ) -> Self {
@@ -47,12 +49,17 @@ impl RunState {
             llm,
             store,
             log,
+            output,
         }
     }
 
     /// Writes what the guest printed, and how many log records were dropped, to the log.
     pub(crate) fn flush_stdio(&self) {
         self.stdio.flush_to_log(self.log.agent());
+        let (_, dropped) = self.output.counts();
+        if dropped > 0 {
+            tracing::warn!(target: "cf_host::guest", agent_id = %self.log.agent_id(), dropped, "output emitted past the run's output cap was dropped");
+        }
         if self.log.dropped() > 0 {
             tracing::warn!(target: "cf_host::guest", agent_id = %self.log.agent_id(), dropped = self.log.dropped(), "log records over the run's limit were dropped");
         }
