@@ -176,6 +176,27 @@ pub mod cache {
     pub use crate::store::{StoreError as CacheError, delete, get, get_string, set};
 }
 
+pub mod output {
+    //! Hands partial output to whoever runs the agent, while it works: a person at a
+    //! terminal, a program reading events. The run's result is still what `run`
+    //! returns; what was emitted is a preview of it.
+    //!
+    //! ```no_run
+    //! let mut stream = cf_agent_sdk::llm::Request::new().user("Tell a story.").stream()?;
+    //! for delta in &mut stream {
+    //!     cf_agent_sdk::output::emit(&delta?);
+    //! }
+    //! let answer = stream.finish()?;
+    //! # Ok::<(), cf_agent_sdk::llm::LlmError>(())
+    //! ```
+
+    /// Hands `text`, the next piece of the agent's output, to the host (which drops
+    /// pieces past the run's output cap).
+    pub fn emit(text: &str) {
+        crate::bindings::claude_force::agent::output::emit(text);
+    }
+}
+
 pub mod log {
     //! Writes to the host's log, under the agent's name.
     //!

@@ -25,9 +25,10 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 pub use crate::bindings::claude_force::agent::types::{
-    CacheControl, CacheMode, CacheTtl, ContentBlock, DocumentBlock, DocumentSource, Effort, Image,
-    ImageBlock, ImageMediaType, LlmError, LlmRequest, LlmResponse, Message, RateLimitedError, Role,
-    ServerError, StopReason, TextBlock, ThinkingBlock, ThinkingConfig, Tool as ToolDefinition,
+    BlockDelta, CacheControl, CacheMode, CacheTtl, ContentBlock, DocumentBlock, DocumentSource,
+    Effort, Image, ImageBlock, ImageMediaType, IndexedBlock, IndexedDelta, LlmError, LlmRequest,
+    LlmResponse, Message, MessageDelta, RateLimitedError, Role, ServerError, StopReason,
+    StreamEvent, StreamStart, TextBlock, ThinkingBlock, ThinkingConfig, Tool as ToolDefinition,
     ToolChoice, ToolResultBlock, ToolResultContent, ToolUseBlock, Usage,
 };
 pub use crate::tools::{Tool, ToolRun, ToolRunError};
@@ -608,6 +609,16 @@ impl<'a> Request<'a> {
         complete(&self.wire)
     }
 
+    /// Sends the request and streams the answer: iterate the [`Stream`] for the text
+    /// as it arrives, then [`Stream::finish`] for the whole answer. Tools are not run
+    /// (see [`run_tools`](Self::run_tools)).
+    pub fn stream(&self) -> Result<Stream, LlmError> {
+        crate::bindings::claude_force::agent::llm::open_stream(&self.wire).map(|inner| Stream {
+            inner,
+            ended: false,
+        })
+    }
+
     /// Asks for an answer of type `T`: sets `output-schema` to `T`'s schema
     /// ([`json_schema`]), sends the request and parses the answer's text.
     ///
@@ -643,6 +654,57 @@ fn parse_structured<T: DeserializeOwned>(answer: Response) -> Result<T, Structur
         error: e.to_string(),
         response: Box::new(answer),
     })
+}
+
+/// An answer as it arrives ([`Request::stream`]). As an iterator it yields the text
+/// of the answer's text blocks as it comes, piece by piece; [`next_event`]
+/// (Self::next_event) gives every event instead. [`finish`](Self::finish) reads the
+/// rest and returns the whole answer. Dropping a stream gives its permit of the
+/// host's concurrency limit back at once.
+#[derive(Debug)]
+pub struct Stream {
+    inner: crate::bindings::claude_force::agent::llm::ResponseStream,
+    ended: bool,
+}
+
+impl Stream {
+    /// The next event of the answer; `None` once it is complete. An error ends the
+    /// stream.
+    pub fn next_event(&mut self) -> Result<Option<StreamEvent>, LlmError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let event = self.inner.next();
+        if !matches!(event, Ok(Some(_))) {
+            self.ended = true;
+        }
+        event
+    }
+
+    /// Reads what is left and returns the whole answer.
+    pub fn finish(self) -> Result<Response, LlmError> {
+        self.inner.finish()
+    }
+}
+
+impl Iterator for Stream {
+    type Item = Result<String, LlmError>;
+
+    /// The next piece of text of the answer's text blocks; other events are read and
+    /// passed over.
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_event() {
+                Ok(Some(StreamEvent::BlockDelta(IndexedDelta {
+                    delta: BlockDelta::Text(text),
+                    ..
+                }))) => return Some(Ok(text)),
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
 }
 
 /// Why [`Request::structured`] gave no value.

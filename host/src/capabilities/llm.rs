@@ -655,7 +655,10 @@ impl StreamState {
                 block: start,
             }));
             for delta in deltas {
-                events.push_back(wit2::StreamEvent::BlockDelta(wit2::IndexedDelta { index, delta }));
+                events.push_back(wit2::StreamEvent::BlockDelta(wit2::IndexedDelta {
+                    index,
+                    delta,
+                }));
             }
             events.push_back(wit2::StreamEvent::BlockStop(index));
         }
@@ -726,7 +729,9 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
         let state = self.stream_state(&stream)?;
         state.events.clear();
         Ok(state.answer.take().ok_or_else(|| {
-            wit2::LlmError::InvalidRequest("this stream's answer was already taken by finish".into())
+            wit2::LlmError::InvalidRequest(
+                "this stream's answer was already taken by finish".into(),
+            )
         }))
     }
 

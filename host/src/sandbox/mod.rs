@@ -36,7 +36,9 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<RunState>, Error> {
         wit2::llm::add_to_linker::<RunState, HasSelf<LlmCtx>>(&mut linker, |s| &mut s.llm)?;
         wit2::store::add_to_linker::<RunState, HasSelf<StoreCtx>>(&mut linker, |s| &mut s.store)?;
         wit2::log::add_to_linker::<RunState, HasSelf<LogCtx>>(&mut linker, |s| &mut s.log)?;
-        wit2::output::add_to_linker::<RunState, HasSelf<OutputCtx>>(&mut linker, |s| &mut s.output)?;
+        wit2::output::add_to_linker::<RunState, HasSelf<OutputCtx>>(&mut linker, |s| {
+            &mut s.output
+        })?;
         wasmtime::Result::<()>::Ok(())
     })();
     linked.map_err(|e| Error::Setup(format!("linking capabilities: {e}")))?;

@@ -400,3 +400,55 @@ async fn both_contract_versions_in_one_batch() {
     };
     assert_eq!(contracts, ["0.1.0", "0.2.0"]);
 }
+
+/// A streamed answer through the 0.2.0 interface: the events in the API's order, the
+/// deltas assembling to the finished answer (text, and a tool use's input), and the
+/// same answer `complete` would give.
+#[tokio::test]
+async fn a_streamed_answer_assembles_to_the_whole_answer() {
+    let server = server().await;
+    let (host, _dir) = host_for(&server, full_grant());
+    let out = run(&host, "stream", &[]).await.expect("runs");
+    assert_eq!(
+        meta(&out, "events"),
+        "start,block-start,text,block-stop,delta"
+    );
+    assert_eq!(meta(&out, "text_matches"), "true");
+    assert_eq!(meta(&out, "stop_reason"), "end_turn");
+    assert!(out.text.starts_with("[mock]"), "{}", out.text);
+    assert_eq!(server.requests(), 1);
+
+    // With tools the mock's first answer is a tool use: its input streams as JSON.
+    let out = run(&host, "stream", &[("tools", "1")]).await.expect("runs");
+    assert_eq!(
+        meta(&out, "events"),
+        "start,block-start,input-json,block-stop,delta"
+    );
+    assert_eq!(meta(&out, "inputs_match"), "true");
+    assert_eq!(meta(&out, "stop_reason"), "tool_use");
+    let sent = server.received_body(1).expect("sent");
+    assert!(
+        sent.get("stream").is_none(),
+        "the provider still asks for whole answers"
+    );
+}
+
+/// Thinking streams as thinking and signature deltas before the text, and the
+/// signature is the one the server gave (the next turn would send it back).
+#[tokio::test]
+async fn a_streamed_answer_with_thinking() {
+    let server = server().await;
+    let (host, _dir) = host_for(&server, full_grant());
+    let out = run(&host, "stream", &[("thinking", "1")])
+        .await
+        .expect("runs");
+    assert_eq!(
+        meta(&out, "events"),
+        "start,block-start,thinking,signature,block-stop,block-start,text,block-stop,delta"
+    );
+    assert_eq!(meta(&out, "text_matches"), "true");
+    assert_eq!(
+        server.received_body(0).expect("sent")["thinking"]["type"],
+        "enabled"
+    );
+}

@@ -7,6 +7,7 @@
 //! |--------------------|-----------------------------------------------------------------|
 //! | `tools` (default)  | a tool loop with `add` and `remember`, at most `max_turns` calls |
 //! | `thinking`         | the same loop with thinking (`budget`) and `max_tokens` 4096     |
+//! | `stream`           | streams the answer (with the tools, thinking when context `tools`, `thinking` are set), emitting its text |
 //! | `structured`       | a list of findings as structured output                         |
 //! | `image`            | an image of `size` bytes (PNG magic, then zeros)                |
 //! | `pdf`              | a PDF document of `size` bytes (`%PDF-` magic, then zeros)      |
@@ -118,6 +119,19 @@ impl Agent for Contract2 {
                 tool_loop(request, number(&task, "max_turns", 5)?, true)
             }
             "structured" => structured(request),
+            "stream" => {
+                let request = if context(&task, "tools").is_some() {
+                    request.tools(tools())
+                } else {
+                    request
+                };
+                let request = if context(&task, "thinking").is_some() {
+                    request.thinking(2048).max_tokens(4096)
+                } else {
+                    request
+                };
+                stream(request)
+            }
             "image" => {
                 let size = number(&task, "size", 100)?;
                 let sent = request.image(ImageMediaType::Png, magic_then_zeros(PNG_MAGIC, size));
@@ -233,6 +247,55 @@ fn tool_loop(
     Ok(AgentOutput {
         text: run.response.text,
         metadata,
+    })
+}
+
+/// Streams the answer, emitting its text as it comes, and says what it saw: the
+/// events' kinds in order, whether the text and tool inputs the deltas assembled equal
+/// the finished answer's.
+fn stream(request: llm::Request<'_>) -> Result<AgentOutput, AgentError> {
+    use llm::{BlockDelta, ContentBlock, StreamEvent};
+    let mut stream = request.stream()?;
+    let mut kinds = Vec::new();
+    let (mut text, mut inputs) = (String::new(), String::new());
+    while let Some(event) = stream.next_event()? {
+        kinds.push(match event {
+            StreamEvent::MessageStart(_) => "start",
+            StreamEvent::BlockStart(_) => "block-start",
+            StreamEvent::BlockDelta(d) => match d.delta {
+                BlockDelta::Text(t) => {
+                    cf_agent_sdk::output::emit(&t);
+                    text.push_str(&t);
+                    "text"
+                }
+                BlockDelta::InputJson(j) => {
+                    inputs.push_str(&j);
+                    "input-json"
+                }
+                BlockDelta::Thinking(_) => "thinking",
+                BlockDelta::Signature(_) => "signature",
+            },
+            StreamEvent::BlockStop(_) => "block-stop",
+            StreamEvent::MessageDelta(_) => "delta",
+        });
+    }
+    let answer = stream.finish()?;
+    let whole_inputs: String = answer
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            ContentBlock::ToolUse(u) => Some(u.input.as_str()),
+            _ => None,
+        })
+        .collect();
+    Ok(AgentOutput {
+        text: answer.text.clone(),
+        metadata: vec![
+            meta("events", kinds.join(",")),
+            meta("text_matches", text == answer.text),
+            meta("inputs_match", inputs == whole_inputs),
+            meta("stop_reason", stop_reason(&answer.stop_reason)),
+        ],
     })
 }
 
