@@ -520,7 +520,18 @@ impl Request {
                         }
                         uses.push(id.as_str());
                     }
-                    ContentBlock::ToolResult { tool_use_id, .. } => {
+                    ContentBlock::ToolResult {
+                        tool_use_id,
+                        content,
+                        ..
+                    } => {
+                        if content.iter().any(|c| {
+                            matches!(c, crate::content::ToolResultContent::Text(t) if t.trim().is_empty())
+                        }) {
+                            return invalid(format!(
+                                "message {i}: a tool result's text must not be empty or only whitespace (send no content instead)"
+                            ));
+                        }
                         if message.role != Role::User {
                             return invalid(format!(
                                 "message {i}: tool_result blocks belong to user turns"
@@ -834,6 +845,18 @@ mod tests {
                 turns(
                     vec![use_block("a")],
                     vec![result("a"), ContentBlock::text(" ")],
+                ),
+            ),
+            (
+                "a tool result's text",
+                turns(
+                    vec![use_block("a")],
+                    vec![ContentBlock::ToolResult {
+                        tool_use_id: "a".into(),
+                        content: vec![ToolResultContent::Text(String::new())],
+                        is_error: false,
+                        cache_control: None,
+                    }],
                 ),
             ),
         ];
