@@ -525,6 +525,29 @@ impl RetryHints {
     }
 }
 
+/// An `error` event of a streamed answer (`{"type": "error", "error": {"type": …}}`,
+/// which may come after HTTP 200), classified as the status its type documents would
+/// be: `overloaded_error` 529, `api_error` 500, `rate_limit_error` 429, …
+pub(crate) fn stream_error(data: &[u8]) -> ProviderError {
+    let code = match wire::parse_error_body(data).map(|e| e.kind) {
+        Some(kind) => match kind.as_str() {
+            "invalid_request_error" => 400,
+            "authentication_error" => 401,
+            "billing_error" => 402,
+            "permission_error" => 403,
+            "not_found_error" => 404,
+            "request_too_large" => 413,
+            "rate_limit_error" => 429,
+            "timeout_error" => 504,
+            "overloaded_error" => 529,
+            _ => 500,
+        },
+        None => 500,
+    };
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    classify(status, Some(data), &RetryHints::default())
+}
+
 /// Maps a non-success status (and its body) to a classified failure.
 fn classify(status: StatusCode, body: Option<&[u8]>, hints: &RetryHints) -> ProviderError {
     let api = body.and_then(wire::parse_error_body);
