@@ -1,5 +1,6 @@
 //! Scripted and random faults: what the server does instead of answering normally.
 
+use crate::StreamFault;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,10 @@ pub enum Fault {
     EmptyContent,
     /// A `200 OK` with this JSON body.
     Response(Value),
+    /// Breaks the streamed answer to a request with `"stream": true` as described
+    /// (the request is checked and answered as usual first). A request without
+    /// `"stream": true` consumes it and gets its whole answer.
+    Stream(StreamFault),
 }
 
 impl Fault {

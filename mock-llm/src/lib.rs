@@ -5,7 +5,8 @@
 //! or random faults, logging which one each request was served ([`MockServer::served`]).
 //! It speaks the API's content blocks, tools, extended thinking, prompt caching and
 //! structured output, checks requests as the API does, and serves scripted
-//! [`Reply`]s, so a test can drive a whole tool loop against it.
+//! [`Reply`]s, so a test can drive a whole tool loop against it. It streams answers as
+//! server-sent events on request, with scripted stream faults (see "Streaming").
 //!
 //! ```
 //! use cf_mock_llm::{Fault, MockConfig, MockServer, Reply};
@@ -102,6 +103,57 @@
 //! never expire (a test never depends on the clock): [`MockServer::forget_prompt_cache`]
 //! plays an expiry. There is no minimum cacheable length. Without breakpoints the cache
 //! counters are 0 and `cache_creation` is absent.
+//!
+//! # Streaming
+//!
+//! A request with `"stream": true` (checked and answered as above) gets `200` with
+//! `content-type: text/event-stream`: the very answer it would get whole, cut into the
+//! API's server-sent events, each `event: <type>\ndata: <json>\n\n` (the `data` has the
+//! same `type`):
+//!
+//! - `message_start`: the message with empty `content`, `stop_reason` and
+//!   `stop_sequence` null, and `usage` with the input and cache counters and
+//!   `output_tokens: 1`;
+//! - per block, from index 0: `content_block_start` (`text` with `text: ""`,
+//!   `thinking` with `thinking: ""`, `tool_use` with its id and name and `input: {}`;
+//!   `redacted_thinking` and any other block whole), then `content_block_delta`s
+//!   (`text_delta {text}`, `thinking_delta {thinking}` then one `signature_delta
+//!   {signature}` with the whole signature, `input_json_delta {partial_json}` of the
+//!   input's JSON), each of [`StreamConfig::delta_chars`] characters (cut on char
+//!   boundaries; the last may be shorter), then `content_block_stop`;
+//! - `message_delta` with `delta: {stop_reason, stop_sequence}` and the final
+//!   (cumulative) `usage`; `message_stop`.
+//!
+//! So appending the deltas to their blocks (and parsing each tool's `partial_json`)
+//! gives back the whole answer, ids and usage included. [`StreamConfig`] also sets a
+//! `ping` event every N events, a pause between events and CRLF line ends. A stream
+//! counts in [`MockServer::in_flight`] until its body ends or its client goes away
+//! (then [`Served::abandoned`] is true); [`Served::left`] is when the body ended.
+//!
+//! [`Fault::Stream`] scripts what breaks a stream ([`StreamFault`]): an `error` event
+//! after N events, then the end; the connection aborted after N events; a stall of a
+//! given length after N events; no `message_stop`; a `data:` line of cut JSON after N
+//! events. It is scripted, keyed and planned like every [`Fault`]. Other faults do as
+//! they do to a whole request (their bodies are JSON, not events), and a
+//! [`Fault::Hang`] delays the stream's head.
+//!
+//! ```
+//! use cf_mock_llm::{Fault, MockConfig, MockServer, StreamConfig, StreamFault};
+//! use std::time::Duration;
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let server = MockServer::start(MockConfig {
+//!     stream: StreamConfig { delta_chars: 4, ping_every: 5, ..StreamConfig::default() },
+//!     ..MockConfig::default()
+//! })
+//! .await
+//! .expect("bind 127.0.0.1");
+//! // The next request's stream sends 3 events, then nothing for a minute.
+//! server.push_fault(Fault::Stream(StreamFault::Stall { after: 3, duration: Duration::from_secs(60) }));
+//! // Streams of messages mentioning "flaky" end with an overloaded_error event.
+//! server.push_fault_for("flaky", Fault::Stream(StreamFault::overloaded_after(2)));
+//! assert_eq!(server.pending_faults(), 2);
+//! # });
+//! ```
 #![deny(missing_docs)]
 
 mod answer;
@@ -112,6 +164,7 @@ mod prompt_cache;
 mod reply;
 mod request;
 mod schema;
+mod stream;
 mod thinking;
 mod timer;
 
@@ -119,9 +172,10 @@ pub use answer::{answer_for, estimate_tokens};
 pub use fault::{Fault, FaultMix, FaultPlan};
 pub use reply::Reply;
 pub use schema::value_for_schema;
+pub use stream::{StreamConfig, StreamFault};
 pub use thinking::{REDACT_MARKER, thinking_signature};
 
-use body::{Chunked, ResponseBody};
+use body::{Chunked, Events, ResponseBody};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -143,7 +197,8 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 const BACKLOG: u32 = 4096;
 
 /// How the server behaves. `MockConfig::default()`: no latency, no faults, no replies,
-/// records requests, requires an API key, any free port.
+/// records requests, requires an API key, any free port, streams with
+/// [`StreamConfig::default()`].
 #[derive(Debug, Clone)]
 pub struct MockConfig {
     /// Delay before every response (a `tokio::time::sleep`, so thousands of requests
@@ -166,6 +221,9 @@ pub struct MockConfig {
     /// Replies to serve first, one per valid request no fault claims, in order (see
     /// [`MockServer::push_reply`]). Default: none.
     pub replies: Vec<Reply>,
+    /// How answers to requests with `"stream": true` are streamed (see the crate docs,
+    /// "Streaming"). Default: [`StreamConfig::default()`].
+    pub stream: StreamConfig,
 }
 
 impl Default for MockConfig {
@@ -179,6 +237,7 @@ impl Default for MockConfig {
             port: 0,
             log_served: false,
             replies: Vec::new(),
+            stream: StreamConfig::default(),
         }
     }
 }
@@ -214,7 +273,7 @@ pub struct Served {
     /// in flight.
     pub left: Option<Instant>,
     /// Whether the client went away before the server was done (its connection
-    /// closed during a [`Fault::Hang`] or the latency).
+    /// closed during a [`Fault::Hang`], the latency or a streamed body).
     pub abandoned: bool,
 }
 
@@ -257,8 +316,9 @@ impl std::fmt::Debug for Faults {
 }
 
 #[derive(Debug)]
-struct State {
+pub(crate) struct State {
     latency: Duration,
+    stream: StreamConfig,
     timer: timer::PreciseTimer,
     record: bool,
     require_api_key: bool,
@@ -331,24 +391,24 @@ fn last_user_text(body: &Value) -> String {
 }
 
 /// Counts a request in flight for as long as it lives, even when its connection is
-/// dropped mid-way.
-struct InFlight<'a> {
-    state: &'a State,
+/// dropped mid-way; a streamed answer's body holds it until the body ends.
+pub(crate) struct InFlight {
+    state: Arc<State>,
     n: u64,
     arrived: Instant,
     finished: bool,
 }
 
-impl<'a> InFlight<'a> {
+impl InFlight {
     /// Counts the request; returns the guard, the request's number (from 1) and the
     /// time it was counted.
-    fn enter(state: &'a State) -> (Self, u64, Instant) {
+    fn enter(state: &Arc<State>) -> (Self, u64, Instant) {
         let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let arrived = Instant::now();
         let guard = Self {
-            state,
+            state: Arc::clone(state),
             n,
             arrived,
             finished: false,
@@ -357,7 +417,7 @@ impl<'a> InFlight<'a> {
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         if self.state.log_served {
             let left = Instant::now();
@@ -405,6 +465,7 @@ impl MockServer {
         let seed = config.fault_mix.map_or(0, |m| m.seed);
         let state = Arc::new(State {
             latency: config.latency,
+            stream: config.stream,
             timer: timer::PreciseTimer::start()?,
             record: config.record,
             require_api_key: config.require_api_key,
@@ -659,13 +720,17 @@ async fn handle(
 ) -> Result<Response<ResponseBody>, ResetConnection> {
     let (mut in_flight, n, arrived) = InFlight::enter(&state);
     // Dropped here if the client goes away first: then `finished` stays false.
-    let response = serve(&state, req, n, arrived).await;
-    in_flight.finished = true;
+    let mut response = serve(&state, req, n, arrived).await;
+    match response.as_mut().map(Response::body_mut) {
+        // A stream is in flight until its body ends or the client goes away.
+        Ok(ResponseBody::Events(events)) => events.hold(in_flight),
+        _ => in_flight.finished = true,
+    }
     response
 }
 
 async fn serve(
-    state: &State,
+    state: &Arc<State>,
     req: Request<Incoming>,
     n: u64,
     arrived: Instant,
@@ -724,8 +789,12 @@ async fn serve(
         // latency, not added to it.
         state.timer.sleep_until(arrived + state.latency).await;
     }
+    let (fault, stream_fault) = match fault {
+        Some(Fault::Stream(f)) => (None, Some(f)),
+        other => (other, None),
+    };
     match fault {
-        None => {}
+        None | Some(Fault::Stream(_)) => {}
         Some(Fault::Reset) => return Err(ResetConnection),
         Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
         Some(Fault::Status {
@@ -807,6 +876,18 @@ async fn serve(
         true,
     );
     match answer {
+        Ok(answer) if request.get("stream") == Some(&Value::Bool(true)) => {
+            let steps = stream::steps(&answer, &state.stream, stream_fault.as_ref());
+            let body = ResponseBody::Events(Events::new(steps, Arc::clone(state)));
+            let mut response = respond(200, body, &request_id, &[]);
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(
+                hyper::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            Ok(response)
+        }
         Ok(answer) => Ok(respond(200, full(answer.to_string()), &request_id, &[])),
         Err(message) => Ok(error(400, "invalid_request_error", &message, &request_id)),
     }

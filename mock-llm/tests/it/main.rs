@@ -5,6 +5,7 @@
 mod caching;
 mod media;
 mod scripted;
+mod streaming;
 mod structured;
 mod support;
 mod thinking;
