@@ -137,6 +137,10 @@ pub struct AnthropicConfig {
     /// The largest response body accepted, counted while it streams in; a larger one
     /// is an [`LlmError::InvalidResponse`]. Default 8 MiB.
     pub max_response_bytes: usize,
+    /// Ask for every answer as server-sent events (`"stream": true`) and assemble it
+    /// ([`SseReader`](crate::SseReader)). Default off. The service still hands out
+    /// whole answers; passing the events on is the streaming work's next step.
+    pub stream_answers: bool,
 }
 
 impl AnthropicConfig {
@@ -147,6 +151,7 @@ impl AnthropicConfig {
             api_key,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            stream_answers: false,
         }
     }
 
@@ -237,6 +242,8 @@ pub struct AnthropicProvider {
     messages_url: Url,
     headers: HeaderMap,
     max_response_bytes: usize,
+    /// Ask for answers as server-sent events.
+    stream_answers: bool,
     /// Kept to scrub it from what the upstream sends back.
     api_key: ApiKey,
 }
@@ -286,6 +293,7 @@ impl AnthropicProvider {
             messages_url,
             headers,
             max_response_bytes: config.max_response_bytes,
+            stream_answers: config.stream_answers,
             api_key: config.api_key,
         })
     }
@@ -296,9 +304,9 @@ impl AnthropicProvider {
     }
 
     async fn send_once(&self, request: &Request) -> Result<Response, ProviderError> {
-        let body = WireRequest::from_request(request)
-            .to_body()
-            .map_err(ProviderError::fatal)?;
+        let mut wire = WireRequest::from_request(request);
+        wire.stream = self.stream_answers;
+        let body = wire.to_body().map_err(ProviderError::fatal)?;
         let response = self
             .client
             .post(self.messages_url.clone())
@@ -316,6 +324,18 @@ impl AnthropicProvider {
             .to_owned();
         tracing::debug!(status = status.as_u16(), request_id = %request_id, model = %request.model, "anthropic response");
         let hints = RetryHints::from_headers(response.headers(), SystemTime::now());
+        let event_stream = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if status.is_success() && event_stream {
+            let key = self.api_key.expose_secret().as_bytes().to_vec();
+            return crate::SseReader::new(response.bytes_stream(), self.max_response_bytes)
+                .scrubbing(move |data| scrub(data, &key))
+                .finish()
+                .await;
+        }
         let mut body = if status.is_success() {
             Some(read_capped(response, self.max_response_bytes).await?)
         } else {
@@ -340,7 +360,7 @@ impl AnthropicProvider {
 /// (letters, digits, `-`, `_`) is part of something else. A short key (`sk-1234`, as
 /// some gateways use) is still scrubbed where it is echoed, and never cut out of the
 /// answer's own words (a key `k` once turned `input_tokens` into `input_to[redacted]ens`).
-fn scrub(body: &mut Vec<u8>, secret: &[u8]) {
+pub(crate) fn scrub(body: &mut Vec<u8>, secret: &[u8]) {
     let part_of_token = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     let whole = |at: usize| {
         let before = at.checked_sub(1).and_then(|i| body.get(i)).copied();

@@ -209,6 +209,20 @@ impl Assembler {
         let Some(Value::Object(block)) = value.get("content_block") else {
             return Err(invalid("content_block_start without a block"));
         };
+        let mut block = block.clone();
+        // A block starts empty; the API leaves out what has no value yet (a thinking
+        // block's signature arrives as a delta).
+        let fields: &[&str] = match block.get("type").and_then(Value::as_str) {
+            Some("text") => &["text"],
+            Some("thinking") => &["thinking", "signature"],
+            _ => &[],
+        };
+        for field in fields {
+            block
+                .entry(*field)
+                .or_insert_with(|| Value::String(String::new()));
+        }
+        let block = &block;
         let is_tool = block.get("type").and_then(Value::as_str) == Some("tool_use");
         let mut started: ContentBlock = serde_json::from_value(Value::Object(block.clone()))
             .map_err(|e| invalid(format!("content block {index}: {e}")))?;
@@ -404,7 +418,12 @@ impl Assembler {
 pub struct SseReader {
     events: Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, String>> + Send>>,
     assembler: Assembler,
+    scrub: Option<Scrub>,
 }
+
+/// What is done to each event's data before it is read (removing a secret an upstream
+/// echoed).
+type Scrub = Box<dyn FnMut(&mut Vec<u8>) + Send>;
 
 impl std::fmt::Debug for SseReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -435,7 +454,14 @@ impl SseReader {
         Self {
             events: Box::pin(events),
             assembler: Assembler::new(),
+            scrub: None,
         }
+    }
+
+    /// Applies `scrub` to every event's data before reading it.
+    pub fn scrubbing(mut self, scrub: impl FnMut(&mut Vec<u8>) + Send + 'static) -> Self {
+        self.scrub = Some(Box::new(scrub));
+        self
     }
 
     /// The next event passed on; `None` at `message_stop`. The stream's end before
@@ -450,7 +476,15 @@ impl SseReader {
             };
             let event =
                 event.map_err(|e| ProviderError::transient(LlmError::Connection(e), None))?;
-            if let Some(passed) = self.assembler.push(&event.event, &event.data)? {
+            let data = match &mut self.scrub {
+                Some(scrub) => {
+                    let mut bytes = event.data.into_bytes();
+                    scrub(&mut bytes);
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                None => event.data,
+            };
+            if let Some(passed) = self.assembler.push(&event.event, &data)? {
                 return Ok(Some(passed));
             }
         }
@@ -486,7 +520,7 @@ mod tests {
             ("ping", json!({"type": "ping"})),
             (
                 "content_block_start",
-                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
             ),
             (
                 "content_block_delta",

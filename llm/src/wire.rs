@@ -33,6 +33,9 @@ pub(crate) struct WireRequest<'a> {
     thinking: Option<Thinking>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_config: Option<WireOutputConfig<'a>>,
+    /// Ask for server-sent events.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) stream: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +137,7 @@ impl<'a> WireRequest<'a> {
                         .map(|schema| WireFormat { schema }),
                 },
             ),
+            stream: false,
         }
     }
 

@@ -12,5 +12,6 @@ mod record_replay;
 mod regression_inputs;
 mod retries;
 mod secrets;
+mod streaming;
 mod support;
 mod wire;
