@@ -100,6 +100,9 @@ async fn streamed_answers_equal_whole_ones() {
     ));
 }
 
+/// What a case expects of the error.
+type Expected = fn(&LlmError) -> bool;
+
 /// Each failure in the middle of a stream is a typed error: the API's error event
 /// (overloaded), a dropped connection, a stall past the attempt timeout, a stream
 /// without `message_stop`, a malformed line.
@@ -117,7 +120,7 @@ async fn failures_mid_stream_are_typed() {
     .max_retries(0)
     .attempt_timeout(Duration::from_millis(300))
     .build();
-    let cases: Vec<(StreamFault, fn(&LlmError) -> bool)> = vec![
+    let cases: Vec<(StreamFault, Expected)> = vec![
         (StreamFault::overloaded_after(3), |e| {
             matches!(e, LlmError::Overloaded(_))
         }),
