@@ -230,25 +230,6 @@ impl ContentBlock {
         }
     }
 
-    /// Bytes of images and PDFs in the block (a tool result's images included).
-    pub fn media_bytes(&self) -> usize {
-        match self {
-            Self::Image { image, .. } => image.data.len(),
-            Self::Document {
-                source: DocumentSource::Pdf(b),
-                ..
-            } => b.len(),
-            Self::ToolResult { content, .. } => content
-                .iter()
-                .map(|c| match c {
-                    ToolResultContent::Image(i) => i.data.len(),
-                    ToolResultContent::Text(_) => 0,
-                })
-                .sum(),
-            _ => 0,
-        }
-    }
-
     /// The block's wire `type`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -66,11 +66,11 @@ impl WorstCase {
     /// [`IMAGE_TOKENS`] each (the API scales larger images down to about that); PDFs
     /// count like text, by their bytes.
     pub fn of(request: &crate::types::Request, price: Option<&crate::pricing::ModelPrice>) -> Self {
-        let (images, image_bytes) = request.images();
-        let bytes = request.text_bytes() - request.model.len() - image_bytes;
+        let media = request.media();
+        let bytes = request.text_bytes() - request.model.len() - media.image_bytes;
         let input = (bytes as u64).div_ceil(3)
             + 8 * (request.messages.len() as u64 + 1)
-            + IMAGE_TOKENS * images as u64;
+            + IMAGE_TOKENS * media.images as u64;
         let usage = Usage {
             input_tokens: input,
             output_tokens: u64::from(request.max_tokens),

@@ -86,6 +86,6 @@ pub use service::{
 };
 pub use stream::{Assembler, BlockDelta, SseReader, StreamEvent};
 pub use types::{
-    CacheMode, LlmError, MAX_CACHE_BREAKPOINTS, MIN_THINKING_BUDGET, Message, Request, Response,
-    Role, StopReason, Usage, valid_tool_name,
+    CacheMode, LlmError, MAX_CACHE_BREAKPOINTS, MIN_THINKING_BUDGET, Media, Message, Request,
+    Response, Role, StopReason, Usage, valid_tool_name,
 };

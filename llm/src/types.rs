@@ -220,6 +220,33 @@ pub struct Request {
     pub output_schema: Option<String>,
 }
 
+/// The images and PDFs of a request ([`Request::media`]): what the host's caps and the
+/// budget's worst case count apart from text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Media {
+    /// Images, in messages and tool results.
+    pub images: usize,
+    /// Their bytes (encoded, not base64).
+    pub image_bytes: usize,
+    /// The bytes of the largest one.
+    pub largest_image: usize,
+    /// Bytes of PDF documents.
+    pub pdf_bytes: usize,
+}
+
+impl Media {
+    /// Bytes of images and PDFs together.
+    pub fn bytes(&self) -> usize {
+        self.image_bytes + self.pdf_bytes
+    }
+
+    fn add_image(&mut self, image: &crate::content::Image) {
+        self.images += 1;
+        self.image_bytes += image.data.len();
+        self.largest_image = self.largest_image.max(image.data.len());
+    }
+}
+
 /// The most prompt-cache breakpoints one request may carry (the API's limit).
 pub const MAX_CACHE_BREAKPOINTS: usize = 4;
 
@@ -294,57 +321,31 @@ impl Request {
             + self.output_schema.as_ref().map_or(0, String::len)
     }
 
-    /// Bytes of images and PDFs in the request.
-    pub fn media_bytes(&self) -> usize {
-        self.messages
-            .iter()
-            .filter_map(|m| match &m.content {
-                Content::Blocks(blocks) => {
-                    Some(blocks.iter().map(ContentBlock::media_bytes).sum::<usize>())
-                }
-                Content::Text(_) => None,
-            })
-            .sum()
-    }
-
-    /// The number of images in the request (tool results' included) and their bytes.
-    pub fn images(&self) -> (usize, usize) {
-        let mut count = 0;
-        let mut bytes = 0;
-        for message in &self.messages {
-            let Content::Blocks(blocks) = &message.content else {
-                continue;
-            };
-            for block in blocks {
-                let mut one = |data: &Vec<u8>| {
-                    count += 1;
-                    bytes += data.len();
-                };
-                match block {
-                    ContentBlock::Image { image, .. } => one(&image.data),
-                    ContentBlock::ToolResult { content, .. } => {
-                        for c in content {
-                            if let crate::content::ToolResultContent::Image(i) = c {
-                                one(&i.data);
-                            }
+    /// The request's images (tool results' included) and PDFs, counted in one pass.
+    pub fn media(&self) -> Media {
+        let mut media = Media::default();
+        let blocks = self.messages.iter().filter_map(|m| match &m.content {
+            Content::Blocks(blocks) => Some(blocks),
+            Content::Text(_) => None,
+        });
+        for block in blocks.flatten() {
+            match block {
+                ContentBlock::Image { image, .. } => media.add_image(image),
+                ContentBlock::Document {
+                    source: crate::content::DocumentSource::Pdf(bytes),
+                    ..
+                } => media.pdf_bytes += bytes.len(),
+                ContentBlock::ToolResult { content, .. } => {
+                    for c in content {
+                        if let crate::content::ToolResultContent::Image(image) = c {
+                            media.add_image(image);
                         }
                     }
-                    _ => {}
                 }
+                _ => {}
             }
         }
-        (count, bytes)
-    }
-
-    /// Whether the request carries images or documents.
-    pub fn has_media(&self) -> bool {
-        self.messages.iter().any(|m| match &m.content {
-            Content::Blocks(blocks) => blocks.iter().any(|b| {
-                matches!(b, ContentBlock::Image { .. } | ContentBlock::Document { .. })
-                    || matches!(b, ContentBlock::ToolResult { content, .. } if content.iter().any(|c| matches!(c, crate::content::ToolResultContent::Image(_))))
-            }),
-            Content::Text(_) => false,
-        })
+        media
     }
 
     /// The request's prompt-cache breakpoints, in the API's order (tools, system,

@@ -8,8 +8,8 @@ use crate::bindings::v0_2::types as wit2;
 use crate::limits::{LIST_ITEM_BYTES, RunOptions};
 use cf_llm::{
     CacheControl, CacheMode, CacheTtl, CallContext, Completion, Content, ContentBlock,
-    DocumentSource, Effort, Image, ImageMediaType, Ledger, LlmError, LlmService, Message, Request,
-    Role, StopReason, System, TextBlock, Thinking, Tool, ToolChoice, ToolResultContent,
+    DocumentSource, Effort, Image, ImageMediaType, Ledger, LlmError, LlmService, Media, Message,
+    Request, Role, StopReason, System, TextBlock, Thinking, Tool, ToolChoice, ToolResultContent,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -114,10 +114,8 @@ impl Asked {
     /// The request's size as the request cap counts it: its content (media apart),
     /// and [`LIST_ITEM_BYTES`] for each message, content block, tool and stop
     /// sequence.
-    fn bytes(&self) -> usize {
+    fn bytes(&self, media: &Media) -> usize {
         let r = &self.request;
-        let (_, image_bytes) = r.images();
-        let pdf_bytes = r.media_bytes() - image_bytes;
         let blocks: usize = r
             .messages
             .iter()
@@ -130,7 +128,7 @@ impl Asked {
             Some(System::Blocks(b)) => b.len(),
             _ => 0,
         };
-        r.text_bytes() - image_bytes - pdf_bytes
+        r.text_bytes() - media.bytes()
             + self.model.as_ref().map_or(0, String::len)
             + LIST_ITEM_BYTES
                 * (r.messages.len()
@@ -180,7 +178,8 @@ impl LlmCtx {
             }));
         }
         self.calls_left -= 1;
-        let bytes = asked.bytes();
+        let media = asked.request.media();
+        let bytes = asked.bytes(&media);
         if bytes > self.settings.max_request_bytes {
             return Err(LlmError::TooLarge(format!(
                 "the request has {bytes} bytes (text, and {LIST_ITEM_BYTES} per message and stop sequence); the host accepts {}",
@@ -194,9 +193,8 @@ impl LlmCtx {
                 self.settings.max_tools
             )));
         }
-        let media = asked.request.media_bytes();
-        if media > 0 {
-            self.check_media(&asked.request, media)?;
+        if media.bytes() > 0 {
+            self.check_media(&media)?;
         }
         let (resolved, cache_mode) = self.resolve(asked);
         let permissions = &self.caller.permissions;
@@ -233,29 +231,9 @@ impl LlmCtx {
 
     /// The host's caps on images and documents (per image, per request) and the
     /// plugin's grant for them.
-    fn check_media(&self, request: &Request, media: usize) -> Result<(), LlmError> {
+    fn check_media(&self, media: &Media) -> Result<(), LlmError> {
         let s = &self.settings;
-        let largest_image = request
-            .messages
-            .iter()
-            .filter_map(|m| match &m.content {
-                Content::Blocks(blocks) => Some(blocks.iter()),
-                Content::Text(_) => None,
-            })
-            .flatten()
-            .flat_map(|b| match b {
-                ContentBlock::Image { image, .. } => vec![image.data.len()],
-                ContentBlock::ToolResult { content, .. } => content
-                    .iter()
-                    .filter_map(|c| match c {
-                        ToolResultContent::Image(i) => Some(i.data.len()),
-                        ToolResultContent::Text(_) => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            })
-            .max()
-            .unwrap_or(0);
+        let (largest_image, media) = (media.largest_image, media.bytes());
         if largest_image > s.max_image_bytes {
             return Err(LlmError::TooLarge(format!(
                 "an image has {largest_image} bytes; the host accepts images of at most {}",
