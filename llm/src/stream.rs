@@ -93,22 +93,12 @@ fn invalid(what: impl Into<String>) -> ProviderError {
     ProviderError::fatal(LlmError::InvalidResponse(what.into()))
 }
 
-/// The usage an event reports, as a [`Usage`].
+/// The usage an event reports so far, as a [`Usage`] (counted as a whole answer's
+/// is; the assembled answer checks it strictly).
 fn usage_of(usage: &Map<String, Value>) -> Usage {
-    let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let one_hour = usage
-        .get("cache_creation")
-        .and_then(|c| c.get("ephemeral_1h_input_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let created = n("cache_creation_input_tokens");
-    Usage {
-        input_tokens: n("input_tokens"),
-        output_tokens: n("output_tokens"),
-        cache_creation_input_tokens: created,
-        cache_read_input_tokens: n("cache_read_input_tokens"),
-        cache_creation_1h_input_tokens: one_hour.min(created),
-    }
+    serde_json::from_value::<wire::WireUsage>(Value::Object(usage.clone()))
+        .map(|u| Usage::from(&u))
+        .unwrap_or_default()
 }
 
 impl Assembler {

@@ -164,7 +164,7 @@ struct WireResponse {
 
 /// Usage; the cache counters may be absent or `null`.
 #[derive(Debug, Deserialize)]
-struct WireUsage {
+pub(crate) struct WireUsage {
     input_tokens: u64,
     output_tokens: u64,
     #[serde(default)]
@@ -182,6 +182,30 @@ struct WireCacheCreation {
     ephemeral_5m_input_tokens: Option<u64>,
     #[serde(default)]
     ephemeral_1h_input_tokens: Option<u64>,
+}
+
+impl From<&WireUsage> for Usage {
+    /// The usage the API reports, whole answer or streamed event alike. Cache writes
+    /// are split by TTL when the provider says so; a provider that splits without a
+    /// total gets the split's sum as the total.
+    fn from(wire: &WireUsage) -> Self {
+        let split = |ttl: fn(&WireCacheCreation) -> Option<u64>| {
+            wire.cache_creation.as_ref().and_then(ttl).unwrap_or(0)
+        };
+        let one_hour = split(|c| c.ephemeral_1h_input_tokens);
+        let five_minutes = split(|c| c.ephemeral_5m_input_tokens);
+        let created = wire
+            .cache_creation_input_tokens
+            .unwrap_or(0)
+            .max(one_hour.saturating_add(five_minutes));
+        Usage {
+            input_tokens: wire.input_tokens,
+            output_tokens: wire.output_tokens,
+            cache_creation_input_tokens: created,
+            cache_read_input_tokens: wire.cache_read_input_tokens.unwrap_or(0),
+            cache_creation_1h_input_tokens: one_hour.min(created),
+        }
+    }
 }
 
 /// The documented error body: `{"type":"error","error":{"type":…,"message":…}}`.
@@ -264,21 +288,6 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<Response, LlmError> {
             "the response stopped for tool use but has no tool_use block".into(),
         ));
     }
-    let created = wire.usage.cache_creation_input_tokens.unwrap_or(0);
-    let one_hour = wire
-        .usage
-        .cache_creation
-        .as_ref()
-        .and_then(|c| c.ephemeral_1h_input_tokens)
-        .unwrap_or(0);
-    let five_minutes = wire
-        .usage
-        .cache_creation
-        .as_ref()
-        .and_then(|c| c.ephemeral_5m_input_tokens)
-        .unwrap_or(0);
-    // A provider that splits without a total: the total is the split's sum.
-    let created = created.max(one_hour.saturating_add(five_minutes));
     // An answer of one text block (nearly every answer without tools or thinking) is
     // kept as its text alone, as before contract 0.2: the cache and cassettes do not
     // store it twice, and `Response::blocks` gives the block back.
@@ -293,13 +302,7 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<Response, LlmError> {
         content,
         text,
         stop_reason,
-        usage: Usage {
-            input_tokens: wire.usage.input_tokens,
-            output_tokens: wire.usage.output_tokens,
-            cache_creation_input_tokens: created,
-            cache_read_input_tokens: wire.usage.cache_read_input_tokens.unwrap_or(0),
-            cache_creation_1h_input_tokens: one_hour.min(created),
-        },
+        usage: Usage::from(&wire.usage),
     })
 }
 
