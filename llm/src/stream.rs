@@ -69,6 +69,73 @@ pub enum StreamEvent {
     },
 }
 
+/// The events of an answer that is already whole (from the response cache, or a
+/// provider that does not stream): a start, then each block as a start, one delta with
+/// all of it and a stop, then the stop reason and usage. Reading them back gives the
+/// answer.
+pub fn replay(answer: &Response) -> Vec<StreamEvent> {
+    let mut events = vec![StreamEvent::MessageStart {
+        id: answer.id.clone(),
+        model: answer.model.clone(),
+        usage: Usage {
+            output_tokens: 0,
+            ..answer.usage
+        },
+    }];
+    for (index, block) in answer.blocks().iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let (start, deltas) = match block.clone() {
+            ContentBlock::Text {
+                text,
+                cache_control,
+            } => (
+                ContentBlock::Text {
+                    text: String::new(),
+                    cache_control,
+                },
+                vec![BlockDelta::Text(text)],
+            ),
+            ContentBlock::ToolUse { id, name, input } => (
+                ContentBlock::ToolUse {
+                    id,
+                    name,
+                    input: String::new(),
+                },
+                vec![BlockDelta::InputJson(input)],
+            ),
+            ContentBlock::Thinking {
+                thinking,
+                signature,
+            } => (
+                ContentBlock::Thinking {
+                    thinking: String::new(),
+                    signature: String::new(),
+                },
+                vec![
+                    BlockDelta::Thinking(thinking),
+                    BlockDelta::Signature(signature),
+                ],
+            ),
+            whole => (whole, Vec::new()),
+        };
+        events.push(StreamEvent::BlockStart {
+            index,
+            block: start,
+        });
+        events.extend(
+            deltas
+                .into_iter()
+                .map(|delta| StreamEvent::BlockDelta { index, delta }),
+        );
+        events.push(StreamEvent::BlockStop(index));
+    }
+    events.push(StreamEvent::MessageDelta {
+        stop_reason: Some(answer.stop_reason.clone()),
+        usage: answer.usage,
+    });
+    events
+}
+
 /// A block being assembled: its JSON as it started, its text parts, and for a tool
 /// use the pieces of its input.
 #[derive(Debug)]
@@ -694,6 +761,49 @@ mod tests {
             }
         };
         assert!(matches!(e.error, LlmError::Connection(_)), "{e:?}");
+    }
+
+    /// A whole answer replayed as events folds back into its blocks, the events in the
+    /// order a stream has them.
+    #[tokio::test]
+    async fn a_replayed_answer_reads_back_whole() {
+        let (_, answer) = read(&body(&tool_answer(), false), 4096).await;
+        let answer = answer.expect("assembled");
+        let events = replay(&answer);
+        let mut blocks: Vec<ContentBlock> = Vec::new();
+        for event in &events {
+            match event {
+                StreamEvent::BlockStart { block, .. } => blocks.push(block.clone()),
+                StreamEvent::BlockDelta { index, delta } => {
+                    match (&mut blocks[*index as usize], delta) {
+                        (ContentBlock::Text { text, .. }, BlockDelta::Text(t)) => text.push_str(t),
+                        (ContentBlock::Thinking { thinking, .. }, BlockDelta::Thinking(t)) => {
+                            thinking.push_str(t)
+                        }
+                        (ContentBlock::Thinking { signature, .. }, BlockDelta::Signature(t)) => {
+                            *signature = t.clone()
+                        }
+                        (ContentBlock::ToolUse { input, .. }, BlockDelta::InputJson(t)) => {
+                            input.push_str(t)
+                        }
+                        other => panic!("a delta of the wrong kind: {other:?}"),
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(blocks, answer.content);
+        assert!(
+            matches!(events.first(), Some(StreamEvent::MessageStart { usage, .. }) if usage.output_tokens == 0)
+        );
+        assert!(
+            matches!(events.last(), Some(StreamEvent::MessageDelta { stop_reason: Some(StopReason::ToolUse), usage }) if *usage == answer.usage)
+        );
+        // A one-text-block answer (kept as its text) replays its block too.
+        let mut plain = answer.clone();
+        plain.content.clear();
+        plain.text = "hi".into();
+        assert_eq!(replay(&plain).len(), 5);
     }
 
     /// The byte cap: an answer at it is read, one byte over it is refused.

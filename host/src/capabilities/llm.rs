@@ -586,67 +586,52 @@ struct StreamState {
 }
 
 impl StreamState {
-    /// The events of `answer`, which is whole.
-    fn of(answer: wit2::LlmResponse) -> Self {
-        let mut events = VecDeque::new();
-        let start_usage = wit2::Usage {
-            output_tokens: 0,
-            ..answer.usage
-        };
-        events.push_back(wit2::StreamEvent::MessageStart(wit2::StreamStart {
-            id: answer.id.clone(),
-            model: answer.model.clone(),
-            usage: start_usage,
-        }));
-        for (index, block) in answer.content.iter().enumerate() {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let (start, deltas) = match block.clone() {
-                wit2::ContentBlock::Text(t) => (
-                    wit2::ContentBlock::Text(wit2::TextBlock {
-                        text: String::new(),
-                        cache_control: t.cache_control,
-                    }),
-                    vec![wit2::BlockDelta::Text(t.text)],
-                ),
-                wit2::ContentBlock::ToolUse(u) => (
-                    wit2::ContentBlock::ToolUse(wit2::ToolUseBlock {
-                        id: u.id,
-                        name: u.name,
-                        input: String::new(),
-                    }),
-                    vec![wit2::BlockDelta::InputJson(u.input)],
-                ),
-                wit2::ContentBlock::Thinking(t) => (
-                    wit2::ContentBlock::Thinking(wit2::ThinkingBlock {
-                        thinking: String::new(),
-                        signature: String::new(),
-                    }),
-                    vec![
-                        wit2::BlockDelta::Thinking(t.thinking),
-                        wit2::BlockDelta::Signature(t.signature),
-                    ],
-                ),
-                whole => (whole, Vec::new()),
-            };
-            events.push_back(wit2::StreamEvent::BlockStart(wit2::IndexedBlock {
-                index,
-                block: start,
-            }));
-            for delta in deltas {
-                events.push_back(wit2::StreamEvent::BlockDelta(wit2::IndexedDelta {
-                    index,
-                    delta,
-                }));
-            }
-            events.push_back(wit2::StreamEvent::BlockStop(index));
-        }
-        events.push_back(wit2::StreamEvent::MessageDelta(wit2::MessageDelta {
-            stop_reason: Some(answer.stop_reason.clone()),
-            usage: answer.usage,
-        }));
+    /// The events of a completed call, and its answer for `finish`.
+    fn of(done: Completion) -> Self {
+        let events = cf_llm::replay(&done.response)
+            .into_iter()
+            .map(event_to_0_2)
+            .collect();
         Self {
             events,
-            answer: Some(answer),
+            answer: Some(response_to_0_2(done)),
+        }
+    }
+}
+
+fn event_to_0_2(event: cf_llm::StreamEvent) -> wit2::StreamEvent {
+    use cf_llm::{BlockDelta, StreamEvent};
+    match event {
+        StreamEvent::MessageStart { id, model, usage } => {
+            wit2::StreamEvent::MessageStart(wit2::StreamStart {
+                id,
+                model,
+                usage: usage_to_0_2(&usage),
+            })
+        }
+        StreamEvent::BlockStart { index, block } => {
+            wit2::StreamEvent::BlockStart(wit2::IndexedBlock {
+                index,
+                block: block_to_0_2(block),
+            })
+        }
+        StreamEvent::BlockDelta { index, delta } => {
+            wit2::StreamEvent::BlockDelta(wit2::IndexedDelta {
+                index,
+                delta: match delta {
+                    BlockDelta::Text(t) => wit2::BlockDelta::Text(t),
+                    BlockDelta::InputJson(j) => wit2::BlockDelta::InputJson(j),
+                    BlockDelta::Thinking(t) => wit2::BlockDelta::Thinking(t),
+                    BlockDelta::Signature(s) => wit2::BlockDelta::Signature(s),
+                },
+            })
+        }
+        StreamEvent::BlockStop(index) => wit2::StreamEvent::BlockStop(index),
+        StreamEvent::MessageDelta { stop_reason, usage } => {
+            wit2::StreamEvent::MessageDelta(wit2::MessageDelta {
+                stop_reason: stop_reason.map(stop_reason_to_0_2),
+                usage: usage_to_0_2(&usage),
+            })
         }
     }
 }
@@ -682,12 +667,12 @@ impl crate::bindings::v0_2::claude_force::agent::llm::Host for LlmCtx {
         &mut self,
         request: wit2::LlmRequest,
     ) -> wasmtime::Result<Result<Resource<ResponseStream>, wit2::LlmError>> {
-        let answer = match self.call(asked_0_2(request)).await {
-            Ok(done) => response_to_0_2(done),
+        let done = match self.call(asked_0_2(request)).await {
+            Ok(done) => done,
             Err(e) => return Ok(Err(error_to_0_2(e))),
         };
         // The table is bounded by the run's model-call limit: one stream per call.
-        let state = self.streams.push(StreamState::of(answer))?;
+        let state = self.streams.push(StreamState::of(done))?;
         Ok(Ok(Resource::new_own(state.rep())))
     }
 }
