@@ -364,15 +364,8 @@ pub(super) fn check_thinking_leads(turns: &[Turn<'_>]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::parse;
+    use crate::request::{parse, refusal};
     use serde_json::json;
-
-    fn refusal(request: Value) -> String {
-        match parse(&request) {
-            Ok(_) => panic!("accepted: {request}"),
-            Err(message) => message,
-        }
-    }
 
     fn with_messages(messages: Value) -> Value {
         json!({"model": "m", "max_tokens": 2048, "messages": messages,

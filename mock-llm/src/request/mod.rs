@@ -510,17 +510,20 @@ fn check_breakpoints(items: &[Item<'_>]) -> Result<(), String> {
     Ok(())
 }
 
+/// The server's refusal of `request`, for the tests of its checks; a request it
+/// accepts fails the test.
+#[cfg(test)]
+pub(crate) fn refusal(request: Value) -> String {
+    match parse(&request) {
+        Ok(_) => panic!("accepted: {request}"),
+        Err(message) => message,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn refusal(request: Value) -> String {
-        match parse(&request) {
-            Ok(_) => panic!("accepted: {request}"),
-            Err(message) => message,
-        }
-    }
 
     #[test]
     fn thinking_settings_are_checked() {
