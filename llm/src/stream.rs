@@ -495,7 +495,7 @@ impl SseReader {
     pub fn new<S, B, E>(bytes: S, max_bytes: usize) -> Self
     where
         S: Stream<Item = Result<B, E>> + Send + 'static,
-        B: AsRef<[u8]> + Send,
+        B: AsRef<[u8]> + Send + 'static,
         E: std::fmt::Display + Send,
     {
         let mut seen = 0usize;
@@ -505,7 +505,7 @@ impl SseReader {
             if seen > max_bytes {
                 return Err(format!("the streamed answer passed {max_bytes} bytes"));
             }
-            Ok(chunk.as_ref().to_vec())
+            Ok(chunk)
         });
         let events = capped.eventsource().map(|e| e.map_err(|e| e.to_string()));
         Self {
