@@ -1,7 +1,7 @@
 //! [`AnthropicProvider`]: one attempt of a Messages API call over HTTPS (reqwest with
 //! rustls), classified for the service's retry loop.
 
-use crate::provider::{BoxFuture, Provider, ProviderError};
+use crate::provider::{BoxFuture, EventStream, Provider, ProviderError};
 use crate::types::{LlmError, Request, Response};
 use crate::wire::{self, MAX_ERROR_MESSAGE_CHARS, WireRequest};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -137,9 +137,11 @@ pub struct AnthropicConfig {
     /// The largest response body accepted, counted while it streams in; a larger one
     /// is an [`LlmError::InvalidResponse`]. Default 8 MiB.
     pub max_response_bytes: usize,
-    /// Ask for every answer as server-sent events (`"stream": true`) and assemble it
-    /// ([`SseReader`](crate::SseReader)). Default off. The service still hands out
-    /// whole answers; passing the events on is the streaming work's next step.
+    /// Ask for every answer as server-sent events (`"stream": true`), also those the
+    /// caller wants whole ([`LlmService::complete`](crate::LlmService::complete)),
+    /// and assemble them ([`SseReader`](crate::SseReader)). Default off: a whole
+    /// answer is asked for whole. A streamed call
+    /// ([`LlmService::stream`](crate::LlmService::stream)) always asks for a stream.
     pub stream_answers: bool,
 }
 
@@ -303,14 +305,20 @@ impl AnthropicProvider {
         &self.base_url
     }
 
-    async fn send_once(&self, request: &Request) -> Result<Response, ProviderError> {
+    /// One attempt: a whole answer, or with `stream` the events of one (a server
+    /// that answers a stream request with a whole JSON body is replayed).
+    async fn post(&self, request: &Request, stream: bool) -> Result<EventStream, ProviderError> {
         let mut wire = WireRequest::from_request(request);
-        wire.stream = self.stream_answers;
+        wire.stream = stream;
         let body = wire.to_body().map_err(ProviderError::fatal)?;
+        let mut headers = self.headers.clone();
+        if stream {
+            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
         let response = self
             .client
             .post(self.messages_url.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .body(body)
             .send()
             .await
@@ -322,7 +330,7 @@ impl AnthropicProvider {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        tracing::debug!(status = status.as_u16(), request_id = %request_id, model = %request.model, "anthropic response");
+        tracing::debug!(status = status.as_u16(), request_id = %request_id, model = %request.model, stream, "anthropic response");
         let hints = RetryHints::from_headers(response.headers(), SystemTime::now());
         let event_stream = response
             .headers()
@@ -331,10 +339,9 @@ impl AnthropicProvider {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if status.is_success() && event_stream {
             let key = self.api_key.expose_secret().as_bytes().to_vec();
-            return crate::SseReader::new(response.bytes_stream(), self.max_response_bytes)
-                .scrubbing(move |data| scrub(data, &key))
-                .finish()
-                .await;
+            let reader = crate::SseReader::new(response.bytes_stream(), self.max_response_bytes)
+                .scrubbing(move |data| scrub(data, &key));
+            return Ok(EventStream::sse(reader));
         }
         let mut body = if status.is_success() {
             Some(read_capped(response, self.max_response_bytes).await?)
@@ -346,7 +353,13 @@ impl AnthropicProvider {
         if let Some(body) = body.as_mut() {
             scrub(body, self.api_key.expose_secret().as_bytes());
         }
-        interpret(status, &hints, body.as_deref())
+        interpret(status, &hints, body.as_deref()).map(EventStream::whole)
+    }
+
+    async fn send_once(&self, request: &Request) -> Result<Response, ProviderError> {
+        let mut events = self.post(request, self.stream_answers).await?;
+        while events.next().await?.is_some() {}
+        events.answer()
     }
 }
 
@@ -417,6 +430,13 @@ impl Provider for AnthropicProvider {
 
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>> {
         Box::pin(self.send_once(request))
+    }
+
+    fn open<'a>(
+        &'a self,
+        request: &'a Request,
+    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
+        Box::pin(self.post(request, true))
     }
 }
 

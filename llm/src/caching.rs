@@ -283,6 +283,7 @@ pub(crate) enum Flight {
 
 /// The call that others wait for. Dropping it without `finish` (a cancelled run)
 /// releases the followers, who then make their own call.
+#[derive(Debug)]
 pub(crate) struct Leader {
     key: CacheKey,
     sender: watch::Sender<Shared>,

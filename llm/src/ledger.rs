@@ -275,6 +275,23 @@ impl Ledger {
         }
     }
 
+    /// Records a call that failed after its answer had started (a stream cut off,
+    /// dropped or timed out): the usage the provider reported so far is billed, and
+    /// the call counts as failed.
+    pub fn record_interrupted(&self, usage: &Usage, cost: &Cost, attempts: u32) {
+        {
+            let mut s = self.lock();
+            s.totals.usage.add(usage);
+            s.totals.cost.add(cost);
+            s.totals.failures += 1;
+            s.totals.attempts += attempts;
+            s.spent_tokens = s.spent_tokens.saturating_add(usage.total());
+        }
+        if let Some(parent) = &self.parent {
+            parent.record_interrupted(usage, cost, attempts);
+        }
+    }
+
     /// Records a failed call and the attempts it made.
     pub fn record_failure(&self, attempts: u32) {
         {

@@ -52,6 +52,7 @@
 
 mod anthropic;
 mod caching;
+mod completion;
 mod cassette;
 mod content;
 #[doc(hidden)]
@@ -70,6 +71,7 @@ pub use anthropic::{
     DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, resolve_base_url,
 };
 pub use caching::request_key;
+pub use completion::CompletionStream;
 pub use cassette::{CassetteError, RecordingProvider, ReplayProvider};
 pub use content::{
     CacheControl, CacheTtl, Content, ContentBlock, DocumentSource, Effort, Image, ImageMediaType,
@@ -79,7 +81,7 @@ pub use content::{
 pub use ledger::{Budget, BudgetRule, Ledger, LedgerTotals, Reservation, WorstCase};
 pub use offline::{OfflineProvider, minimal_value};
 pub use pricing::{Cost, ModelPrice, PriceTable, PriceTableError};
-pub use provider::{BoxFuture, Provider, ProviderError};
+pub use provider::{BoxFuture, EventStream, Provider, ProviderError};
 pub use service::{
     CallContext, Completion, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_WAIT, LlmService, LlmServiceBuilder, backoff,

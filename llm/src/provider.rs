@@ -1,6 +1,8 @@
 //! The seam between the engine and whatever answers model calls.
 
+use crate::stream::{SseReader, StreamEvent, replay};
 use crate::types::{LlmError, Request, Response};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -62,4 +64,69 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// Makes one attempt.
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Response, ProviderError>>;
+
+    /// Makes one attempt whose answer is read as it is generated. The default waits
+    /// for the whole answer ([`send`](Self::send)) and replays it as events; a
+    /// provider that can stream overrides it.
+    fn open<'a>(
+        &'a self,
+        request: &'a Request,
+    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
+        Box::pin(async move { self.send(request).await.map(EventStream::whole) })
+    }
+}
+
+/// One attempt's answer as events ([`Provider::open`]): read from the connection as
+/// they arrive, or replayed from an answer that is already whole.
+#[derive(Debug)]
+pub struct EventStream {
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    Sse(Box<SseReader>),
+    Whole {
+        events: VecDeque<StreamEvent>,
+        answer: Response,
+    },
+}
+
+impl EventStream {
+    /// The events of an answer that is already whole ([`replay`]).
+    pub fn whole(answer: Response) -> Self {
+        Self {
+            source: Source::Whole {
+                events: replay(&answer).into(),
+                answer,
+            },
+        }
+    }
+
+    /// The events of a streamed body.
+    pub fn sse(reader: SseReader) -> Self {
+        Self {
+            source: Source::Sse(Box::new(reader)),
+        }
+    }
+
+    /// The next event; `None` once the answer is complete.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, ProviderError> {
+        match &mut self.source {
+            Source::Sse(reader) => reader.next().await,
+            Source::Whole { events, .. } => Ok(events.pop_front()),
+        }
+    }
+
+    /// The whole answer, once [`next`](Self::next) has returned `None`; an error
+    /// before.
+    pub fn answer(self) -> Result<Response, ProviderError> {
+        match self.source {
+            Source::Sse(reader) => reader.into_answer(),
+            Source::Whole { events, answer } if events.is_empty() => Ok(answer),
+            Source::Whole { .. } => Err(ProviderError::fatal(LlmError::InvalidResponse(
+                "the answer was taken before its stream was read".into(),
+            ))),
+        }
+    }
 }

@@ -2,17 +2,17 @@
 //! holds a permit of the global concurrency limit per attempt, bounds each attempt by
 //! a timeout and the caller's deadline, retries transient failures, and accounts costs.
 
-use crate::caching::{CacheLayer, Flight, request_key};
-use crate::ledger::Ledger;
+use crate::caching::{CacheLayer, Flight, Leader, request_key};
+use crate::ledger::{Ledger, Reservation};
 use crate::pricing::{Cost, PriceTable};
 use crate::provider::{Provider, ProviderError};
 use crate::types::{CacheMode, LlmError, Request, Response};
-use cf_cache::ResponseCache;
+use cf_cache::{CacheKey, ResponseCache};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Default limit of attempts in flight across the whole host.
@@ -35,6 +35,7 @@ pub struct LlmServiceBuilder {
     max_per_agent: Option<usize>,
     max_retries: u32,
     attempt_timeout: Duration,
+    idle_timeout: Option<Duration>,
     max_retry_wait: Duration,
     cache: Option<(ResponseCache, Option<String>)>,
 }
@@ -85,6 +86,15 @@ impl LlmServiceBuilder {
         self
     }
 
+    /// The longest a streamed call ([`LlmService::stream`]) may go without an event:
+    /// from sending to the answer's first event, then between two events (the API's
+    /// `ping`s count). A long answer that keeps coming is one attempt however long it
+    /// takes; a stall is a [`LlmError::Timeout`]. Default: the attempt timeout.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
     /// The longest wait before a retry. When a provider asks for a longer one
     /// (`retry-after`), the service gives up at once and returns the failure, whose
     /// `retry_after` (in [`LlmError::RateLimited`]) tells the caller how long to wait.
@@ -98,7 +108,7 @@ impl LlmServiceBuilder {
     pub fn build(self) -> LlmService {
         LlmService {
             inner: Arc::new(Inner {
-                limiter: Semaphore::new(self.max_concurrent),
+                limiter: Arc::new(Semaphore::new(self.max_concurrent)),
                 max_concurrent: self.max_concurrent,
                 max_per_agent: self.max_per_agent,
                 agent_limiters: Mutex::new(HashMap::new()),
@@ -106,6 +116,7 @@ impl LlmServiceBuilder {
                 prices: self.prices,
                 max_retries: self.max_retries,
                 attempt_timeout: self.attempt_timeout,
+                idle_timeout: self.idle_timeout.unwrap_or(self.attempt_timeout),
                 max_retry_wait: self.max_retry_wait,
                 cache: self.cache.map(|(c, ns)| CacheLayer::new(c, ns)),
                 waiting: AtomicUsize::new(0),
@@ -115,18 +126,19 @@ impl LlmServiceBuilder {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     provider: Arc<dyn Provider>,
     prices: PriceTable,
-    limiter: Semaphore,
+    limiter: Arc<Semaphore>,
     max_concurrent: usize,
     max_per_agent: Option<usize>,
     /// One semaphore per agent name, created on first use (only with `max_per_agent`).
     agent_limiters: Mutex<HashMap<String, Arc<Semaphore>>>,
     max_retries: u32,
     attempt_timeout: Duration,
+    idle_timeout: Duration,
     max_retry_wait: Duration,
-    cache: Option<CacheLayer>,
+    pub(crate) cache: Option<CacheLayer>,
     /// Attempts waiting for a permit (per-agent, then global).
     waiting: AtomicUsize,
 }
@@ -217,9 +229,9 @@ pub struct Completion {
 }
 
 /// One attempt's failure, and whether it reached the provider.
-struct AttemptFailure {
-    failure: ProviderError,
-    sent: bool,
+pub(crate) struct AttemptFailure {
+    pub(crate) failure: ProviderError,
+    pub(crate) sent: bool,
 }
 
 /// The engine every model call goes through. Cheap to clone; clones share the limit.
@@ -257,6 +269,7 @@ impl LlmService {
             max_per_agent: None,
             max_retries: DEFAULT_MAX_RETRIES,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            idle_timeout: None,
             max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
             cache: None,
         }
@@ -339,6 +352,46 @@ impl LlmService {
         call: &CallContext<'_>,
         request: Request,
     ) -> Result<Completion, LlmError> {
+        match self.route(call, &request).await? {
+            Route::Hit(done) => Ok(done),
+            Route::Direct => self.upstream(call, request).await,
+            Route::Lead(layer, key, leader) => {
+                let guard = AbandonOnDrop {
+                    layer,
+                    leader: Some(leader),
+                };
+                let outcome = self.upstream(call, request).await;
+                if let Ok(done) = &outcome {
+                    layer
+                        .store(
+                            call.cache_mode,
+                            call.agent,
+                            &key,
+                            &done.response,
+                            done.cost.known_usd(),
+                        )
+                        .await;
+                }
+                let shared = outcome
+                    .as_ref()
+                    .map(|d| d.response.clone())
+                    .map_err(Clone::clone);
+                if let Some(leader) = guard.disarm() {
+                    layer.finish(leader, &shared);
+                }
+                outcome
+            }
+        }
+    }
+
+    /// Where a call goes: validated, then answered from the cache, by an identical
+    /// call in flight (waited for), or sent upstream (as the leader that identical
+    /// calls wait for, when the cache is used).
+    pub(crate) async fn route<'s>(
+        &'s self,
+        call: &CallContext<'_>,
+        request: &Request,
+    ) -> Result<Route<'s>, LlmError> {
         if let Err(e) = request.validate() {
             call.ledger.record_failure(0);
             return Err(e);
@@ -349,13 +402,13 @@ impl LlmService {
             .as_ref()
             .filter(|_| call.cache_mode != CacheMode::Bypass)
         else {
-            return self.upstream(call, request).await;
+            return Ok(Route::Direct);
         };
         let namespace = layer.key_namespace(call.agent, call.component);
-        let key = request_key(&*self.inner.provider, &namespace, &request);
+        let key = request_key(&*self.inner.provider, &namespace, request);
         // A hit takes no concurrency permit and spends no budget.
         if let Some(response) = layer.lookup(call.cache_mode, call.agent, &key) {
-            return Ok(self.free_answer(call, response));
+            return Ok(Route::Hit(self.free_answer(call, response)));
         }
         loop {
             match layer.flight(key) {
@@ -367,7 +420,9 @@ impl LlmService {
                         None => Ok(rx.wait_for(Option::is_some).await.map(|v| v.clone())),
                     };
                     match waited {
-                        Ok(Ok(Some(Ok(response)))) => return Ok(self.free_answer(call, response)),
+                        Ok(Ok(Some(Ok(response)))) => {
+                            return Ok(Route::Hit(self.free_answer(call, response)));
+                        }
                         Ok(Ok(Some(Err(e)))) => {
                             call.ledger.record_failure(0);
                             return Err(e);
@@ -382,38 +437,13 @@ impl LlmService {
                         }
                     }
                 }
-                Flight::Leader(leader) => {
-                    let guard = AbandonOnDrop {
-                        layer,
-                        leader: Some(leader),
-                    };
-                    let outcome = self.upstream(call, request).await;
-                    if let Ok(done) = &outcome {
-                        layer
-                            .store(
-                                call.cache_mode,
-                                call.agent,
-                                &key,
-                                &done.response,
-                                done.cost.known_usd(),
-                            )
-                            .await;
-                    }
-                    let shared = outcome
-                        .as_ref()
-                        .map(|d| d.response.clone())
-                        .map_err(Clone::clone);
-                    if let Some(leader) = guard.disarm() {
-                        layer.finish(leader, &shared);
-                    }
-                    return outcome;
-                }
+                Flight::Leader(leader) => return Ok(Route::Lead(layer, key, leader)),
             }
         }
     }
 
     /// An answer that cost nothing: from the cache, or shared by an identical call.
-    fn free_answer(&self, call: &CallContext<'_>, response: Response) -> Completion {
+    pub(crate) fn free_answer(&self, call: &CallContext<'_>, response: Response) -> Completion {
         let saved_usd = self
             .cost(&response.model, &response.usage)
             .known_usd()
@@ -436,41 +466,61 @@ impl LlmService {
         call: &CallContext<'_>,
         request: Request,
     ) -> Result<Completion, LlmError> {
+        // Held until this call's cost is recorded (or it fails).
+        let _reservation = self.admit(call, &request)?;
+        let (response, attempts, queue_wait) = self
+            .retrying(call, async |queue_wait| {
+                self.attempt(call, &request, queue_wait).await
+            })
+            .await?;
+        let cost = self.cost(&response.model, &response.usage);
+        call.ledger
+            .record_call(&response.usage, &cost, attempts, false, 0.0);
+        Ok(Completion {
+            response,
+            attempts,
+            cached: false,
+            cost,
+            saved_usd: 0.0,
+            queue_wait,
+        })
+    }
+
+    /// The budget's admission of `request`: its worst case reserved until the
+    /// returned reservation is dropped. A refusal is recorded as a failed call.
+    pub(crate) fn admit(
+        &self,
+        call: &CallContext<'_>,
+        request: &Request,
+    ) -> Result<Reservation, LlmError> {
         let inner = &*self.inner;
         let billable = inner.provider.billable();
         let price = inner.prices.price(&request.model);
         let priced = !billable || price.is_some();
         // What the call may cost: nothing from a provider that does not bill.
-        let worst = crate::ledger::WorstCase::of(&request, price.filter(|_| billable));
-        // Held until this call's cost is recorded (or it fails).
-        let _reservation = match call.ledger.admit(priced, worst) {
-            Ok(r) => r,
-            Err(e) => {
-                call.ledger.record_failure(0);
-                return Err(e);
-            }
-        };
+        let worst = crate::ledger::WorstCase::of(request, price.filter(|_| billable));
+        call.ledger.admit(priced, worst).inspect_err(|_| {
+            call.ledger.record_failure(0);
+        })
+    }
+
+    /// Up to `1 + max_retries` runs of `attempt`, with the waits between them: the
+    /// value of the first that succeeds, the attempts that reached the provider
+    /// (this one included) and the time spent waiting for permits. A failure that
+    /// is not retried is recorded in the ledger and returned.
+    pub(crate) async fn retrying<T>(
+        &self,
+        call: &CallContext<'_>,
+        mut attempt: impl AsyncFnMut(&mut Duration) -> Result<T, AttemptFailure>,
+    ) -> Result<(T, u32, Duration), LlmError> {
+        let inner = &*self.inner;
         let mut queue_wait = Duration::ZERO;
         let mut attempts = 0u32;
         let mut tries = 0u32;
         loop {
             tries += 1;
-            let outcome = self.attempt(call, &request, &mut queue_wait).await;
-            let AttemptFailure { failure, sent } = match outcome {
-                Ok(response) => {
-                    attempts += 1;
-                    let cost = self.cost(&response.model, &response.usage);
-                    call.ledger
-                        .record_call(&response.usage, &cost, attempts, false, 0.0);
-                    return Ok(Completion {
-                        response,
-                        attempts,
-                        cached: false,
-                        cost,
-                        saved_usd: 0.0,
-                        queue_wait,
-                    });
-                }
+            let AttemptFailure { failure, sent } = match attempt(&mut queue_wait).await {
+                Ok(value) => return Ok((value, attempts + 1, queue_wait)),
                 Err(failure) => failure,
             };
             if sent {
@@ -504,22 +554,16 @@ impl LlmService {
         ))
     }
 
-    /// One attempt, holding its permits only while it is in flight.
-    async fn attempt(
+    /// The permits of one attempt (the agent's share, then the global limit), waited
+    /// for within the call's deadline; the wait is added to `queue_wait`.
+    pub(crate) async fn permits(
         &self,
         call: &CallContext<'_>,
-        request: &Request,
         queue_wait: &mut Duration,
-    ) -> Result<Response, AttemptFailure> {
+    ) -> Result<Permits, AttemptFailure> {
         let inner = &*self.inner;
-        let deadline_error = |what: &str| AttemptFailure {
-            failure: ProviderError::fatal(LlmError::Timeout(format!(
-                "the run's deadline was reached {what}"
-            ))),
-            sent: false,
-        };
         if call.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(deadline_error("before the call could start"));
+            return Err(deadline_failure("before the call could start", false));
         }
         let shutting_down = || AttemptFailure {
             failure: ProviderError::fatal(LlmError::Connection(
@@ -534,25 +578,45 @@ impl LlmService {
                 Some(limiter) => Some(limiter.acquire_owned().await.map_err(|_| shutting_down())?),
                 None => None,
             };
-            let global = inner.limiter.acquire().await.map_err(|_| shutting_down())?;
-            Ok::<_, AttemptFailure>((agent, global))
+            let global = Arc::clone(&inner.limiter)
+                .acquire_owned()
+                .await
+                .map_err(|_| shutting_down())?;
+            Ok::<_, AttemptFailure>(Permits {
+                _agent: agent,
+                _global: global,
+            })
         };
         let permits = match call.deadline {
             Some(d) => tokio::time::timeout_at(d, permits)
                 .await
-                .map_err(|_| deadline_error("while waiting for a concurrency permit"))??,
+                .map_err(|_| deadline_failure("while waiting for a concurrency permit", false))??,
             None => permits.await?,
         };
-        drop(_waiting);
         *queue_wait += queued.elapsed();
-        let mut limit = Instant::now() + inner.attempt_timeout;
-        let mut bounded_by_deadline = false;
-        if let Some(d) = call.deadline
-            && d < limit
-        {
-            limit = d;
-            bounded_by_deadline = true;
+        Ok(permits)
+    }
+
+    /// When an attempt that starts now must end: after `timeout`, or at the call's
+    /// deadline if that comes first (then `true`).
+    pub(crate) fn attempt_limit(call: &CallContext<'_>, timeout: Duration) -> (Instant, bool) {
+        let limit = Instant::now() + timeout;
+        match call.deadline {
+            Some(d) if d < limit => (d, true),
+            _ => (limit, false),
         }
+    }
+
+    /// One attempt, holding its permits only while it is in flight.
+    async fn attempt(
+        &self,
+        call: &CallContext<'_>,
+        request: &Request,
+        queue_wait: &mut Duration,
+    ) -> Result<Response, AttemptFailure> {
+        let inner = &*self.inner;
+        let permits = self.permits(call, queue_wait).await?;
+        let (limit, bounded_by_deadline) = Self::attempt_limit(call, inner.attempt_timeout);
         let outcome = tokio::time::timeout_at(limit, inner.provider.send(request)).await;
         // Hand the permit on before this call's caller goes on: a waiting call sends
         // its request now, not after this run's post-processing (the limit's next
@@ -567,10 +631,7 @@ impl LlmService {
                 failure,
                 sent: true,
             }),
-            Err(_) if bounded_by_deadline => Err(AttemptFailure {
-                sent: true,
-                ..deadline_error("before the answer arrived")
-            }),
+            Err(_) if bounded_by_deadline => Err(deadline_failure("before the answer arrived", true)),
             Err(_) => Err(AttemptFailure {
                 failure: ProviderError::transient(
                     LlmError::Timeout(format!(
@@ -583,17 +644,59 @@ impl LlmService {
             }),
         }
     }
+
+    /// The response cache layer, if any.
+    pub(crate) fn inner_cache(&self) -> Option<&CacheLayer> {
+        self.inner.cache.as_ref()
+    }
+
+    /// The idle timeout of streamed calls.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.inner.idle_timeout
+    }
+
+    /// The provider.
+    pub(crate) fn provider(&self) -> &dyn Provider {
+        &*self.inner.provider
+    }
+}
+
+/// A failure because the call's deadline came `what`.
+pub(crate) fn deadline_failure(what: &str, sent: bool) -> AttemptFailure {
+    AttemptFailure {
+        failure: ProviderError::fatal(LlmError::Timeout(format!(
+            "the run's deadline was reached {what}"
+        ))),
+        sent,
+    }
+}
+
+/// The permits an attempt holds while it is in flight; dropping them hands them on.
+#[derive(Debug)]
+pub(crate) struct Permits {
+    _agent: Option<OwnedSemaphorePermit>,
+    _global: OwnedSemaphorePermit,
+}
+
+/// Where [`LlmService::route`] sends a call.
+pub(crate) enum Route<'s> {
+    /// Answered without the provider (cache, or an identical call in flight).
+    Hit(Completion),
+    /// To the provider, without the cache.
+    Direct,
+    /// To the provider, as the leader of identical calls; its answer is stored.
+    Lead(&'s CacheLayer, CacheKey, Leader),
 }
 
 /// Forgets a single-flight whose leader's call was dropped before it finished, so that
 /// its followers and later calls are not left waiting.
 struct AbandonOnDrop<'a> {
     layer: &'a CacheLayer,
-    leader: Option<crate::caching::Leader>,
+    leader: Option<Leader>,
 }
 
 impl AbandonOnDrop<'_> {
-    fn disarm(mut self) -> Option<crate::caching::Leader> {
+    fn disarm(mut self) -> Option<Leader> {
         self.leader.take()
     }
 }

@@ -4,8 +4,8 @@
 //! the same [`Response`] a whole answer gives, through the same checks
 //! ([`wire::parse_response`]).
 //!
-//! This is the parsing half of streaming (see `docs/design/streaming.md`); the
-//! provider does not ask for streams yet.
+//! The provider reads them ([`crate::EventStream`]); the service holds them under its
+//! limits ([`crate::CompletionStream`]).
 
 use crate::anthropic::stream_error;
 use crate::content::ContentBlock;
@@ -316,14 +316,16 @@ impl Assembler {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        // In place: a long answer arrives in thousands of deltas.
         let append = |block: &mut Partial, field: &str, text: &str| {
-            let now = block
-                .start
-                .get(field)
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let joined = format!("{now}{text}");
-            block.start.insert(field.to_owned(), Value::String(joined));
+            match block.start.get_mut(field) {
+                Some(Value::String(now)) => now.push_str(text),
+                _ => {
+                    block
+                        .start
+                        .insert(field.to_owned(), Value::String(text.to_owned()));
+                }
+            }
         };
         let out = match (delta.get("type").and_then(Value::as_str), kind.as_str()) {
             (Some("text_delta"), "text") => {
@@ -550,6 +552,12 @@ impl SseReader {
     /// Reads what is left and returns the whole answer.
     pub async fn finish(mut self) -> Result<Response, ProviderError> {
         while self.next().await?.is_some() {}
+        self.assembler.finish()
+    }
+
+    /// The whole answer, once [`next`](Self::next) has returned `None`; an invalid
+    /// response before.
+    pub fn into_answer(self) -> Result<Response, ProviderError> {
         self.assembler.finish()
     }
 }

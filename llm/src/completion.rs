@@ -1,0 +1,342 @@
+//! [`LlmService::stream`]: a model call whose answer is read as it is generated, under
+//! the same limits as a whole one. The stream holds its permits of the concurrency
+//! limits from the request until its last event is read, it fails, or it is dropped;
+//! each wait for an event is bounded by the idle timeout and the call's deadline;
+//! retries happen only until the answer's first event has arrived (nothing has been
+//! handed out yet), never after.
+
+use crate::caching::Leader;
+use crate::ledger::{Ledger, Reservation};
+use crate::provider::EventStream;
+use crate::service::{AttemptFailure, Completion, LlmService, Permits, Route, deadline_failure};
+use crate::stream::{StreamEvent, replay};
+use crate::types::{CacheMode, LlmError, Request, Usage};
+use crate::{CallContext, ProviderError};
+use cf_cache::CacheKey;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A model call's answer as it arrives ([`LlmService::stream`]).
+///
+/// Read it with [`next`](Self::next) until `None`, then take the whole answer with
+/// [`finish`](Self::finish) (which also reads whatever is left). An error ends the
+/// stream; reading again gives the same error.
+///
+/// While it is open it holds one permit of the service's concurrency limit (and of
+/// the agent's, with a per-agent limit). Its permits are handed on at once when the
+/// last event is read, when it fails, and when it is dropped unfinished; a dropped
+/// stream closes its connection, and the usage the provider reported until then is
+/// charged to the ledger (the API bills an interrupted answer up to where it
+/// stopped), as a failed call. A completed answer is stored in the response cache;
+/// an interrupted one never is. A cache hit, or the answer of an identical call in
+/// flight, is replayed: one start, delta and stop per block, holding no permit.
+#[derive(Debug)]
+pub struct CompletionStream {
+    service: LlmService,
+    ledger: Ledger,
+    agent: String,
+    cache_mode: CacheMode,
+    deadline: Option<Instant>,
+    idle: Duration,
+    source: Source,
+    /// The attempts that reached the provider.
+    attempts: u32,
+    queue_wait: Duration,
+    /// What the provider reported so far (input at the start, output as it grows).
+    usage: Usage,
+    model: String,
+    /// The flight identical calls wait on, and the key to store the answer under.
+    flight: Option<(CacheKey, Leader)>,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Read from the provider.
+    Live {
+        /// The answer's first event, read before the stream was handed out.
+        first: Option<StreamEvent>,
+        events: EventStream,
+        /// Released when the stream ends.
+        _permits: Permits,
+        _reservation: Reservation,
+    },
+    /// A whole answer, replayed.
+    Replay {
+        events: VecDeque<StreamEvent>,
+        done: Completion,
+    },
+    /// Ended.
+    Ended(Result<Completion, LlmError>),
+}
+
+impl LlmService {
+    /// Makes a call whose answer is read as it arrives: validate, check the budget,
+    /// then the cache (a hit is replayed), then up to `1 + max_retries` attempts to
+    /// open the stream, each until the answer's first event arrived. See
+    /// [`CompletionStream`] for what it holds and when it lets go.
+    ///
+    /// Each wait, from the request to the first event and between two events, is
+    /// bounded by the [idle timeout](crate::LlmServiceBuilder::idle_timeout) and the
+    /// call's deadline.
+    pub async fn stream(
+        &self,
+        call: &CallContext<'_>,
+        request: Request,
+    ) -> Result<CompletionStream, LlmError> {
+        match self.route(call, &request).await? {
+            Route::Hit(done) => Ok(CompletionStream::replayed(self, call, done)),
+            Route::Direct => self.open_upstream(call, request).await,
+            Route::Lead(layer, key, leader) => match self.open_upstream(call, request).await {
+                Ok(mut stream) => {
+                    stream.flight = Some((key, leader));
+                    Ok(stream)
+                }
+                Err(e) => {
+                    layer.finish(leader, &Err(e.clone()));
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// The budget's admission, then attempts until one gives the answer's first event.
+    async fn open_upstream(
+        &self,
+        call: &CallContext<'_>,
+        request: Request,
+    ) -> Result<CompletionStream, LlmError> {
+        let reservation = self.admit(call, &request)?;
+        let idle = self.idle_timeout();
+        let ((events, first, permits), attempts, queue_wait) = self
+            .retrying(call, async |queue_wait| {
+                let permits = self.permits(call, queue_wait).await?;
+                let (limit, bounded_by_deadline) = Self::attempt_limit(call, idle);
+                let opened = tokio::time::timeout_at(limit, async {
+                    let mut events = self.provider().open(&request).await?;
+                    let first = events.next().await?;
+                    Ok::<_, ProviderError>((events, first))
+                })
+                .await;
+                match opened {
+                    Ok(Ok((events, first))) => Ok((events, first, permits)),
+                    Ok(Err(failure)) => Err(AttemptFailure {
+                        failure,
+                        sent: true,
+                    }),
+                    Err(_) if bounded_by_deadline => {
+                        Err(deadline_failure("before the answer started", true))
+                    }
+                    Err(_) => Err(AttemptFailure {
+                        failure: ProviderError::transient(
+                            LlmError::Timeout(format!(
+                                "the answer did not start within {} ms (the idle timeout)",
+                                idle.as_millis()
+                            )),
+                            None,
+                        ),
+                        sent: true,
+                    }),
+                }
+            })
+            .await?;
+        Ok(CompletionStream {
+            service: self.clone(),
+            ledger: call.ledger.clone(),
+            agent: call.agent.to_owned(),
+            cache_mode: call.cache_mode,
+            deadline: call.deadline,
+            idle,
+            source: Source::Live {
+                first,
+                events,
+                _permits: permits,
+                _reservation: reservation,
+            },
+            attempts,
+            queue_wait,
+            usage: Usage::default(),
+            model: request.model,
+            flight: None,
+        })
+    }
+}
+
+impl CompletionStream {
+    /// A stream of an answer that is already whole (and already recorded).
+    fn replayed(service: &LlmService, call: &CallContext<'_>, done: Completion) -> Self {
+        Self {
+            service: service.clone(),
+            ledger: call.ledger.clone(),
+            agent: call.agent.to_owned(),
+            cache_mode: call.cache_mode,
+            deadline: call.deadline,
+            idle: service.idle_timeout(),
+            attempts: 0,
+            queue_wait: Duration::ZERO,
+            usage: done.response.usage,
+            model: done.response.model.clone(),
+            source: Source::Replay {
+                events: replay(&done.response).into(),
+                done,
+            },
+            flight: None,
+        }
+    }
+
+    /// Whether the answer is replayed from the response cache (or an identical call),
+    /// holding no permit.
+    pub fn is_replay(&self) -> bool {
+        matches!(&self.source, Source::Replay { .. })
+            || matches!(&self.source, Source::Ended(Ok(done)) if done.cached)
+    }
+
+    /// Whether the stream has ended (completed or failed).
+    pub fn is_ended(&self) -> bool {
+        matches!(self.source, Source::Ended(_))
+    }
+
+    /// The next event; `None` once the answer is complete. A failure ends the stream
+    /// (its permits are handed on) and is returned again by every later read.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, LlmError> {
+        let (limit, bounded_by_deadline) = {
+            let limit = Instant::now() + self.idle;
+            match self.deadline {
+                Some(d) if d < limit => (d, true),
+                _ => (limit, false),
+            }
+        };
+        let read = match &mut self.source {
+            Source::Ended(Ok(_)) => return Ok(None),
+            Source::Ended(Err(e)) => return Err(e.clone()),
+            Source::Replay { events, .. } => match events.pop_front() {
+                Some(event) => return Ok(Some(event)),
+                None => None,
+            },
+            Source::Live { first, events, .. } => match first.take() {
+                Some(event) => Some(Ok(Ok(Some(event)))),
+                None => Some(tokio::time::timeout_at(limit, events.next()).await),
+            },
+        };
+        match read {
+            // A replay read to its end.
+            None => {
+                let Source::Replay { done, .. } =
+                    std::mem::replace(&mut self.source, Source::Ended(Err(LlmError::Connection(String::new()))))
+                else {
+                    unreachable!("matched above")
+                };
+                self.source = Source::Ended(Ok(done));
+                Ok(None)
+            }
+            Some(Ok(Ok(Some(event)))) => {
+                self.observe(&event);
+                Ok(Some(event))
+            }
+            Some(Ok(Ok(None))) => self.complete().await.map(|()| None),
+            Some(Ok(Err(failure))) => Err(self.fail(failure.error)),
+            Some(Err(_elapsed)) if bounded_by_deadline => Err(self.fail(LlmError::Timeout(
+                "the run's deadline was reached in the middle of a streamed answer".into(),
+            ))),
+            Some(Err(_elapsed)) => Err(self.fail(LlmError::Timeout(format!(
+                "the streamed answer stalled: no event for {} ms (the idle timeout)",
+                self.idle.as_millis()
+            )))),
+        }
+    }
+
+    /// Reads what is left and returns the whole call, as
+    /// [`LlmService::complete`] would have (the same answer, attempts, cost).
+    pub async fn finish(&mut self) -> Result<Completion, LlmError> {
+        while self.next().await?.is_some() {}
+        match &self.source {
+            Source::Ended(outcome) => outcome.clone(),
+            _ => unreachable!("a stream read to its end has ended"),
+        }
+    }
+
+    /// Keeps what the provider reports: the model and the usage so far.
+    fn observe(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::MessageStart { model, usage, .. } => {
+                self.usage = *usage;
+                if !model.is_empty() {
+                    self.model.clone_from(model);
+                }
+            }
+            StreamEvent::MessageDelta { usage, .. } => self.usage = *usage,
+            _ => {}
+        }
+    }
+
+    /// The last event was read: hand the permits on, record the cost, store the
+    /// answer and share it with identical calls waiting for it.
+    async fn complete(&mut self) -> Result<(), LlmError> {
+        let source = std::mem::replace(
+            &mut self.source,
+            Source::Ended(Err(LlmError::Connection(String::new()))),
+        );
+        let Source::Live { events, .. } = source else {
+            unreachable!("only a live stream completes")
+        };
+        // `events` owned the connection; the permits were dropped with `source`.
+        let response = match events.answer() {
+            Ok(response) => response,
+            Err(failure) => return Err(self.fail(failure.error)),
+        };
+        let cost = self.service.cost(&response.model, &response.usage);
+        self.ledger
+            .record_call(&response.usage, &cost, self.attempts, false, 0.0);
+        if let Some((key, leader)) = self.flight.take()
+            && let Some(layer) = &self.service.inner_cache()
+        {
+            layer
+                .store(self.cache_mode, &self.agent, &key, &response, cost.known_usd())
+                .await;
+            layer.finish(leader, &Ok(response.clone()));
+        }
+        self.source = Source::Ended(Ok(Completion {
+            response,
+            attempts: self.attempts,
+            cached: false,
+            cost,
+            saved_usd: 0.0,
+            queue_wait: self.queue_wait,
+        }));
+        Ok(())
+    }
+
+    /// Ends the stream with `error`: permits handed on, the connection closed, the
+    /// usage so far charged, waiting identical calls told.
+    fn fail(&mut self, error: LlmError) -> LlmError {
+        self.source = Source::Ended(Err(error.clone()));
+        self.charge_interrupted();
+        if let Some((_, leader)) = self.flight.take()
+            && let Some(layer) = self.service.inner_cache()
+        {
+            layer.finish(leader, &Err(error.clone()));
+        }
+        error
+    }
+
+    /// Charges the usage reported so far to the ledger, as a failed call.
+    fn charge_interrupted(&self) {
+        let cost = self.service.cost(&self.model, &self.usage);
+        self.ledger
+            .record_interrupted(&self.usage, &cost, self.attempts);
+    }
+}
+
+impl Drop for CompletionStream {
+    fn drop(&mut self) {
+        if matches!(self.source, Source::Live { .. }) {
+            tracing::debug!(agent = %self.agent, "a streamed answer was dropped before its end");
+            self.charge_interrupted();
+            if let Some((_, leader)) = self.flight.take()
+                && let Some(layer) = self.service.inner_cache()
+            {
+                layer.abandon(&leader);
+            }
+        }
+    }
+}
