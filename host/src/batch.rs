@@ -45,6 +45,9 @@ pub struct BatchOptions {
     /// Items running at once. Default: the host's instance slots, so that an item's
     /// deadline starts when it can really run.
     pub max_in_flight: Option<usize>,
+    /// Where the items' events go as they happen (with the item's index), for items
+    /// whose own `options.events` is not set. Default: nowhere.
+    pub events: Option<crate::BatchEventSink>,
 }
 
 impl Default for BatchOptions {
@@ -53,6 +56,7 @@ impl Default for BatchOptions {
             budget: Budget::default(),
             grace: Duration::from_secs(10),
             max_in_flight: None,
+            events: None,
         }
     }
 }
@@ -219,6 +223,7 @@ impl Host {
             self.clone(),
             items,
             options.grace,
+            options.events,
             limit,
             ledger.clone(),
             in_flight.clone(),
@@ -254,6 +259,7 @@ async fn drive(
     host: Host,
     mut items: Items,
     grace: Duration,
+    events: Option<crate::BatchEventSink>,
     limit: usize,
     ledger: Ledger,
     in_flight: Arc<AtomicUsize>,
@@ -292,14 +298,18 @@ async fn drive(
         let (host, ledger, tx, in_flight) =
             (host.clone(), ledger.clone(), tx.clone(), in_flight.clone());
         let mut cancelled = cancelled.clone();
+        let events = events.clone();
         in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let BatchItem {
                 id,
                 agent,
                 task,
-                options,
+                mut options,
             } = item;
+            if options.events.is_none() {
+                options.events = events.as_ref().map(|sink| sink.item(index));
+            }
             let text = task.text.clone();
             let run = async {
                 let agent = loaded

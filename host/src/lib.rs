@@ -54,6 +54,7 @@ mod capabilities;
 mod contract;
 mod digest;
 mod error;
+mod events;
 mod host;
 mod limits;
 mod outcome;
@@ -68,6 +69,7 @@ pub use builtin::names as builtin_agents;
 pub use contract::ComponentInterface;
 pub use digest::short_digest;
 pub use error::{Error, validate_agent_name};
+pub use events::{BatchEventSink, EventSink, RunEvent, RunHandle};
 pub use host::{Host, HostBuilder};
 pub use limits::{
     DEFAULT_MAX_TOKENS, DEFAULT_MODEL, LIST_ITEM_BYTES, Limits, RunOptions, default_data_dir,

@@ -102,6 +102,10 @@ pub struct RunOptions {
     pub deadline: Option<Duration>,
     /// What the run may spend (`--budget-usd`, `--budget-tokens`).
     pub budget: Budget,
+    /// Where the run's events go as they happen (the text the agent emits, the tools
+    /// its model asks for). Default: nowhere. See also
+    /// [`Agent::start`](crate::Agent::start).
+    pub events: Option<crate::EventSink>,
 }
 
 /// The default data directory: `$XDG_CACHE_HOME/cf-host` (or the platform's cache

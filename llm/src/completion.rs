@@ -108,36 +108,12 @@ impl LlmService {
     ) -> Result<CompletionStream, LlmError> {
         let reservation = self.admit(call, &request)?;
         let idle = self.idle_timeout();
+        let request = &request;
         let ((events, first, permits), attempts, queue_wait) = self
-            .retrying(call, async |queue_wait| {
-                let permits = self.permits(call, queue_wait).await?;
-                let (limit, bounded_by_deadline) = Self::attempt_limit(call, idle);
-                let opened = tokio::time::timeout_at(limit, async {
-                    let mut events = self.provider().open(&request).await?;
-                    let first = events.next().await?;
-                    Ok::<_, ProviderError>((events, first))
-                })
-                .await;
-                match opened {
-                    Ok(Ok((events, first))) => Ok((events, first, permits)),
-                    Ok(Err(failure)) => Err(AttemptFailure {
-                        failure,
-                        sent: true,
-                    }),
-                    Err(_) if bounded_by_deadline => {
-                        Err(deadline_failure("before the answer started", true))
-                    }
-                    Err(_) => Err(AttemptFailure {
-                        failure: ProviderError::transient(
-                            LlmError::Timeout(format!(
-                                "the answer did not start within {} ms (the idle timeout)",
-                                idle.as_millis()
-                            )),
-                            None,
-                        ),
-                        sent: true,
-                    }),
-                }
+            .retrying(call, move || async move {
+                let mut queue_wait = Duration::ZERO;
+                let outcome = self.open_attempt(call, request, idle, &mut queue_wait).await;
+                (queue_wait, outcome)
             })
             .await?;
         Ok(CompletionStream {
@@ -156,9 +132,47 @@ impl LlmService {
             attempts,
             queue_wait,
             usage: Usage::default(),
-            model: request.model,
+            model: request.model.clone(),
             flight: None,
         })
+    }
+
+    /// One attempt to open a stream: permits, the request, the answer's first event.
+    async fn open_attempt(
+        &self,
+        call: &CallContext<'_>,
+        request: &Request,
+        idle: Duration,
+        queue_wait: &mut Duration,
+    ) -> Result<(EventStream, Option<StreamEvent>, Permits), AttemptFailure> {
+        let permits = self.permits(call, queue_wait).await?;
+        let (limit, bounded_by_deadline) = Self::attempt_limit(call, idle);
+        let opened = tokio::time::timeout_at(limit, async {
+            let mut events = self.provider().open(request).await?;
+            let first = events.next().await?;
+            Ok::<_, ProviderError>((events, first))
+        })
+        .await;
+        match opened {
+            Ok(Ok((events, first))) => Ok((events, first, permits)),
+            Ok(Err(failure)) => Err(AttemptFailure {
+                failure,
+                sent: true,
+            }),
+            Err(_) if bounded_by_deadline => {
+                Err(deadline_failure("before the answer started", true))
+            }
+            Err(_) => Err(AttemptFailure {
+                failure: ProviderError::transient(
+                    LlmError::Timeout(format!(
+                        "the answer did not start within {} ms (the idle timeout)",
+                        idle.as_millis()
+                    )),
+                    None,
+                ),
+                sent: true,
+            }),
+        }
     }
 }
 
@@ -189,6 +203,11 @@ impl CompletionStream {
     pub fn is_replay(&self) -> bool {
         matches!(&self.source, Source::Replay { .. })
             || matches!(&self.source, Source::Ended(Ok(done)) if done.cached)
+    }
+
+    /// Time spent waiting for concurrency permits before the answer started.
+    pub fn queue_wait(&self) -> Duration {
+        self.queue_wait
     }
 
     /// Whether the stream has ended (completed or failed).

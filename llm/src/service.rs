@@ -468,9 +468,12 @@ impl LlmService {
     ) -> Result<Completion, LlmError> {
         // Held until this call's cost is recorded (or it fails).
         let _reservation = self.admit(call, &request)?;
+        let request = &request;
         let (response, attempts, queue_wait) = self
-            .retrying(call, async |queue_wait| {
-                self.attempt(call, &request, queue_wait).await
+            .retrying(call, move || async move {
+                let mut queue_wait = Duration::ZERO;
+                let outcome = self.attempt(call, request, &mut queue_wait).await;
+                (queue_wait, outcome)
             })
             .await?;
         let cost = self.cost(&response.model, &response.usage);
@@ -504,22 +507,28 @@ impl LlmService {
         })
     }
 
-    /// Up to `1 + max_retries` runs of `attempt`, with the waits between them: the
-    /// value of the first that succeeds, the attempts that reached the provider
-    /// (this one included) and the time spent waiting for permits. A failure that
-    /// is not retried is recorded in the ledger and returned.
-    pub(crate) async fn retrying<T>(
+    /// Up to `1 + max_retries` runs of `attempt` (which says how long it waited for
+    /// permits), with the waits between them: the value of the first that succeeds,
+    /// the attempts that reached the provider (this one included) and the time spent
+    /// waiting for permits. A failure that is not retried is recorded in the ledger
+    /// and returned.
+    pub(crate) async fn retrying<T, F>(
         &self,
         call: &CallContext<'_>,
-        mut attempt: impl AsyncFnMut(&mut Duration) -> Result<T, AttemptFailure>,
-    ) -> Result<(T, u32, Duration), LlmError> {
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<(T, u32, Duration), LlmError>
+    where
+        F: Future<Output = (Duration, Result<T, AttemptFailure>)>,
+    {
         let inner = &*self.inner;
         let mut queue_wait = Duration::ZERO;
         let mut attempts = 0u32;
         let mut tries = 0u32;
         loop {
             tries += 1;
-            let AttemptFailure { failure, sent } = match attempt(&mut queue_wait).await {
+            let (waited, outcome) = attempt().await;
+            queue_wait += waited;
+            let AttemptFailure { failure, sent } = match outcome {
                 Ok(value) => return Ok((value, attempts + 1, queue_wait)),
                 Err(failure) => failure,
             };

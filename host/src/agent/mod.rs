@@ -11,6 +11,7 @@ use crate::capabilities::{
     Caller, log::LogCtx, output::OutputCtx, store::SharedStore, store::StoreCtx,
 };
 use crate::error::Error;
+use crate::events::{EventSink, RunHandle};
 use crate::limits::{LIST_ITEM_BYTES, RunOptions};
 use crate::outcome::{RunError, RunOutput, RunStats, Timings};
 use crate::runtime::Runtime;
@@ -140,6 +141,24 @@ impl Agent {
         self.run_with(task, &RunOptions::default()).await
     }
 
+    /// Starts `task` with the operator's `options` on a task of its own, and returns
+    /// a handle that yields the run's events as they happen (the text the agent
+    /// emits, the tools its model asks for), then its result. `options.events`, if
+    /// set, gets every event too. Dropping the handle cancels the run.
+    pub fn start(&self, task: Task, mut options: RunOptions) -> RunHandle {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let also = options.events.take();
+        options.events = Some(EventSink::new(move |event| {
+            if let Some(also) = &also {
+                also.send(event.clone());
+            }
+            let _ = tx.send(event);
+        }));
+        let agent = self.clone();
+        let run = tokio::spawn(async move { agent.run_with(task, &options).await });
+        RunHandle::new(rx, run)
+    }
+
     /// Runs `task` with the operator's `options`.
     pub async fn run_with(&self, task: Task, options: &RunOptions) -> Result<RunOutput, RunError> {
         let ledger = Ledger::with_budget(options.budget);
@@ -248,6 +267,7 @@ impl Agent {
         let runtime = &self.inner.runtime;
         let limits = runtime.limits();
         let caller = &self.inner.caller;
+        let settings_events = options.events.clone();
         let settings = CallSettings {
             options,
             agent_model: self.inner.info.default_model.clone(),
@@ -273,7 +293,7 @@ impl Agent {
             limits.max_store_ops,
         );
         let log = LogCtx::new(caller.clone(), limits.max_log_records, limits.max_log_bytes);
-        let output = OutputCtx::new(limits.max_output_bytes);
+        let output = OutputCtx::new(limits.max_output_bytes, settings_events);
         let state = RunState::new(
             llm,
             store,

@@ -6,14 +6,16 @@ use crate::bindings::v0_1::claude_force::agent::llm::Host;
 use crate::bindings::v0_1::types as wit;
 use crate::bindings::v0_2::types as wit2;
 use crate::limits::{LIST_ITEM_BYTES, RunOptions};
+use crate::events::RunEvent;
 use cf_llm::{
-    CacheControl, CacheMode, CacheTtl, CallContext, Completion, Content, ContentBlock,
+    CacheControl, CacheMode, CacheTtl, CallContext, Completion, CompletionStream, Content, ContentBlock,
     DocumentSource, Effort, Image, ImageMediaType, Ledger, LlmError, LlmService, Media, Message,
     Request, Role, StopReason, System, TextBlock, Thinking, Tool, ToolChoice, ToolResultContent,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wasmtime::component::{Resource, ResourceTable};
 
@@ -57,6 +59,8 @@ pub(crate) struct LlmCtx {
     last_model: Option<String>,
     /// The run's open response streams (contract 0.2.0).
     streams: ResourceTable,
+    /// The table numbers of the open streams, in the order they were opened.
+    open_streams: Vec<u32>,
 }
 
 impl LlmCtx {
@@ -80,6 +84,7 @@ impl LlmCtx {
             queue_wait: Duration::ZERO,
             last_model: None,
             streams: ResourceTable::new(),
+            open_streams: Vec::new(),
         }
     }
 
@@ -162,10 +167,49 @@ impl LlmCtx {
         (request, asked.cache)
     }
 
-    /// One model call of any contract version: the run's call limit, the request and
-    /// media caps, the plugin's permissions, then the service (which validates the
-    /// request before anything is sent).
+    /// One model call of any contract version, whole.
     async fn call(&mut self, asked: Asked) -> Result<Completion, LlmError> {
+        let (request, cache_mode, _share) = self.admit(asked).await?;
+        let call = CallContext::new(&self.caller.name, &self.ledger)
+            .with_component(self.caller.component.as_deref())
+            .with_deadline(self.deadline)
+            .with_cache_mode(cache_mode);
+        let started = Instant::now();
+        let result = self.service.complete(&call, request).await;
+        self.busy += started.elapsed();
+        let done = result?;
+        self.queue_wait += done.queue_wait;
+        self.last_model = Some(done.response.model.clone());
+        Ok(done)
+    }
+
+    /// One model call of any contract version, streamed: the stream, and the
+    /// plugin's share permit it holds while open.
+    async fn open(
+        &mut self,
+        asked: Asked,
+    ) -> Result<(CompletionStream, Option<OwnedSemaphorePermit>), LlmError> {
+        let (request, cache_mode, share) = self.admit(asked).await?;
+        let call = CallContext::new(&self.caller.name, &self.ledger)
+            .with_component(self.caller.component.as_deref())
+            .with_deadline(self.deadline)
+            .with_cache_mode(cache_mode);
+        let started = Instant::now();
+        let result = self.service.stream(&call, request).await;
+        self.busy += started.elapsed();
+        let stream = result?;
+        self.queue_wait += stream.queue_wait();
+        Ok((stream, share))
+    }
+
+    /// What every call of any contract version goes through before the service: the
+    /// run's call limit, the request and media caps, the plugin's permissions, and its
+    /// share of the concurrency limit (whose permit the caller holds while the call
+    /// is in flight). The service validates the request before anything is sent.
+    async fn admit(
+        &mut self,
+        asked: Asked,
+    ) -> Result<(Request, CacheMode, Option<OwnedSemaphorePermit>), LlmError> {
         if self.calls_left == 0 {
             let max_calls = self.settings.max_calls;
             return Err(LlmError::Denied(if max_calls == 0 {
@@ -209,24 +253,14 @@ impl LlmCtx {
             Some(Thinking::Disabled) | None => Ok(()),
         }
         .map_err(LlmError::Denied)?;
-        let _share = match &self.caller.llm_share {
+        let share = match &self.caller.llm_share {
             Some(share) => match tokio::time::timeout_at(self.deadline, share.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => Some(permit),
                 _ => return Err(LlmError::Timeout("the run's deadline was reached waiting for the plugin's share of the concurrency limit".into())),
             },
             None => None,
         };
-        let call = CallContext::new(&self.caller.name, &self.ledger)
-            .with_component(self.caller.component.as_deref())
-            .with_deadline(self.deadline)
-            .with_cache_mode(cache_mode);
-        let started = Instant::now();
-        let result = self.service.complete(&call, resolved).await;
-        self.busy += started.elapsed();
-        let done = result?;
-        self.queue_wait += done.queue_wait;
-        self.last_model = Some(done.response.model.clone());
-        Ok(done)
+        Ok((resolved, cache_mode, share))
     }
 
     /// The host's caps on images and documents (per image, per request) and the
@@ -571,32 +605,16 @@ fn response_to_0_2(done: Completion) -> wit2::LlmResponse {
     }
 }
 
-/// A streamed answer held for a 0.2.0 guest: the events it has not read, and the
-/// whole answer for `finish`.
-///
-/// The host gets whole answers from its providers today (the provider's own
-/// streaming is not wired yet), so a stream is built from a completed call: the
-/// call's permit of the concurrency limit is released before the guest reads the
-/// first event, and each block streams as a start, one delta with all of it and a
-/// stop, as the contract describes for an answer that is already whole.
+/// A streamed answer held for a 0.2.0 guest: the service's stream (which holds the
+/// permits of the global and the agent's limits), the plugin's share of the limit,
+/// and the events read ahead for the guest (see [`LlmCtx::read_ahead`]).
 #[derive(Debug)]
 struct StreamState {
-    events: VecDeque<wit2::StreamEvent>,
-    answer: Option<wit2::LlmResponse>,
-}
-
-impl StreamState {
-    /// The events of a completed call, and its answer for `finish`.
-    fn of(done: Completion) -> Self {
-        let events = cf_llm::replay(&done.response)
-            .into_iter()
-            .map(event_to_0_2)
-            .collect();
-        Self {
-            events,
-            answer: Some(response_to_0_2(done)),
-        }
-    }
+    stream: CompletionStream,
+    /// Events read from the stream and not yet by the guest.
+    ahead: VecDeque<cf_llm::StreamEvent>,
+    /// The plugin's share of the limit, held while the stream is open.
+    share: Option<OwnedSemaphorePermit>,
 }
 
 fn event_to_0_2(event: cf_llm::StreamEvent) -> wit2::StreamEvent {
@@ -649,6 +667,51 @@ impl LlmCtx {
             .streams
             .get_mut(&Resource::<StreamState>::new_borrow(handle.rep()))?)
     }
+
+    /// Reads every open stream to its end, keeping its events for the guest. Done
+    /// before each new call: a stream the guest left unread would otherwise hold its
+    /// permit while the guest waits for another (with a limit of one, for ever); read
+    /// ahead, it hands the permit on when its answer is complete, and the guest still
+    /// reads every event, in order. Memory is bounded by the provider's response cap
+    /// per stream and the run's call limit.
+    async fn read_ahead(&mut self) {
+        let started = Instant::now();
+        for rep in self.open_streams.clone() {
+            let Ok(state) = self
+                .streams
+                .get_mut(&Resource::<StreamState>::new_borrow(rep))
+            else {
+                continue;
+            };
+            while let Ok(Some(event)) = state.stream.next().await {
+                state.ahead.push_back(event);
+            }
+            state.share = None;
+        }
+        self.busy += started.elapsed();
+    }
+
+    /// Hands a model event to the run's event sink (a tool the model asks for).
+    fn observe(&self, event: &cf_llm::StreamEvent) {
+        if let (
+            Some(sink),
+            cf_llm::StreamEvent::BlockStart {
+                block: ContentBlock::ToolUse { id, name, .. },
+                ..
+            },
+        ) = (&self.settings.options.events, event)
+        {
+            sink.send(RunEvent::ToolUse {
+                id: id.clone(),
+                name: name.clone(),
+            });
+        }
+    }
+
+    /// What a finished stream says about the run (its model; a live one's permit wait).
+    fn account(&mut self, done: &Completion) {
+        self.last_model = Some(done.response.model.clone());
+    }
 }
 
 impl crate::bindings::v0_2::claude_force::agent::llm::Host for LlmCtx {
@@ -656,23 +719,35 @@ impl crate::bindings::v0_2::claude_force::agent::llm::Host for LlmCtx {
         &mut self,
         request: wit2::LlmRequest,
     ) -> wasmtime::Result<Result<wit2::LlmResponse, wit2::LlmError>> {
-        Ok(self
-            .call(asked_0_2(request))
-            .await
-            .map(response_to_0_2)
-            .map_err(error_to_0_2))
+        self.read_ahead().await;
+        let done = match self.call(asked_0_2(request)).await {
+            Ok(done) => done,
+            Err(e) => return Ok(Err(error_to_0_2(e))),
+        };
+        if self.settings.options.events.is_some() {
+            for event in cf_llm::replay(&done.response) {
+                self.observe(&event);
+            }
+        }
+        Ok(Ok(response_to_0_2(done)))
     }
 
     async fn open_stream(
         &mut self,
         request: wit2::LlmRequest,
     ) -> wasmtime::Result<Result<Resource<ResponseStream>, wit2::LlmError>> {
-        let done = match self.call(asked_0_2(request)).await {
-            Ok(done) => done,
+        self.read_ahead().await;
+        let (stream, share) = match self.open(asked_0_2(request)).await {
+            Ok(opened) => opened,
             Err(e) => return Ok(Err(error_to_0_2(e))),
         };
         // The table is bounded by the run's model-call limit: one stream per call.
-        let state = self.streams.push(StreamState::of(done))?;
+        let state = self.streams.push(StreamState {
+            stream,
+            ahead: VecDeque::new(),
+            share,
+        })?;
+        self.open_streams.push(state.rep());
         Ok(Ok(Resource::new_own(state.rep())))
     }
 }
@@ -682,25 +757,70 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
         &mut self,
         stream: Resource<ResponseStream>,
     ) -> wasmtime::Result<Result<Option<wit2::StreamEvent>, wit2::LlmError>> {
-        Ok(Ok(self.stream_state(&stream)?.events.pop_front()))
+        let started = Instant::now();
+        let state = self.stream_state(&stream)?;
+        let read = match state.ahead.pop_front() {
+            Some(event) => Ok(Some(event)),
+            None => state.stream.next().await,
+        };
+        let ended = state.stream.is_ended() && state.ahead.is_empty();
+        if ended {
+            state.share = None;
+        }
+        let done = match ended {
+            true => state.stream.finish().await.ok(),
+            false => None,
+        };
+        self.busy += started.elapsed();
+        if let Some(done) = &done {
+            self.account(done);
+        }
+        Ok(match read {
+            Ok(Some(event)) => {
+                self.observe(&event);
+                Ok(Some(event_to_0_2(event)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(error_to_0_2(e)),
+        })
     }
 
     async fn finish(
         &mut self,
         stream: Resource<ResponseStream>,
     ) -> wasmtime::Result<Result<wit2::LlmResponse, wit2::LlmError>> {
+        let started = Instant::now();
         let state = self.stream_state(&stream)?;
-        state.events.clear();
-        Ok(state.answer.take().ok_or_else(|| {
-            wit2::LlmError::InvalidRequest(
-                "this stream's answer was already taken by finish".into(),
-            )
-        }))
+        let ahead: Vec<_> = state.ahead.drain(..).collect();
+        let mut unread = Vec::new();
+        let done = loop {
+            match state.stream.next().await {
+                Ok(Some(event)) => unread.push(event),
+                Ok(None) => break state.stream.finish().await,
+                Err(e) => break Err(e),
+            }
+        };
+        state.share = None;
+        self.busy += started.elapsed();
+        for event in ahead.iter().chain(&unread) {
+            self.observe(event);
+        }
+        Ok(match done {
+            Ok(done) => {
+                self.account(&done);
+                Ok(response_to_0_2(done))
+            }
+            Err(e) => Err(error_to_0_2(e)),
+        })
     }
 
     async fn drop(&mut self, stream: Resource<ResponseStream>) -> wasmtime::Result<()> {
+        let rep = stream.rep();
+        // Dropping the state drops the service's stream: its permits are handed on
+        // and its connection closed at once.
         self.streams
-            .delete(Resource::<StreamState>::new_own(stream.rep()))?;
+            .delete(Resource::<StreamState>::new_own(rep))?;
+        self.open_streams.retain(|r| *r != rep);
         Ok(())
     }
 }
