@@ -284,8 +284,15 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "T", value_parser = temperature)]
     pub temperature: Option<f32>,
     /// Print one JSON object per result on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stream_json")]
     pub json: bool,
+    /// Print the run's live events on stdout, one JSON object per line, as they
+    /// happen: `{"type":"delta","text":…}` for output the agent emits,
+    /// `{"type":"tool","id":…,"name":…}` for a tool its model asks for, and
+    /// `{"type":"result",…}` with the fields of `--json` at the end (in a batch,
+    /// every event has the item's `index`).
+    #[arg(long)]
+    pub stream_json: bool,
     #[command(flatten)]
     pub host: HostArgs,
 }

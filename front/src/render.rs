@@ -3,7 +3,9 @@
 //! Every function writes to the writers it is given; a front end chooses where they go
 //! (the CLI: results on stdout, everything for humans on stderr).
 
-use cf_host::{AgentInfo, BatchResult, ComponentInterface, RunError, RunOutput, RunStats};
+use cf_host::{
+    AgentInfo, BatchResult, ComponentInterface, RunError, RunEvent, RunOutput, RunStats,
+};
 use serde_json::{Value, json};
 use std::io::{self, Write};
 use std::path::Path;
@@ -36,8 +38,21 @@ pub fn json_result(
 /// A batch item's result as one line of JSON (the single-run fields plus `id` and
 /// `index`), appended to `buf`.
 pub fn write_json_item(buf: &mut Vec<u8>, item: &BatchResult) {
+    write_item(buf, item, None);
+}
+
+/// A batch item's result as the last event of its live stream (`--stream-json`):
+/// [`write_json_item`]'s object marked `"type": "result"`.
+pub fn write_result_event_item(buf: &mut Vec<u8>, item: &BatchResult) {
+    write_item(buf, item, Some("result"));
+}
+
+fn write_item(buf: &mut Vec<u8>, item: &BatchResult, kind: Option<&str>) {
     let mut value = result_json(&item.agent, &item.result);
     if let Value::Object(map) = &mut value {
+        if let Some(kind) = kind {
+            map.insert("type".into(), Value::from(kind));
+        }
         map.insert(
             "id".into(),
             item.id.clone().map_or(Value::Null, Value::from),
@@ -120,6 +135,59 @@ pub fn result_json(agent: &str, result: &Result<RunOutput, RunError>) -> Value {
         map.extend(extra);
     }
     value
+}
+
+/// A live event as one line of JSON (`cf-host run --stream-json`): `delta` for
+/// output the agent emitted, `tool` for a tool its model asked for; with the batch
+/// item's `index` when there is one.
+pub fn event_json(event: &RunEvent, index: Option<usize>) -> Value {
+    let mut value = match event {
+        RunEvent::Output(text) => json!({"type": "delta", "text": text}),
+        RunEvent::ToolUse { id, name } => json!({"type": "tool", "id": id, "name": name}),
+        // A kind of event this version does not know yet.
+        _ => json!({"type": "other"}),
+    };
+    if let (Value::Object(map), Some(index)) = (&mut value, index) {
+        map.insert("index".into(), Value::from(index));
+    }
+    value
+}
+
+/// The end of a live stream of events (`--stream-json`): the result's JSON
+/// ([`result_json`]) marked `"type": "result"`.
+pub fn result_event_json(agent: &str, result: &Result<RunOutput, RunError>) -> Value {
+    let mut value = result_json(agent, result);
+    if let Value::Object(map) = &mut value {
+        map.insert("type".into(), Value::from("result"));
+    }
+    value
+}
+
+/// A result for people after its output was shown live (`shown`, the text the agent
+/// emitted, already on `out`): what the result adds to it, or, when the result is
+/// not a continuation of what was shown (post-processing changed it), a rule and
+/// the whole result; then the summary on `notes`.
+pub fn human_result_after(
+    out: &mut impl Write,
+    notes: &mut impl Write,
+    agent: &str,
+    result: &Result<RunOutput, RunError>,
+    shown: &str,
+) -> io::Result<()> {
+    match result {
+        Ok(o) if !shown.is_empty() => {
+            match o.text.strip_prefix(shown) {
+                Some(rest) => writeln!(out, "{}", terminal_safe(rest))?,
+                None => writeln!(out, "\n──\n{}", terminal_safe(&o.text))?,
+            }
+            writeln!(notes, "{}", summary_line(agent, &o.stats))
+        }
+        Err(_) if !shown.is_empty() => {
+            writeln!(out)?;
+            human_result(out, notes, agent, result)
+        }
+        _ => human_result(out, notes, agent, result),
+    }
 }
 
 /// A result for people: the answer on `out`, a one-line summary (or the error) on

@@ -12,7 +12,7 @@ use crate::runlog;
 use cf_front::render;
 use cf_front::runlog::RunRecord;
 use cf_front::summary::{Summary, SummaryBuilder};
-use cf_host::{BatchItem, BatchOptions, BatchRun, Host, RunOptions, Task};
+use cf_host::{BatchEventSink, BatchItem, BatchOptions, BatchRun, Host, RunOptions, Task};
 use std::io::{BufRead, BufReader, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,10 +53,11 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
         },
         ..RunOptions::default()
     };
-    let options = BatchOptions {
+    let mut options = BatchOptions {
         budget: settings.budget(),
         grace: Duration::from_secs_f64(args.grace),
         max_in_flight: None,
+        events: None,
     };
     let bad = Arc::new(AtomicUsize::new(0));
     let (batch, progress) = match &args.tasks {
@@ -75,6 +76,9 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
                 (Box::new(BufReader::new(file)), total)
             };
             let progress = Progress::new(total);
+            if args.stream_json {
+                options.events = Some(live_events(&progress));
+            }
             let (tx, rx) = mpsc::channel(READ_AHEAD);
             let reader = Reader {
                 name: render::terminal_safe(path).into_owned(),
@@ -97,10 +101,20 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
                 &base,
             );
             let progress = Progress::new(Some(items.len()));
+            if args.stream_json {
+                options.events = Some(live_events(&progress));
+            }
             (host.start_batch(items, options), progress)
         }
     };
-    let outcome = run(&host, batch, &progress, args.json).await;
+    let format = if args.stream_json {
+        Format::StreamJson
+    } else if args.json {
+        Format::Json
+    } else {
+        Format::Human
+    };
+    let outcome = run(&host, batch, &progress, format).await;
     super::flush_telling_why(&host).await;
     let bad = bad.load(Ordering::Relaxed);
     print_summary(&outcome, bad);
@@ -185,9 +199,37 @@ fn items_from_flags(
         .collect()
 }
 
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Human,
+    Json,
+    StreamJson,
+}
+
+/// `--stream-json`: each item's live events on stdout as they happen, one line each
+/// with the item's index (around the progress line).
+fn live_events(progress: &Progress) -> BatchEventSink {
+    let progress = progress.clone();
+    BatchEventSink::new(move |index, event| {
+        let mut line = render::event_json(&event, Some(index)).to_string();
+        line.push('\n');
+        progress.around(|| {
+            let mut stdout = std::io::stdout().lock();
+            // A closed stdout (a reader that went away) must not stop the batch.
+            let _ = stdout.write_all(line.as_bytes()).and_then(|()| stdout.flush());
+        });
+    })
+}
+
 /// Runs the batch, printing each result as it finishes, and keeps what the summary
 /// needs as aggregates (counts, a latency histogram per group), not the results.
-async fn run(host: &Host, mut batch: BatchRun, progress: &Progress, json: bool) -> BatchOutcome {
+async fn run(
+    host: &Host,
+    mut batch: BatchRun,
+    progress: &Progress,
+    format: Format,
+) -> BatchOutcome {
     let started = Instant::now();
     let canceller = batch.canceller();
     let notes = progress.clone();
@@ -224,10 +266,10 @@ async fn run(host: &Host, mut batch: BatchRun, progress: &Progress, json: bool) 
                         }
                         Err(_) => counts.failed += 1,
                     }
-                    if json {
-                        render::write_json_item(&mut out, &result);
-                    } else {
-                        render::write_human_item(&mut out, &result);
+                    match format {
+                        Format::Json => render::write_json_item(&mut out, &result),
+                        Format::StreamJson => render::write_result_event_item(&mut out, &result),
+                        Format::Human => render::write_human_item(&mut out, &result),
                     }
                     let record = RunRecord::from_result(&result.agent, &result.task, &result.result);
                     let record = match result.id {

@@ -7,8 +7,8 @@ use crate::error::{CliError, Exit};
 use crate::runlog;
 use cf_front::render;
 use cf_front::runlog::RunRecord;
-use cf_host::{RunOptions, Source, Task};
-use std::io::Read as _;
+use cf_host::{RunEvent, RunOptions, Source, Task};
+use std::io::{IsTerminal as _, Read as _, Write as _};
 
 pub(crate) async fn run(args: RunArgs) -> Result<Exit, CliError> {
     if args.tasks.is_some() || !args.batch_tasks.is_empty() {
@@ -50,7 +50,29 @@ pub(crate) async fn run(args: RunArgs) -> Result<Exit, CliError> {
         context: args.context,
     };
     let task_text = task.text.clone();
-    let result = agent.run_with(task, &options).await;
+    // On a terminal the agent's output shows as it is emitted; piped, stdout gets the
+    // result alone (what a script reads is the answer, post-processing included).
+    let live = args.stream_json || (!args.json && std::io::stdout().is_terminal());
+    let mut shown = String::new();
+    let result = if live {
+        let mut run = agent.start(task, options);
+        while let Some(event) = run.next_event().await {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout must not stop the run: its result still goes to the log.
+            let _ = if args.stream_json {
+                writeln!(out, "{}", render::event_json(&event, None))
+            } else if let RunEvent::Output(text) = &event {
+                shown.push_str(text);
+                write!(out, "{}", render::terminal_safe(text))
+            } else {
+                Ok(())
+            }
+            .and_then(|()| out.flush());
+        }
+        run.result().await
+    } else {
+        agent.run_with(task, &options).await
+    };
     flush_telling_why(&host).await;
     runlog::append(&[RunRecord::from_result(agent.name(), &task_text, &result)]);
     let exit = match &result {
@@ -60,13 +82,18 @@ pub(crate) async fn run(args: RunArgs) -> Result<Exit, CliError> {
         Err(e) if e.error.is_usage() => Exit::Refused,
         Err(_) => Exit::TaskFailed,
     };
-    let _ = show(
-        args.json,
-        agent.name(),
-        &result,
-        std::io::stdout(),
-        std::io::stderr(),
-    );
+    let (out, err) = (std::io::stdout(), std::io::stderr());
+    let _ = if args.stream_json {
+        writeln!(
+            out.lock(),
+            "{}",
+            render::result_event_json(agent.name(), &result)
+        )
+    } else if live {
+        render::human_result_after(&mut out.lock(), &mut err.lock(), agent.name(), &result, &shown)
+    } else {
+        show(args.json, agent.name(), &result, out, err)
+    };
     // The process exits next (see `main`); dropping the host would wait for the
     // response cache again, which `flush_telling_why` may have given up on.
     std::mem::forget((host, agent));

@@ -242,7 +242,7 @@ fn agents_lists_the_built_ins_and_inspect_describes_a_component() {
     std::fs::write(&path, cf_builtin::find("code-reviewer").unwrap().wasm).unwrap();
     let r = cf_host_in(dir.path(), &["inspect", path.to_str().unwrap()], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    // code-reviewer is on contract 0.2.0 (python-expert stays on 0.1.0).
+    // code-reviewer is on contract 0.2.0.
     assert!(
         r.stdout.contains("contract:  claude-force:agent@0.2.0"),
         "{}",

@@ -25,7 +25,7 @@
 //! ones. A store that is denied or fails is logged, and the run goes on without it.
 //!
 //! Output: `## Hypotheses` (ranked, with evidence and experiments), then `## Plan`
-//! (the model's last answer). Metadata: `hypotheses` (how many), `hypotheses_reused`
+//! (the model's last answer), emitted (`output.emit`) whole once rendered. Metadata: `hypotheses` (how many), `hypotheses_reused`
 //! (`true` when the store had them), `ranking` (`2,1,3`: hypothesis numbers in the
 //! order shown), `turns` (model calls of the loop that answered), `tool_calls`,
 //! `thinking` (`on`/`off`), `model`.
@@ -34,7 +34,7 @@ mod notebook;
 
 use cf_agent_sdk::llm::{self, LlmError, ToolRun, ToolRunError};
 use cf_agent_sdk::{
-    Agent, AgentError, AgentInfo, AgentOutput, Task, delimit, export_agent, log, store,
+    Agent, AgentError, AgentInfo, AgentOutput, Task, delimit, export_agent, log, output, store,
 };
 use notebook::Notebook;
 use std::cell::RefCell;
@@ -121,8 +121,12 @@ impl Agent for BugInvestigator {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        let text = format!("## Hypotheses\n{}\n\n## Plan\n{plan}", notebook.render());
+        // Rendered from the notebook, which is complete only when the loop is: emitted
+        // whole, at the end.
+        output::emit(&text);
         Ok(AgentOutput {
-            text: format!("## Hypotheses\n{}\n\n## Plan\n{plan}", notebook.render()),
+            text,
             metadata: vec![
                 ("hypotheses".into(), notebook.len().to_string()),
                 ("hypotheses_reused".into(), reused.to_string()),

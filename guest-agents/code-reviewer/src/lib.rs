@@ -13,10 +13,13 @@
 //! are of the answer's lines that start with `[severity]`.
 //!
 //! Context: `language` (named in the prompt), `focus` (what to look at first).
+//!
+//! Output is emitted (`output.emit`) once the review is rendered: the answer is JSON
+//! until it is whole, so there is nothing to show a person before.
 
 use cf_agent_sdk::llm::{self, StructuredError};
 use cf_agent_sdk::{
-    Agent, AgentError, AgentInfo, AgentOutput, Task, context, delimit, export_agent, log,
+    Agent, AgentError, AgentInfo, AgentOutput, Task, context, delimit, export_agent, log, output,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -122,7 +125,7 @@ impl Agent for CodeReviewer {
             .temperature(0.2)
             .max_tokens(3000)
             .structured::<Review>();
-        match answer {
+        let output = match answer {
             Ok(review) => Ok(from_review(review)),
             Err(StructuredError::Llm(e)) => Err(AgentError::Llm(e)),
             Err(mismatch) => {
@@ -134,7 +137,11 @@ impl Agent for CodeReviewer {
                 };
                 Ok(from_text(text, error))
             }
+        };
+        if let Ok(out) = &output {
+            output::emit(&out.text);
         }
+        output
     }
 }
 

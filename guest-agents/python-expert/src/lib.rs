@@ -1,4 +1,9 @@
 //! `python-expert`: answers Python questions with idiomatic, tested code.
+//!
+//! The answer streams: its text is emitted as the model writes it (`output.emit`),
+//! so a person at a terminal reads it as it comes. The result is the whole answer,
+//! trimmed, with a code fence left open by a cut-off answer closed: that fix needs
+//! the whole text, so it shows in the result only.
 
 use cf_agent_sdk::{
     Agent, AgentError, AgentInfo, AgentOutput, Task, context, delimit, export_agent, llm,
@@ -14,7 +19,7 @@ struct PythonExpert;
 impl Agent for PythonExpert {
     fn describe() -> AgentInfo {
         AgentInfo {
-            default_model: "claude-sonnet-4-5".into(),
+            default_model: Some("claude-sonnet-4-5".into()),
             tags: vec!["python".into(), "coding".into()],
             ..cf_agent_sdk::info(
                 "python-expert",
@@ -41,7 +46,7 @@ impl Agent for PythonExpert {
             .user(delimit("task", &task.text))
             .temperature(0.3)
             .max_tokens(2048)
-            .send()?;
+            .stream_to_output()?;
         let text = close_fences(answer.text.trim());
         let blocks = text.matches("```").count() / 2;
         Ok(AgentOutput {

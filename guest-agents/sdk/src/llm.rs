@@ -619,6 +619,22 @@ impl<'a> Request<'a> {
         })
     }
 
+    /// Streams the answer, hands its text to whoever runs the agent as it arrives
+    /// ([`crate::output::emit`]), and returns the whole answer: what an agent whose
+    /// output is the model's text does to show it live.
+    ///
+    /// ```no_run
+    /// let answer = cf_agent_sdk::llm::Request::new().user("Tell a story.").stream_to_output()?;
+    /// # Ok::<(), cf_agent_sdk::llm::LlmError>(())
+    /// ```
+    pub fn stream_to_output(&self) -> Result<Response, LlmError> {
+        let mut stream = self.stream()?;
+        for piece in &mut stream {
+            crate::output::emit(&piece?);
+        }
+        stream.finish()
+    }
+
     /// Asks for an answer of type `T`: sets `output-schema` to `T`'s schema
     /// ([`json_schema`]), sends the request and parses the answer's text.
     ///

@@ -12,6 +12,7 @@ mod record_replay;
 mod regression_inputs;
 mod retries;
 mod secrets;
+mod stream_service;
 mod streaming;
 mod support;
 mod wire;

@@ -121,8 +121,8 @@ async fn describe_is_read_at_load() {
     let python = host.load("python-expert").await.expect("loads");
     assert_eq!(
         python.info().contract,
-        "0.1.0",
-        "python-expert stays on 0.1.0"
+        "0.2.0",
+        "python-expert streams, on 0.2.0"
     );
     assert!(info.tags.iter().any(|t| t == "multi-step"));
 }
