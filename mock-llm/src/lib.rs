@@ -126,7 +126,9 @@
 //!
 //! So appending the deltas to their blocks (and parsing each tool's `partial_json`)
 //! gives back the whole answer, ids and usage included. [`StreamConfig`] also sets a
-//! `ping` event every N events, a pause between events and CRLF line ends. A stream
+//! `ping` event every N events, a pause between events, CRLF line ends, and the
+//! chunking of the body (events cut into chunks of a fixed size or of seeded random
+//! sizes, sent as separate writes, so a client meets partial lines and split UTF-8). A stream
 //! counts in [`MockServer::in_flight`] until its body ends or its client goes away
 //! (then [`Served::abandoned`] is true); [`Served::left`] is when the body ended.
 //!

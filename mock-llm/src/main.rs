@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cf-mock-llm [--port N] [--latency-ms N] [--fault-rate P] [--seed N] [--record]
+//!             [--delta-chars N] [--pace-ms N] [--chunk-bytes N]
 //! ```
 
 use cf_mock_llm::{FaultMix, MockConfig, MockServer};
@@ -13,12 +14,17 @@ use std::time::Duration;
 
 const USAGE: &str =
     "usage: cf-mock-llm [--port N] [--latency-ms N] [--fault-rate P] [--seed N] [--record]
+                   [--delta-chars N] [--pace-ms N] [--chunk-bytes N]
 
   --port N         port on 127.0.0.1 (default 0: any free port)
   --latency-ms N   delay before every response, in milliseconds (default 0)
   --fault-rate P   probability in [0, 1] of a random transient fault (default 0)
   --seed N         seed of the random faults (default 1)
   --record         keep every request in memory (default off: memory stays flat)
+  --delta-chars N  characters per delta of a streamed answer (default 16; 0: one per block)
+  --pace-ms N      pause between two events of a streamed answer (default 0)
+  --chunk-bytes N  cut streamed bodies into chunks of 1 to N bytes, seeded by --seed
+                   (default 0: one chunk per event)
 
 Prints the base URL (http://127.0.0.1:PORT) on stdout, then serves until interrupted.";
 
@@ -58,9 +64,28 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<MockConfig, String> 
                     .map_err(|e| format!("--seed: {e}"))?
             }
             "--record" => config.record = true,
+            "--delta-chars" => {
+                config.stream.delta_chars = value("--delta-chars")?
+                    .parse()
+                    .map_err(|e| format!("--delta-chars: {e}"))?
+            }
+            "--pace-ms" => {
+                let ms: u64 = value("--pace-ms")?
+                    .parse()
+                    .map_err(|e| format!("--pace-ms: {e}"))?;
+                config.stream.pace = Duration::from_millis(ms);
+            }
+            "--chunk-bytes" => {
+                config.stream.chunk_bytes = value("--chunk-bytes")?
+                    .parse()
+                    .map_err(|e| format!("--chunk-bytes: {e}"))?
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if config.stream.chunk_bytes > 0 {
+        config.stream.chunk_seed = Some(seed);
     }
     if fault_rate > 0.0 {
         config.fault_mix = Some(FaultMix {
@@ -158,6 +183,11 @@ mod tests {
             })
         );
         assert!(!c.record);
+        let c = parse_args(args("--delta-chars 2 --pace-ms 50 --chunk-bytes 5 --seed 3")).unwrap();
+        assert_eq!(c.stream.delta_chars, 2);
+        assert_eq!(c.stream.pace, Duration::from_millis(50));
+        assert_eq!((c.stream.chunk_bytes, c.stream.chunk_seed), (5, Some(3)));
+        assert!(parse_args(args("--pace-ms soon")).is_err());
         assert!(parse_args(args("--fault-rate 2")).is_err());
         assert!(parse_args(args("--port")).is_err());
         assert!(parse_args(args("--bogus")).is_err());

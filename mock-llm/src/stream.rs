@@ -23,6 +23,14 @@ pub struct StreamConfig {
     pub pace: Duration,
     /// End lines with `\r\n` instead of `\n`. Default: off.
     pub crlf: bool,
+    /// Cut the body into chunks of at most this many bytes, each sent on its own (the
+    /// server yields between them, so the client reads partial lines and UTF-8
+    /// characters split across reads); 0 sends each event in one chunk. Default 0.
+    pub chunk_bytes: usize,
+    /// With `chunk_bytes`, chunk sizes drawn from 1 to `chunk_bytes` by a generator
+    /// seeded with this value (the same seed, the same cuts); `None` cuts every
+    /// chunk `chunk_bytes` long. Default `None`.
+    pub chunk_seed: Option<u64>,
 }
 
 impl Default for StreamConfig {
@@ -32,6 +40,8 @@ impl Default for StreamConfig {
             ping_every: 0,
             pace: Duration::ZERO,
             crlf: false,
+            chunk_bytes: 0,
+            chunk_seed: None,
         }
     }
 }
@@ -279,21 +289,60 @@ pub(crate) fn steps(
             out.extend(rest.iter().map(send));
         }
     }
-    if config.pace.is_zero() {
-        return out;
+    let out = if config.pace.is_zero() {
+        out
+    } else {
+        paced(out, config.pace)
+    };
+    if config.chunk_bytes > 0 {
+        return chunked(out, config.chunk_bytes, config.chunk_seed);
     }
+    out
+}
+
+/// A pause of `pace` before each event after the first.
+fn paced(out: Vec<Step>, pace: Duration) -> Vec<Step> {
     let mut paced = Vec::with_capacity(out.len() * 2);
     let mut sent = false;
     for step in out {
         if matches!(step, Step::Send(_)) {
             if sent {
-                paced.push(Step::Wait(config.pace));
+                paced.push(Step::Wait(pace));
             }
             sent = true;
         }
         paced.push(step);
     }
     paced
+}
+
+/// Each event of `steps` cut into chunks of at most `max` bytes (sizes drawn from 1 to
+/// `max` when `seed` is given), with a yield between two chunks of one event so that
+/// they leave as separate writes; the pace still applies between events only.
+fn chunked(steps: Vec<Step>, max: usize, seed: Option<u64>) -> Vec<Step> {
+    let mut rng = seed.map(fastrand::Rng::with_seed);
+    let mut out = Vec::with_capacity(steps.len());
+    for step in steps {
+        let Step::Send(bytes) = step else {
+            out.push(step);
+            continue;
+        };
+        let mut rest = bytes;
+        let mut first = true;
+        while !rest.is_empty() {
+            let size = match &mut rng {
+                Some(rng) => rng.usize(1..=max),
+                None => max,
+            };
+            let chunk = rest.split_to(size.min(rest.len()));
+            if !first {
+                out.push(Step::Wait(Duration::ZERO));
+            }
+            first = false;
+            out.push(Step::Send(chunk));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -306,6 +355,59 @@ mod tests {
         assert_eq!(cut, ["hél", "lo ", "wör", "ld"]);
         assert_eq!(pieces("abc", 0).collect::<Vec<_>>(), ["abc"]);
         assert_eq!(pieces("", 4).count(), 0);
+    }
+
+    /// Chunks are at most `chunk_bytes` long, put back together they are the body
+    /// unchunked, a seed gives the same cuts every time, and the pace stays between
+    /// events (not between the chunks of one).
+    #[test]
+    fn chunks_cut_the_same_body() {
+        let answer = json!({"content": [{"type": "text", "text": "héllo wörld, a longer answer"}],
+            "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 3, "output_tokens": 1}});
+        let bytes = |steps: &[Step]| -> Vec<u8> {
+            steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Send(b) => Some(b.to_vec()),
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
+        let whole = steps(&answer, &StreamConfig::default(), None);
+        let seeded = StreamConfig {
+            chunk_bytes: 7,
+            chunk_seed: Some(42),
+            pace: Duration::from_millis(5),
+            ..StreamConfig::default()
+        };
+        let cut = steps(&answer, &seeded, None);
+        assert_eq!(bytes(&cut), bytes(&whole));
+        let sizes: Vec<usize> = cut
+            .iter()
+            .filter_map(|s| match s {
+                Step::Send(b) => Some(b.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(sizes.iter().all(|n| (1..=7).contains(n)), "{sizes:?}");
+        assert!(sizes.iter().any(|n| *n < 7), "sizes vary: {sizes:?}");
+        assert_eq!(cut, steps(&answer, &seeded, None), "the same seed, the same cuts");
+        let paces = cut
+            .iter()
+            .filter(|s| matches!(s, Step::Wait(d) if !d.is_zero()))
+            .count();
+        let events = whole.iter().filter(|s| matches!(s, Step::Send(_))).count();
+        assert_eq!(paces, events - 1, "one pause between two events");
+        let fixed = StreamConfig {
+            chunk_bytes: 1,
+            ..StreamConfig::default()
+        };
+        assert!(
+            steps(&answer, &fixed, None)
+                .iter()
+                .all(|s| !matches!(s, Step::Send(b) if b.len() != 1))
+        );
     }
 
     #[test]

@@ -898,7 +898,12 @@ async fn the_idle_timeout_bounds_each_wait_not_the_stream() {
 
 /// 4b. A stream dropped before its first event was read: the service had already read
 /// the message start (the provider reported the input tokens), so they are charged.
+///
+/// Fails today: `open_upstream` reads the message start ahead into `Source::Live::first`
+/// but only `next` passes it through `observe`, so a stream dropped unread charges
+/// zero tokens (see the report).
 #[tokio::test]
+#[ignore = "library bug: the message start read ahead is not charged when the stream is dropped unread (llm/src/completion.rs)"]
 async fn a_stream_dropped_before_reading_is_charged_the_input_already_reported() {
     let server = mock(StreamConfig::default()).await;
     server.push_fault(Fault::Stream(StreamFault::Stall {
@@ -919,4 +924,88 @@ async fn a_stream_dropped_before_reading_is_charged_the_input_already_reported()
         totals.usage.input_tokens > 0,
         "the message start's input tokens are charged: {totals:?}"
     );
+}
+
+/// 5b. The permit is the stream's, not the request's: with a limit of 1, a second
+/// stream waits while the first is open (even once the server has sent everything),
+/// and starts when the first ends.
+#[tokio::test]
+async fn an_open_stream_keeps_its_permit_until_it_ends() {
+    let server = mock(StreamConfig::default()).await;
+    let service = builder(&server).max_concurrent(1).build();
+    let ledger = Ledger::unlimited();
+    let call = CallContext::new("a", &ledger);
+    let mut first = open(&service, &call, request("first"))
+        .await
+        .expect("opens");
+    step("an event", STEP, first.next())
+        .await
+        .expect("an event")
+        .expect("not the end");
+    // The server sent the whole (unpaced) answer: it is done, the stream is not.
+    eventually(
+        "the server sent everything",
+        Duration::from_secs(10),
+        || server.in_flight() == 0,
+    )
+    .await;
+    assert_eq!(service.calls_in_flight(), 1);
+
+    let second = tokio::spawn({
+        let service = service.clone();
+        let ledger = ledger.clone();
+        async move {
+            let call = CallContext::new("a", &ledger);
+            let mut stream = service.stream(&call, request("second")).await?;
+            stream.finish().await
+        }
+    });
+    eventually(
+        "the second stream waits for the permit",
+        Duration::from_secs(10),
+        || service.calls_waiting() == 1,
+    )
+    .await;
+    assert_eq!(server.requests(), 1, "the second has not been sent");
+
+    let (_, end) = drain(&mut first).await;
+    end.expect("the first completes");
+    let done = step("the second stream", STEP, second)
+        .await
+        .expect("task")
+        .expect("the second completes");
+    assert!(done.queue_wait > Duration::ZERO);
+    assert_eq!(server.requests(), 2);
+    assert_eq!(service.calls_in_flight(), 0);
+    assert_eq!(service.calls_waiting(), 0);
+}
+
+/// 7c. A leader that fails after its first event cannot retry (it handed events out),
+/// but its follower has handed out nothing: like the follower of a dropped leader, it
+/// should make its own call rather than inherit a transient failure it never had.
+///
+/// Fails today: `CompletionStream::fail` publishes the leader's mid-stream error to the
+/// flight, so the follower returns `Overloaded` with no attempt of its own (see the
+/// report).
+#[tokio::test]
+#[ignore = "library bug: a follower inherits its leader's mid-stream transient failure without an attempt (llm/src/completion.rs, CompletionStream::fail)"]
+async fn a_follower_of_a_leader_failed_mid_stream_makes_its_own_call() {
+    let server = mock(StreamConfig::default()).await;
+    server.push_fault(Fault::Stream(StreamFault::overloaded_after(3)));
+    let (service, _dir) = cached(builder(&server));
+    let ledger = Ledger::unlimited();
+    let call = CallContext::new("a", &ledger);
+    let run = async || {
+        let mut stream = service.stream(&call, request("together")).await?;
+        stream.finish().await
+    };
+    // `join!` polls the first before the second: the first leads, the second follows.
+    let (a, b) = step("a failing leader and its follower", STEP, async {
+        tokio::join!(run(), run())
+    })
+    .await;
+    assert!(matches!(a, Err(LlmError::Overloaded(_))), "{a:?}");
+    let b = b.expect("the follower gets an answer of its own");
+    assert_eq!(b.attempts, 1);
+    assert_eq!(server.requests(), 2);
 }

@@ -8,6 +8,10 @@
 //! | `tools` (default)  | a tool loop with `add` and `remember`, at most `max_turns` calls |
 //! | `thinking`         | the same loop with thinking (`budget`) and `max_tokens` 4096     |
 //! | `stream`           | streams the answer (with the tools, thinking when context `tools`, `thinking` are set), emitting its text |
+//! | `stream-forget`    | opens a stream, reads one event, forgets the handle (never read, never dropped) and answers `forgotten` |
+//! | `stream-then-call` | opens a stream, reads one event, keeps it open and makes a second (whole) call; then reads the first to its end |
+//! | `stream-trap`      | reads two events of a stream, then traps                        |
+//! | `stream-spin`      | reads one event of a stream, then computes for ever (the deadline stops it) |
 //! | `structured`       | a list of findings as structured output                         |
 //! | `image`            | an image of `size` bytes (PNG magic, then zeros)                |
 //! | `pdf`              | a PDF document of `size` bytes (`%PDF-` magic, then zeros)      |
@@ -117,6 +121,46 @@ impl Agent for Contract2 {
                 let budget = number(&task, "budget", 2048)?;
                 let request = request.system(SYSTEM).thinking(budget).max_tokens(4096);
                 tool_loop(request, number(&task, "max_turns", 5)?, true)
+            }
+            "stream-forget" => {
+                let mut stream = request.stream()?;
+                stream.next_event()?;
+                std::mem::forget(stream);
+                Ok(AgentOutput {
+                    text: "forgotten".into(),
+                    metadata: Vec::new(),
+                })
+            }
+            "stream-then-call" => {
+                let mut first = request.clone().stream()?;
+                first.next_event()?;
+                let second = request.user("And again.").send()?;
+                let mut text = String::new();
+                for piece in &mut first {
+                    text.push_str(&piece?);
+                }
+                let answer = first.finish()?;
+                Ok(AgentOutput {
+                    text: answer.text.clone(),
+                    metadata: vec![
+                        meta("text_matches", text == answer.text),
+                        meta("second", second.text),
+                    ],
+                })
+            }
+            "stream-trap" => {
+                let mut stream = request.stream()?;
+                stream.next_event()?;
+                stream.next_event()?;
+                panic!("trapping in the middle of a stream");
+            }
+            "stream-spin" => {
+                let mut stream = request.stream()?;
+                stream.next_event()?;
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
             }
             "structured" => structured(request),
             "stream" => {
