@@ -57,9 +57,11 @@ enum Source {
         /// The answer's first event, read before the stream was handed out.
         first: Option<StreamEvent>,
         events: EventStream,
-        /// Released when the stream ends.
-        _permits: Permits,
-        _reservation: Reservation,
+        /// Handed on when the stream ends.
+        permits: Permits,
+        /// The budget's hold on the call's worst case, released once its cost is
+        /// recorded.
+        reservation: Reservation,
     },
     /// A whole answer, replayed.
     Replay {
@@ -116,7 +118,7 @@ impl LlmService {
                 (queue_wait, outcome)
             })
             .await?;
-        Ok(CompletionStream {
+        let mut stream = CompletionStream {
             service: self.clone(),
             ledger: call.ledger.clone(),
             agent: call.agent.to_owned(),
@@ -124,17 +126,26 @@ impl LlmService {
             deadline: call.deadline,
             idle,
             source: Source::Live {
-                first,
+                first: None,
                 events,
-                _permits: permits,
-                _reservation: reservation,
+                permits,
+                reservation,
             },
             attempts,
             queue_wait,
             usage: Usage::default(),
             model: request.model.clone(),
             flight: None,
-        })
+        };
+        // The first event was read: what it reports (the input tokens) is billed even
+        // if the stream is dropped before anyone reads it.
+        if let Some(event) = &first {
+            stream.observe(event);
+        }
+        if let Source::Live { first: slot, .. } = &mut stream.source {
+            *slot = first;
+        }
+        Ok(stream)
     }
 
     /// One attempt to open a stream: permits, the request, the answer's first event.
@@ -295,10 +306,18 @@ impl CompletionStream {
             &mut self.source,
             Source::Ended(Err(LlmError::Connection(String::new()))),
         );
-        let Source::Live { events, .. } = source else {
+        let Source::Live {
+            events,
+            permits,
+            reservation,
+            ..
+        } = source
+        else {
             unreachable!("only a live stream completes")
         };
-        // `events` owned the connection; the permits were dropped with `source`.
+        // Handed on before the answer is recorded and stored: the next call in line
+        // sends now.
+        drop(permits);
         let response = match events.answer() {
             Ok(response) => response,
             Err(failure) => return Err(self.fail(failure.error)),
@@ -306,6 +325,7 @@ impl CompletionStream {
         let cost = self.service.cost(&response.model, &response.usage);
         self.ledger
             .record_call(&response.usage, &cost, self.attempts, false, 0.0);
+        drop(reservation);
         if let Some((key, leader)) = self.flight.take()
             && let Some(layer) = &self.service.inner_cache()
         {
@@ -326,14 +346,16 @@ impl CompletionStream {
     }
 
     /// Ends the stream with `error`: permits handed on, the connection closed, the
-    /// usage so far charged, waiting identical calls told.
+    /// usage so far charged. Identical calls waiting for it make their own: they have
+    /// read nothing yet, so for them a failure here is one before their first event,
+    /// which is retried.
     fn fail(&mut self, error: LlmError) -> LlmError {
         self.source = Source::Ended(Err(error.clone()));
         self.charge_interrupted();
         if let Some((_, leader)) = self.flight.take()
             && let Some(layer) = self.service.inner_cache()
         {
-            layer.finish(leader, &Err(error.clone()));
+            layer.abandon(&leader);
         }
         error
     }

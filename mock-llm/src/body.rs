@@ -107,6 +107,11 @@ impl Events {
                     self.finish();
                     return Poll::Ready(Some(Err(DroppedByFault)));
                 }
+                Some(Step::MarkFirstDelta) => {
+                    if let Some(guard) = &mut self.guard {
+                        guard.first_delta = Some(Instant::now());
+                    }
+                }
                 None => {
                     self.finish();
                     return Poll::Ready(None);

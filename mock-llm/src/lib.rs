@@ -277,6 +277,9 @@ pub struct Served {
     /// Whether the client went away before the server was done (its connection
     /// closed during a [`Fault::Hang`], the latency or a streamed body).
     pub abandoned: bool,
+    /// When a streamed answer's first `content_block_delta` (its first token) was
+    /// handed to the connection; `None` for a whole answer or before it.
+    pub first_delta: Option<Instant>,
 }
 
 impl ReceivedRequest {
@@ -399,6 +402,8 @@ pub(crate) struct InFlight {
     n: u64,
     arrived: Instant,
     finished: bool,
+    /// See [`Served::first_delta`].
+    pub(crate) first_delta: Option<Instant>,
 }
 
 impl InFlight {
@@ -414,6 +419,7 @@ impl InFlight {
             n,
             arrived,
             finished: false,
+            first_delta: None,
         };
         (guard, n, arrived)
     }
@@ -429,6 +435,7 @@ impl Drop for InFlight {
             if let Some(s) = served.iter_mut().rev().find(mine) {
                 s.left = Some(left);
                 s.abandoned = !self.finished;
+                s.first_delta = self.first_delta;
             }
         }
         self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -784,6 +791,7 @@ async fn serve(
             arrived,
             left: None,
             abandoned: false,
+            first_delta: None,
         });
     }
     if !state.latency.is_zero() {

@@ -110,6 +110,9 @@ pub(crate) enum Step {
     Wait(Duration),
     /// Fail the body: the connection is aborted.
     Fail,
+    /// The next step sends the answer's first `content_block_delta`: note the time
+    /// ([`Served::first_delta`](crate::Served::first_delta)).
+    MarkFirstDelta,
 }
 
 /// The events of `answer` (a whole message as the server answers it), each as its
@@ -289,11 +292,17 @@ pub(crate) fn steps(
             out.extend(rest.iter().map(send));
         }
     }
-    let out = if config.pace.is_zero() {
+    let mut out = if config.pace.is_zero() {
         out
     } else {
         paced(out, config.pace)
     };
+    let first_delta = out
+        .iter()
+        .position(|s| matches!(s, Step::Send(b) if b.starts_with(b"event: content_block_delta")));
+    if let Some(at) = first_delta {
+        out.insert(at, Step::MarkFirstDelta);
+    }
     if config.chunk_bytes > 0 {
         return chunked(out, config.chunk_bytes, config.chunk_seed);
     }
