@@ -31,6 +31,11 @@ pub struct StreamConfig {
     /// seeded with this value (the same seed, the same cuts); `None` cuts every
     /// chunk `chunk_bytes` long. Default `None`.
     pub chunk_seed: Option<u64>,
+    /// A pause drawn from `[0, first_token_jitter)` before each answer's first
+    /// `content_block_delta`, as a model takes a varying time to its first token (so
+    /// that streams started together do not deliver their tokens in lock-step).
+    /// Default: none.
+    pub first_token_jitter: Duration,
 }
 
 impl Default for StreamConfig {
@@ -42,6 +47,7 @@ impl Default for StreamConfig {
             crlf: false,
             chunk_bytes: 0,
             chunk_seed: None,
+            first_token_jitter: Duration::ZERO,
         }
     }
 }
@@ -302,6 +308,10 @@ pub(crate) fn steps(
         .position(|s| matches!(s, Step::Send(b) if b.starts_with(b"event: content_block_delta")));
     if let Some(at) = first_delta {
         out.insert(at, Step::MarkFirstDelta);
+        if !config.first_token_jitter.is_zero() {
+            let nanos = u64::try_from(config.first_token_jitter.as_nanos()).unwrap_or(u64::MAX);
+            out.insert(at, Step::Wait(Duration::from_nanos(fastrand::u64(0..nanos))));
+        }
     }
     if config.chunk_bytes > 0 {
         return chunked(out, config.chunk_bytes, config.chunk_seed);
