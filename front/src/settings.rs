@@ -188,7 +188,8 @@ pub const MAX_CONCURRENT: Spec<u64> = Spec {
     key: "max_concurrent",
     parse: |t| rules::count(t, 1, 10_000),
 };
-/// Timeout of one attempt.
+/// Timeout of one attempt; of a streamed call, the longest wait for its first event
+/// and between two events (the idle timeout).
 pub const TIMEOUT: Spec<f64> = Spec {
     flag: "--timeout",
     env: "CF_TIMEOUT",

@@ -25,6 +25,7 @@ pub struct HostBuilder {
     max_concurrent: usize,
     max_retries: u32,
     attempt_timeout: Duration,
+    idle_timeout: Option<Duration>,
     limits: Limits,
     default_model: String,
     default_max_tokens: u32,
@@ -56,6 +57,7 @@ impl Default for HostBuilder {
             max_concurrent: cf_llm::DEFAULT_MAX_CONCURRENT,
             max_retries: cf_llm::DEFAULT_MAX_RETRIES,
             attempt_timeout: cf_llm::DEFAULT_ATTEMPT_TIMEOUT,
+            idle_timeout: None,
             limits: Limits::default(),
             default_model: DEFAULT_MODEL.to_owned(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
@@ -99,6 +101,14 @@ impl HostBuilder {
     /// Timeout of one model-call attempt. Default 30 s.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
+        self
+    }
+
+    /// The longest a streamed model call waits for its first event and between two
+    /// events ([`LlmServiceBuilder::idle_timeout`](cf_llm::LlmServiceBuilder::idle_timeout)).
+    /// Default: the attempt timeout.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
         self
     }
 
@@ -221,6 +231,9 @@ impl HostBuilder {
             .max_concurrent(self.max_concurrent)
             .max_retries(self.max_retries)
             .attempt_timeout(self.attempt_timeout);
+        if let Some(idle) = self.idle_timeout {
+            llm = llm.idle_timeout(idle);
+        }
         if let Some(config) = cache_config {
             let dir = config.dir.clone();
             let cache = ResponseCache::open(config).map_err(|e| {
