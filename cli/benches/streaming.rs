@@ -95,12 +95,15 @@ async fn batch(agent: &Agent, server: &MockServer, streaming: bool) -> (f64, f64
                 let first = first.clone();
                 options.events = Some(EventSink::new(move |event| {
                     if matches!(event, RunEvent::Output(_)) {
-                        first.lock().unwrap().get_or_insert_with(Instant::now);
+                        first
+                            .lock()
+                            .expect("not poisoned")
+                            .get_or_insert_with(Instant::now);
                     }
                 }));
             }
             let result = agent.run_with(task, &options).await;
-            let first = *first.lock().unwrap();
+            let first = *first.lock().expect("not poisoned");
             (text, result, first)
         });
     }

@@ -114,7 +114,9 @@ impl LlmService {
         let ((events, first, permits), attempts, queue_wait) = self
             .retrying(call, move || async move {
                 let mut queue_wait = Duration::ZERO;
-                let outcome = self.open_attempt(call, request, idle, &mut queue_wait).await;
+                let outcome = self
+                    .open_attempt(call, request, idle, &mut queue_wait)
+                    .await;
                 (queue_wait, outcome)
             })
             .await?;
@@ -251,9 +253,10 @@ impl CompletionStream {
         match read {
             // A replay read to its end.
             None => {
-                let Source::Replay { done, .. } =
-                    std::mem::replace(&mut self.source, Source::Ended(Err(LlmError::Connection(String::new()))))
-                else {
+                let Source::Replay { done, .. } = std::mem::replace(
+                    &mut self.source,
+                    Source::Ended(Err(LlmError::Connection(String::new()))),
+                ) else {
                     unreachable!("matched above")
                 };
                 self.source = Source::Ended(Ok(done));
@@ -330,7 +333,13 @@ impl CompletionStream {
             && let Some(layer) = &self.service.inner_cache()
         {
             layer
-                .store(self.cache_mode, &self.agent, &key, &response, cost.known_usd())
+                .store(
+                    self.cache_mode,
+                    &self.agent,
+                    &key,
+                    &response,
+                    cost.known_usd(),
+                )
                 .await;
             layer.finish(leader, &Ok(response.clone()));
         }

@@ -52,8 +52,8 @@
 
 mod anthropic;
 mod caching;
-mod completion;
 mod cassette;
+mod completion;
 mod content;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -71,8 +71,8 @@ pub use anthropic::{
     DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, resolve_base_url,
 };
 pub use caching::request_key;
-pub use completion::CompletionStream;
 pub use cassette::{CassetteError, RecordingProvider, ReplayProvider};
+pub use completion::CompletionStream;
 pub use content::{
     CacheControl, CacheTtl, Content, ContentBlock, DocumentSource, Effort, Image, ImageMediaType,
     System, TextBlock, Thinking, Tool, ToolChoice, ToolResultContent,

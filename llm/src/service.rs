@@ -640,7 +640,9 @@ impl LlmService {
                 failure,
                 sent: true,
             }),
-            Err(_) if bounded_by_deadline => Err(deadline_failure("before the answer arrived", true)),
+            Err(_) if bounded_by_deadline => {
+                Err(deadline_failure("before the answer arrived", true))
+            }
             Err(_) => Err(AttemptFailure {
                 failure: ProviderError::transient(
                     LlmError::Timeout(format!(

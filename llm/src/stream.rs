@@ -317,14 +317,13 @@ impl Assembler {
             .unwrap_or_default()
             .to_owned();
         // In place: a long answer arrives in thousands of deltas.
-        let append = |block: &mut Partial, field: &str, text: &str| {
-            match block.start.get_mut(field) {
-                Some(Value::String(now)) => now.push_str(text),
-                _ => {
-                    block
-                        .start
-                        .insert(field.to_owned(), Value::String(text.to_owned()));
-                }
+        let append = |block: &mut Partial, field: &str, text: &str| match block.start.get_mut(field)
+        {
+            Some(Value::String(now)) => now.push_str(text),
+            _ => {
+                block
+                    .start
+                    .insert(field.to_owned(), Value::String(text.to_owned()));
             }
         };
         let out = match (delta.get("type").and_then(Value::as_str), kind.as_str()) {

@@ -183,7 +183,10 @@ mod tests {
             })
         );
         assert!(!c.record);
-        let c = parse_args(args("--delta-chars 2 --pace-ms 50 --chunk-bytes 5 --seed 3")).unwrap();
+        let c = parse_args(args(
+            "--delta-chars 2 --pace-ms 50 --chunk-bytes 5 --seed 3",
+        ))
+        .unwrap();
         assert_eq!(c.stream.delta_chars, 2);
         assert_eq!(c.stream.pace, Duration::from_millis(50));
         assert_eq!((c.stream.chunk_bytes, c.stream.chunk_seed), (5, Some(3)));

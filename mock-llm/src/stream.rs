@@ -310,7 +310,10 @@ pub(crate) fn steps(
         out.insert(at, Step::MarkFirstDelta);
         if !config.first_token_jitter.is_zero() {
             let nanos = u64::try_from(config.first_token_jitter.as_nanos()).unwrap_or(u64::MAX);
-            out.insert(at, Step::Wait(Duration::from_nanos(fastrand::u64(0..nanos))));
+            out.insert(
+                at,
+                Step::Wait(Duration::from_nanos(fastrand::u64(0..nanos))),
+            );
         }
     }
     if config.chunk_bytes > 0 {
@@ -411,7 +414,11 @@ mod tests {
             .collect();
         assert!(sizes.iter().all(|n| (1..=7).contains(n)), "{sizes:?}");
         assert!(sizes.iter().any(|n| *n < 7), "sizes vary: {sizes:?}");
-        assert_eq!(cut, steps(&answer, &seeded, None), "the same seed, the same cuts");
+        assert_eq!(
+            cut,
+            steps(&answer, &seeded, None),
+            "the same seed, the same cuts"
+        );
         let paces = cut
             .iter()
             .filter(|s| matches!(s, Step::Wait(d) if !d.is_zero()))
@@ -467,6 +474,7 @@ mod tests {
                 Step::Send(_) => "send",
                 Step::Wait(_) => "wait",
                 Step::Fail => "fail",
+                Step::MarkFirstDelta => "mark",
             })
             .collect();
         assert_eq!(

@@ -217,7 +217,9 @@ fn live_events(progress: &Progress) -> BatchEventSink {
         progress.around(|| {
             let mut stdout = std::io::stdout().lock();
             // A closed stdout (a reader that went away) must not stop the batch.
-            let _ = stdout.write_all(line.as_bytes()).and_then(|()| stdout.flush());
+            let _ = stdout
+                .write_all(line.as_bytes())
+                .and_then(|()| stdout.flush());
         });
     })
 }

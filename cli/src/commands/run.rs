@@ -90,7 +90,13 @@ pub(crate) async fn run(args: RunArgs) -> Result<Exit, CliError> {
             render::result_event_json(agent.name(), &result)
         )
     } else if live {
-        render::human_result_after(&mut out.lock(), &mut err.lock(), agent.name(), &result, &shown)
+        render::human_result_after(
+            &mut out.lock(),
+            &mut err.lock(),
+            agent.name(),
+            &result,
+            &shown,
+        )
     } else {
         show(args.json, agent.name(), &result, out, err)
     };

@@ -5,12 +5,13 @@ use super::Caller;
 use crate::bindings::v0_1::claude_force::agent::llm::Host;
 use crate::bindings::v0_1::types as wit;
 use crate::bindings::v0_2::types as wit2;
-use crate::limits::{LIST_ITEM_BYTES, RunOptions};
 use crate::events::RunEvent;
+use crate::limits::{LIST_ITEM_BYTES, RunOptions};
 use cf_llm::{
-    CacheControl, CacheMode, CacheTtl, CallContext, Completion, CompletionStream, Content, ContentBlock,
-    DocumentSource, Effort, Image, ImageMediaType, Ledger, LlmError, LlmService, Media, Message,
-    Request, Role, StopReason, System, TextBlock, Thinking, Tool, ToolChoice, ToolResultContent,
+    CacheControl, CacheMode, CacheTtl, CallContext, Completion, CompletionStream, Content,
+    ContentBlock, DocumentSource, Effort, Image, ImageMediaType, Ledger, LlmError, LlmService,
+    Media, Message, Request, Role, StopReason, System, TextBlock, Thinking, Tool, ToolChoice,
+    ToolResultContent,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -818,8 +819,7 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
         let rep = stream.rep();
         // Dropping the state drops the service's stream: its permits are handed on
         // and its connection closed at once.
-        self.streams
-            .delete(Resource::<StreamState>::new_own(rep))?;
+        self.streams.delete(Resource::<StreamState>::new_own(rep))?;
         self.open_streams.retain(|r| *r != rep);
         Ok(())
     }
