@@ -409,10 +409,7 @@ async fn a_streamed_answer_assembles_to_the_whole_answer() {
     let server = server().await;
     let (host, _dir) = host_for(&server, full_grant());
     let out = run(&host, "stream", &[]).await.expect("runs");
-    assert_eq!(
-        kinds(&out),
-        "start,block-start,text,block-stop,delta"
-    );
+    assert_eq!(kinds(&out), "start,block-start,text,block-stop,delta");
     assert!(
         meta(&out, "events").matches("text").count() > 1,
         "the answer came in several deltas: {}",
@@ -425,10 +422,7 @@ async fn a_streamed_answer_assembles_to_the_whole_answer() {
 
     // With tools the mock's first answer is a tool use: its input streams as JSON.
     let out = run(&host, "stream", &[("tools", "1")]).await.expect("runs");
-    assert_eq!(
-        kinds(&out),
-        "start,block-start,input-json,block-stop,delta"
-    );
+    assert_eq!(kinds(&out), "start,block-start,input-json,block-stop,delta");
     assert_eq!(meta(&out, "inputs_match"), "true");
     assert_eq!(meta(&out, "stop_reason"), "tool_use");
     let sent = server.received_body(1).expect("sent");
