@@ -164,9 +164,10 @@ pub fn result_event_json(agent: &str, result: &Result<RunOutput, RunError>) -> V
 }
 
 /// A result for people after its output was shown live (`shown`, the text the agent
-/// emitted, already on `out`): what the result adds to it, or, when the result is
-/// not a continuation of what was shown (post-processing changed it), a rule and
-/// the whole result; then the summary on `notes`.
+/// emitted, already on `out`): what the result adds to it (whitespace the agent
+/// trimmed at either end aside), or, when the result is not a continuation of what
+/// was shown (post-processing changed it), a rule and the whole result; then the
+/// summary on `notes`.
 pub fn human_result_after(
     out: &mut impl Write,
     notes: &mut impl Write,
@@ -176,7 +177,11 @@ pub fn human_result_after(
 ) -> io::Result<()> {
     match result {
         Ok(o) if !shown.is_empty() => {
-            match o.text.strip_prefix(shown) {
+            let rest = o
+                .text
+                .strip_prefix(shown)
+                .or_else(|| o.text.trim_start().strip_prefix(shown.trim()));
+            match rest {
                 Some(rest) => writeln!(out, "{}", terminal_safe(rest))?,
                 None => writeln!(out, "\n──\n{}", terminal_safe(&o.text))?,
             }
@@ -474,7 +479,29 @@ pub fn check(
 
 #[cfg(test)]
 mod tests {
-    use super::terminal_safe;
+    use super::{human_result_after, terminal_safe};
+    use cf_host::{RunOutput, RunStats};
+
+    /// After live output, what the result adds is printed (whitespace trimmed by the
+    /// agent aside); a result that is no continuation comes whole after a rule.
+    #[test]
+    fn a_result_after_live_output_prints_what_it_adds() {
+        let shown_then = |shown: &str, text: &str| {
+            let result = Ok(RunOutput {
+                agent: "a".into(),
+                text: text.into(),
+                metadata: Vec::new(),
+                stats: RunStats::default(),
+            });
+            let (mut out, mut notes) = (Vec::new(), Vec::new());
+            human_result_after(&mut out, &mut notes, "a", &result, shown).expect("writes");
+            assert!(!notes.is_empty(), "the summary line");
+            String::from_utf8(out).expect("utf-8")
+        };
+        assert_eq!(shown_then("Hello", "Hello\n```"), "\n```\n");
+        assert_eq!(shown_then("\nHello \n", "Hello"), "\n");
+        assert_eq!(shown_then("Hello", "Goodbye"), "\n──\nGoodbye\n");
+    }
 
     /// Regression: plugin output and tasks-file fields reached the terminal with raw
     /// escape sequences.

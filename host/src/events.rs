@@ -124,9 +124,18 @@ impl RunHandle {
     }
 
     /// Waits for the run's end and returns its result (events not read are dropped).
+    /// Dropping this future before it is ready cancels the run, as dropping the handle
+    /// does.
     pub async fn result(mut self) -> Result<RunOutput, RunError> {
-        let run = self.run.take().expect("taken only here");
-        match run.await {
+        // Awaited in place: were this future dropped, `self` would go with it and
+        // `Drop` would abort the run.
+        let run = self
+            .run
+            .as_mut()
+            .expect("present until the handle is dropped");
+        let outcome = run.await;
+        self.run = None;
+        match outcome {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(RunError::from(crate::Error::Cancelled { started: true })),

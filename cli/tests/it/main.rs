@@ -7,3 +7,4 @@ mod crash;
 mod memory;
 mod progress;
 mod soak;
+mod streaming;

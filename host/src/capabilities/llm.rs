@@ -684,10 +684,17 @@ impl LlmCtx {
             else {
                 continue;
             };
+            let mut read = Vec::new();
             while let Ok(Some(event)) = state.stream.next().await {
+                read.push(event.clone());
                 state.ahead.push_back(event);
             }
             state.share = None;
+            // Reported as the host reads them, so that a stream dropped unread still
+            // tells the caller about the tools its model asked for.
+            for event in &read {
+                self.observe(event);
+            }
         }
         self.busy += started.elapsed();
     }
@@ -760,9 +767,10 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
     ) -> wasmtime::Result<Result<Option<wit2::StreamEvent>, wit2::LlmError>> {
         let started = Instant::now();
         let state = self.stream_state(&stream)?;
-        let read = match state.ahead.pop_front() {
-            Some(event) => Ok(Some(event)),
-            None => state.stream.next().await,
+        // An event read ahead was reported when it was read.
+        let (read, fresh) = match state.ahead.pop_front() {
+            Some(event) => (Ok(Some(event)), false),
+            None => (state.stream.next().await, true),
         };
         let ended = state.stream.is_ended() && state.ahead.is_empty();
         if ended {
@@ -778,7 +786,9 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
         }
         Ok(match read {
             Ok(Some(event)) => {
-                self.observe(&event);
+                if fresh {
+                    self.observe(&event);
+                }
                 Ok(Some(event_to_0_2(event)))
             }
             Ok(None) => Ok(None),
@@ -792,7 +802,7 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
     ) -> wasmtime::Result<Result<wit2::LlmResponse, wit2::LlmError>> {
         let started = Instant::now();
         let state = self.stream_state(&stream)?;
-        let ahead: Vec<_> = state.ahead.drain(..).collect();
+        state.ahead.clear();
         let mut unread = Vec::new();
         let done = loop {
             match state.stream.next().await {
@@ -803,7 +813,7 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
         };
         state.share = None;
         self.busy += started.elapsed();
-        for event in ahead.iter().chain(&unread) {
+        for event in &unread {
             self.observe(event);
         }
         Ok(match done {

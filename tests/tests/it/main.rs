@@ -11,5 +11,6 @@ mod multiprocess;
 mod permissions;
 mod plugins;
 mod sandbox;
+mod streaming;
 mod support;
 mod trust;
