@@ -232,8 +232,10 @@ pub fn summary_line(agent: &str, s: &RunStats) -> String {
         ),
     };
     format!(
-        "— {agent} · {} · {} call(s), {} attempt(s), {} cached · {} tokens in, {} out · {cost} · {:.0} ms",
-        s.model.as_deref().unwrap_or("no model call"),
+        "— {} · {} · {} call(s), {} attempt(s), {} cached · {} tokens in, {} out · {cost} · {:.0} ms",
+        terminal_safe(agent),
+        // The model name comes from the provider's answer (or a plugin's request).
+        terminal_safe(s.model.as_deref().unwrap_or("no model call")),
         s.llm_calls,
         s.attempts,
         s.cache_hits,

@@ -1,21 +1,36 @@
 //! [`LlmService::stream`]: a model call whose answer is read as it is generated, under
 //! the same limits as a whole one. The stream holds its permits of the concurrency
 //! limits from the request until its last event is read, it fails, or it is dropped;
-//! each wait for an event is bounded by the idle timeout and the call's deadline;
-//! retries happen only until the answer's first event has arrived (nothing has been
-//! handed out yet), never after.
+//! each wait for an event is bounded by the idle timeout (a `ping` counts) and the
+//! call's deadline; retries happen only until the answer's content has started (its
+//! `message_start` and the event after it are read before the stream is handed out,
+//! so an error event right after the start, the API's usual way to say it is
+//! overloaded, is retried), never after.
 
 use crate::caching::Leader;
 use crate::ledger::{Ledger, Reservation};
 use crate::provider::EventStream;
 use crate::service::{AttemptFailure, Completion, LlmService, Permits, Route, deadline_failure};
-use crate::stream::{StreamEvent, replay};
+use crate::stream::{BlockDelta, Read, StreamEvent, replay};
 use crate::types::{CacheMode, LlmError, Request, Usage};
 use crate::{CallContext, ProviderError};
 use cf_cache::CacheKey;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Bytes of streamed text per output token when an interrupted stream's output is
+/// estimated: 3, an over-estimate for English (about 4) so that a guest cannot spend
+/// more than it is charged by dropping its streams before their end.
+pub const BYTES_PER_TOKEN: u64 = 3;
+
+/// What a stream's source is while it is being replaced: an error, should the
+/// replacing be cancelled half-way (a dropped future).
+fn interrupted() -> Source {
+    Source::Ended(Err(LlmError::Connection(
+        "the stream was cancelled while it ended".into(),
+    )))
+}
 
 /// A model call's answer as it arrives ([`LlmService::stream`]).
 ///
@@ -45,6 +60,10 @@ pub struct CompletionStream {
     queue_wait: Duration,
     /// What the provider reported so far (input at the start, output as it grows).
     usage: Usage,
+    /// Bytes of text, thinking and tool input received: an interrupted stream's output
+    /// is charged at least [`BYTES_PER_TOKEN`] of them per token (the API reports
+    /// output tokens only at the end).
+    delta_bytes: u64,
     model: String,
     /// The flight identical calls wait on, and the key to store the answer under.
     flight: Option<(CacheKey, Leader)>,
@@ -54,8 +73,8 @@ pub struct CompletionStream {
 enum Source {
     /// Read from the provider.
     Live {
-        /// The answer's first event, read before the stream was handed out.
-        first: Option<StreamEvent>,
+        /// The answer's first events, read before the stream was handed out.
+        first: VecDeque<StreamEvent>,
         events: EventStream,
         /// Handed on when the stream ends.
         permits: Permits,
@@ -128,7 +147,7 @@ impl LlmService {
             deadline: call.deadline,
             idle,
             source: Source::Live {
-                first: None,
+                first: VecDeque::new(),
                 events,
                 permits,
                 reservation,
@@ -136,12 +155,13 @@ impl LlmService {
             attempts,
             queue_wait,
             usage: Usage::default(),
+            delta_bytes: 0,
             model: request.model.clone(),
             flight: None,
         };
-        // The first event was read: what it reports (the input tokens) is billed even
-        // if the stream is dropped before anyone reads it.
-        if let Some(event) = &first {
+        // The first events were read: what they report (the input tokens) is billed
+        // even if the stream is dropped before anyone reads them.
+        for event in &first {
             stream.observe(event);
         }
         if let Source::Live { first: slot, .. } = &mut stream.source {
@@ -150,19 +170,27 @@ impl LlmService {
         Ok(stream)
     }
 
-    /// One attempt to open a stream: permits, the request, the answer's first event.
+    /// One attempt to open a stream: permits, the request, the answer's first events
+    /// (up to the first that is not `message_start`).
     async fn open_attempt(
         &self,
         call: &CallContext<'_>,
         request: &Request,
         idle: Duration,
         queue_wait: &mut Duration,
-    ) -> Result<(EventStream, Option<StreamEvent>, Permits), AttemptFailure> {
+    ) -> Result<(EventStream, VecDeque<StreamEvent>, Permits), AttemptFailure> {
         let permits = self.permits(call, queue_wait).await?;
         let (limit, bounded_by_deadline) = Self::attempt_limit(call, idle);
         let opened = tokio::time::timeout_at(limit, async {
             let mut events = self.provider().open(request).await?;
-            let first = events.next().await?;
+            let mut first = VecDeque::new();
+            while let Some(event) = events.next().await? {
+                let started = matches!(event, StreamEvent::MessageStart { .. });
+                first.push_back(event);
+                if !started {
+                    break;
+                }
+            }
             Ok::<_, ProviderError>((events, first))
         })
         .await;
@@ -202,6 +230,7 @@ impl CompletionStream {
             attempts: 0,
             queue_wait: Duration::ZERO,
             usage: done.response.usage,
+            delta_bytes: 0,
             model: done.response.model.clone(),
             source: Source::Replay {
                 events: replay(&done.response).into(),
@@ -231,50 +260,59 @@ impl CompletionStream {
     /// The next event; `None` once the answer is complete. A failure ends the stream
     /// (its permits are handed on) and is returned again by every later read.
     pub async fn next(&mut self) -> Result<Option<StreamEvent>, LlmError> {
-        let (limit, bounded_by_deadline) = {
-            let limit = Instant::now() + self.idle;
-            match self.deadline {
-                Some(d) if d < limit => (d, true),
-                _ => (limit, false),
+        loop {
+            let deadline = self.deadline;
+            let (limit, bounded_by_deadline) = {
+                let limit = Instant::now() + self.idle;
+                match deadline {
+                    Some(d) if d < limit => (d, true),
+                    _ => (limit, false),
+                }
+            };
+            let read = match &mut self.source {
+                Source::Ended(Ok(_)) => return Ok(None),
+                Source::Ended(Err(e)) => return Err(e.clone()),
+                Source::Replay { events, .. } => match events.pop_front() {
+                    Some(event) => return Ok(Some(event)),
+                    None => {
+                        self.end_replay();
+                        return Ok(None);
+                    }
+                },
+                Source::Live { first, events, .. } => match first.pop_front() {
+                    Some(event) => return Ok(Some(event)),
+                    None => tokio::time::timeout_at(limit, events.step()).await,
+                },
+            };
+            match read {
+                Ok(Ok(Read::Event(event))) => {
+                    self.observe(&event);
+                    return Ok(Some(event));
+                }
+                // A ping: the connection is alive; the idle timer starts again.
+                Ok(Ok(Read::KeepAlive)) => {}
+                Ok(Ok(Read::End)) => return self.complete().await.map(|()| None),
+                Ok(Err(failure)) => return Err(self.fail(failure.error)),
+                Err(_elapsed) if bounded_by_deadline => {
+                    return Err(self.fail(LlmError::Timeout(
+                        "the run's deadline was reached in the middle of a streamed answer".into(),
+                    )));
+                }
+                Err(_elapsed) => {
+                    return Err(self.fail(LlmError::Timeout(format!(
+                        "the streamed answer stalled: no event for {} ms (the idle timeout)",
+                        self.idle.as_millis()
+                    ))));
+                }
             }
-        };
-        let read = match &mut self.source {
-            Source::Ended(Ok(_)) => return Ok(None),
-            Source::Ended(Err(e)) => return Err(e.clone()),
-            Source::Replay { events, .. } => match events.pop_front() {
-                Some(event) => return Ok(Some(event)),
-                None => None,
-            },
-            Source::Live { first, events, .. } => match first.take() {
-                Some(event) => Some(Ok(Ok(Some(event)))),
-                None => Some(tokio::time::timeout_at(limit, events.next()).await),
-            },
-        };
-        match read {
-            // A replay read to its end.
-            None => {
-                let Source::Replay { done, .. } = std::mem::replace(
-                    &mut self.source,
-                    Source::Ended(Err(LlmError::Connection(String::new()))),
-                ) else {
-                    unreachable!("matched above")
-                };
-                self.source = Source::Ended(Ok(done));
-                Ok(None)
-            }
-            Some(Ok(Ok(Some(event)))) => {
-                self.observe(&event);
-                Ok(Some(event))
-            }
-            Some(Ok(Ok(None))) => self.complete().await.map(|()| None),
-            Some(Ok(Err(failure))) => Err(self.fail(failure.error)),
-            Some(Err(_elapsed)) if bounded_by_deadline => Err(self.fail(LlmError::Timeout(
-                "the run's deadline was reached in the middle of a streamed answer".into(),
-            ))),
-            Some(Err(_elapsed)) => Err(self.fail(LlmError::Timeout(format!(
-                "the streamed answer stalled: no event for {} ms (the idle timeout)",
-                self.idle.as_millis()
-            )))),
+        }
+    }
+
+    /// A replay read to its end.
+    fn end_replay(&mut self) {
+        let source = std::mem::replace(&mut self.source, interrupted());
+        if let Source::Replay { done, .. } = source {
+            self.source = Source::Ended(Ok(done));
         }
     }
 
@@ -298,6 +336,15 @@ impl CompletionStream {
                 }
             }
             StreamEvent::MessageDelta { usage, .. } => self.usage = *usage,
+            StreamEvent::BlockDelta { delta, .. } => {
+                let bytes = match delta {
+                    BlockDelta::Text(t) | BlockDelta::InputJson(t) | BlockDelta::Thinking(t) => {
+                        t.len()
+                    }
+                    BlockDelta::Signature(_) => 0,
+                };
+                self.delta_bytes = self.delta_bytes.saturating_add(bytes as u64);
+            }
             _ => {}
         }
     }
@@ -305,10 +352,7 @@ impl CompletionStream {
     /// The last event was read: hand the permits on, record the cost, store the
     /// answer and share it with identical calls waiting for it.
     async fn complete(&mut self) -> Result<(), LlmError> {
-        let source = std::mem::replace(
-            &mut self.source,
-            Source::Ended(Err(LlmError::Connection(String::new()))),
-        );
+        let source = std::mem::replace(&mut self.source, interrupted());
         let Source::Live {
             events,
             permits,
@@ -329,28 +373,23 @@ impl CompletionStream {
         self.ledger
             .record_call(&response.usage, &cost, self.attempts, false, 0.0);
         drop(reservation);
-        if let Some((key, leader)) = self.flight.take()
-            && let Some(layer) = &self.service.inner_cache()
-        {
-            layer
-                .store(
-                    self.cache_mode,
-                    &self.agent,
-                    &key,
-                    &response,
-                    cost.known_usd(),
-                )
-                .await;
-            layer.finish(leader, &Ok(response.clone()));
-        }
+        let known_usd = cost.known_usd();
         self.source = Source::Ended(Ok(Completion {
-            response,
+            response: response.clone(),
             attempts: self.attempts,
             cached: false,
             cost,
             saved_usd: 0.0,
             queue_wait: self.queue_wait,
         }));
+        if let Some((key, leader)) = self.flight.take()
+            && let Some(layer) = &self.service.inner_cache()
+        {
+            layer
+                .store(self.cache_mode, &self.agent, &key, &response, known_usd)
+                .await;
+            layer.finish(leader, &Ok(response));
+        }
         Ok(())
     }
 
@@ -359,8 +398,10 @@ impl CompletionStream {
     /// read nothing yet, so for them a failure here is one before their first event,
     /// which is retried.
     fn fail(&mut self, error: LlmError) -> LlmError {
-        self.source = Source::Ended(Err(error.clone()));
+        // The reservation goes with the old source: after the cost is recorded.
+        let live = std::mem::replace(&mut self.source, Source::Ended(Err(error.clone())));
         self.charge_interrupted();
+        drop(live);
         if let Some((_, leader)) = self.flight.take()
             && let Some(layer) = self.service.inner_cache()
         {
@@ -369,11 +410,17 @@ impl CompletionStream {
         error
     }
 
-    /// Charges the usage reported so far to the ledger, as a failed call.
+    /// Charges the usage reported so far to the ledger, as a failed call: its output
+    /// at least the tokens the received deltas hold ([`BYTES_PER_TOKEN`] bytes each),
+    /// since the API says how many it generated only at the end.
     fn charge_interrupted(&self) {
-        let cost = self.service.cost(&self.model, &self.usage);
-        self.ledger
-            .record_interrupted(&self.usage, &cost, self.attempts);
+        let received = self.delta_bytes.div_ceil(BYTES_PER_TOKEN);
+        let usage = Usage {
+            output_tokens: self.usage.output_tokens.max(received),
+            ..self.usage
+        };
+        let cost = self.service.cost(&self.model, &usage);
+        self.ledger.record_interrupted(&usage, &cost, self.attempts);
     }
 }
 

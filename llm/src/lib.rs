@@ -72,7 +72,7 @@ pub use anthropic::{
 };
 pub use caching::request_key;
 pub use cassette::{CassetteError, RecordingProvider, ReplayProvider};
-pub use completion::CompletionStream;
+pub use completion::{BYTES_PER_TOKEN, CompletionStream};
 pub use content::{
     CacheControl, CacheTtl, Content, ContentBlock, DocumentSource, Effort, Image, ImageMediaType,
     System, TextBlock, Thinking, Tool, ToolChoice, ToolResultContent,

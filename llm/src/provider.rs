@@ -1,6 +1,6 @@
 //! The seam between the engine and whatever answers model calls.
 
-use crate::stream::{SseReader, StreamEvent, replay};
+use crate::stream::{Read, SseReader, StreamEvent, replay};
 use crate::types::{LlmError, Request, Response};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -115,6 +115,14 @@ impl EventStream {
         match &mut self.source {
             Source::Sse(reader) => reader.next().await,
             Source::Whole { events, .. } => Ok(events.pop_front()),
+        }
+    }
+
+    /// One read: an event, a keep-alive (`ping`), or the end.
+    pub(crate) async fn step(&mut self) -> Result<Read, ProviderError> {
+        match &mut self.source {
+            Source::Sse(reader) => reader.step().await,
+            Source::Whole { events, .. } => Ok(events.pop_front().map_or(Read::End, Read::Event)),
         }
     }
 

@@ -471,6 +471,17 @@ impl Assembler {
     }
 }
 
+/// What one read of a stream gives.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// An event to pass on.
+    Event(StreamEvent),
+    /// Something that is not passed on (a `ping`): the connection is alive.
+    KeepAlive,
+    /// The answer is complete.
+    End,
+}
+
 /// Reads a streamed answer from its body's bytes: [`next`](Self::next) gives the
 /// events as they arrive, [`finish`](Self::finish) the assembled answer.
 pub struct SseReader {
@@ -526,8 +537,20 @@ impl SseReader {
     /// it, a transport failure, the byte cap, an `error` event: errors.
     pub async fn next(&mut self) -> Result<Option<StreamEvent>, ProviderError> {
         loop {
+            match self.step().await? {
+                Read::Event(event) => return Ok(Some(event)),
+                Read::KeepAlive => {}
+                Read::End => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads one server-sent event: an event passed on, or one that is not (a `ping`,
+    /// an event type this client ignores), which still shows the connection is alive.
+    pub(crate) async fn step(&mut self) -> Result<Read, ProviderError> {
+        {
             if self.assembler.is_complete() {
-                return Ok(None);
+                return Ok(Read::End);
             }
             let Some(event) = self.events.next().await else {
                 return Err(invalid("the stream ended before message_stop"));
@@ -542,9 +565,11 @@ impl SseReader {
                 }
                 None => event.data,
             };
-            if let Some(passed) = self.assembler.push(&event.event, &data)? {
-                return Ok(Some(passed));
-            }
+            Ok(match self.assembler.push(&event.event, &data)? {
+                Some(passed) => Read::Event(passed),
+                None if self.assembler.is_complete() => Read::End,
+                None => Read::KeepAlive,
+            })
         }
     }
 

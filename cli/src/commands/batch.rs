@@ -60,6 +60,11 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
         events: None,
     };
     let bad = Arc::new(AtomicUsize::new(0));
+    // The progress line is known only below; the writer takes it once it is.
+    let live_progress = Arc::new(std::sync::OnceLock::new());
+    let live = args
+        .stream_json
+        .then(|| LiveWriter::start(live_progress.clone()));
     let (batch, progress) = match &args.tasks {
         Some(path) => {
             let (input, total): (Box<dyn BufRead + Send>, _) = if path == "-" {
@@ -76,8 +81,8 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
                 (Box::new(BufReader::new(file)), total)
             };
             let progress = Progress::new(total);
-            if args.stream_json {
-                options.events = Some(live_events(&progress));
+            if let Some(live) = &live {
+                options.events = Some(live.sink());
             }
             let (tx, rx) = mpsc::channel(READ_AHEAD);
             let reader = Reader {
@@ -101,8 +106,8 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
                 &base,
             );
             let progress = Progress::new(Some(items.len()));
-            if args.stream_json {
-                options.events = Some(live_events(&progress));
+            if let Some(live) = &live {
+                options.events = Some(live.sink());
             }
             (host.start_batch(items, options), progress)
         }
@@ -114,7 +119,11 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
     } else {
         Format::Human
     };
-    let outcome = run(&host, batch, &progress, format).await;
+    let _ = live_progress.set(progress.clone());
+    let outcome = run(&host, batch, &progress, format, live.as_ref()).await;
+    if let Some(live) = live {
+        live.finish();
+    }
     super::flush_telling_why(&host).await;
     let bad = bad.load(Ordering::Relaxed);
     print_summary(&outcome, bad);
@@ -207,21 +216,94 @@ enum Format {
     StreamJson,
 }
 
-/// `--stream-json`: each item's live events on stdout as they happen, one line each
-/// with the item's index (around the progress line).
-fn live_events(progress: &Progress) -> BatchEventSink {
-    let progress = progress.clone();
-    BatchEventSink::new(move |index, event| {
-        let mut line = render::event_json(&event, Some(index)).to_string();
-        line.push('\n');
-        progress.around(|| {
-            let mut stdout = std::io::stdout().lock();
-            // A closed stdout (a reader that went away) must not stop the batch.
-            let _ = stdout
-                .write_all(line.as_bytes())
-                .and_then(|()| stdout.flush());
-        });
-    })
+/// `--stream-json`: the items' live events and results on stdout, one line each with
+/// the item's index, written by a thread of their own (around the progress line), so
+/// that a slow reader of stdout never stalls the runtime's workers, and in the order
+/// they happened (an item's result after its events). The queue holds at most the
+/// running items' emitted output, which their output caps bound.
+struct LiveWriter {
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<Option<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveWriter {
+    fn start(progress: Arc<std::sync::OnceLock<Progress>>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
+        let thread = std::thread::Builder::new()
+            .name("cf-host-events".into())
+            .spawn(move || {
+                let mut open = true;
+                while open {
+                    let Ok(Some(first)) = rx.recv() else { break };
+                    // Every line queued now goes out in one write.
+                    let mut out = first;
+                    for next in rx.try_iter() {
+                        match next {
+                            Some(line) => out.push_str(&line),
+                            None => {
+                                open = false;
+                                break;
+                            }
+                        }
+                    }
+                    let write = || {
+                        let mut stdout = std::io::stdout().lock();
+                        // A closed stdout (a reader that went away) must not stop the batch.
+                        let _ = stdout
+                            .write_all(out.as_bytes())
+                            .and_then(|()| stdout.flush());
+                    };
+                    match progress.get() {
+                        Some(progress) => progress.around(write),
+                        None => write(),
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "could not start the event writer"))
+            .ok();
+        Self {
+            tx: std::sync::Mutex::new(tx),
+            thread,
+        }
+    }
+
+    /// Queues `lines` for stdout.
+    fn send(&self, lines: String) {
+        if let Ok(tx) = self.tx.lock() {
+            let _ = tx.send(Some(lines));
+        }
+    }
+
+    /// The batch's sink: each event as a line with its item's index.
+    fn sink(&self) -> BatchEventSink {
+        let tx = self
+            .tx
+            .lock()
+            .map(|tx| tx.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let tx = std::sync::Mutex::new(tx);
+        BatchEventSink::new(move |index, event| {
+            let mut line = render::event_json(&event, Some(index)).to_string();
+            line.push('\n');
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(Some(line));
+            }
+        })
+    }
+
+    /// Writes what is queued and stops.
+    fn finish(mut self) {
+        self.send_end();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn send_end(&self) {
+        if let Ok(tx) = self.tx.lock() {
+            let _ = tx.send(None);
+        }
+    }
 }
 
 /// Runs the batch, printing each result as it finishes, and keeps what the summary
@@ -231,6 +313,7 @@ async fn run(
     mut batch: BatchRun,
     progress: &Progress,
     format: Format,
+    live: Option<&LiveWriter>,
 ) -> BatchOutcome {
     let started = Instant::now();
     let canceller = batch.canceller();
@@ -286,11 +369,14 @@ async fn run(
                     }
                     ready = batch.try_next();
                 }
-                progress.around(|| {
-                    let mut stdout = std::io::stdout().lock();
-                    // A closed stdout (a reader that went away) must not stop the batch.
-                    let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
-                });
+                match live {
+                    Some(live) => live.send(String::from_utf8_lossy(&out).into_owned()),
+                    None => progress.around(|| {
+                        let mut stdout = std::io::stdout().lock();
+                        // A closed stdout (a reader that went away) must not stop the batch.
+                        let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
+                    }),
+                }
             }
             _ = ticker.tick(), if progress.visible() => {}
         }

@@ -771,7 +771,7 @@ fn check_tells_whether_a_component_fits_this_host() {
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("targets:       claude-force:agent@0.1.0"),
+        r.stdout.contains("targets:       claude-force:agent@0.2.0"),
         "{}",
         r.stdout
     );

@@ -208,6 +208,9 @@ impl Agent {
             }),
         )
         .await;
+        // Streams the guest left open end now, before the run's totals are read, so
+        // that what they cost is in them.
+        store.data_mut().llm.close_streams().await;
         let state = store.data();
         state.flush_stdio();
         timings.llm = state.llm.busy();

@@ -5,7 +5,7 @@ use super::Caller;
 use crate::bindings::v0_1::claude_force::agent::llm::Host;
 use crate::bindings::v0_1::types as wit;
 use crate::bindings::v0_2::types as wit2;
-use crate::events::RunEvent;
+use crate::events::{EventSink, RunEvent};
 use crate::limits::{LIST_ITEM_BYTES, RunOptions};
 use cf_llm::{
     CacheControl, CacheMode, CacheTtl, CallContext, Completion, CompletionStream, Content,
@@ -13,10 +13,9 @@ use cf_llm::{
     Media, Message, Request, Role, StopReason, System, TextBlock, Thinking, Tool, ToolChoice,
     ToolResultContent,
 };
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use wasmtime::component::{Resource, ResourceTable};
 
@@ -606,16 +605,140 @@ fn response_to_0_2(done: Completion) -> wit2::LlmResponse {
     }
 }
 
-/// A streamed answer held for a 0.2.0 guest: the service's stream (which holds the
-/// permits of the global and the agent's limits), the plugin's share of the limit,
-/// and the events read ahead for the guest (see [`LlmCtx::read_ahead`]).
+/// A streamed answer held for a 0.2.0 guest.
+///
+/// The service's stream (which holds the permits of the global and the agent's
+/// limits) and the plugin's share permit are moved into a task of their own that reads
+/// the answer as it arrives and queues its events for the guest. So the permits, the
+/// connection and identical calls waiting for the answer depend on the provider alone,
+/// never on how fast the guest reads: a guest that stops reading, or computes with a
+/// stream open, holds nothing once the answer is complete, and the idle timeout applies
+/// between the provider's events. The queue holds at most one answer (the provider's
+/// response cap bounds it). Dropping the state aborts the task, which drops the stream:
+/// its permits are handed on and its connection closed.
 #[derive(Debug)]
 struct StreamState {
-    stream: CompletionStream,
-    /// Events read from the stream and not yet by the guest.
-    ahead: VecDeque<cf_llm::StreamEvent>,
-    /// The plugin's share of the limit, held while the stream is open.
-    share: Option<OwnedSemaphorePermit>,
+    /// The events, then the end of the queue once the answer is complete or failed.
+    events: mpsc::UnboundedReceiver<Result<cf_llm::StreamEvent, LlmError>>,
+    /// The whole call, sent by the task before it ends.
+    done: Option<oneshot::Receiver<Result<Completion, LlmError>>>,
+    /// The whole call, once received.
+    outcome: Option<Result<Completion, LlmError>>,
+    /// A failure read from the queue, returned by every later read.
+    failed: Option<LlmError>,
+    pump: Pump,
+}
+
+/// The task reading a stream; aborted when dropped.
+#[derive(Debug)]
+struct Pump(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl StreamState {
+    /// Starts reading `stream` (holding `share` until it ends), reporting the tools
+    /// its model asks for to `sink`.
+    fn start(
+        mut stream: CompletionStream,
+        share: Option<OwnedSemaphorePermit>,
+        sink: Option<EventSink>,
+    ) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (done_tx, done) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match stream.next().await {
+                    Ok(Some(event)) => {
+                        if let Some(sink) = &sink {
+                            observe(sink, &event);
+                        }
+                        let _ = tx.send(Ok(event));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+            drop(share);
+            let _ = done_tx.send(stream.finish().await);
+            // The queue ends after the outcome is sent: a reader that sees its end
+            // finds the outcome.
+            drop(tx);
+        });
+        Self {
+            events,
+            done: Some(done),
+            outcome: None,
+            failed: None,
+            pump: Pump(Some(task)),
+        }
+    }
+
+    /// The next event for the guest; `None` at the end (then the outcome is known).
+    async fn next(&mut self) -> Result<Option<cf_llm::StreamEvent>, LlmError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match self.events.recv().await {
+            Some(Ok(event)) => Ok(Some(event)),
+            Some(Err(e)) => {
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+            None => {
+                self.outcome().await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The whole call, once the queue has ended.
+    async fn outcome(&mut self) -> Result<Completion, LlmError> {
+        if let Some(done) = self.done.take() {
+            self.outcome = Some(done.await.unwrap_or_else(|_| {
+                Err(LlmError::Connection(
+                    "the stream's reader stopped before its end".into(),
+                ))
+            }));
+        }
+        self.outcome.clone().unwrap_or_else(|| {
+            Err(LlmError::Connection(
+                "the stream's reader stopped before its end".into(),
+            ))
+        })
+    }
+
+    /// Ends the reading at once (the stream is dropped: permits handed on, the
+    /// connection closed, the usage so far charged) and waits until it has.
+    async fn close(mut self) {
+        if let Some(task) = self.pump.0.take() {
+            task.abort();
+            // Resolves once the task is gone, and the stream with it.
+            let _ = task.await;
+        }
+    }
+}
+
+/// Hands a model event to a run's event sink (a tool the model asks for).
+fn observe(sink: &EventSink, event: &cf_llm::StreamEvent) {
+    if let cf_llm::StreamEvent::BlockStart {
+        block: ContentBlock::ToolUse { id, name, .. },
+        ..
+    } = event
+    {
+        sink.send(RunEvent::ToolUse {
+            id: id.clone(),
+            name: name.clone(),
+        });
+    }
 }
 
 fn event_to_0_2(event: cf_llm::StreamEvent) -> wit2::StreamEvent {
@@ -669,56 +792,14 @@ impl LlmCtx {
             .get_mut(&Resource::<StreamState>::new_borrow(handle.rep()))?)
     }
 
-    /// Reads every open stream to its end, keeping its events for the guest. Done
-    /// before each new call: a stream the guest left unread would otherwise hold its
-    /// permit while the guest waits for another (with a limit of one, for ever); read
-    /// ahead, it hands the permit on when its answer is complete, and the guest still
-    /// reads every event, in order. Memory is bounded by the provider's response cap
-    /// per stream and the run's call limit.
-    async fn read_ahead(&mut self) {
-        let started = Instant::now();
-        for rep in self.open_streams.clone() {
-            let Ok(state) = self
-                .streams
-                .get_mut(&Resource::<StreamState>::new_borrow(rep))
-            else {
-                continue;
-            };
-            let mut read = Vec::new();
-            while let Ok(Some(event)) = state.stream.next().await {
-                read.push(event.clone());
-                state.ahead.push_back(event);
-            }
-            state.share = None;
-            // Reported as the host reads them, so that a stream dropped unread still
-            // tells the caller about the tools its model asked for.
-            for event in &read {
-                self.observe(event);
+    /// Ends every stream still open (the run is over): each is dropped and its usage
+    /// so far charged before this returns, so the run's totals include it.
+    pub(crate) async fn close_streams(&mut self) {
+        for rep in std::mem::take(&mut self.open_streams) {
+            if let Ok(state) = self.streams.delete(Resource::<StreamState>::new_own(rep)) {
+                state.close().await;
             }
         }
-        self.busy += started.elapsed();
-    }
-
-    /// Hands a model event to the run's event sink (a tool the model asks for).
-    fn observe(&self, event: &cf_llm::StreamEvent) {
-        if let (
-            Some(sink),
-            cf_llm::StreamEvent::BlockStart {
-                block: ContentBlock::ToolUse { id, name, .. },
-                ..
-            },
-        ) = (&self.settings.options.events, event)
-        {
-            sink.send(RunEvent::ToolUse {
-                id: id.clone(),
-                name: name.clone(),
-            });
-        }
-    }
-
-    /// What a finished stream says about the run (its model; a live one's permit wait).
-    fn account(&mut self, done: &Completion) {
-        self.last_model = Some(done.response.model.clone());
     }
 }
 
@@ -727,14 +808,13 @@ impl crate::bindings::v0_2::claude_force::agent::llm::Host for LlmCtx {
         &mut self,
         request: wit2::LlmRequest,
     ) -> wasmtime::Result<Result<wit2::LlmResponse, wit2::LlmError>> {
-        self.read_ahead().await;
         let done = match self.call(asked_0_2(request)).await {
             Ok(done) => done,
             Err(e) => return Ok(Err(error_to_0_2(e))),
         };
-        if self.settings.options.events.is_some() {
+        if let Some(sink) = &self.settings.options.events {
             for event in cf_llm::replay(&done.response) {
-                self.observe(&event);
+                observe(sink, &event);
             }
         }
         Ok(Ok(response_to_0_2(done)))
@@ -744,17 +824,13 @@ impl crate::bindings::v0_2::claude_force::agent::llm::Host for LlmCtx {
         &mut self,
         request: wit2::LlmRequest,
     ) -> wasmtime::Result<Result<Resource<ResponseStream>, wit2::LlmError>> {
-        self.read_ahead().await;
         let (stream, share) = match self.open(asked_0_2(request)).await {
             Ok(opened) => opened,
             Err(e) => return Ok(Err(error_to_0_2(e))),
         };
+        let sink = self.settings.options.events.clone();
         // The table is bounded by the run's model-call limit: one stream per call.
-        let state = self.streams.push(StreamState {
-            stream,
-            ahead: VecDeque::new(),
-            share,
-        })?;
+        let state = self.streams.push(StreamState::start(stream, share, sink))?;
         self.open_streams.push(state.rep());
         Ok(Ok(Resource::new_own(state.rep())))
     }
@@ -767,33 +843,18 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
     ) -> wasmtime::Result<Result<Option<wit2::StreamEvent>, wit2::LlmError>> {
         let started = Instant::now();
         let state = self.stream_state(&stream)?;
-        // An event read ahead was reported when it was read.
-        let (read, fresh) = match state.ahead.pop_front() {
-            Some(event) => (Ok(Some(event)), false),
-            None => (state.stream.next().await, true),
-        };
-        let ended = state.stream.is_ended() && state.ahead.is_empty();
-        if ended {
-            state.share = None;
-        }
-        let done = match ended {
-            true => state.stream.finish().await.ok(),
-            false => None,
+        let read = state.next().await;
+        let model = match (&read, &state.outcome) {
+            (Ok(None), Some(Ok(done))) => Some(done.response.model.clone()),
+            _ => None,
         };
         self.busy += started.elapsed();
-        if let Some(done) = &done {
-            self.account(done);
+        if model.is_some() {
+            self.last_model = model;
         }
-        Ok(match read {
-            Ok(Some(event)) => {
-                if fresh {
-                    self.observe(&event);
-                }
-                Ok(Some(event_to_0_2(event)))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(error_to_0_2(e)),
-        })
+        Ok(read
+            .map(|event| event.map(event_to_0_2))
+            .map_err(error_to_0_2))
     }
 
     async fn finish(
@@ -802,23 +863,17 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
     ) -> wasmtime::Result<Result<wit2::LlmResponse, wit2::LlmError>> {
         let started = Instant::now();
         let state = self.stream_state(&stream)?;
-        state.ahead.clear();
-        let mut unread = Vec::new();
         let done = loop {
-            match state.stream.next().await {
-                Ok(Some(event)) => unread.push(event),
-                Ok(None) => break state.stream.finish().await,
+            match state.next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break state.outcome().await,
                 Err(e) => break Err(e),
             }
         };
-        state.share = None;
         self.busy += started.elapsed();
-        for event in &unread {
-            self.observe(event);
-        }
         Ok(match done {
             Ok(done) => {
-                self.account(&done);
+                self.last_model = Some(done.response.model.clone());
                 Ok(response_to_0_2(done))
             }
             Err(e) => Err(error_to_0_2(e)),
@@ -827,8 +882,8 @@ impl crate::bindings::v0_2::claude_force::agent::llm::HostResponseStream for Llm
 
     async fn drop(&mut self, stream: Resource<ResponseStream>) -> wasmtime::Result<()> {
         let rep = stream.rep();
-        // Dropping the state drops the service's stream: its permits are handed on
-        // and its connection closed at once.
+        // Dropping the state aborts its reader, which drops the service's stream: its
+        // permits are handed on and its connection closed.
         self.streams.delete(Resource::<StreamState>::new_own(rep))?;
         self.open_streams.retain(|r| *r != rep);
         Ok(())

@@ -459,9 +459,10 @@ async fn failures_mid_stream_are_typed_release_everything_and_are_never_cached()
     assert_eq!(service.calls_in_flight(), 0);
 }
 
-/// 3. A failure before the answer's first event (an error event first, a 529, a
-/// dropped connection, a stall past the idle timeout) is retried and the stream then
-/// succeeds in 2 attempts; a failure right after the first event is not retried.
+/// 3. A failure before the answer's content starts (an error event first or right
+/// after `message_start`, a 529, a dropped connection, a stall past the idle timeout)
+/// is retried and the stream then succeeds in 2 attempts; a failure once the content
+/// has started is not retried.
 #[tokio::test]
 async fn failures_before_the_first_event_are_retried_and_after_it_are_not() {
     let server = mock(StreamConfig::default()).await;
@@ -472,6 +473,10 @@ async fn failures_before_the_first_event_are_retried_and_after_it_are_not() {
         (
             "error event first",
             Fault::Stream(StreamFault::overloaded_after(0)),
+        ),
+        (
+            "error event right after message_start",
+            Fault::Stream(StreamFault::overloaded_after(1)),
         ),
         (
             "HTTP 529",
@@ -512,8 +517,8 @@ async fn failures_before_the_first_event_are_retried_and_after_it_are_not() {
         assert_eq!(service.calls_in_flight(), 0, "{name}");
     }
 
-    // Right after the first event: not retried.
-    for after in [1, 3] {
+    // Once the content has started: not retried.
+    for after in [2, 3] {
         let ledger = Ledger::unlimited();
         let call = CallContext::new("a", &ledger);
         server.reset_stats();
@@ -588,6 +593,63 @@ async fn a_stream_dropped_after_one_event_releases_its_permit_closes_and_is_char
     );
     assert_eq!(totals.usage, usage, "{totals:?}");
     assert!(totals.cost.usd > 0.0, "{totals:?}");
+}
+
+/// A stream dropped after some of its text is charged for that text at least (the
+/// API says how many output tokens it generated only at the end): a guest cannot spend
+/// past its budget by dropping its streams before their last event.
+#[tokio::test]
+async fn a_stream_dropped_mid_text_is_charged_for_the_text_received() {
+    let server = mock(StreamConfig {
+        delta_chars: 4,
+        ..StreamConfig::default()
+    })
+    .await;
+    server.push_fault(Fault::Stream(StreamFault::Stall {
+        after: 6,
+        duration: Duration::from_secs(60),
+    }));
+    let service = builder(&server).build();
+    let ledger = Ledger::unlimited();
+    let call = CallContext::new("a", &ledger);
+    let mut stream = open(&service, &call, request("charge me"))
+        .await
+        .expect("opens");
+    let mut text = String::new();
+    let mut start = None;
+    for _ in 0..6 {
+        let event = step("an event", STEP, stream.next())
+            .await
+            .expect("an event")
+            .expect("not the end");
+        match event {
+            StreamEvent::BlockDelta {
+                delta: BlockDelta::Text(t),
+                ..
+            } => text.push_str(&t),
+            StreamEvent::MessageStart { usage, .. } => start = Some(usage),
+            _ => {}
+        }
+    }
+    let start = start.expect("a message start");
+    assert!(
+        text.len() >= 12,
+        "three deltas of 4 characters at least: {text:?}"
+    );
+    drop(stream);
+    let totals = ledger.totals();
+    let received = (text.len() as u64).div_ceil(cf_llm::BYTES_PER_TOKEN);
+    assert!(
+        received > start.output_tokens,
+        "the text received is more than message_start reported: {received} vs {start:?}"
+    );
+    assert_eq!(
+        totals.usage.output_tokens,
+        received,
+        "the output charged is the text received, {} bytes: {totals:?}",
+        text.len()
+    );
+    assert_eq!(totals.failures, 1);
 }
 
 /// 5. 200 streams at once under a limit of 50, each paced so that they overlap: all

@@ -95,11 +95,14 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool, state: impl Fn()
 /// Nothing holds a permit of the host's limit now, and the server's streams all end
 /// (the host closed its connections) within the wait.
 async fn nothing_left_open(what: &str, host: &Host, server: &MockServer) {
-    assert_eq!(
-        host.llm().calls_in_flight(),
-        0,
-        "{what}: a permit of the concurrency limit is still held after the run ended"
-    );
+    // A run that ends hands its streams' permits back before it returns; a run that is
+    // dropped (cancelled) aborts its streams' readers, which the runtime then drops.
+    wait_until(
+        &format!("{what}: every permit of the concurrency limit is handed back"),
+        || host.llm().calls_in_flight() == 0,
+        || format!("{} calls in flight", host.llm().calls_in_flight()),
+    )
+    .await;
     wait_until(
         &format!("{what}: the server's streams end"),
         || server.in_flight() == 0,
@@ -312,6 +315,50 @@ async fn a_guest_spinning_with_a_stream_open_is_stopped_by_the_deadline() {
     nothing_left_open("stream-spin", &host, &server).await;
     assert_eq!(server.requests(), 1);
     last_stream_was_abandoned("stream-spin", &server);
+}
+
+/// A guest that computes with a stream open, never reading it, holds nothing once
+/// the answer is complete: the host reads the answer as it arrives, so its permit is
+/// handed back, its connection ends and its answer is cached while the guest still
+/// runs (and identical calls waiting for it get it then, not at the guest's deadline).
+#[tokio::test]
+async fn a_stream_the_guest_does_not_read_lets_go_when_its_answer_is_complete() {
+    let server = server(4, Duration::ZERO).await;
+    let (host, _dir) = host(&server, |b| b);
+    let agent = contract2(&host).await;
+    let options = RunOptions {
+        deadline: Some(Duration::from_secs(3)),
+        ..RunOptions::default()
+    };
+    let run = agent.start(task("stream-spin", ""), options);
+    wait_until(
+        "the answer is read while the guest computes",
+        || server.requests() == 1 && server.in_flight() == 0 && host.llm().calls_in_flight() == 0,
+        || {
+            format!(
+                "{} requests, {} in flight at the server, {} calls in flight",
+                server.requests(),
+                server.in_flight(),
+                host.llm().calls_in_flight()
+            )
+        },
+    )
+    .await;
+    // The guest was still computing: only its deadline ends the run.
+    let failed = bounded("stream-spin", 60, run.result())
+        .await
+        .expect_err("the deadline stops the guest");
+    assert!(is_deadline(&failed), "{failed:?}");
+    let served = server.served();
+    assert!(
+        served.iter().all(|s| !s.abandoned),
+        "the answer was read to its end: {served:?}"
+    );
+    assert_eq!(
+        failed.stats.llm_calls, 1,
+        "the completed call is in the run's stats: {:?}",
+        failed.stats
+    );
 }
 
 /// Starts a `stream` run and waits for its first output; the stream is then open
