@@ -10,7 +10,7 @@ use cf_host::permissions::Grant;
 use cf_host::{BatchItem, BatchOptions};
 use cf_host::{Error, Host, HostBuilder, Limits, RunError, RunOptions, RunOutput, Task};
 use cf_mock_llm::{MockConfig, MockServer, Reply};
-use cf_tests::contract2_wasm;
+use cf_tests::{contract2_wasm, echo_wasm};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -360,8 +360,11 @@ async fn the_offline_provider_runs_a_tool_loop() {
 #[tokio::test]
 async fn both_contract_versions_in_one_batch() {
     let server = server().await;
-    let (host, _dir) = host_for(&server, full_grant());
+    let (host, _dir) = host_with(anthropic_client(&server, KEY), full_grant(), |b| {
+        b.grant("echo-0-1", Grant::unrestricted())
+    });
     let plugin = contract2_wasm().to_str().expect("utf-8").to_owned();
+    let old = echo_wasm("0.1.0").to_str().expect("utf-8").to_owned();
     let item = |agent: &str, text: &str| BatchItem {
         id: None,
         agent: agent.to_owned(),
@@ -369,7 +372,7 @@ async fn both_contract_versions_in_one_batch() {
         options: RunOptions::default(),
     };
     let items = vec![
-        item("python-expert", "How do I read a CSV file?"),
+        item(&old, "How do I read a CSV file?"),
         item(&plugin, "Add 2 and 40."),
         item("code-reviewer", "def f(): return 1"),
         item(&plugin, "Add 1 and 1."),
@@ -386,9 +389,9 @@ async fn both_contract_versions_in_one_batch() {
     }
     let contracts: Vec<String> = {
         let mut v = Vec::new();
-        for name in ["python-expert", "code-reviewer"] {
+        for name in [old.as_str(), "code-reviewer"] {
             v.push(
-                host.load(name)
+                host.load(cf_host::Source::from(name))
                     .await
                     .expect("loads")
                     .info()
