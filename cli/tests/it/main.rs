@@ -8,3 +8,4 @@ mod memory;
 mod progress;
 mod soak;
 mod streaming;
+mod terminal;

@@ -6,37 +6,12 @@
 //! instance slot as "in flight", which read as a broken limit under
 //! `--max-concurrent 2`.
 
+use crate::terminal::{Tmux, tmux_available};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ITEMS: usize = 120;
 const LIMIT: usize = 2;
-
-/// A tmux server of the test's own (its own socket), killed when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux runs (CI installs it)")
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "cf"]).stdout).into()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
 
 /// The number before "calls in flight" on the progress line.
 fn calls_in_flight(line: &str) -> Option<usize> {
@@ -48,26 +23,9 @@ fn progress_line(pane: &str) -> Option<&str> {
     pane.lines().find(|l| l.contains(" calls in flight · "))
 }
 
-/// Whether tmux is installed. Without it the test says so and passes, unless
-/// `CF_REQUIRE_ALL_AGENTS` is set (CI sets it, and installs tmux): then it fails.
-fn tmux_available() -> bool {
-    let found = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CF_REQUIRE_ALL_AGENTS").is_none(),
-            "tmux is required (CF_REQUIRE_ALL_AGENTS is set)"
-        );
-        eprintln!("progress test: skipped: tmux is not installed");
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_progress_line_stays_on_screen_and_shows_calls_apart_from_waiting_items() {
-    if !tmux_available() {
+    if !tmux_available("progress test") {
         return;
     }
     let config = cf_mock_llm::MockConfig {

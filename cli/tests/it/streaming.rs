@@ -2,6 +2,7 @@
 //! for one run and for a batch, its conflict with `--json`, and a real terminal (tmux)
 //! showing the answer while the server is still sending it.
 
+use crate::terminal::{Tmux, tmux_available};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -260,53 +261,11 @@ async fn stream_json_in_a_batch_tags_every_event_with_its_index() {
     assert_eq!(server.requests(), 2);
 }
 
-/// A tmux server of the test's own (its own socket), killed when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux runs (CI installs it)")
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "cf"]).stdout).into()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
-
-/// Whether tmux is installed. Without it the test says so and passes, unless
-/// `CF_REQUIRE_ALL_AGENTS` is set (CI sets it, and installs tmux): then it fails.
-fn tmux_available() -> bool {
-    let found = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CF_REQUIRE_ALL_AGENTS").is_none(),
-            "tmux is required (CF_REQUIRE_ALL_AGENTS is set)"
-        );
-        eprintln!("streaming terminal test: skipped: tmux is not installed");
-    }
-    found
-}
-
 /// 12. On a terminal the answer shows as it arrives: part of it is on screen while
 ///     the server is still sending the rest; then the summary line.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_terminal_shows_the_answer_while_it_streams() {
-    if !tmux_available() {
+    if !tmux_available("streaming terminal test") {
         return;
     }
     // About 50 events 200 ms apart: the answer takes some 10 s to arrive.
