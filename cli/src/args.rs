@@ -51,6 +51,20 @@ pub(crate) enum Command {
     /// Summarise the run log: runs, success rate, latency percentiles, tokens, cost and
     /// saved cost, per agent and per model.
     Stats(StatsArgs),
+    /// Serve the agents over HTTP: runs, batches, live events, metrics, an OpenAPI
+    /// document at /openapi.json. Tokens and tenants come from `[serve]` in the config
+    /// file; without tokens it serves a loopback address only.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on [env: CF_LISTEN; default 127.0.0.1:8787]; port 0 picks
+    /// a free one (the address is printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +260,7 @@ impl HostArgs {
             cassette: self.cassette.clone(),
             record: self.record.clone(),
             trust: self.trust,
+            listen: None,
         }
     }
 }

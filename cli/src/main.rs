@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             Command::New(args) => commands::new::new_project(args),
             Command::Config(args) => commands::config::config(args),
             Command::Stats(args) => commands::stats::stats(args),
+            Command::Serve(args) => commands::serve::serve(args).await,
         }
     });
     if let Err(e) = &result {

@@ -33,6 +33,11 @@
 //! | `budget.usd`, `budget.tokens` | `CF_BUDGET_USD`, `CF_BUDGET_TOKENS` | ≥ 0 | no limit |
 //! | `budget.rule` | `CF_BUDGET_RULE` | until-spent, worst-case | until-spent |
 //! | `[plugins.<name>]` | — | | no grant: a third-party plugin may call nothing |
+//! | `serve.listen` | `CF_LISTEN` | an address | `127.0.0.1:8787` |
+//! | `serve.grace_secs` | — | (0, 86400] | 30 |
+//! | `serve.max_body_bytes` | — | 1 KiB..=1 GiB | 16 MiB |
+//! | `[serve.tokens]` | — | tenant = SHA-256 of its token (hex) | none: no authentication, loopback only |
+//! | `[serve.tenants.<name>]` | — | `agents`, `models`, `budget_usd_per_day`, `concurrency` | every built-in agent, any model |
 //!
 //! Sizes in bytes may be written with a binary suffix in flags and variables
 //! (`64KiB`, `10MiB`, `1GiB`); the file takes whole numbers of bytes.
@@ -382,6 +387,8 @@ pub struct Overrides {
     pub record: Option<PathBuf>,
     /// Grant local plugins what they declare.
     pub trust: bool,
+    /// `cf-host serve`'s address.
+    pub listen: Option<String>,
 }
 
 /// The config file. Every field is optional; unknown keys are refused.
@@ -413,6 +420,40 @@ pub struct FileConfig {
     /// `media`, `max_media_bytes`, `budget_usd`, `sha256`.
     #[serde(default)]
     plugins: BTreeMap<String, Grant>,
+    /// `cf-host serve`.
+    #[serde(default)]
+    serve: FileServe,
+}
+
+/// `[serve]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServe {
+    listen: Option<String>,
+    grace_secs: Option<f64>,
+    max_body_bytes: Option<u64>,
+    #[serde(default)]
+    tokens: BTreeMap<String, String>,
+    #[serde(default)]
+    tenants: BTreeMap<String, TenantGrant>,
+}
+
+/// What a tenant of `cf-host serve` may do (`[serve.tenants.<name>]`). Unknown keys
+/// are refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantGrant {
+    /// The agents it may run: built-in names, or paths of plugins on the server.
+    /// Default: every built-in agent, and no plugin path.
+    pub agents: Option<Vec<String>>,
+    /// The models its runs may use. Default: any. With a list, a run that names no
+    /// model runs on the first.
+    pub models: Option<Vec<String>>,
+    /// What its runs and batches may spend per UTC day, in US dollars. Default: no
+    /// limit.
+    pub budget_usd_per_day: Option<f64>,
+    /// Its runs (and batch items) running at once. Default: no limit of its own.
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -553,6 +594,16 @@ pub struct Settings {
     pub trust: bool,
     /// The operator's grants, by plugin name (from the file).
     pub plugins: BTreeMap<String, Grant>,
+    /// `cf-host serve`'s address.
+    pub serve_listen: String,
+    /// `cf-host serve`'s grace period at shutdown, in seconds.
+    pub serve_grace_secs: f64,
+    /// `cf-host serve`'s cap of a request body, in bytes.
+    pub serve_max_body_bytes: u64,
+    /// Tenant → the SHA-256 of its token (hex).
+    pub serve_tokens: BTreeMap<String, String>,
+    /// Tenant → its grant.
+    pub serve_tenants: BTreeMap<String, TenantGrant>,
     /// Where the file came from, if one was read.
     pub config_file: Option<PathBuf>,
 }
@@ -704,6 +755,30 @@ pub fn resolve(
         record: flags.record.clone(),
         trust: flags.trust,
         plugins: file.plugins,
+        serve_listen: flags
+            .listen
+            .clone()
+            .or_else(|| var("CF_LISTEN"))
+            .or(file.serve.listen)
+            .unwrap_or_else(|| "127.0.0.1:8787".to_owned()),
+        serve_grace_secs: match file.serve.grace_secs {
+            Some(g) if g > 0.0 && g <= DAY => g,
+            Some(g) => {
+                return Err(format!("serve.grace_secs = {g}: must be in (0, 86400]").into());
+            }
+            None => 30.0,
+        },
+        serve_max_body_bytes: match file.serve.max_body_bytes {
+            Some(b) if (1024..=1 << 30).contains(&b) => b,
+            Some(b) => {
+                return Err(
+                    format!("serve.max_body_bytes = {b}: must be in 1024..=1073741824").into(),
+                );
+            }
+            None => 16 << 20,
+        },
+        serve_tokens: file.serve.tokens,
+        serve_tenants: file.serve.tenants,
         config_file,
     };
     Ok(settings)

@@ -48,6 +48,9 @@ pub struct BatchOptions {
     /// Where the items' events go as they happen (with the item's index), for items
     /// whose own `options.events` is not set. Default: nowhere.
     pub events: Option<crate::BatchEventSink>,
+    /// An account the batch's is part of (a tenant's for the day, say): its budget
+    /// applies on top of `budget`, and it is charged too. Default: none.
+    pub parent: Option<Ledger>,
 }
 
 impl Default for BatchOptions {
@@ -57,6 +60,7 @@ impl Default for BatchOptions {
             grace: Duration::from_secs(10),
             max_in_flight: None,
             events: None,
+            parent: None,
         }
     }
 }
@@ -211,7 +215,10 @@ impl Host {
 
     fn start(&self, items: Items, total: Option<usize>, options: BatchOptions) -> BatchRun {
         let (cancel, cancelled) = watch::channel(false);
-        let ledger = Ledger::with_budget(options.budget);
+        let ledger = match &options.parent {
+            Some(parent) => parent.child(options.budget),
+            None => Ledger::with_budget(options.budget),
+        };
         let in_flight = Arc::new(AtomicUsize::new(0));
         let limit = options
             .max_in_flight

@@ -121,6 +121,13 @@ pub struct Ledger {
     parent: Option<Box<Ledger>>,
 }
 
+/// Two ledgers are equal when they are the same account (clones of one another).
+impl PartialEq for Ledger {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
+    }
+}
+
 impl Ledger {
     /// A ledger with no budget.
     pub fn unlimited() -> Self {

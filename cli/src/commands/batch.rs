@@ -58,6 +58,7 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
         grace: Duration::from_secs_f64(args.grace),
         max_in_flight: None,
         events: None,
+        parent: None,
     };
     let bad = Arc::new(AtomicUsize::new(0));
     // The progress line is known only below; the writer takes it once it is.

@@ -8,6 +8,7 @@ pub(crate) mod config;
 pub(crate) mod inspect;
 pub(crate) mod new;
 pub(crate) mod run;
+pub(crate) mod serve;
 pub(crate) mod stats;
 
 use crate::args::HostArgs;

@@ -1,0 +1,77 @@
+//! `cf-host serve`: the agents over HTTP ([`cf_serve`]), until SIGTERM or Ctrl-C, then
+//! a graceful shutdown.
+
+use super::build_host;
+use crate::args::ServeArgs;
+use crate::error::{CliError, Exit};
+use cf_front::settings;
+use cf_host::RunOptions;
+use cf_serve::{ServeConfig, Server};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
+    let mut overrides = args.host.overrides();
+    overrides.listen = args.listen.clone();
+    let settings = settings::from_process(&overrides)?;
+    let addr: SocketAddr = settings.serve_listen.parse().map_err(|e| {
+        CliError::usage(format!(
+            "--listen {}: not an address such as 127.0.0.1:8787 ({e})",
+            settings.serve_listen
+        ))
+    })?;
+    if settings.serve_tokens.is_empty() && !addr.ip().is_loopback() {
+        return Err(CliError::usage(format!(
+            "--listen {addr}: serving beyond this machine needs tokens: add [serve.tokens] to the config file (tenant = \"<sha256 of its token>\")"
+        )));
+    }
+    let host = build_host(&settings)?;
+    let config = ServeConfig {
+        tokens: settings.serve_tokens.clone(),
+        tenants: settings.serve_tenants.clone(),
+        max_body_bytes: usize::try_from(settings.serve_max_body_bytes).unwrap_or(usize::MAX),
+        grace: Duration::from_secs_f64(settings.serve_grace_secs),
+        base_options: RunOptions {
+            model: settings.model.clone(),
+            budget: settings.budget(),
+            ..RunOptions::default()
+        },
+    };
+    let server = Server::new(host, config).map_err(CliError::usage)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::Failed(format!("listening on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(format!("listening on {addr}: {e}")))?;
+    eprintln!(
+        "cf-host: serving on http://{bound} ({}; the API is described at /openapi.json)",
+        if server.authenticates() {
+            "bearer tokens from [serve.tokens]"
+        } else {
+            "no authentication: loopback only"
+        }
+    );
+    server
+        .run(listener, shutdown_signal())
+        .await
+        .map_err(|e| CliError::Failed(format!("serving: {e}")))?;
+    eprintln!("cf-host: stopped");
+    Ok(Exit::Ok)
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
