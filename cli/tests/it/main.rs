@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod memory;
 mod progress;
+mod serve;
 mod soak;
 mod streaming;
 mod terminal;
