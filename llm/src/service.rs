@@ -38,9 +38,18 @@ pub struct LlmServiceBuilder {
     idle_timeout: Option<Duration>,
     max_retry_wait: Duration,
     cache: Option<(ResponseCache, Option<String>)>,
+    shared: Option<Arc<dyn crate::SharedLimit>>,
 }
 
 impl LlmServiceBuilder {
+    /// A concurrency limit shared with other hosts (`cf-fleet`'s Redis lease
+    /// semaphore): every attempt also holds one of its slots, taken after the
+    /// service's own permits. Default: none (the limit is this process's alone).
+    pub fn shared_limit(mut self, limit: Arc<dyn crate::SharedLimit>) -> Self {
+        self.shared = Some(limit);
+        self
+    }
+
     /// Puts `cache` in front of the provider. Entries are namespaced per agent, or all
     /// in `shared_namespace` when given. Default: no response cache.
     pub fn response_cache(
@@ -119,6 +128,7 @@ impl LlmServiceBuilder {
                 idle_timeout: self.idle_timeout.unwrap_or(self.attempt_timeout),
                 max_retry_wait: self.max_retry_wait,
                 cache: self.cache.map(|(c, ns)| CacheLayer::new(c, ns)),
+                shared: self.shared,
                 waiting: AtomicUsize::new(0),
             }),
         }
@@ -139,6 +149,7 @@ pub(crate) struct Inner {
     idle_timeout: Duration,
     max_retry_wait: Duration,
     pub(crate) cache: Option<CacheLayer>,
+    shared: Option<Arc<dyn crate::SharedLimit>>,
     /// Attempts waiting for a permit (per-agent, then global).
     waiting: AtomicUsize,
 }
@@ -270,6 +281,7 @@ impl LlmService {
             max_retries: DEFAULT_MAX_RETRIES,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             idle_timeout: None,
+            shared: None,
             max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
             cache: None,
         }
@@ -591,9 +603,23 @@ impl LlmService {
                 .acquire_owned()
                 .await
                 .map_err(|_| shutting_down())?;
+            // The fleet's slot last: it is the scarcest, held for the shortest time.
+            let lease = match &inner.shared {
+                Some(shared) => {
+                    shared
+                        .acquire(call.deadline)
+                        .await
+                        .map_err(|error| AttemptFailure {
+                            failure: ProviderError::fatal(error),
+                            sent: false,
+                        })?
+                }
+                None => None,
+            };
             Ok::<_, AttemptFailure>(Permits {
                 _agent: agent,
                 _global: global,
+                _lease: lease,
             })
         };
         let permits = match call.deadline {
@@ -687,6 +713,7 @@ pub(crate) fn deadline_failure(what: &str, sent: bool) -> AttemptFailure {
 pub(crate) struct Permits {
     _agent: Option<OwnedSemaphorePermit>,
     _global: OwnedSemaphorePermit,
+    _lease: Option<Box<dyn crate::Lease>>,
 }
 
 /// Where [`LlmService::route`] sends a call.

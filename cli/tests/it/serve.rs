@@ -32,7 +32,11 @@ fn serve(dir: &Path, config: &str) -> (String, Child) {
         assert!(n > 0, "cf-host serve ended before saying where it serves");
         if let Some(at) = line.find("serving on http://") {
             let rest = &line[at + "serving on ".len()..];
-            break rest.split_whitespace().next().expect("an address").to_owned();
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
         }
     };
     // Keep draining stderr so that the server never blocks on it.
@@ -66,7 +70,9 @@ async fn serve_answers_a_run_refuses_strangers_and_stops_on_sigterm() {
     let body: serde_json::Value = run.json().await.expect("JSON");
     assert_eq!(body["ok"], true, "{body}");
     assert!(
-        body["output"].as_str().is_some_and(|o| o.starts_with("[offline]")),
+        body["output"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("[offline]")),
         "{body}"
     );
     let stranger = client
@@ -146,12 +152,22 @@ async fn the_openapi_document_survives_schemathesis() {
         .args(["run", &format!("{address}/openapi.json")])
         .args(["--checks", "not_a_server_error"])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
-        .args(["--max-examples", "15", "--request-timeout", "60", "--seed", "1"])
+        .args([
+            "--max-examples",
+            "15",
+            "--request-timeout",
+            "60",
+            "--seed",
+            "1",
+        ])
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .expect("schemathesis runs");
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "schemathesis found failures:\n{report}");
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}"
+    );
     assert!(report.contains("passed"), "{report}");
     let health = reqwest::get(format!("{address}/healthz"))
         .await
