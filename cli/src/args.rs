@@ -158,6 +158,10 @@ pub(crate) struct HostArgs {
     /// declares: for trying a local plugin.
     #[arg(long)]
     pub trust: bool,
+    /// The Redis a fleet of hosts shares [env: CF_REDIS_URL]: `--max-concurrent` is
+    /// then the limit of the whole fleet for this API account.
+    #[arg(long, value_name = "URL", global = true)]
+    pub redis: Option<String>,
     /// The cassette `--provider replay` answers from.
     #[arg(long, value_name = "FILE", required_if_eq("provider", "replay"))]
     pub cassette: Option<PathBuf>,
@@ -261,6 +265,7 @@ impl HostArgs {
             record: self.record.clone(),
             trust: self.trust,
             listen: None,
+            redis: self.redis.clone(),
         }
     }
 }

@@ -26,6 +26,8 @@
 //! [`FleetStats`] (`redis_errors`, `degraded`) for `/metrics` and `/readyz`. Never
 //! silently `limit × hosts`.
 
+pub mod testing;
+
 use cf_llm::{BoxFuture, Lease, LlmError, SharedLimit};
 use redis::Script;
 use redis::aio::ConnectionManager;
@@ -204,6 +206,11 @@ impl RedisLimit {
         &self.inner.stats
     }
 
+    /// Whether calls go under the local limit when Redis is away.
+    pub fn fails_open(&self) -> bool {
+        self.inner.config.fail == FailMode::Open
+    }
+
     /// The fleet's limit.
     pub fn limit(&self) -> usize {
         self.inner.config.limit
@@ -312,7 +319,7 @@ impl SharedLimit for RedisLimit {
                 // Full: try again soon (jittered, so that waiting hosts do not move
                 // in step), never past the deadline.
                 let pause = wait.mul_f64(0.5 + fastrand_f64());
-                wait = (wait * 2).min(Duration::from_millis(20));
+                wait = (wait * 2).min(Duration::from_millis(5));
                 let until = Instant::now() + pause;
                 match deadline {
                     Some(d) if d <= Instant::now() => {

@@ -2,82 +2,17 @@
 //! by each test, stopped when it ends) and, through `LlmService`, the loopback
 //! Anthropic server.
 
+use cf_fleet::testing::RedisServer as Redis;
 use cf_fleet::{FailMode, FleetConfig, RedisLimit};
 use cf_llm::{
     AnthropicConfig, AnthropicProvider, ApiKey, CallContext, Ledger, LlmError, LlmService, Message,
     Request, SharedLimit,
 };
 use cf_mock_llm::{MockConfig, MockServer};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// A `redis-server` of the test's own, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// Starts one on a free port (or on `port`), waiting until it answers.
-    async fn start(port: Option<u16>) -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            assert!(
-                std::env::var_os("CF_REQUIRE_ALL_AGENTS").is_none(),
-                "redis-server is required (CF_REQUIRE_ALL_AGENTS is set): apt-get install redis-server"
-            );
-            eprintln!("skipped: redis-server is not installed");
-            return None;
-        }
-        let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port()
-        });
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let redis = Self { child, port };
-        let end = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < end,
-                "redis-server did not listen on {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn config(limit: usize) -> FleetConfig {
     FleetConfig {

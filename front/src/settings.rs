@@ -33,6 +33,9 @@
 //! | `budget.usd`, `budget.tokens` | `CF_BUDGET_USD`, `CF_BUDGET_TOKENS` | ≥ 0 | no limit |
 //! | `budget.rule` | `CF_BUDGET_RULE` | until-spent, worst-case | until-spent |
 //! | `[plugins.<name>]` | — | | no grant: a third-party plugin may call nothing |
+//! | `redis.url` | `CF_REDIS_URL` | `redis://host:port/db` | none: everything stays in this process |
+//! | `redis.fail` | `CF_REDIS_FAIL` | closed, open | closed |
+//! | `redis.lease_secs` | — | [1, 3600] | 10 |
 //! | `serve.listen` | `CF_LISTEN` | an address | `127.0.0.1:8787` |
 //! | `serve.grace_secs` | — | (0, 86400] | 30 |
 //! | `serve.max_body_bytes` | — | 1 KiB..=1 GiB | 16 MiB |
@@ -389,6 +392,8 @@ pub struct Overrides {
     pub trust: bool,
     /// `cf-host serve`'s address.
     pub listen: Option<String>,
+    /// The Redis a fleet shares.
+    pub redis: Option<String>,
 }
 
 /// The config file. Every field is optional; unknown keys are refused.
@@ -423,6 +428,19 @@ pub struct FileConfig {
     /// `cf-host serve`.
     #[serde(default)]
     serve: FileServe,
+    /// What a fleet of hosts shares.
+    #[serde(default)]
+    redis: FileRedis,
+}
+
+/// `[redis]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRedis {
+    #[serde(default)]
+    url: Redacted,
+    fail: Option<String>,
+    lease_secs: Option<f64>,
 }
 
 /// `[serve]`.
@@ -594,6 +612,12 @@ pub struct Settings {
     pub trust: bool,
     /// The operator's grants, by plugin name (from the file).
     pub plugins: BTreeMap<String, Grant>,
+    /// The Redis a fleet shares (never shown: it may hold a password).
+    pub redis_url: Redacted,
+    /// Whether model calls fail or go under the local limit when Redis is away.
+    pub redis_fail_open: bool,
+    /// How long a fleet slot lives without a heartbeat, in seconds.
+    pub redis_lease_secs: f64,
     /// `cf-host serve`'s address.
     pub serve_listen: String,
     /// `cf-host serve`'s grace period at shutdown, in seconds.
@@ -777,6 +801,25 @@ pub fn resolve(
             }
             None => 16 << 20,
         },
+        redis_url: Redacted(
+            flags
+                .redis
+                .clone()
+                .or_else(|| var("CF_REDIS_URL"))
+                .or(file.redis.url.0),
+        ),
+        redis_fail_open: match var("CF_REDIS_FAIL").or(file.redis.fail).as_deref() {
+            None | Some("closed") => false,
+            Some("open") => true,
+            Some(other) => {
+                return Err(format!("redis.fail = {other:?}: must be `closed` or `open`").into());
+            }
+        },
+        redis_lease_secs: match file.redis.lease_secs {
+            Some(l) if (1.0..=3600.0).contains(&l) => l,
+            Some(l) => return Err(format!("redis.lease_secs = {l}: must be in [1, 3600]").into()),
+            None => 10.0,
+        },
         serve_tokens: file.serve.tokens,
         serve_tenants: file.serve.tenants,
         config_file,
@@ -833,6 +876,32 @@ impl Settings {
         config.max_bytes = self.cache_max_bytes;
         config.exclude_agents = self.cache_exclude_agents.clone();
         Ok(config)
+    }
+
+    /// The fleet's concurrency limit on Redis, when `redis.url` is set: the limit is
+    /// `max_concurrent`, of the whole fleet for this API account.
+    pub async fn fleet_limit(&self) -> Result<Option<cf_fleet::RedisLimit>, ConfigError> {
+        let Some(url) = &self.redis_url.0 else {
+            return Ok(None);
+        };
+        let (kind, _) = self.provider_kind();
+        let account = match (kind, &self.api_key.0) {
+            (ProviderKind::Anthropic, Some(key)) => cf_fleet::account_of(key),
+            _ => cf_fleet::account_of(&format!("{kind:?}")),
+        };
+        let config = cf_fleet::FleetConfig {
+            lease: Duration::from_secs_f64(self.redis_lease_secs),
+            fail: if self.redis_fail_open {
+                cf_fleet::FailMode::Open
+            } else {
+                cf_fleet::FailMode::Closed
+            },
+            ..cf_fleet::FleetConfig::new(self.max_concurrent, account)
+        };
+        cf_fleet::RedisLimit::connect(url, config)
+            .await
+            .map(Some)
+            .map_err(ConfigError)
     }
 
     /// The provider these settings choose, wrapped in a recorder when asked.

@@ -26,6 +26,7 @@ pub struct HostBuilder {
     max_retries: u32,
     attempt_timeout: Duration,
     idle_timeout: Option<Duration>,
+    shared_limit: Option<Arc<dyn cf_llm::SharedLimit>>,
     limits: Limits,
     default_model: String,
     default_max_tokens: u32,
@@ -58,6 +59,7 @@ impl Default for HostBuilder {
             max_retries: cf_llm::DEFAULT_MAX_RETRIES,
             attempt_timeout: cf_llm::DEFAULT_ATTEMPT_TIMEOUT,
             idle_timeout: None,
+            shared_limit: None,
             limits: Limits::default(),
             default_model: DEFAULT_MODEL.to_owned(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
@@ -101,6 +103,13 @@ impl HostBuilder {
     /// Timeout of one model-call attempt. Default 30 s.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
+        self
+    }
+
+    /// A concurrency limit shared with other hosts (a fleet on Redis, `cf-fleet`):
+    /// every model-call attempt also holds one of its slots. Default: none.
+    pub fn shared_limit(mut self, limit: Arc<dyn cf_llm::SharedLimit>) -> Self {
+        self.shared_limit = Some(limit);
         self
     }
 
@@ -233,6 +242,9 @@ impl HostBuilder {
             .attempt_timeout(self.attempt_timeout);
         if let Some(idle) = self.idle_timeout {
             llm = llm.idle_timeout(idle);
+        }
+        if let Some(shared) = self.shared_limit {
+            llm = llm.shared_limit(shared);
         }
         if let Some(config) = cache_config {
             let dir = config.dir.clone();

@@ -78,6 +78,9 @@ pub struct ServeConfig {
     pub grace: Duration,
     /// The operator's settings every run starts from (model, max_tokens, …).
     pub base_options: RunOptions,
+    /// The fleet's concurrency limit on Redis the host shares, if any: `/readyz` says
+    /// whether Redis answers, `/metrics` counts its errors.
+    pub fleet: Option<cf_fleet::RedisLimit>,
 }
 
 impl Default for ServeConfig {
@@ -88,6 +91,7 @@ impl Default for ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             grace: DEFAULT_GRACE,
             base_options: RunOptions::default(),
+            fleet: None,
         }
     }
 }
@@ -104,6 +108,7 @@ struct AppState {
     base_options: RunOptions,
     grace: Duration,
     shutting_down: AtomicBool,
+    fleet: Option<cf_fleet::RedisLimit>,
 }
 
 /// The HTTP server over a [`Host`].
@@ -138,6 +143,7 @@ impl Server {
                 base_options: config.base_options,
                 grace: config.grace,
                 shutting_down: AtomicBool::new(false),
+                fleet: config.fleet,
             }),
             max_body_bytes: config.max_body_bytes,
         })
@@ -995,22 +1001,52 @@ async fn healthz() -> &'static str {
 }
 
 #[utoipa::path(get, path = "/readyz",
-    responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
+    responses((status = 200, description = "ready: `{\"ready\": true, \"redis\": \"ok\" | \"degraded\" | \"none\"}` (degraded: Redis is away and model calls go under this host's own limit, fail-open)"),
+        (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.shutting_down.load(Ordering::SeqCst) {
         return ApiError::Unavailable("the server is shutting down".into()).into_response();
     }
-    Json(json!({ "ready": true })).into_response()
+    let redis = match &state.fleet {
+        None => "none",
+        Some(fleet) if fleet.ping().await => "ok",
+        Some(fleet) => {
+            fleet
+                .stats()
+                .redis_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            fleet
+                .stats()
+                .degraded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            "degraded"
+        }
+    };
+    if redis == "degraded" && !state.fleet.as_ref().is_some_and(|f| f.fails_open()) {
+        return ApiError::Unavailable(
+            "Redis is unreachable and model calls fail closed until it is back".into(),
+        )
+        .into_response();
+    }
+    Json(json!({ "ready": true, "redis": redis })).into_response()
 }
 
 #[utoipa::path(get, path = "/metrics",
     responses((status = 200, description = "the Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let llm = state.host.llm();
+    let fleet = state.fleet.as_ref().map(|f| {
+        let s = f.stats();
+        (
+            s.redis_errors.load(std::sync::atomic::Ordering::Relaxed),
+            s.degraded.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
     let text = state.metrics.render(
         state.registry.running(),
         llm.calls_in_flight(),
         llm.calls_waiting(),
+        fleet,
     );
     (
         [(

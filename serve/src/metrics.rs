@@ -40,6 +40,8 @@ pub struct Metrics {
     calls_in_flight: Gauge,
     calls_waiting: Gauge,
     http_refused: Family<Kind, Counter>,
+    redis_errors: Gauge,
+    redis_degraded: Gauge,
 }
 
 impl Default for Metrics {
@@ -58,6 +60,8 @@ impl Default for Metrics {
             calls_in_flight: Gauge::default(),
             calls_waiting: Gauge::default(),
             http_refused: Family::default(),
+            redis_errors: Gauge::default(),
+            redis_degraded: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -120,6 +124,16 @@ impl Default for Metrics {
             "Requests refused, by error kind (unauthorized, forbidden, …)",
             m.http_refused.clone(),
         );
+        registry.register(
+            "redis_errors",
+            "Redis operations of the fleet's limit that failed or timed out, since start",
+            m.redis_errors.clone(),
+        );
+        registry.register(
+            "redis_degraded",
+            "1 while Redis is unreachable (fail-open: model calls under this host's own limit)",
+            m.redis_degraded.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -179,7 +193,18 @@ impl Metrics {
     }
 
     /// The text format, with the gauges read now.
-    pub fn render(&self, runs: usize, calls_in_flight: usize, calls_waiting: usize) -> String {
+    pub fn render(
+        &self,
+        runs: usize,
+        calls_in_flight: usize,
+        calls_waiting: usize,
+        fleet: Option<(u64, bool)>,
+    ) -> String {
+        if let Some((errors, degraded)) = fleet {
+            self.redis_errors
+                .set(i64::try_from(errors).unwrap_or(i64::MAX));
+            self.redis_degraded.set(i64::from(degraded));
+        }
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.runs_in_flight.set(gauge(runs));
         self.calls_in_flight.set(gauge(calls_in_flight));

@@ -13,7 +13,7 @@ use cf_mock_llm::{MockConfig, MockServer, StreamConfig};
 use cf_serve::{ServeConfig, Server, TenantGrant, token_digest};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,8 +72,11 @@ fn offline_host() -> (Host, TempDir) {
 /// response cache (every run reaches the mock).
 fn mock_host(mock: &MockServer) -> (Host, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let provider = AnthropicProvider::new(AnthropicConfig::new(mock.base_url(), ApiKey::new("k")))
-        .expect("client");
+    let provider = AnthropicProvider::new(AnthropicConfig::new(
+        mock.base_url(),
+        ApiKey::new("sk-ant-test-serve-KEY"),
+    ))
+    .expect("client");
     let host = Host::builder()
         .data_dir(Some(dir.path().to_path_buf()))
         .no_response_cache()

@@ -4,7 +4,7 @@ use crate::args::AgentsArgs;
 use crate::error::{CliError, Exit};
 
 pub(crate) async fn agents(args: AgentsArgs) -> Result<Exit, CliError> {
-    let (host, _) = super::host_and_settings(&args.host)?;
+    let (host, _) = super::host_and_settings(&args.host).await?;
     let mut infos = Vec::new();
     for name in cf_host::builtin_agents() {
         let agent = host

@@ -40,7 +40,7 @@ struct BatchOutcome {
 }
 
 pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
-    let (host, settings) = super::host_and_settings(&args.host)?;
+    let (host, settings) = super::host_and_settings(&args.host).await?;
     let base = RunOptions {
         model: settings.model.clone(),
         max_tokens: args.max_tokens,

@@ -8,7 +8,7 @@ use cf_host::{Host, Source};
 
 /// The component `inspect` and `check` look at, and a host to look at it with.
 async fn component_and_host(args: &InspectArgs) -> Result<(Vec<u8>, Host), CliError> {
-    let (host, _) = super::host_and_settings(&args.host)?;
+    let (host, _) = super::host_and_settings(&args.host).await?;
     let wasm = host.read_component(&args.wasm).await?;
     Ok((wasm, host))
 }

@@ -23,20 +23,32 @@ pub(crate) fn settings(args: &HostArgs) -> Result<Settings, CliError> {
 }
 
 /// Builds the host from the effective settings, saying so when the offline provider
-/// answers for lack of a key.
-pub(crate) fn build_host(s: &Settings) -> Result<Host, CliError> {
+/// answers for lack of a key; with `redis.url`, connected to the fleet's limit.
+pub(crate) async fn build_host(s: &Settings) -> Result<Host, CliError> {
+    Ok(fleet_host(s).await?.0)
+}
+
+/// The host, and the fleet's limit it shares when `redis.url` is set.
+pub(crate) async fn fleet_host(
+    s: &Settings,
+) -> Result<(Host, Option<cf_fleet::RedisLimit>), CliError> {
     if s.provider_kind().1 {
         eprintln!(
             "cf-host: ANTHROPIC_API_KEY is not set; using the offline provider (answers are labelled [offline])"
         );
     }
-    Ok(s.host_builder()?.build()?)
+    let mut builder = s.host_builder()?;
+    let fleet = s.fleet_limit().await?;
+    if let Some(limit) = &fleet {
+        builder = builder.shared_limit(std::sync::Arc::new(limit.clone()));
+    }
+    Ok((builder.build()?, fleet))
 }
 
 /// Settings and host for a command.
-pub(crate) fn host_and_settings(args: &HostArgs) -> Result<(Host, Settings), CliError> {
+pub(crate) async fn host_and_settings(args: &HostArgs) -> Result<(Host, Settings), CliError> {
     let s = settings(args)?;
-    Ok((build_host(&s)?, s))
+    Ok((build_host(&s).await?, s))
 }
 
 /// Flushes the host; if that takes a while (a slow disk), says what it is waiting for.

@@ -33,7 +33,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<Exit, CliError> {
         }
         .into());
     }
-    let host = build_host(&settings)?;
+    let host = build_host(&settings).await?;
     let agent = match &args.sha256 {
         Some(digest) => host.load_pinned(source, digest).await,
         None => host.load(source).await,

@@ -1,7 +1,7 @@
 //! `cf-host serve`: the agents over HTTP ([`cf_serve`]), until SIGTERM or Ctrl-C, then
 //! a graceful shutdown.
 
-use super::build_host;
+use super::fleet_host;
 use crate::args::ServeArgs;
 use crate::error::{CliError, Exit};
 use cf_front::settings;
@@ -25,12 +25,13 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
             "--listen {addr}: serving beyond this machine needs tokens: add [serve.tokens] to the config file (tenant = \"<sha256 of its token>\")"
         )));
     }
-    let host = build_host(&settings)?;
+    let (host, fleet) = fleet_host(&settings).await?;
     let config = ServeConfig {
         tokens: settings.serve_tokens.clone(),
         tenants: settings.serve_tenants.clone(),
         max_body_bytes: usize::try_from(settings.serve_max_body_bytes).unwrap_or(usize::MAX),
         grace: Duration::from_secs_f64(settings.serve_grace_secs),
+        fleet,
         base_options: RunOptions {
             model: settings.model.clone(),
             budget: settings.budget(),

@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash;
+mod fleet;
 mod memory;
 mod progress;
 mod serve;
