@@ -1659,3 +1659,224 @@ async fn a_shutdown_cancels_what_outlasts_the_grace_period() {
     .iter()
     .for_each(|s| assert!(s.abandoned, "the stream was read to its end: {s:?}"));
 }
+
+// ---- findings: behaviour the crate documents that it does not have -------------------
+//
+// Each test below states what the crate's docs promise and fails on this version; they
+// are ignored so that the suite passes, and name the bug (run them with `--ignored`).
+
+/// A tenant granted a plugin path runs it as a run, and (the bug) as a batch item:
+/// `post_batch` hands the batch the agent's *name* (`agent.name()`), which the batch
+/// loads as a built-in (`Source::from("echo-0-2")`): unknown agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "cf-serve bug: a batch item of a granted plugin path is loaded by its name as a built-in (serve/src/lib.rs post_batch, `agent: agent.name().to_owned()`)"]
+async fn a_granted_plugin_path_runs_alone_and_in_a_batch() {
+    let plugin = cf_tests::echo_wasm("0.2.0")
+        .to_str()
+        .expect("utf-8")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = Host::builder()
+        .data_dir(Some(dir.path().to_path_buf()))
+        .grant("echo-0-2", cf_host::permissions::Grant::unrestricted())
+        .build()
+        .expect("host");
+    let grant = TenantGrant {
+        agents: Some(vec![plugin.clone()]),
+        ..TenantGrant::default()
+    };
+    let api = Api::start((host, dir), config(&[("plug", "tok-plug", Some(grant))])).await;
+
+    let (status, _, result) = read_json(
+        api.post_json("tok-plug", "/v1/runs", &run_body(&plugin, "Hello"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["ok"], true, "a run of the granted plugin: {result}");
+
+    let (status, _, started) = read_json(
+        api.post_json(
+            "tok-plug",
+            "/v1/batches",
+            &json!([run_body(&plugin, "Hello")]),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().expect("an id");
+    api.finished_batch("tok-plug", id).await;
+    let text = api
+        .get(Some("tok-plug"), &format!("/v1/batches/{id}/results"))
+        .await
+        .text()
+        .await
+        .expect("results");
+    let item: Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    assert_eq!(
+        item["ok"], true,
+        "a batch item of the granted plugin: {item}"
+    );
+}
+
+/// `ServeConfig::tokens` empty means every request is tenant `local`, and `Server::new`
+/// looks up `tenants["local"]` for its grant; but `Tokens::new` first refuses that
+/// grant as one "that has no token", so the local tenant cannot be limited.
+#[test]
+#[ignore = "cf-serve bug: Server::new refuses a grant for the tenant `local` when no token is configured (serve/src/lib.rs Server::new calls Tokens::new with every grant first)"]
+fn the_local_tenant_of_an_open_server_can_have_a_grant() {
+    let (host, _dir) = offline_host();
+    let mut c = ServeConfig::default();
+    c.tenants.insert(
+        "local".into(),
+        grant_only(&["python-expert"], &["claude-haiku-4-5"]),
+    );
+    let server = Server::new(host, c).expect("a grant for `local` on an open server");
+    assert!(!server.authenticates());
+}
+
+/// The grant's `concurrency` is "its runs (and batch items) running at once", but a
+/// batch only gets `max_in_flight` of its own and does not take the tenant's share:
+/// a run and a batch of the same tenant with concurrency 1 run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "cf-serve bug: batch items do not take the tenant's concurrency share (serve/src/lib.rs post_batch sets only BatchOptions::max_in_flight)"]
+async fn a_tenants_concurrency_bounds_its_runs_and_batch_items_together() {
+    let mock = mock(4, Duration::from_millis(15)).await;
+    let grant = TenantGrant {
+        concurrency: Some(1),
+        ..TenantGrant::default()
+    };
+    let api = Api::start(mock_host(&mock), config(&[("beta", BETA, Some(grant))])).await;
+    let run = api
+        .start_run(BETA, run_body("python-expert", "A run: what is a tuple?"))
+        .await;
+    let items = json!([
+        run_body("python-expert", "Item one: what is a set?"),
+        run_body("python-expert", "Item two: what is a dict?"),
+    ]);
+    let (status, _, started) = read_json(api.post_json(BETA, "/v1/batches", &items).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let (status, _, other) = read_json(
+        api.post_json(
+            BETA,
+            "/v1/batches",
+            &json!([run_body("python-expert", "Item three?")]),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+    assert_eq!(api.finished_run(BETA, &run).await["result"]["ok"], true);
+    for b in [&started, &other] {
+        let view = api
+            .finished_batch(BETA, b["id"].as_str().expect("an id"))
+            .await;
+        assert_eq!(view["failed"], 0, "{view}");
+    }
+    assert_eq!(mock.requests(), 4);
+    assert_eq!(
+        mock.max_in_flight(),
+        1,
+        "a tenant with concurrency 1 had several runs and batch items at once"
+    );
+}
+
+/// "When the grace period ends, it cancels what is left": a batch's running items too.
+/// Aborting the batch's driving task drops its `BatchRun`, whose items then take the
+/// batch's own grace (10 s by default), so they go on running after `Server::run`
+/// returned; an item shorter than that is read to its end instead of cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "cf-serve bug: a batch's running items outlive the shutdown (serve/src/lib.rs Server::run cancel_all aborts only the task reading the batch)"]
+async fn a_shutdown_cancels_a_batchs_running_items_too() {
+    // ~55 events 100 ms apart: the item streams for about 5.5 s, less than the batch's
+    // default grace (10 s), more than the server's (200 ms).
+    let mock = mock(4, Duration::from_millis(100)).await;
+    let mut c = config(&[("beta", BETA, None)]);
+    c.grace = Duration::from_millis(200);
+    let mut api = Api::start(mock_host(&mock), c).await;
+    let (status, _, started) = read_json(
+        api.post_json(
+            BETA,
+            "/v1/batches",
+            &json!([run_body(
+                "python-expert",
+                "Batch: how do I merge two dicts?"
+            )]),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().expect("an id").to_owned();
+    let (http, url) = (fresh_client(), api.url(&format!("/v1/batches/{id}/events")));
+    let events = tokio::spawn(async move {
+        read_sse(
+            http.get(url)
+                .bearer_auth(BETA)
+                .send()
+                .await
+                .expect("events"),
+        )
+        .await
+    });
+    poll("the item reaches the model", || async {
+        match mock.requests() {
+            1 => Ok(()),
+            n => Err(format!("{n} requests")),
+        }
+    })
+    .await;
+
+    api.shutdown().await.expect("Server::run ends cleanly");
+    let events = bounded("the batch's events", events)
+        .await
+        .expect("no panic");
+    let (last, done) = events.last().expect("events");
+    assert_eq!(last, "done", "{events:?}");
+    assert_eq!(done["status"], "cancelled", "{done}");
+
+    let served = poll("the item's stream ends", || async {
+        let served = mock.served();
+        match served.first() {
+            Some(s) if s.left.is_some() => Ok(s.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        served.abandoned,
+        "the cancelled batch's item went on and read its answer to the end after the shutdown: {served:?}"
+    );
+}
+
+/// The result of a run cancelled at shutdown, as the waiting `POST /v1/runs` gets it:
+/// documented as a `RunResult` (200: "the result (also when the run failed: `ok` is
+/// false)"), it is `{"status": "cancelled"}` alone — no `id`, `agent`, `ok`, `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "cf-serve inconsistency: a run cancelled at shutdown is answered `{\"status\":\"cancelled\"}`, not a RunResult (serve/src/registry.rs Record::abort finishes with no result)"]
+async fn a_run_cancelled_at_shutdown_is_still_a_result() {
+    let mock = mock(4, Duration::from_millis(200)).await;
+    let mut c = config(&[("beta", BETA, None)]);
+    c.grace = Duration::from_millis(200);
+    let mut api = Api::start(mock_host(&mock), c).await;
+    let waiting = waiting_run(&api, "Waiting: how do I merge two dicts?");
+    poll("the run reaches the model", || async {
+        match mock.requests() {
+            1 => Ok(()),
+            n => Err(format!("{n} requests")),
+        }
+    })
+    .await;
+    api.shutdown().await.expect("Server::run ends cleanly");
+    let (status, result) = bounded("the waiting run", waiting).await.expect("no panic");
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["status"], "cancelled", "{result}");
+    assert_eq!(result["ok"], false, "{result}");
+    assert_eq!(result["agent"], "python-expert", "{result}");
+    assert!(
+        result["id"].as_str().is_some_and(|i| i.starts_with("run_")),
+        "{result}"
+    );
+    assert_eq!(result["error"]["kind"], "cancelled", "{result}");
+}
