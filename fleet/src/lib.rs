@@ -26,7 +26,10 @@
 //! [`FleetStats`] (`redis_errors`, `degraded`) for `/metrics` and `/readyz`. Never
 //! silently `limit × hosts`.
 
+mod cache;
 pub mod testing;
+
+pub use cache::{CacheConfig, CacheStats, RedisCache};
 
 use cf_llm::{BoxFuture, Lease, LlmError, SharedLimit};
 use redis::Script;
@@ -343,7 +346,7 @@ fn fastrand_f64() -> f64 {
 }
 
 /// 128 random bits in hex: a slot id no other attempt has.
-fn slot_id() -> String {
+pub(crate) fn slot_id() -> String {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
         // Without the OS's generator, the time and a counter are unique in this
@@ -434,7 +437,7 @@ impl Drop for RedisLease {
 }
 
 /// `url` with any password replaced, for messages.
-fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://[redacted]@{}", &url[..scheme], &url[at + 1..])

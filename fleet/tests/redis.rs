@@ -265,3 +265,187 @@ async fn a_deadline_mid_attempt_gives_the_slot_back() {
     })
     .await;
 }
+
+// ---- the shared response cache -------------------------------------------------------
+
+const SECRET: &[u8] = b"a secret of the whole fleet, 32+ bytes";
+
+/// A host: its own response cache in `dir`, the fleet's on `redis`.
+async fn cached_host(
+    server: &MockServer,
+    redis: &Redis,
+    dir: &std::path::Path,
+) -> (LlmService, cf_fleet::RedisCache) {
+    let local = cf_cache::ResponseCache::open(cf_cache::CacheConfig::new(dir.join("responses")))
+        .expect("local cache");
+    let shared = cf_fleet::RedisCache::connect(
+        &redis.url(),
+        cf_fleet::CacheConfig::new(SECRET.to_vec(), Duration::from_secs(3600)),
+    )
+    .await
+    .expect("connects");
+    let provider =
+        AnthropicProvider::new(AnthropicConfig::new(server.base_url(), ApiKey::new("k")))
+            .expect("client");
+    let svc = LlmService::builder(Arc::new(provider))
+        .max_retries(0)
+        .response_cache(local, None)
+        .shared_cache(Arc::new(shared.clone()))
+        .build();
+    (svc, shared)
+}
+
+async fn ask(svc: &LlmService, text: &str) -> cf_llm::Completion {
+    let ledger = Ledger::unlimited();
+    let request = Request::new("claude-haiku-4-5", 16, vec![Message::user(text)]);
+    svc.complete(&CallContext::new("agent", &ledger), request)
+        .await
+        .expect("answered")
+}
+
+async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects")
+}
+
+/// An answer one host got is served to another from Redis (one upstream call); a
+/// value tampered with in Redis, or moved to another key, is rejected, removed and
+/// never served: the next host calls upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_share_answers_and_reject_tampered_ones() {
+    let Some(redis) = Redis::start(None).await else {
+        return;
+    };
+    let server = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (a, _) = cached_host(&server, &redis, dirs[0].path()).await;
+    let (b, b_cache) = cached_host(&server, &redis, dirs[1].path()).await;
+    let first = ask(&a, "shared question").await;
+    assert!(!first.cached);
+    let second = ask(&b, "shared question").await;
+    assert!(second.cached, "host b got host a's answer from Redis");
+    assert_eq!(second.response, first.response);
+    assert_eq!(server.requests(), 1, "one upstream call for two hosts");
+    assert_eq!(b_cache.stats().hits.load(Ordering::Relaxed), 1);
+
+    // Tamper with the stored answer: flip a byte of its text.
+    let mut conn = redis_conn(&redis).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("cf:{*}:answer")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let mut value: Vec<u8> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    let last = value.len() - 3;
+    value[last] ^= 0x01;
+    let () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg(&value)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let (c, c_cache) = cached_host(&server, &redis, dirs[2].path()).await;
+    let third = ask(&c, "shared question").await;
+    assert!(!third.cached, "a tampered answer is never served");
+    assert_eq!(third.response.text, first.response.text);
+    assert_eq!(server.requests(), 2);
+    assert_eq!(c_cache.stats().rejected.load(Ordering::Relaxed), 1);
+
+    // Move the (fresh, valid) answer to the key of another question.
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    // Another question's key: ask it on host d (which stores its answer), then put the
+    // first question's valid value there and ask it on a fresh host.
+    let (d, d_cache) = cached_host(&server, &redis, dirs[3].path()).await;
+    ask(&d, "another question").await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("cf:{*}:answer")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    let holder = keys_first(&keys, &value, &mut conn).await;
+    let other = keys
+        .iter()
+        .find(|k| **k != holder)
+        .cloned()
+        .expect("the other question's key");
+    let () = redis::cmd("SET")
+        .arg(&other)
+        .arg(&value)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let fresh = tempfile::tempdir().expect("dir");
+    let (e, e_cache) = cached_host(&server, &redis, fresh.path()).await;
+    let before = server.requests();
+    let moved = ask(&e, "another question").await;
+    assert!(
+        !moved.cached,
+        "an answer moved to another key is never served"
+    );
+    assert_ne!(moved.response.text, first.response.text);
+    assert_eq!(server.requests(), before + 1);
+    assert_eq!(e_cache.stats().rejected.load(Ordering::Relaxed), 1);
+    drop(d_cache);
+}
+
+/// The key that holds `value`.
+async fn keys_first(
+    keys: &[String],
+    value: &[u8],
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> String {
+    for k in keys {
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(k)
+            .query_async(conn)
+            .await
+            .expect("get");
+        if v == value {
+            return k.clone();
+        }
+    }
+    panic!("no key holds the value");
+}
+
+/// Two hosts asking the same question at once make one upstream call: the second
+/// waits for the first's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_calls_on_two_hosts_make_one_upstream_call() {
+    let Some(redis) = Redis::start(None).await else {
+        return;
+    };
+    let server = MockServer::start(MockConfig {
+        latency: Duration::from_millis(300),
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock");
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a, _) = cached_host(&server, &redis, da.path()).await;
+    let (b, b_cache) = cached_host(&server, &redis, db.path()).await;
+    let (x, y) = tokio::join!(ask(&a, "at once"), ask(&b, "at once"));
+    assert_eq!(x.response.text, y.response.text);
+    assert_eq!(server.requests(), 1, "one upstream call");
+    assert!(
+        x.cached != y.cached,
+        "one made the call, the other got its answer"
+    );
+    let _ = b_cache;
+}

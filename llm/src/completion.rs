@@ -67,6 +67,9 @@ pub struct CompletionStream {
     model: String,
     /// The flight identical calls wait on, and the key to store the answer under.
     flight: Option<(CacheKey, Leader)>,
+    /// The fleet's claim on the call, released once the answer is shared (or the
+    /// stream ends without one).
+    claim: Option<Box<dyn crate::Lease>>,
 }
 
 #[derive(Debug)]
@@ -108,9 +111,11 @@ impl LlmService {
         match self.route(call, &request).await? {
             Route::Hit(done) => Ok(CompletionStream::replayed(self, call, done)),
             Route::Direct => self.open_upstream(call, request).await,
-            Route::Lead(layer, key, leader) => match self.open_upstream(call, request).await {
+            Route::Lead(layer, key, leader, claim) => match self.open_upstream(call, request).await
+            {
                 Ok(mut stream) => {
                     stream.flight = Some((key, leader));
+                    stream.claim = claim;
                     Ok(stream)
                 }
                 Err(e) => {
@@ -158,6 +163,7 @@ impl LlmService {
             delta_bytes: 0,
             model: request.model.clone(),
             flight: None,
+            claim: None,
         };
         // The first events were read: what they report (the input tokens) is billed
         // even if the stream is dropped before anyone reads them.
@@ -237,6 +243,7 @@ impl CompletionStream {
                 done,
             },
             flight: None,
+            claim: None,
         }
     }
 
@@ -388,8 +395,12 @@ impl CompletionStream {
             layer
                 .store(self.cache_mode, &self.agent, &key, &response, known_usd)
                 .await;
+            self.service
+                .share_answer(self.cache_mode, &key, &response)
+                .await;
             layer.finish(leader, &Ok(response));
         }
+        self.claim = None;
         Ok(())
     }
 

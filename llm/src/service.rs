@@ -39,9 +39,19 @@ pub struct LlmServiceBuilder {
     max_retry_wait: Duration,
     cache: Option<(ResponseCache, Option<String>)>,
     shared: Option<Arc<dyn crate::SharedLimit>>,
+    shared_cache: Option<Arc<dyn crate::SharedCache>>,
 }
 
 impl LlmServiceBuilder {
+    /// A response cache shared with other hosts (`cf-fleet`'s Redis tier), consulted
+    /// after this host's own (which must be set: [`response_cache`](Self::response_cache))
+    /// and written with every answer stored there; identical calls in flight on
+    /// several hosts make one upstream call. Default: none.
+    pub fn shared_cache(mut self, cache: Arc<dyn crate::SharedCache>) -> Self {
+        self.shared_cache = Some(cache);
+        self
+    }
+
     /// A concurrency limit shared with other hosts (`cf-fleet`'s Redis lease
     /// semaphore): every attempt also holds one of its slots, taken after the
     /// service's own permits. Default: none (the limit is this process's alone).
@@ -129,6 +139,7 @@ impl LlmServiceBuilder {
                 max_retry_wait: self.max_retry_wait,
                 cache: self.cache.map(|(c, ns)| CacheLayer::new(c, ns)),
                 shared: self.shared,
+                shared_cache: self.shared_cache,
                 waiting: AtomicUsize::new(0),
             }),
         }
@@ -150,6 +161,7 @@ pub(crate) struct Inner {
     max_retry_wait: Duration,
     pub(crate) cache: Option<CacheLayer>,
     shared: Option<Arc<dyn crate::SharedLimit>>,
+    shared_cache: Option<Arc<dyn crate::SharedCache>>,
     /// Attempts waiting for a permit (per-agent, then global).
     waiting: AtomicUsize,
 }
@@ -282,6 +294,7 @@ impl LlmService {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             idle_timeout: None,
             shared: None,
+            shared_cache: None,
             max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
             cache: None,
         }
@@ -367,7 +380,7 @@ impl LlmService {
         match self.route(call, &request).await? {
             Route::Hit(done) => Ok(done),
             Route::Direct => self.upstream(call, request).await,
-            Route::Lead(layer, key, leader) => {
+            Route::Lead(layer, key, leader, claim) => {
                 let guard = AbandonOnDrop {
                     layer,
                     leader: Some(leader),
@@ -383,7 +396,11 @@ impl LlmService {
                             done.cost.known_usd(),
                         )
                         .await;
+                    self.share_answer(call.cache_mode, &key, &done.response)
+                        .await;
                 }
+                // The fleet's waiters find the answer stored before the claim goes.
+                drop(claim);
                 let shared = outcome
                     .as_ref()
                     .map(|d| d.response.clone())
@@ -449,8 +466,62 @@ impl LlmService {
                         }
                     }
                 }
-                Flight::Leader(leader) => return Ok(Route::Lead(layer, key, leader)),
+                Flight::Leader(leader) => {
+                    // One call per host asks the fleet.
+                    let claim = match self.fleet_flight(call, &key).await {
+                        FleetStep::Answer(response) => {
+                            layer
+                                .store(call.cache_mode, call.agent, &key, &response, None)
+                                .await;
+                            layer.finish(leader, &Ok(response.clone()));
+                            return Ok(Route::Hit(self.free_answer(call, response)));
+                        }
+                        FleetStep::Lead(claim) => claim,
+                    };
+                    return Ok(Route::Lead(layer, key, leader, claim));
+                }
             }
+        }
+    }
+
+    /// The fleet's answer to `key` (from its shared cache, or from the host that is
+    /// making the identical call), or this host's claim to make it.
+    async fn fleet_flight(&self, call: &CallContext<'_>, key: &CacheKey) -> FleetStep {
+        let Some(shared) = &self.inner.shared_cache else {
+            return FleetStep::Lead(None);
+        };
+        let hex = key.to_hex();
+        let answer = match call.cache_mode {
+            CacheMode::Normal => match shared.flight(&hex, call.deadline).await {
+                crate::FleetFlight::Answer(bytes) => bytes,
+                crate::FleetFlight::Lead(claim) => return FleetStep::Lead(claim),
+            },
+            CacheMode::ReadOnly => match shared.get(&hex).await {
+                Some(bytes) => bytes,
+                None => return FleetStep::Lead(None),
+            },
+            CacheMode::Refresh | CacheMode::Bypass => return FleetStep::Lead(None),
+        };
+        match serde_json::from_slice::<Response>(&answer) {
+            Ok(response) => FleetStep::Answer(response),
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "ignoring a shared cached answer that does not parse");
+                FleetStep::Lead(None)
+            }
+        }
+    }
+
+    /// Stores a new answer in the fleet's shared cache (when the call's mode writes).
+    pub(crate) async fn share_answer(&self, mode: CacheMode, key: &CacheKey, response: &Response) {
+        let Some(shared) = &self.inner.shared_cache else {
+            return;
+        };
+        if !matches!(mode, CacheMode::Normal | CacheMode::Refresh) {
+            return;
+        }
+        match serde_json::to_vec(response) {
+            Ok(bytes) => shared.put(&key.to_hex(), bytes).await,
+            Err(e) => tracing::warn!(error = %e, "could not encode an answer for the shared cache"),
         }
     }
 
@@ -722,8 +793,20 @@ pub(crate) enum Route<'s> {
     Hit(Completion),
     /// To the provider, without the cache.
     Direct,
-    /// To the provider, as the leader of identical calls; its answer is stored.
-    Lead(&'s CacheLayer, CacheKey, Leader),
+    /// To the provider, as the leader of identical calls (on this host, and on the
+    /// fleet's while the claim is held); its answer is stored.
+    Lead(
+        &'s CacheLayer,
+        CacheKey,
+        Leader,
+        Option<Box<dyn crate::Lease>>,
+    ),
+}
+
+/// What the fleet says of a call this host leads.
+enum FleetStep {
+    Answer(Response),
+    Lead(Option<Box<dyn crate::Lease>>),
 }
 
 /// Forgets a single-flight whose leader's call was dropped before it finished, so that

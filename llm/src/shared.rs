@@ -23,3 +23,29 @@ pub trait SharedLimit: Send + Sync + std::fmt::Debug {
         deadline: Option<Instant>,
     ) -> BoxFuture<'_, Result<Option<Box<dyn Lease>>, LlmError>>;
 }
+
+/// What [`SharedCache::flight`] says about an identical call elsewhere in the fleet.
+#[derive(Debug)]
+pub enum FleetFlight {
+    /// This host makes the call; the claim (held until dropped) makes the others wait.
+    Lead(Option<Box<dyn Lease>>),
+    /// Another host made it: its answer (a serialized [`crate::Response`]).
+    Answer(Vec<u8>),
+}
+
+/// A response cache shared by a fleet of hosts, behind each host's own: answers by
+/// the canonical request key, sealed against tampering by the implementation, with a
+/// TTL; and single-flight across hosts.
+pub trait SharedCache: Send + Sync + std::fmt::Debug {
+    /// The answer stored under `key`, if there is one that verifies (a tampered or
+    /// forged one is removed, counted, and not returned). Failures are misses.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>>;
+
+    /// Stores `answer` under `key`. Failures are logged, not returned.
+    fn put<'a>(&'a self, key: &'a str, answer: Vec<u8>) -> BoxFuture<'a, ()>;
+
+    /// Claims the call for this host, or waits (until `deadline`) for the host that
+    /// claimed it to store its answer. When that host gives up or dies, the claim
+    /// expires and this host may lead.
+    fn flight<'a>(&'a self, key: &'a str, deadline: Option<Instant>) -> BoxFuture<'a, FleetFlight>;
+}
