@@ -169,6 +169,10 @@ struct Inner {
     release: Script,
     alive: Script,
     stats: FleetStats,
+    /// One waiter per host asks Redis at a time; the others queue here (in order), so
+    /// that a host with hundreds of calls waiting sends one request per poll, not
+    /// hundreds.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// The fleet's concurrency limit on Redis (see the crate's docs).
@@ -200,6 +204,7 @@ impl RedisLimit {
                 release: Script::new(RELEASE),
                 alive: Script::new(ALIVE),
                 stats: FleetStats::default(),
+                turn: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -302,6 +307,7 @@ impl SharedLimit for RedisLimit {
         Box::pin(async move {
             let slot = slot_id();
             let mut wait = Duration::from_millis(1);
+            let _turn = self.inner.turn.lock().await;
             loop {
                 match self.try_acquire(&slot).await {
                     Ok(true) => {

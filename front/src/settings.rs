@@ -904,6 +904,34 @@ impl Settings {
             .map_err(ConfigError)
     }
 
+    /// The fleet's response cache on Redis, when `redis.url` is set, the response cache
+    /// is on and `cache.secret` is set (answers are sealed with it: it must be the same
+    /// on every host). Without the secret there is no shared tier, and the reason.
+    pub async fn fleet_cache(
+        &self,
+    ) -> Result<(Option<cf_fleet::RedisCache>, Option<String>), ConfigError> {
+        let Some(url) = &self.redis_url.0 else {
+            return Ok((None, None));
+        };
+        if !self.cache_enabled || self.data_dir.is_none() {
+            return Ok((None, None));
+        }
+        let Some(secret) = &self.cache_secret.0 else {
+            return Ok((
+                None,
+                Some("the fleet shares no response cache: set cache.secret (CF_CACHE_SECRET), the same on every host, to seal its answers".into()),
+            ));
+        };
+        let config = cf_fleet::CacheConfig::new(
+            secret.as_bytes().to_vec(),
+            Duration::from_secs_f64(self.cache_ttl_secs),
+        );
+        cf_fleet::RedisCache::connect(url, config)
+            .await
+            .map(|c| (Some(c), None))
+            .map_err(ConfigError)
+    }
+
     /// The provider these settings choose, wrapped in a recorder when asked.
     pub fn provider(&self) -> Result<Arc<dyn llm::Provider>, ConfigError> {
         let (kind, _) = self.provider_kind();

@@ -27,6 +27,7 @@ pub struct HostBuilder {
     attempt_timeout: Duration,
     idle_timeout: Option<Duration>,
     shared_limit: Option<Arc<dyn cf_llm::SharedLimit>>,
+    shared_cache: Option<Arc<dyn cf_llm::SharedCache>>,
     limits: Limits,
     default_model: String,
     default_max_tokens: u32,
@@ -60,6 +61,7 @@ impl Default for HostBuilder {
             attempt_timeout: cf_llm::DEFAULT_ATTEMPT_TIMEOUT,
             idle_timeout: None,
             shared_limit: None,
+            shared_cache: None,
             limits: Limits::default(),
             default_model: DEFAULT_MODEL.to_owned(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
@@ -110,6 +112,13 @@ impl HostBuilder {
     /// every model-call attempt also holds one of its slots. Default: none.
     pub fn shared_limit(mut self, limit: Arc<dyn cf_llm::SharedLimit>) -> Self {
         self.shared_limit = Some(limit);
+        self
+    }
+
+    /// A response cache shared with other hosts (the fleet's on Redis, `cf-fleet`),
+    /// behind this host's own (no effect without one). Default: none.
+    pub fn shared_cache(mut self, cache: Arc<dyn cf_llm::SharedCache>) -> Self {
+        self.shared_cache = Some(cache);
         self
     }
 
@@ -245,6 +254,9 @@ impl HostBuilder {
         }
         if let Some(shared) = self.shared_limit {
             llm = llm.shared_limit(shared);
+        }
+        if let Some(shared) = self.shared_cache {
+            llm = llm.shared_cache(shared);
         }
         if let Some(config) = cache_config {
             let dir = config.dir.clone();

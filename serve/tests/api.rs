@@ -1451,18 +1451,17 @@ fn waiting_run(api: &Api, task: &str) -> JoinHandle<(StatusCode, Value)> {
     })
 }
 
-/// A run's events, read on a client of its own until they end.
-fn follow_events(api: &Api, id: &str) -> JoinHandle<Vec<(String, Value)>> {
-    let (http, url) = (fresh_client(), api.url(&format!("/v1/runs/{id}/events")));
-    tokio::spawn(async move {
-        let resp = http
-            .get(url)
-            .bearer_auth(BETA)
-            .send()
-            .await
-            .expect("the events are answered");
-        read_sse(resp).await
-    })
+/// The events at `path` (`/v1/runs/{id}/events`, `/v1/batches/{id}/events`), asked
+/// for now on a client of its own (answered before this returns, so a shutdown started
+/// afterwards finds the request in flight), then read until they end.
+async fn follow_events(api: &Api, path: &str) -> JoinHandle<Vec<(String, Value)>> {
+    let resp = bounded(
+        path,
+        fresh_client().get(api.url(path)).bearer_auth(BETA).send(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{path}: {e}"));
+    tokio::spawn(read_sse(resp))
 }
 
 /// After a shutdown started: a new request on a fresh connection is refused, either
@@ -1516,7 +1515,7 @@ async fn a_shutdown_lets_running_work_finish_within_the_grace_period() {
             run_body("python-expert", "Followed: what is a decorator?"),
         )
         .await;
-    let events = follow_events(&api, &followed);
+    let events = follow_events(&api, &format!("/v1/runs/{followed}/events")).await;
     let unwatched = api
         .start_run(
             BETA,
@@ -1609,7 +1608,7 @@ async fn a_shutdown_cancels_what_outlasts_the_grace_period() {
             run_body("python-expert", "Followed: what is a decorator?"),
         )
         .await;
-    let events = follow_events(&api, &followed);
+    let events = follow_events(&api, &format!("/v1/runs/{followed}/events")).await;
     poll("the two runs reach the model", || async {
         match mock.requests() {
             2 => Ok(()),
@@ -1806,17 +1805,7 @@ async fn a_shutdown_cancels_a_batchs_running_items_too() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let id = started["id"].as_str().expect("an id").to_owned();
-    let (http, url) = (fresh_client(), api.url(&format!("/v1/batches/{id}/events")));
-    let events = tokio::spawn(async move {
-        read_sse(
-            http.get(url)
-                .bearer_auth(BETA)
-                .send()
-                .await
-                .expect("events"),
-        )
-        .await
-    });
+    let events = follow_events(&api, &format!("/v1/batches/{id}/events")).await;
     poll("the item reaches the model", || async {
         match mock.requests() {
             1 => Ok(()),

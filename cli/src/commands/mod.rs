@@ -42,6 +42,11 @@ pub(crate) async fn fleet_host(
     if let Some(limit) = &fleet {
         builder = builder.shared_limit(std::sync::Arc::new(limit.clone()));
     }
+    match s.fleet_cache().await? {
+        (Some(cache), _) => builder = builder.shared_cache(std::sync::Arc::new(cache)),
+        (None, Some(why)) => eprintln!("cf-host: {why}"),
+        (None, None) => {}
+    }
     Ok((builder.build()?, fleet))
 }
 

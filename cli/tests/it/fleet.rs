@@ -74,3 +74,52 @@ async fn three_host_processes_share_one_limit() {
         "the fleet's limit of 50, not 3 × 50"
     );
 }
+
+/// Two hosts (two `cf-host run` processes, each its own data directory) with one
+/// Redis and one cache secret: the second is answered by the first's call, from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_host_is_answered_from_the_fleets_cache() {
+    let Some(redis) = RedisServer::start(None).await else {
+        return;
+    };
+    let server = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |host: usize| {
+        Command::new(env!("CARGO_BIN_EXE_cf-host"))
+            .args(["run", "python-expert", "What is a generator?", "--json"])
+            .args(["--base-url", &server.base_url(), "--redis", &redis.url()])
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("data-{host}")))
+            .env("ANTHROPIC_API_KEY", "one-account")
+            .env(
+                "CF_CACHE_SECRET",
+                "the fleet's secret, the same on every host",
+            )
+            .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("cf-host runs")
+    };
+    let first = run(0);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = run(1);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).expect("one JSON object")
+    };
+    let (a, b) = (json(&first), json(&second));
+    assert_eq!(a["cached"], false);
+    assert_eq!(b["cached"], true, "{b}");
+    assert_eq!(a["output"], b["output"]);
+    assert_eq!(server.requests(), 1, "one upstream call for two hosts");
+}
