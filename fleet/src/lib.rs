@@ -40,19 +40,56 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Adds the slot if fewer than the limit are alive. KEYS[1] the set; ARGV: slot id,
-/// limit, lease in ms. Returns 1 (acquired) or 0 (full).
+/// Adds the slot if fewer than the limit are alive and the minute's rates allow the
+/// attempt, reserving its estimate. KEYS[1] the set, KEYS[2] the rate window (a hash:
+/// `win` the minute, `req`, `in`, `out` its counts); ARGV: slot id, limit, lease in
+/// ms, requests/min, input tokens/min, output tokens/min (0: no such limit), the
+/// estimate's input and output tokens, the window in ms. Returns `{1, minute}` (acquired), `{0, 0}`
+/// (every slot taken) or `{-1, ms}` (a rate is spent until the next minute, in `ms`).
+/// An attempt larger than a token rate goes alone, in a minute that is otherwise empty.
 const ACQUIRE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - lease)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], lease * 2)
-  return 1
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return {0, 0}
 end
-return 0
+local rpm, itpm, otpm = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local est_in, est_out = tonumber(ARGV[7]), tonumber(ARGV[8])
+local window = tonumber(ARGV[9])
+local minute = math.floor(now / window)
+if rpm > 0 or itpm > 0 or otpm > 0 then
+  if tonumber(redis.call('HGET', KEYS[2], 'win') or '-1') ~= minute then
+    redis.call('HSET', KEYS[2], 'win', minute, 'req', 0, 'in', 0, 'out', 0)
+  end
+  local req = tonumber(redis.call('HGET', KEYS[2], 'req'))
+  local used_in = tonumber(redis.call('HGET', KEYS[2], 'in'))
+  local used_out = tonumber(redis.call('HGET', KEYS[2], 'out'))
+  if (rpm > 0 and req + 1 > rpm)
+    or (itpm > 0 and used_in > 0 and used_in + est_in > itpm)
+    or (otpm > 0 and used_out > 0 and used_out + est_out > otpm) then
+    return {-1, window - (now % window)}
+  end
+  redis.call('HINCRBY', KEYS[2], 'req', 1)
+  redis.call('HINCRBY', KEYS[2], 'in', est_in)
+  redis.call('HINCRBY', KEYS[2], 'out', est_out)
+  redis.call('PEXPIRE', KEYS[2], window * 2)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+return {1, minute}
+";
+
+/// Settles an attempt's reservation with what it used, if its minute is still the
+/// window's. KEYS[1] the rate window; ARGV: the minute, the input and output
+/// differences (used - reserved).
+const SETTLE: &str = r"
+if tonumber(redis.call('HGET', KEYS[1], 'win') or '-1') == tonumber(ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], 'in', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'out', ARGV[3])
+end
+return 1
 ";
 
 /// Refreshes the slot's score if it is still there. KEYS[1] the set; ARGV: slot id,
@@ -118,6 +155,16 @@ pub struct FleetConfig {
     /// The longest one Redis operation may take before Redis counts as unreachable.
     /// Default 1 s.
     pub op_timeout: Duration,
+    /// Requests per minute for the account, across the fleet. Default: no limit.
+    pub requests_per_minute: Option<u64>,
+    /// Input tokens per minute: each attempt reserves its input estimate before it is
+    /// sent and settles with what it used. Default: no limit.
+    pub input_tokens_per_minute: Option<u64>,
+    /// Output tokens per minute: each attempt reserves its `max_tokens`. Default: no
+    /// limit.
+    pub output_tokens_per_minute: Option<u64>,
+    /// The window the three rates count in. Default: a minute, as the API's do.
+    pub rate_window: Duration,
 }
 
 impl FleetConfig {
@@ -130,6 +177,10 @@ impl FleetConfig {
             lease: Duration::from_secs(10),
             fail: FailMode::Closed,
             op_timeout: Duration::from_secs(1),
+            requests_per_minute: None,
+            input_tokens_per_minute: None,
+            output_tokens_per_minute: None,
+            rate_window: Duration::from_secs(60),
         }
     }
 }
@@ -157,14 +208,18 @@ pub struct FleetStats {
     /// Leases found pruned at a heartbeat (their attempt outlived the lease without
     /// reaching Redis).
     pub lost: AtomicU64,
+    /// Times a call waited for the next minute because a rate was spent.
+    pub rate_waits: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Inner {
     conn: ConnectionManager,
     key: String,
+    rate_key: String,
     config: FleetConfig,
     acquire: Script,
+    settle: Script,
     heartbeat: Script,
     release: Script,
     alive: Script,
@@ -198,6 +253,8 @@ impl RedisLimit {
             inner: Arc::new(Inner {
                 conn,
                 key: format!("cf:{{{}}}:slots", config.account),
+                rate_key: format!("cf:{{{}}}:rate", config.account),
+                settle: Script::new(SETTLE),
                 config,
                 acquire: Script::new(ACQUIRE),
                 heartbeat: Script::new(HEARTBEAT),
@@ -249,18 +306,30 @@ impl RedisLimit {
         )
     }
 
-    async fn try_acquire(&self, slot: &str) -> Result<bool, String> {
+    async fn try_acquire(&self, slot: &str, estimate: &cf_llm::Usage) -> Result<Acquired, String> {
         let inner = &self.inner;
+        let c = &inner.config;
         let mut conn = inner.conn.clone();
         let mut invocation = inner.acquire.prepare_invoke();
         invocation
             .key(&inner.key)
+            .key(&inner.rate_key)
             .arg(slot)
-            .arg(inner.config.limit)
-            .arg(inner.config.lease.as_millis() as u64);
-        let call = invocation.invoke_async::<i64>(&mut conn);
+            .arg(c.limit)
+            .arg(c.lease.as_millis() as u64)
+            .arg(c.requests_per_minute.unwrap_or(0))
+            .arg(c.input_tokens_per_minute.unwrap_or(0))
+            .arg(c.output_tokens_per_minute.unwrap_or(0))
+            .arg(estimate.total_input())
+            .arg(estimate.output_tokens)
+            .arg((c.rate_window.as_millis() as u64).max(1));
+        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
         match tokio::time::timeout(inner.config.op_timeout, call).await {
-            Ok(Ok(n)) => Ok(n == 1),
+            Ok(Ok((1, minute))) => Ok(Acquired::Slot(minute)),
+            Ok(Ok((-1, ms))) => Ok(Acquired::RateSpent(Duration::from_millis(
+                u64::try_from(ms).unwrap_or(0),
+            ))),
+            Ok(Ok(_)) => Ok(Acquired::Full),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
                 "no answer within {} ms",
@@ -303,21 +372,31 @@ impl SharedLimit for RedisLimit {
     fn acquire(
         &self,
         deadline: Option<Instant>,
+        estimate: cf_llm::Usage,
     ) -> BoxFuture<'_, Result<Option<Box<dyn Lease>>, LlmError>> {
         Box::pin(async move {
             let slot = slot_id();
             let mut wait = Duration::from_millis(1);
             let _turn = self.inner.turn.lock().await;
             loop {
-                match self.try_acquire(&slot).await {
-                    Ok(true) => {
+                let mut pause_for = None;
+                match self.try_acquire(&slot, &estimate).await {
+                    Ok(Acquired::Slot(minute)) => {
                         self.reachable();
                         self.inner.stats.leases.fetch_add(1, Ordering::Relaxed);
-                        return Ok(Some(
-                            Box::new(RedisLease::start(self.clone(), slot)) as Box<dyn Lease>
-                        ));
+                        return Ok(Some(Box::new(RedisLease::start(
+                            self.clone(),
+                            slot,
+                            minute,
+                            estimate,
+                        )) as Box<dyn Lease>));
                     }
-                    Ok(false) => self.reachable(),
+                    Ok(Acquired::Full) => self.reachable(),
+                    Ok(Acquired::RateSpent(until_next_minute)) => {
+                        self.reachable();
+                        self.inner.stats.rate_waits.fetch_add(1, Ordering::Relaxed);
+                        pause_for = Some(until_next_minute);
+                    }
                     Err(why) => {
                         return match self.unreachable(&why) {
                             Some(error) => Err(error),
@@ -327,7 +406,10 @@ impl SharedLimit for RedisLimit {
                 }
                 // Full: try again soon (jittered, so that waiting hosts do not move
                 // in step), never past the deadline.
-                let pause = wait.mul_f64(0.5 + fastrand_f64());
+                let pause = match pause_for {
+                    Some(d) => d + Duration::from_millis(1),
+                    None => wait.mul_f64(0.5 + fastrand_f64()),
+                };
                 wait = (wait * 2).min(Duration::from_millis(5));
                 let until = Instant::now() + pause;
                 match deadline {
@@ -367,18 +449,64 @@ pub(crate) fn slot_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// What one acquisition attempt found.
+enum Acquired {
+    /// A slot, in the rate window of this minute.
+    Slot(i64),
+    /// Every slot taken.
+    Full,
+    /// A rate is spent until the next minute, in this long.
+    RateSpent(Duration),
+}
+
 /// A held slot: heartbeats while held, released when dropped.
 #[derive(Debug)]
 struct RedisLease {
     limit: RedisLimit,
     slot: String,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// The rate window the estimate was reserved in, and the estimate.
+    minute: i64,
+    estimate: cf_llm::Usage,
 }
 
-impl Lease for RedisLease {}
+impl Lease for RedisLease {
+    fn settle(&self, used: &cf_llm::Usage) {
+        let c = &self.limit.inner.config;
+        if c.input_tokens_per_minute.is_none() && c.output_tokens_per_minute.is_none() {
+            return;
+        }
+        let diff = |used: u64, reserved: u64| i128::from(used) - i128::from(reserved);
+        let (d_in, d_out) = (
+            diff(used.total_input(), self.estimate.total_input()),
+            diff(used.output_tokens, self.estimate.output_tokens),
+        );
+        let (limit, minute) = (self.limit.clone(), self.minute);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let inner = &limit.inner;
+                let mut conn = inner.conn.clone();
+                let mut invocation = inner.settle.prepare_invoke();
+                invocation
+                    .key(&inner.rate_key)
+                    .arg(minute)
+                    .arg(d_in.to_string())
+                    .arg(d_out.to_string());
+                let settled = tokio::time::timeout(
+                    inner.config.op_timeout,
+                    invocation.invoke_async::<i64>(&mut conn),
+                )
+                .await;
+                if !matches!(settled, Ok(Ok(_))) {
+                    let _ = limit.unreachable("settling a rate reservation failed");
+                }
+            });
+        }
+    }
+}
 
 impl RedisLease {
-    fn start(limit: RedisLimit, slot: String) -> Self {
+    fn start(limit: RedisLimit, slot: String, minute: i64, estimate: cf_llm::Usage) -> Self {
         let (beat_limit, beat_slot) = (limit.clone(), slot.clone());
         let heartbeat = tokio::spawn(async move {
             let inner = &beat_limit.inner;
@@ -414,6 +542,8 @@ impl RedisLease {
             limit,
             slot,
             heartbeat,
+            minute,
+            estimate,
         }
     }
 }

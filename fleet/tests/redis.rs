@@ -6,7 +6,7 @@ use cf_fleet::testing::RedisServer as Redis;
 use cf_fleet::{FailMode, FleetConfig, RedisLimit};
 use cf_llm::{
     AnthropicConfig, AnthropicProvider, ApiKey, CallContext, Ledger, LlmError, LlmService, Message,
-    Request, SharedLimit,
+    Request, SharedLimit, Usage,
 };
 use cf_mock_llm::{MockConfig, MockServer};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ async fn three_hosts_share_one_limit_and_give_every_slot_back() {
         let (host, now, max) = (hosts[i % 3].clone(), now.clone(), max.clone());
         tasks.spawn(async move {
             let lease = host
-                .acquire(None)
+                .acquire(None, Usage::default())
                 .await
                 .expect("no Redis error")
                 .expect("a lease");
@@ -109,7 +109,11 @@ async fn a_dead_holders_slot_is_freed_after_its_lease() {
             .expect("runtime");
         rt.block_on(async {
             let limit = RedisLimit::connect(&url, dead_cfg).await.expect("connects");
-            let held = limit.acquire(None).await.expect("ok").expect("a lease");
+            let held = limit
+                .acquire(None, Usage::default())
+                .await
+                .expect("ok")
+                .expect("a lease");
             std::mem::forget(held);
         });
         drop(rt);
@@ -125,13 +129,17 @@ async fn a_dead_holders_slot_is_freed_after_its_lease() {
         "the dead holder's slot is still counted"
     );
     let soon = Instant::now() + Duration::from_millis(100);
-    let refused = survivor.acquire(Some(soon)).await;
+    let refused = survivor.acquire(Some(soon), Usage::default()).await;
     assert!(
         matches!(refused, Err(LlmError::Timeout(_))),
         "the limit of 1 is taken until the lease runs out: {refused:?}"
     );
     let started = Instant::now();
-    let got = survivor.acquire(None).await.expect("ok").expect("a lease");
+    let got = survivor
+        .acquire(None, Usage::default())
+        .await
+        .expect("ok")
+        .expect("a lease");
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "not before the lease ran out"
@@ -160,15 +168,27 @@ async fn redis_going_away_fails_closed_or_open_as_configured() {
     )
     .await
     .expect("connects");
-    drop(closed.acquire(None).await.expect("ok").expect("a lease"));
+    drop(
+        closed
+            .acquire(None, Usage::default())
+            .await
+            .expect("ok")
+            .expect("a lease"),
+    );
     redis.stop();
-    let e = closed.acquire(None).await.expect_err("fails closed");
+    let e = closed
+        .acquire(None, Usage::default())
+        .await
+        .expect_err("fails closed");
     assert!(
         matches!(e, LlmError::Connection(ref m) if m.contains("fails closed")),
         "{e:?}"
     );
     assert!(closed.stats().degraded.load(Ordering::Relaxed));
-    let went = open.acquire(None).await.expect("fails open");
+    let went = open
+        .acquire(None, Usage::default())
+        .await
+        .expect("fails open");
     assert!(
         went.is_none(),
         "no lease: the call goes under the local limit"
@@ -179,7 +199,7 @@ async fn redis_going_away_fails_closed_or_open_as_configured() {
     let _again = Redis::start(Some(port)).await.expect("restarts");
     eventually("the fail-closed host gets a lease again", || {
         let closed = closed.clone();
-        async move { matches!(closed.acquire(None).await, Ok(Some(_))) }
+        async move { matches!(closed.acquire(None, Usage::default()).await, Ok(Some(_))) }
     })
     .await;
     assert!(!closed.stats().degraded.load(Ordering::Relaxed));
@@ -448,4 +468,87 @@ async fn identical_calls_on_two_hosts_make_one_upstream_call() {
         "one made the call, the other got its answer"
     );
     let _ = b_cache;
+}
+
+/// Rates across the fleet: requests per window are counted, and each attempt's token
+/// estimate is reserved before it goes and settled with what it used after (so a
+/// generous `max_tokens` holds the window only until the answer says what it used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_reserve_the_estimate_and_settle_the_use() {
+    let Some(redis) = Redis::start(None).await else {
+        return;
+    };
+    // A day's window: no test crosses it.
+    let day = Duration::from_secs(86_400);
+    let requests = FleetConfig {
+        requests_per_minute: Some(3),
+        rate_window: day,
+        ..config(10)
+    };
+    let a = RedisLimit::connect(&redis.url(), requests.clone())
+        .await
+        .expect("connects");
+    let b = RedisLimit::connect(&redis.url(), requests)
+        .await
+        .expect("connects");
+    for host in [&a, &b, &a] {
+        drop(
+            host.acquire(None, Usage::default())
+                .await
+                .expect("ok")
+                .expect("a lease"),
+        );
+    }
+    let soon = Instant::now() + Duration::from_millis(200);
+    let fourth = b.acquire(Some(soon), Usage::default()).await;
+    assert!(
+        matches!(fourth, Err(LlmError::Timeout(_))),
+        "the window's 3 requests are spent: {fourth:?}"
+    );
+    assert!(
+        b.stats().rate_waits.load(Ordering::Relaxed) >= 1,
+        "it waited for the window"
+    );
+
+    // Output tokens: a limit of 1000, attempts reserving 600 (their max_tokens).
+    let tokens = FleetConfig {
+        output_tokens_per_minute: Some(1000),
+        rate_window: day,
+        account: "tokens".into(),
+        ..config(10)
+    };
+    let host = RedisLimit::connect(&redis.url(), tokens)
+        .await
+        .expect("connects");
+    let estimate = Usage {
+        input_tokens: 10,
+        output_tokens: 600,
+        ..Usage::default()
+    };
+    let first = host
+        .acquire(None, estimate)
+        .await
+        .expect("ok")
+        .expect("a lease");
+    let soon = Instant::now() + Duration::from_millis(200);
+    let refused = host.acquire(Some(soon), estimate).await;
+    assert!(
+        matches!(refused, Err(LlmError::Timeout(_))),
+        "600 + 600 > 1000 while reserved: {refused:?}"
+    );
+    // The first used 50: settled, the window holds 50, and another 600 fits.
+    first.settle(&Usage {
+        input_tokens: 10,
+        output_tokens: 50,
+        ..Usage::default()
+    });
+    drop(first);
+    eventually("the settled window admits another attempt", || {
+        let host = host.clone();
+        async move {
+            let soon = Instant::now() + Duration::from_millis(50);
+            matches!(host.acquire(Some(soon), estimate).await, Ok(Some(_)))
+        }
+    })
+    .await;
 }

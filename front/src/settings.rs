@@ -36,6 +36,7 @@
 //! | `redis.url` | `CF_REDIS_URL` | `redis://host:port/db` | none: everything stays in this process |
 //! | `redis.fail` | `CF_REDIS_FAIL` | closed, open | closed |
 //! | `redis.lease_secs` | — | [1, 3600] | 10 |
+//! | `redis.requests_per_minute`, `redis.input_tokens_per_minute`, `redis.output_tokens_per_minute` | — | ≥ 1 | no limit |
 //! | `serve.listen` | `CF_LISTEN` | an address | `127.0.0.1:8787` |
 //! | `serve.grace_secs` | — | (0, 86400] | 30 |
 //! | `serve.max_body_bytes` | — | 1 KiB..=1 GiB | 16 MiB |
@@ -441,6 +442,9 @@ struct FileRedis {
     url: Redacted,
     fail: Option<String>,
     lease_secs: Option<f64>,
+    requests_per_minute: Option<u64>,
+    input_tokens_per_minute: Option<u64>,
+    output_tokens_per_minute: Option<u64>,
 }
 
 /// `[serve]`.
@@ -618,6 +622,9 @@ pub struct Settings {
     pub redis_fail_open: bool,
     /// How long a fleet slot lives without a heartbeat, in seconds.
     pub redis_lease_secs: f64,
+    /// The account's rates across the fleet: requests, input and output tokens per
+    /// minute.
+    pub redis_rates: [Option<u64>; 3],
     /// `cf-host serve`'s address.
     pub serve_listen: String,
     /// `cf-host serve`'s grace period at shutdown, in seconds.
@@ -820,6 +827,20 @@ pub fn resolve(
             Some(l) => return Err(format!("redis.lease_secs = {l}: must be in [1, 3600]").into()),
             None => 10.0,
         },
+        redis_rates: {
+            let rates = [
+                file.redis.requests_per_minute,
+                file.redis.input_tokens_per_minute,
+                file.redis.output_tokens_per_minute,
+            ];
+            if rates.contains(&Some(0)) {
+                return Err(
+                    "redis.*_per_minute: a rate must be at least 1 (leave it out for no limit)"
+                        .into(),
+                );
+            }
+            rates
+        },
         serve_tokens: file.serve.tokens,
         serve_tenants: file.serve.tenants,
         config_file,
@@ -896,6 +917,9 @@ impl Settings {
             } else {
                 cf_fleet::FailMode::Closed
             },
+            requests_per_minute: self.redis_rates[0],
+            input_tokens_per_minute: self.redis_rates[1],
+            output_tokens_per_minute: self.redis_rates[2],
             ..cf_fleet::FleetConfig::new(self.max_concurrent, account)
         };
         cf_fleet::RedisLimit::connect(url, config)

@@ -185,7 +185,7 @@ impl LlmService {
         idle: Duration,
         queue_wait: &mut Duration,
     ) -> Result<(EventStream, VecDeque<StreamEvent>, Permits), AttemptFailure> {
-        let permits = self.permits(call, queue_wait).await?;
+        let permits = self.permits(call, request, queue_wait).await?;
         let (limit, bounded_by_deadline) = Self::attempt_limit(call, idle);
         let opened = tokio::time::timeout_at(limit, async {
             let mut events = self.provider().open(request).await?;
@@ -369,13 +369,17 @@ impl CompletionStream {
         else {
             unreachable!("only a live stream completes")
         };
+        let response = match events.answer() {
+            Ok(response) => response,
+            Err(failure) => {
+                drop(permits);
+                return Err(self.fail(failure.error));
+            }
+        };
+        permits.settle(&response.usage);
         // Handed on before the answer is recorded and stored: the next call in line
         // sends now.
         drop(permits);
-        let response = match events.answer() {
-            Ok(response) => response,
-            Err(failure) => return Err(self.fail(failure.error)),
-        };
         let cost = self.service.cost(&response.model, &response.usage);
         self.ledger
             .record_call(&response.usage, &cost, self.attempts, false, 0.0);

@@ -66,19 +66,25 @@ impl WorstCase {
     /// [`IMAGE_TOKENS`] each (the API scales larger images down to about that); PDFs
     /// count like text, by their bytes.
     pub fn of(request: &crate::types::Request, price: Option<&crate::pricing::ModelPrice>) -> Self {
+        let usage = Self::usage(request);
+        Self {
+            usd: price.map_or(0.0, |p| p.cost(&usage)),
+            tokens: usage.total(),
+        }
+    }
+
+    /// The most `request` may use: its input estimate (as [`of`](Self::of) counts
+    /// it) and `max_tokens` of output.
+    pub fn usage(request: &crate::types::Request) -> Usage {
         let media = request.media();
         let bytes = request.text_bytes() - request.model.len() - media.image_bytes;
         let input = (bytes as u64).div_ceil(3)
             + 8 * (request.messages.len() as u64 + 1)
             + IMAGE_TOKENS * media.images as u64;
-        let usage = Usage {
+        Usage {
             input_tokens: input,
             output_tokens: u64::from(request.max_tokens),
             ..Usage::default()
-        };
-        Self {
-            usd: price.map_or(0.0, |p| p.cost(&usage)),
-            tokens: usage.total(),
         }
     }
 }

@@ -651,6 +651,7 @@ impl LlmService {
     pub(crate) async fn permits(
         &self,
         call: &CallContext<'_>,
+        request: &Request,
         queue_wait: &mut Duration,
     ) -> Result<Permits, AttemptFailure> {
         let inner = &*self.inner;
@@ -676,15 +677,13 @@ impl LlmService {
                 .map_err(|_| shutting_down())?;
             // The fleet's slot last: it is the scarcest, held for the shortest time.
             let lease = match &inner.shared {
-                Some(shared) => {
-                    shared
-                        .acquire(call.deadline)
-                        .await
-                        .map_err(|error| AttemptFailure {
-                            failure: ProviderError::fatal(error),
-                            sent: false,
-                        })?
-                }
+                Some(shared) => shared
+                    .acquire(call.deadline, crate::ledger::WorstCase::usage(request))
+                    .await
+                    .map_err(|error| AttemptFailure {
+                        failure: ProviderError::fatal(error),
+                        sent: false,
+                    })?,
                 None => None,
             };
             Ok::<_, AttemptFailure>(Permits {
@@ -721,13 +720,16 @@ impl LlmService {
         queue_wait: &mut Duration,
     ) -> Result<Response, AttemptFailure> {
         let inner = &*self.inner;
-        let permits = self.permits(call, queue_wait).await?;
+        let permits = self.permits(call, request, queue_wait).await?;
         let (limit, bounded_by_deadline) = Self::attempt_limit(call, inner.attempt_timeout);
         let outcome = tokio::time::timeout_at(limit, inner.provider.send(request)).await;
         // Hand the permit on before this call's caller goes on: a waiting call sends
         // its request now, not after this run's post-processing (the limit's next
         // request is on the critical path; this run's remaining work is not).
         let contended = inner.limiter.available_permits() == 0;
+        if let Ok(Ok(response)) = &outcome {
+            permits.settle(&response.usage);
+        }
         drop(permits);
         if contended {
             tokio::task::yield_now().await;
@@ -785,6 +787,15 @@ pub(crate) struct Permits {
     _agent: Option<OwnedSemaphorePermit>,
     _global: OwnedSemaphorePermit,
     _lease: Option<Box<dyn crate::Lease>>,
+}
+
+impl Permits {
+    /// Tells the fleet's limit what the attempt used.
+    pub(crate) fn settle(&self, used: &crate::types::Usage) {
+        if let Some(lease) = &self._lease {
+            lease.settle(used);
+        }
+    }
 }
 
 /// Where [`LlmService::route`] sends a call.

@@ -9,7 +9,11 @@ use tokio::time::Instant;
 /// A slot of a shared concurrency limit, held for one attempt. Dropping it gives the
 /// slot back (an implementation may do so in the background; it must be idempotent
 /// and must never free another attempt's slot).
-pub trait Lease: Send + Sync + std::fmt::Debug {}
+pub trait Lease: Send + Sync + std::fmt::Debug {
+    /// What the attempt really used, once its answer is in: a rate limit that
+    /// reserved the estimate settles the difference. Default: nothing to settle.
+    fn settle(&self, _used: &crate::types::Usage) {}
+}
 
 /// A concurrency limit shared by several hosts.
 pub trait SharedLimit: Send + Sync + std::fmt::Debug {
@@ -18,9 +22,14 @@ pub trait SharedLimit: Send + Sync + std::fmt::Debug {
     /// operator chose to fail closed); `Ok(None)` lets the attempt go without a slot
     /// (the store is unreachable and the operator chose to fail open: the
     /// implementation says so loudly).
+    ///
+    /// `estimate` is the most the attempt may use (its input estimate and
+    /// `max_tokens`), for a limit that also counts tokens per minute: reserved now,
+    /// settled with [`Lease::settle`].
     fn acquire(
         &self,
         deadline: Option<Instant>,
+        estimate: crate::types::Usage,
     ) -> BoxFuture<'_, Result<Option<Box<dyn Lease>>, LlmError>>;
 }
 
