@@ -35,7 +35,7 @@ pub struct BatchItem {
 }
 
 /// Settings of a whole batch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BatchOptions {
     /// What the whole batch may spend. Default: no limit.
     pub budget: Budget,
@@ -51,6 +51,9 @@ pub struct BatchOptions {
     /// An account the batch's is part of (a tenant's for the day, say): its budget
     /// applies on top of `budget`, and it is charged too. Default: none.
     pub parent: Option<Ledger>,
+    /// A limit the items share with other work (a tenant's runs at once, say): each
+    /// item holds one of its permits while it runs. Default: none.
+    pub share: Option<Arc<Semaphore>>,
 }
 
 impl Default for BatchOptions {
@@ -61,6 +64,7 @@ impl Default for BatchOptions {
             max_in_flight: None,
             events: None,
             parent: None,
+            share: None,
         }
     }
 }
@@ -231,6 +235,7 @@ impl Host {
             items,
             options.grace,
             options.events,
+            options.share,
             limit,
             ledger.clone(),
             in_flight.clone(),
@@ -267,6 +272,7 @@ async fn drive(
     mut items: Items,
     grace: Duration,
     events: Option<crate::BatchEventSink>,
+    share: Option<Arc<Semaphore>>,
     limit: usize,
     ledger: Ledger,
     in_flight: Arc<AtomicUsize>,
@@ -306,6 +312,7 @@ async fn drive(
             (host.clone(), ledger.clone(), tx.clone(), in_flight.clone());
         let mut cancelled = cancelled.clone();
         let events = events.clone();
+        let share = share.clone();
         in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let BatchItem {
@@ -319,6 +326,10 @@ async fn drive(
             }
             let text = task.text.clone();
             let run = async {
+                let _share = match share {
+                    Some(share) => share.acquire_owned().await.ok(),
+                    None => None,
+                };
                 let agent = loaded
                     .get_or_init(|| host.load(Source::from(agent.as_str())))
                     .await

@@ -339,8 +339,16 @@ impl AnthropicProvider {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if status.is_success() && event_stream {
             let key = self.api_key.expose_secret().as_bytes().to_vec();
-            let reader = crate::SseReader::new(response.bytes_stream(), self.max_response_bytes)
-                .scrubbing(move |data| scrub(data, &key));
+            let reader = crate::SseReader::new(response.bytes_stream(), self.max_response_bytes);
+            // Each event is scrubbed on its own. A delta's edge is a token's edge, so a
+            // short key (as some gateways use) would be cut out of the answer's own
+            // words wherever a delta starts with it: events are scrubbed only of keys
+            // of at least MIN_STREAM_SCRUB bytes (the API's are about 100).
+            let reader = if key.len() >= MIN_STREAM_SCRUB {
+                reader.scrubbing(move |data| scrub(data, &key))
+            } else {
+                reader
+            };
             return Ok(EventStream::sse(reader));
         }
         let mut body = if status.is_success() {
@@ -362,6 +370,9 @@ impl AnthropicProvider {
         events.answer()
     }
 }
+
+/// The shortest key scrubbed from streamed events (see `post`).
+const MIN_STREAM_SCRUB: usize = 16;
 
 /// Replaces every occurrence of `secret` in `body` with `[redacted]`. A proxy or
 /// server that echoes the request's headers (some error pages do) would otherwise hand

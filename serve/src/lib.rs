@@ -122,7 +122,19 @@ impl Server {
     /// A server over `host`; fails on a token that is not a SHA-256 digest or a grant
     /// of a tenant without a token.
     pub fn new(host: Host, config: ServeConfig) -> Result<Self, String> {
-        let tokens = Tokens::new(&config.tokens, &config.tenants)?;
+        if config.tokens.is_empty()
+            && let Some(other) = config.tenants.keys().find(|t| *t != "local")
+        {
+            return Err(format!(
+                "[serve.tenants.{other}] names a tenant, but there is no [serve.tokens]: without tokens every request is tenant `local`"
+            ));
+        }
+        let checked = if config.tokens.is_empty() {
+            BTreeMap::new()
+        } else {
+            config.tenants.clone()
+        };
+        let tokens = Tokens::new(&config.tokens, &checked)?;
         let open = tokens.is_empty().then(|| {
             let open = BTreeMap::from([("local".to_owned(), token_digest(""))]);
             let grants = config
@@ -662,6 +674,12 @@ fn start_run(state: &Arc<AppState>, tenant: &Arc<Tenant>, run: PreparedRun) -> A
     options.events = Some(EventSink::new(move |event| {
         events.push(event_value(&event, None));
     }));
+    let cancelled = cf_host::RunError::from(cf_host::Error::Cancelled { started: true });
+    let mut cancelled = result_value(Some(&record.id), &agent_name, &Err(cancelled));
+    if let Value::Object(map) = &mut cancelled {
+        map.insert("status".into(), "cancelled".into());
+    }
+    record.on_cancel(None, Some(cancelled));
     let (state2, tenant2, record2) = (state.clone(), tenant.clone(), record.clone());
     let task = tokio::spawn(async move {
         let _running = running;
@@ -712,7 +730,10 @@ fn find(state: &AppState, tenant: &Tenant, id: &str, what: &str) -> Result<Arc<R
         .registry
         .get(id, &tenant.name)
         .filter(|r| r.id.starts_with(&prefix))
-        .ok_or_else(|| ApiError::NotFound(format!("no {what} {id}")))
+        .ok_or_else(|| {
+            state.metrics.refused("not_found");
+            ApiError::NotFound(format!("no {what} {id}"))
+        })
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/events", security(("bearer" = [])),
@@ -785,7 +806,8 @@ async fn post_batch(
     let items = parse_batch(&headers, &body).map_err(refused)?;
     let mut prepared = Vec::with_capacity(items.len());
     for (n, item) in items.into_iter().enumerate() {
-        let agent = state
+        // Checked (and loaded) here; the batch loads it again by the name given.
+        state
             .agent(&tenant, &item.agent)
             .await
             .map_err(|e| refused(at_item(n, e)))?;
@@ -794,15 +816,13 @@ async fn post_batch(
             .map_err(|e| refused(at_item(n, e)))?;
         prepared.push(BatchItem {
             id: Some(item.id.unwrap_or_else(|| (n + 1).to_string())),
-            agent: agent.name().to_owned(),
+            agent: item.agent,
             task: Task {
                 text: item.task,
                 context: item.context.into_iter().collect(),
             },
             options,
         });
-        // The batch loads agents by name: keep the one checked above.
-        drop(agent);
     }
     let total = prepared.len();
     let record = state
@@ -815,10 +835,16 @@ async fn post_batch(
             events.push(event_value(&event, Some(index)));
         })),
         parent: Some(tenant.ledger()),
-        max_in_flight: tenant.grant.concurrency.map(|n| n.max(1) as usize),
+        // The tenant's runs at once, shared with its runs and other batches.
+        share: tenant.share.clone(),
+        // Stopping is the server's graceful shutdown's: its grace has passed when a
+        // batch is cancelled.
+        grace: Duration::ZERO,
         ..BatchOptions::default()
     };
     let mut batch = state.host.start_batch(prepared, options);
+    let canceller = batch.canceller();
+    record.on_cancel(Some(Box::new(move || canceller.cancel())), None);
     let (state2, record2) = (state.clone(), record.clone());
     let task = tokio::spawn(async move {
         let _running = running;
@@ -942,6 +968,7 @@ async fn batch_results(
         None | Some("input") => true,
         Some("finished") => false,
         Some(other) => {
+            state.metrics.refused("bad_request");
             return Err(ApiError::BadRequest(format!(
                 "order: {other:?} is not `input` or `finished`"
             )));

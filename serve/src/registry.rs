@@ -56,7 +56,6 @@ impl Status {
 
 /// What a run or a batch has produced so far: its events (JSON objects, each with its
 /// `type`), and its status. Readers follow `version`.
-#[derive(Debug)]
 pub struct Record {
     /// Its id.
     pub id: String,
@@ -65,6 +64,19 @@ pub struct Record {
     state: Mutex<RecordState>,
     version: watch::Sender<u64>,
     task: Mutex<Option<AbortHandle>>,
+    /// What stops its work beyond the task (a batch's running items).
+    on_cancel: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Its result should it be cancelled (a run's: a `cancelled` result).
+    cancelled: Mutex<Option<Value>>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -93,6 +105,8 @@ impl Record {
             }),
             version: watch::channel(0).0,
             task: Mutex::new(None),
+            on_cancel: Mutex::new(None),
+            cancelled: Mutex::new(None),
         }
     }
 
@@ -103,6 +117,13 @@ impl Record {
     /// Notes the task running it (aborted if the server shuts down first).
     pub fn set_task(&self, task: AbortHandle) {
         *lock(&self.task) = Some(task);
+    }
+
+    /// What else to do to stop it (a batch's items), and its result if it is
+    /// cancelled.
+    pub fn on_cancel(&self, stop: Option<Box<dyn Fn() + Send + Sync>>, result: Option<Value>) {
+        *lock(&self.on_cancel) = stop;
+        *lock(&self.cancelled) = result;
     }
 
     /// Adds an event.
@@ -214,10 +235,14 @@ impl Record {
     }
 
     fn abort(&self) {
+        if let Some(stop) = lock(&self.on_cancel).take() {
+            stop();
+        }
         if let Some(task) = lock(&self.task).take() {
             task.abort();
         }
-        self.finish(Status::Cancelled, None);
+        let result = lock(&self.cancelled).take();
+        self.finish(Status::Cancelled, result);
     }
 }
 

@@ -1665,7 +1665,6 @@ async fn a_shutdown_cancels_what_outlasts_the_grace_period() {
 /// `post_batch` hands the batch the agent's *name* (`agent.name()`), which the batch
 /// loads as a built-in (`Source::from("echo-0-2")`): unknown agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "cf-serve bug: a batch item of a granted plugin path is loaded by its name as a built-in (serve/src/lib.rs post_batch, `agent: agent.name().to_owned()`)"]
 async fn a_granted_plugin_path_runs_alone_and_in_a_batch() {
     let plugin = cf_tests::echo_wasm("0.2.0")
         .to_str()
@@ -1720,7 +1719,6 @@ async fn a_granted_plugin_path_runs_alone_and_in_a_batch() {
 /// looks up `tenants["local"]` for its grant; but `Tokens::new` first refuses that
 /// grant as one "that has no token", so the local tenant cannot be limited.
 #[test]
-#[ignore = "cf-serve bug: Server::new refuses a grant for the tenant `local` when no token is configured (serve/src/lib.rs Server::new calls Tokens::new with every grant first)"]
 fn the_local_tenant_of_an_open_server_can_have_a_grant() {
     let (host, _dir) = offline_host();
     let mut c = ServeConfig::default();
@@ -1736,7 +1734,6 @@ fn the_local_tenant_of_an_open_server_can_have_a_grant() {
 /// batch only gets `max_in_flight` of its own and does not take the tenant's share:
 /// a run and a batch of the same tenant with concurrency 1 run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "cf-serve bug: batch items do not take the tenant's concurrency share (serve/src/lib.rs post_batch sets only BatchOptions::max_in_flight)"]
 async fn a_tenants_concurrency_bounds_its_runs_and_batch_items_together() {
     let mock = mock(4, Duration::from_millis(15)).await;
     let grant = TenantGrant {
@@ -1783,7 +1780,6 @@ async fn a_tenants_concurrency_bounds_its_runs_and_batch_items_together() {
 /// batch's own grace (10 s by default), so they go on running after `Server::run`
 /// returned; an item shorter than that is read to its end instead of cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "cf-serve bug: a batch's running items outlive the shutdown (serve/src/lib.rs Server::run cancel_all aborts only the task reading the batch)"]
 async fn a_shutdown_cancels_a_batchs_running_items_too() {
     // ~55 events 100 ms apart: the item streams for about 5.5 s, less than the batch's
     // default grace (10 s), more than the server's (200 ms).
@@ -1840,7 +1836,6 @@ async fn a_shutdown_cancels_a_batchs_running_items_too() {
 /// documented as a `RunResult` (200: "the result (also when the run failed: `ok` is
 /// false)"), it is `{"status": "cancelled"}` alone — no `id`, `agent`, `ok`, `error`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "cf-serve inconsistency: a run cancelled at shutdown is answered `{\"status\":\"cancelled\"}`, not a RunResult (serve/src/registry.rs Record::abort finishes with no result)"]
 async fn a_run_cancelled_at_shutdown_is_still_a_result() {
     let mock = mock(4, Duration::from_millis(200)).await;
     let mut c = config(&[("beta", BETA, None)]);

@@ -59,6 +59,7 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
         max_in_flight: None,
         events: None,
         parent: None,
+        share: None,
     };
     let bad = Arc::new(AtomicUsize::new(0));
     // The progress line is known only below; the writer takes it once it is.
