@@ -622,9 +622,12 @@ pub struct Settings {
     pub redis_fail_open: bool,
     /// How long a fleet slot lives without a heartbeat, in seconds.
     pub redis_lease_secs: f64,
-    /// The account's rates across the fleet: requests, input and output tokens per
-    /// minute.
-    pub redis_rates: [Option<u64>; 3],
+    /// The account's requests per minute across the fleet.
+    pub redis_requests_per_minute: Option<u64>,
+    /// The account's input tokens per minute across the fleet.
+    pub redis_input_tokens_per_minute: Option<u64>,
+    /// The account's output tokens per minute across the fleet.
+    pub redis_output_tokens_per_minute: Option<u64>,
     /// `cf-host serve`'s address.
     pub serve_listen: String,
     /// `cf-host serve`'s grace period at shutdown, in seconds.
@@ -680,6 +683,16 @@ pub fn load_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>
 pub fn from_process(overrides: &Overrides) -> Result<Settings, ConfigError> {
     let (file, path) = load_file(overrides.config.as_deref())?;
     resolve(overrides, &|name| std::env::var(name).ok(), file, path)
+}
+
+/// A rate of at least 1, or none.
+fn positive_rate(key: &str, rate: Option<u64>) -> Result<Option<u64>, ConfigError> {
+    match rate {
+        Some(0) => {
+            Err(format!("{key} = 0: a rate must be at least 1 (leave it out for no limit)").into())
+        }
+        other => Ok(other),
+    }
 }
 
 /// Overrides > environment > file > defaults, for every setting.
@@ -827,20 +840,18 @@ pub fn resolve(
             Some(l) => return Err(format!("redis.lease_secs = {l}: must be in [1, 3600]").into()),
             None => 10.0,
         },
-        redis_rates: {
-            let rates = [
-                file.redis.requests_per_minute,
-                file.redis.input_tokens_per_minute,
-                file.redis.output_tokens_per_minute,
-            ];
-            if rates.contains(&Some(0)) {
-                return Err(
-                    "redis.*_per_minute: a rate must be at least 1 (leave it out for no limit)"
-                        .into(),
-                );
-            }
-            rates
-        },
+        redis_requests_per_minute: positive_rate(
+            "redis.requests_per_minute",
+            file.redis.requests_per_minute,
+        )?,
+        redis_input_tokens_per_minute: positive_rate(
+            "redis.input_tokens_per_minute",
+            file.redis.input_tokens_per_minute,
+        )?,
+        redis_output_tokens_per_minute: positive_rate(
+            "redis.output_tokens_per_minute",
+            file.redis.output_tokens_per_minute,
+        )?,
         serve_tokens: file.serve.tokens,
         serve_tenants: file.serve.tenants,
         config_file,
@@ -917,9 +928,9 @@ impl Settings {
             } else {
                 cf_fleet::FailMode::Closed
             },
-            requests_per_minute: self.redis_rates[0],
-            input_tokens_per_minute: self.redis_rates[1],
-            output_tokens_per_minute: self.redis_rates[2],
+            requests_per_minute: self.redis_requests_per_minute,
+            input_tokens_per_minute: self.redis_input_tokens_per_minute,
+            output_tokens_per_minute: self.redis_output_tokens_per_minute,
             ..cf_fleet::FleetConfig::new(self.max_concurrent, account)
         };
         cf_fleet::RedisLimit::connect(url, config)
