@@ -118,15 +118,7 @@ impl RedisCache {
                 "the shared cache's secret (cache.secret) must be at least 16 bytes".into(),
             );
         }
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("the Redis URL {}: {e}", crate::without_password(url)))?;
-        let conn = tokio::time::timeout(
-            config.op_timeout.max(Duration::from_secs(2)),
-            ConnectionManager::new(client),
-        )
-        .await
-        .map_err(|_| format!("Redis at {} did not answer", crate::without_password(url)))?
-        .map_err(|e| format!("Redis at {}: {e}", crate::without_password(url)))?;
+        let conn = crate::connect(url, config.op_timeout).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -241,7 +233,7 @@ impl RedisCache {
     async fn claim(&self, key: &str) -> Result<Option<Box<dyn Lease>>, ()> {
         let inner = &self.inner;
         let mut conn = inner.conn.clone();
-        let token = crate::slot_id();
+        let token = crate::random_id();
         let claim_key = Self::claim_key(key);
         let mut cmd = redis::cmd("SET");
         cmd.arg(&claim_key)

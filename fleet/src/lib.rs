@@ -240,15 +240,7 @@ impl RedisLimit {
     /// Connects to `url` (`redis://host:port/db`); the connection is re-established
     /// when it breaks.
     pub async fn connect(url: &str, config: FleetConfig) -> Result<Self, String> {
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("the Redis URL {}: {e}", without_password(url)))?;
-        let conn = tokio::time::timeout(
-            config.op_timeout.max(Duration::from_secs(2)),
-            ConnectionManager::new(client),
-        )
-        .await
-        .map_err(|_| format!("Redis at {} did not answer", without_password(url)))?
-        .map_err(|e| format!("Redis at {}: {e}", without_password(url)))?;
+        let conn = connect(url, config.op_timeout).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -375,7 +367,7 @@ impl SharedLimit for RedisLimit {
         estimate: cf_llm::Usage,
     ) -> BoxFuture<'_, Result<Option<Box<dyn Lease>>, LlmError>> {
         Box::pin(async move {
-            let slot = slot_id();
+            let slot = random_id();
             let mut wait = Duration::from_millis(1);
             let _turn = self.inner.turn.lock().await;
             loop {
@@ -408,7 +400,7 @@ impl SharedLimit for RedisLimit {
                 // in step), never past the deadline.
                 let pause = match pause_for {
                     Some(d) => d + Duration::from_millis(1),
-                    None => wait.mul_f64(0.5 + fastrand_f64()),
+                    None => wait.mul_f64(0.5 + fastrand::f64()),
                 };
                 wait = (wait * 2).min(Duration::from_millis(5));
                 let until = Instant::now() + pause;
@@ -426,15 +418,22 @@ impl SharedLimit for RedisLimit {
     }
 }
 
-/// A number in [0, 1) from the OS's generator (no extra dependency for jitter).
-fn fastrand_f64() -> f64 {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+/// A connection to `url` that is re-established when it breaks.
+pub(crate) async fn connect(url: &str, op_timeout: Duration) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(url)
+        .map_err(|e| format!("the Redis URL {}: {e}", without_password(url)))?;
+    tokio::time::timeout(
+        op_timeout.max(Duration::from_secs(2)),
+        ConnectionManager::new(client),
+    )
+    .await
+    .map_err(|_| format!("Redis at {} did not answer", without_password(url)))?
+    .map_err(|e| format!("Redis at {}: {e}", without_password(url)))
 }
 
-/// 128 random bits in hex: a slot id no other attempt has.
-pub(crate) fn slot_id() -> String {
+/// 128 random bits in hex: an id no other process has (a fleet slot, a claim, a
+/// server's run).
+pub fn random_id() -> String {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
         // Without the OS's generator, the time and a counter are unique in this

@@ -592,28 +592,38 @@ async fn post_run(
             .is_some_and(|v| v.contains("respond-async"));
     let record = start_run(&state, &tenant, run);
     if wants_async {
-        let location = format!("/v1/runs/{}", record.id);
-        let mut response = (
-            StatusCode::ACCEPTED,
-            Json(Started {
-                id: record.id.clone(),
-                status: "running".into(),
-                total: None,
-            }),
-        )
-            .into_response();
-        if let Ok(value) = location.parse() {
-            response.headers_mut().insert(header::LOCATION, value);
-        }
-        return Ok(response);
+        return Ok(accepted(&record, "runs", None));
     }
     let mut rx = record.watch();
     let _ = rx.wait_for(|_| record.status() != Status::Running).await;
-    let mut result = record.last_event().unwrap_or_else(|| json!({}));
+    Ok(Json(result_of(&record).unwrap_or_else(|| json!({}))).into_response())
+}
+
+/// `202 Accepted` for a run or batch started without waiting, with its `Location`
+/// (`/v1/{kind}/{id}`).
+fn accepted(record: &Record, kind: &str, total: Option<usize>) -> Response {
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(Started {
+            id: record.id.clone(),
+            status: "running".into(),
+            total,
+        }),
+    )
+        .into_response();
+    if let Ok(value) = format!("/v1/{kind}/{}", record.id).parse() {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// A run's result once it has ended: its last event without the event's `type`.
+fn result_of(record: &Record) -> Option<Value> {
+    let mut result = record.last_event()?;
     if let Value::Object(map) = &mut result {
         map.remove("type");
     }
-    Ok(Json(result).into_response())
+    Some(result)
 }
 
 /// A run ready to start.
@@ -708,14 +718,8 @@ async fn get_run(
     let record = find(&state, &tenant, &id, "run")?;
     let (info, status, _) = record.view();
     let result = (status != Status::Running)
-        .then(|| record.last_event())
-        .flatten()
-        .map(|mut v| {
-            if let Value::Object(map) = &mut v {
-                map.remove("type");
-            }
-            v
-        });
+        .then(|| result_of(&record))
+        .flatten();
     Ok(Json(RunView {
         id: record.id.clone(),
         agent: info["agent"].as_str().unwrap_or_default().to_owned(),
@@ -864,19 +868,7 @@ async fn post_batch(
         );
     });
     record.set_task(task.abort_handle());
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(Started {
-            id: record.id.clone(),
-            status: "running".into(),
-            total: Some(total),
-        }),
-    )
-        .into_response();
-    if let Ok(value) = format!("/v1/batches/{}", record.id).parse() {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    Ok(accepted(&record, "batches", Some(total)))
 }
 
 /// `e`, said of item `n` (from 0).

@@ -16,20 +16,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A fresh id: 128 random bits in hex.
+/// A fresh id: `prefix`, then 128 random bits in hex.
 pub fn new_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 16];
-    // The OS's generator; on the rare failure, time and a counter still make it unique.
-    if getrandom::fill(&mut bytes).is_err() {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = (t ^ u128::from(n)).to_le_bytes();
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}_{hex}")
+    format!("{prefix}_{}", cf_fleet::random_id())
 }
 
 /// Where a run or a batch is.

@@ -51,23 +51,7 @@ async fn the_progress_line_stays_on_screen_and_shows_calls_apart_from_waiting_it
         url = server.base_url(),
         out = path(&out),
     );
-    let tmux = Tmux {
-        socket: format!("cf-progress-{}", std::process::id()),
-    };
-    let started = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "cf",
-        "-x",
-        "220",
-        "-y",
-        "50",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    let tmux = Tmux::start("cf-progress", &script);
 
     let (mut seen, mut blank, mut max_calls) = (0usize, 0usize, 0usize);
     let guard = Instant::now() + Duration::from_secs(300);

@@ -278,23 +278,7 @@ async fn a_terminal_shows_the_answer_while_it_streams() {
         exe = env!("CARGO_BIN_EXE_cf-host"),
         url = server.base_url(),
     );
-    let tmux = Tmux {
-        socket: format!("cf-streaming-{}", std::process::id()),
-    };
-    let started = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "cf",
-        "-x",
-        "220",
-        "-y",
-        "50",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    let tmux = Tmux::start("cf-streaming", &script);
 
     // Poll the pane until the answer's first words show.
     let guard = Instant::now() + Duration::from_secs(120);

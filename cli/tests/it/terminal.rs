@@ -4,7 +4,7 @@ use std::process::Command;
 
 /// A tmux server of the test's own (its own socket), killed when dropped.
 pub(crate) struct Tmux {
-    pub(crate) socket: String,
+    socket: String,
 }
 
 impl Tmux {
@@ -14,6 +14,29 @@ impl Tmux {
             .args(args)
             .output()
             .expect("tmux runs (CI installs it)")
+    }
+
+    /// A tmux server of its own (`name` and this process's id), running `script` in a
+    /// 220 × 50 session `cf`.
+    pub(crate) fn start(name: &str, script: &str) -> Self {
+        let tmux = Self {
+            socket: format!("{name}-{}", std::process::id()),
+        };
+        let started = tmux.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "cf",
+            "-x",
+            "220",
+            "-y",
+            "50",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert!(started.status.success(), "{started:?}");
+        tmux
     }
 
     /// The screen of the session's pane `cf`.

@@ -167,13 +167,18 @@ impl LlmCtx {
         (request, asked.cache)
     }
 
+    /// Who calls, for the service: this run's agent, account and deadline.
+    fn call_context(&self, cache_mode: CacheMode) -> CallContext<'_> {
+        CallContext::new(&self.caller.name, &self.ledger)
+            .with_component(self.caller.component.as_deref())
+            .with_deadline(self.deadline)
+            .with_cache_mode(cache_mode)
+    }
+
     /// One model call of any contract version, whole.
     async fn call(&mut self, asked: Asked) -> Result<Completion, LlmError> {
         let (request, cache_mode, _share) = self.admit(asked).await?;
-        let call = CallContext::new(&self.caller.name, &self.ledger)
-            .with_component(self.caller.component.as_deref())
-            .with_deadline(self.deadline)
-            .with_cache_mode(cache_mode);
+        let call = self.call_context(cache_mode);
         let started = Instant::now();
         let result = self.service.complete(&call, request).await;
         self.busy += started.elapsed();
@@ -190,10 +195,7 @@ impl LlmCtx {
         asked: Asked,
     ) -> Result<(CompletionStream, Option<OwnedSemaphorePermit>), LlmError> {
         let (request, cache_mode, share) = self.admit(asked).await?;
-        let call = CallContext::new(&self.caller.name, &self.ledger)
-            .with_component(self.caller.component.as_deref())
-            .with_deadline(self.deadline)
-            .with_cache_mode(cache_mode);
+        let call = self.call_context(cache_mode);
         let started = Instant::now();
         let result = self.service.stream(&call, request).await;
         self.busy += started.elapsed();
