@@ -1,4 +1,5 @@
-//! What a fleet of hosts shares on Redis: one concurrency limit per API account.
+//! What a fleet of hosts shares on Redis: one concurrency limit per API account, a
+//! response cache ([`RedisCache`]) and a durable work queue ([`WorkQueue`]).
 //!
 //! [`RedisLimit`] is a lease semaphore: a sorted set of slot ids (one per attempt in
 //! flight, 128 random bits each), scored by the Redis server's clock (`TIME`, never a
@@ -27,9 +28,11 @@
 //! silently `limit × hosts`.
 
 mod cache;
+mod queue;
 pub mod testing;
 
 pub use cache::{CacheConfig, CacheStats, RedisCache};
+pub use queue::{Job, QueueConfig, Taken, WorkQueue};
 
 use cf_llm::{BoxFuture, Lease, LlmError, SharedLimit};
 use redis::Script;
@@ -420,11 +423,22 @@ impl SharedLimit for RedisLimit {
 
 /// A connection to `url` that is re-established when it breaks.
 pub(crate) async fn connect(url: &str, op_timeout: Duration) -> Result<ConnectionManager, String> {
+    connect_with(url, op_timeout, Some(op_timeout)).await
+}
+
+/// [`connect`], with the longest wait for one answer (a blocking read waits longer
+/// than any other command).
+pub(crate) async fn connect_with(
+    url: &str,
+    op_timeout: Duration,
+    response_timeout: Option<Duration>,
+) -> Result<ConnectionManager, String> {
     let client = redis::Client::open(url)
         .map_err(|e| format!("the Redis URL {}: {e}", without_password(url)))?;
+    let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(response_timeout);
     tokio::time::timeout(
         op_timeout.max(Duration::from_secs(2)),
-        ConnectionManager::new(client),
+        ConnectionManager::new_with_config(client, config),
     )
     .await
     .map_err(|_| format!("Redis at {} did not answer", without_password(url)))?
