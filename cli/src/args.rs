@@ -55,6 +55,9 @@ pub(crate) enum Command {
     /// document at /openapi.json. Tokens and tenants come from `[serve]` in the config
     /// file; without tokens it serves a loopback address only.
     Serve(ServeArgs),
+    /// Run items of the fleet's work queue on Redis (submitted with `cf-host run
+    /// --tasks FILE --queue URL`) until SIGTERM or Ctrl-C.
+    Worker(WorkerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +66,27 @@ pub(crate) struct ServeArgs {
     /// a free one (the address is printed on stderr).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Also run items from the fleet's work queue on `--redis` (as `cf-host worker`
+    /// does).
+    #[arg(long)]
+    pub worker: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The Redis of the fleet's work queue. Default: `--redis` / CF_REDIS_URL /
+    /// `redis.url`.
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+    /// Items run at once. Default: --max-concurrent.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub items: Option<u64>,
+    /// At SIGTERM or Ctrl-C, how long running items may take to finish, in seconds;
+    /// the rest goes back to the queue for another worker.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parser(settings::DEADLINE))]
+    pub grace: f64,
     #[command(flatten)]
     pub host: HostArgs,
 }
@@ -313,6 +337,12 @@ pub(crate) struct RunArgs {
     /// every event has the item's `index`).
     #[arg(long)]
     pub stream_json: bool,
+    /// Submit the batch to the fleet's work queue on this Redis (`redis://…`) instead
+    /// of running it here: workers (`cf-host worker`, `cf-host serve --worker`) run
+    /// the items, and their results stream back here as they finish. The queue's name
+    /// is `redis.queue` [env: CF_REDIS_QUEUE; default `default`].
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
     #[command(flatten)]
     pub host: HostArgs,
 }

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Config(args) => commands::config::config(args),
             Command::Stats(args) => commands::stats::stats(args),
             Command::Serve(args) => commands::serve::serve(args).await,
+            Command::Worker(args) => commands::worker::worker(args).await,
         }
     });
     if let Err(e) = &result {

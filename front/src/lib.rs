@@ -8,9 +8,11 @@
 //!   programs (JSON);
 //! - [`runlog`]: the run log every run is appended to, and [`summary`]: what a set of
 //!   runs amounts to;
-//! - [`tasks`]: batch items from the JSONL task format.
+//! - [`tasks`]: batch items from the JSONL task format;
+//! - [`queue`]: batches on the fleet's work queue, and the worker that runs them.
 #![deny(missing_docs)]
 
+pub mod queue;
 pub mod render;
 pub mod runlog;
 pub mod settings;

@@ -87,23 +87,68 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// A batch item's result for people, appended to `buf`.
 pub fn write_human_item(buf: &mut Vec<u8>, item: &BatchResult) {
-    use std::io::Write as _;
-    let id = terminal_safe(item.id.as_deref().unwrap_or("-"));
-    let agent = terminal_safe(&item.agent);
-    // Writing to a Vec cannot fail.
-    let _ = match &item.result {
-        Ok(out) => writeln!(
-            buf,
-            "── [{id}] {agent} · ok · {:.0} ms\n{}",
+    let outcome = match &item.result {
+        Ok(out) => Ok((
             out.stats.timings.total.as_secs_f64() * 1000.0,
-            terminal_safe(&out.text)
-        ),
-        Err(e) => writeln!(
+            out.text.as_str(),
+        )),
+        Err(e) => Err((e.error.kind(), e.error.to_string())),
+    };
+    write_human_parts(buf, item.id.as_deref(), &item.agent, outcome);
+}
+
+/// [`write_human_item`] of a result given as its JSON ([`write_json_item`]'s object,
+/// as a worker of the fleet's queue stores it).
+pub fn write_human_value(buf: &mut Vec<u8>, value: &Value) {
+    fn text(v: Option<&Value>) -> &str {
+        v.and_then(Value::as_str).unwrap_or_default()
+    }
+    let outcome = if value.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok((
+            value
+                .get("latency_ms")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            text(value.get("output")),
+        ))
+    } else {
+        let error = value.get("error");
+        Err((
+            text(error.and_then(|e| e.get("kind"))),
+            text(error.and_then(|e| e.get("message"))).to_owned(),
+        ))
+    };
+    write_human_parts(
+        buf,
+        value.get("id").and_then(Value::as_str),
+        text(value.get("agent")),
+        outcome,
+    );
+}
+
+fn write_human_parts(
+    buf: &mut Vec<u8>,
+    id: Option<&str>,
+    agent: &str,
+    outcome: Result<(f64, &str), (&str, String)>,
+) {
+    use std::io::Write as _;
+    let id = terminal_safe(id.unwrap_or("-"));
+    let agent = terminal_safe(agent);
+    // Writing to a Vec cannot fail.
+    let _ = match outcome {
+        Ok((ms, text)) => writeln!(
             buf,
-            "── [{id}] {agent} · {} · {}",
-            e.error.kind(),
-            terminal_safe(&e.error.to_string())
+            "── [{id}] {agent} · ok · {ms:.0} ms\n{}",
+            terminal_safe(text)
         ),
+        Err((kind, message)) => {
+            writeln!(
+                buf,
+                "── [{id}] {agent} · {kind} · {}",
+                terminal_safe(&message)
+            )
+        }
     };
 }
 

@@ -37,6 +37,8 @@
 //! | `redis.fail` | `CF_REDIS_FAIL` | closed, open | closed |
 //! | `redis.lease_secs` | — | [1, 3600] | 10 |
 //! | `redis.requests_per_minute`, `redis.input_tokens_per_minute`, `redis.output_tokens_per_minute` | — | ≥ 1 | no limit |
+//! | `redis.queue` | `CF_REDIS_QUEUE` | letters, digits, `-`, `_`, `.` | `default` |
+//! | `redis.max_deliveries` | — | 1..=100 | 3 |
 //! | `serve.listen` | `CF_LISTEN` | an address | `127.0.0.1:8787` |
 //! | `serve.grace_secs` | — | (0, 86400] | 30 |
 //! | `serve.max_body_bytes` | — | 1 KiB..=1 GiB | 16 MiB |
@@ -445,6 +447,8 @@ struct FileRedis {
     requests_per_minute: Option<u64>,
     input_tokens_per_minute: Option<u64>,
     output_tokens_per_minute: Option<u64>,
+    queue: Option<String>,
+    max_deliveries: Option<u64>,
 }
 
 /// `[serve]`.
@@ -628,6 +632,11 @@ pub struct Settings {
     pub redis_input_tokens_per_minute: Option<u64>,
     /// The account's output tokens per minute across the fleet.
     pub redis_output_tokens_per_minute: Option<u64>,
+    /// The work queue's name (`cf-host run --queue`, `cf-host worker`).
+    pub redis_queue: String,
+    /// Deliveries of a queued item without a result before it is given up as
+    /// `abandoned`.
+    pub redis_max_deliveries: u64,
     /// `cf-host serve`'s address.
     pub serve_listen: String,
     /// `cf-host serve`'s grace period at shutdown, in seconds.
@@ -852,6 +861,30 @@ pub fn resolve(
             "redis.output_tokens_per_minute",
             file.redis.output_tokens_per_minute,
         )?,
+        redis_queue: match var("CF_REDIS_QUEUE").or(file.redis.queue) {
+            Some(q)
+                if !q.is_empty()
+                    && q.len() <= 64
+                    && q.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+            {
+                q
+            }
+            Some(q) => {
+                return Err(format!(
+                    "redis.queue = {q:?}: must be 1 to 64 letters, digits, '-', '_' or '.'"
+                )
+                .into());
+            }
+            None => "default".into(),
+        },
+        redis_max_deliveries: match file.redis.max_deliveries {
+            Some(n) if (1..=100).contains(&n) => n,
+            Some(n) => {
+                return Err(format!("redis.max_deliveries = {n}: must be in 1..=100").into());
+            }
+            None => 3,
+        },
         serve_tokens: file.serve.tokens,
         serve_tenants: file.serve.tenants,
         config_file,
@@ -936,6 +969,24 @@ impl Settings {
         cf_fleet::RedisLimit::connect(url, config)
             .await
             .map(Some)
+            .map_err(ConfigError)
+    }
+
+    /// The fleet's work queue at `url` (`--queue`) or else `redis.url`.
+    pub async fn work_queue(&self, url: Option<&str>) -> Result<cf_fleet::WorkQueue, ConfigError> {
+        let Some(url) = url.or(self.redis_url.0.as_deref()) else {
+            return Err(ConfigError(
+                "no work queue: give its Redis URL (--queue redis://…, --redis, CF_REDIS_URL or redis.url)".into(),
+            ));
+        };
+        let config = cf_fleet::QueueConfig {
+            name: self.redis_queue.clone(),
+            lease: Duration::from_secs_f64(self.redis_lease_secs),
+            max_deliveries: self.redis_max_deliveries,
+            ..cf_fleet::QueueConfig::default()
+        };
+        cf_fleet::WorkQueue::connect(url, config)
+            .await
             .map_err(ConfigError)
     }
 

@@ -31,15 +31,18 @@ const LOG_CHUNK: usize = 1024;
 const READ_AHEAD: usize = 1024;
 
 /// What the end of a batch reports.
-struct BatchOutcome {
-    done: usize,
-    ok: usize,
-    summary: Summary,
-    wall: Duration,
-    interrupted: bool,
+pub(crate) struct BatchOutcome {
+    pub(crate) done: usize,
+    pub(crate) ok: usize,
+    pub(crate) summary: Summary,
+    pub(crate) wall: Duration,
+    pub(crate) interrupted: bool,
 }
 
 pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
+    if let Some(url) = args.queue.clone() {
+        return super::queued::run_queued(args, url).await;
+    }
     let (host, settings) = super::host_and_settings(&args.host).await?;
     let base = RunOptions {
         model: settings.model.clone(),
@@ -69,24 +72,11 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
         .then(|| LiveWriter::start(live_progress.clone()));
     let (batch, progress) = match &args.tasks {
         Some(path) => {
-            let (input, total): (Box<dyn BufRead + Send>, _) = if path == "-" {
-                (Box::new(BufReader::new(std::io::stdin())), None)
-            } else {
-                let file = std::fs::File::open(path)
-                    .map_err(|e| CliError::usage(format!("{path}: {e}")))?;
-                // A regular file is counted first for the progress line's total; a pipe
-                // (`--tasks <(…)`) can be read only once.
-                let total = match file.metadata() {
-                    Ok(meta) if meta.is_file() => std::fs::File::open(path).ok().map(count_tasks),
-                    _ => None,
-                };
-                (Box::new(BufReader::new(file)), total)
-            };
+            let (input, total) = open_tasks(path)?;
             let progress = Progress::new(total);
             if let Some(live) = &live {
                 options.events = Some(live.sink());
             }
-            let (tx, rx) = mpsc::channel(READ_AHEAD);
             let reader = Reader {
                 name: render::terminal_safe(path).into_owned(),
                 default_agent: args.agent.clone(),
@@ -94,11 +84,10 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
                 progress: progress.clone(),
                 bad: bad.clone(),
             };
-            std::thread::Builder::new()
-                .name("cf-host-tasks".into())
-                .spawn(move || reader.read(input, &tx))
-                .map_err(|e| CliError::Failed(format!("starting the tasks reader: {e}")))?;
-            (host.start_batch_stream(rx, options), progress)
+            (
+                host.start_batch_stream(reader.start(input)?, options),
+                progress,
+            )
         }
         None => {
             let items = items_from_flags(
@@ -114,13 +103,7 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
             (host.start_batch(items, options), progress)
         }
     };
-    let format = if args.stream_json {
-        Format::StreamJson
-    } else if args.json {
-        Format::Json
-    } else {
-        Format::Human
-    };
+    let format = Format::of(&args);
     let _ = live_progress.set(progress.clone());
     let outcome = run(&host, batch, &progress, format, live.as_ref()).await;
     if let Some(live) = live {
@@ -129,17 +112,25 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
     super::flush_telling_why(&host).await;
     let bad = bad.load(Ordering::Relaxed);
     print_summary(&outcome, bad);
-    let exit = if outcome.interrupted {
-        Exit::Interrupted
-    } else if bad > 0 || outcome.ok < outcome.done {
-        Exit::TaskFailed
-    } else {
-        Exit::Ok
-    };
+    let exit = outcome.exit(bad);
     // The process exits next (see `main`): leave the host (flushed above) to the
     // kernel rather than freeing it piece by piece.
     std::mem::forget(host);
     Ok(exit)
+}
+
+/// The tasks file `path` (`-`: stdin), and its number of items when it can be
+/// counted first (a regular file; a pipe such as `--tasks <(…)` can be read only once).
+pub(crate) fn open_tasks(path: &str) -> Result<(Box<dyn BufRead + Send>, Option<usize>), CliError> {
+    if path == "-" {
+        return Ok((Box::new(BufReader::new(std::io::stdin())), None));
+    }
+    let file = std::fs::File::open(path).map_err(|e| CliError::usage(format!("{path}: {e}")))?;
+    let total = match file.metadata() {
+        Ok(meta) if meta.is_file() => std::fs::File::open(path).ok().map(count_tasks),
+        _ => None,
+    };
+    Ok((Box::new(BufReader::new(file)), total))
 }
 
 /// The non-blank lines of a tasks file, for the progress line's total (as the reader
@@ -155,15 +146,28 @@ fn count_tasks(file: std::fs::File) -> usize {
 
 /// Reads a tasks file on a thread of its own (a file or stdin may block), handing items
 /// to the batch as it takes them and reporting bad lines as it meets them.
-struct Reader {
-    name: String,
-    default_agent: Option<String>,
-    base: RunOptions,
-    progress: Progress,
-    bad: Arc<AtomicUsize>,
+pub(crate) struct Reader {
+    pub(crate) name: String,
+    pub(crate) default_agent: Option<String>,
+    pub(crate) base: RunOptions,
+    pub(crate) progress: Progress,
+    pub(crate) bad: Arc<AtomicUsize>,
 }
 
 impl Reader {
+    /// Reads `input` on a thread of its own; the items come on the channel returned.
+    pub(crate) fn start(
+        self,
+        input: Box<dyn BufRead + Send>,
+    ) -> Result<mpsc::Receiver<BatchItem>, CliError> {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        std::thread::Builder::new()
+            .name("cf-host-tasks".into())
+            .spawn(move || self.read(input, &tx))
+            .map_err(|e| CliError::Failed(format!("starting the tasks reader: {e}")))?;
+        Ok(rx)
+    }
+
     fn read(self, input: Box<dyn BufRead + Send>, items: &mpsc::Sender<BatchItem>) {
         for parsed in cf_front::tasks::stream(input, self.default_agent.as_deref(), &self.base) {
             match parsed {
@@ -189,7 +193,7 @@ impl Reader {
 }
 
 /// Items from repeated `--task TEXT`, all for `agent`, numbered from 1.
-fn items_from_flags(
+pub(crate) fn items_from_flags(
     texts: &[String],
     agent: &str,
     context: &[(String, String)],
@@ -212,10 +216,22 @@ fn items_from_flags(
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Human,
     Json,
     StreamJson,
+}
+
+impl Format {
+    pub(crate) fn of(args: &RunArgs) -> Self {
+        if args.stream_json {
+            Self::StreamJson
+        } else if args.json {
+            Self::Json
+        } else {
+            Self::Human
+        }
+    }
 }
 
 /// `--stream-json`: the items' live events and results on stdout, one line each with
@@ -409,10 +425,23 @@ async fn run(
     }
 }
 
+impl BatchOutcome {
+    /// The exit code of a batch that ended so, with `bad` malformed lines.
+    pub(crate) fn exit(&self, bad: usize) -> Exit {
+        if self.interrupted {
+            Exit::Interrupted
+        } else if bad > 0 || self.ok < self.done {
+            Exit::TaskFailed
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
 /// Prints counts, wall time, throughput, peak memory and the summary table of a batch
 /// (latency percentiles, cache hit rate, tokens, cost and saved cost, by agent and by
 /// model) on stderr.
-fn print_summary(outcome: &BatchOutcome, bad_lines: usize) {
+pub(crate) fn print_summary(outcome: &BatchOutcome, bad_lines: usize) {
     let (total, ok, summary) = (outcome.done, outcome.ok, &outcome.summary);
     eprintln!(
         "cf-host: {total} item(s): {ok} ok, {} failed, {bad_lines} malformed line(s) skipped · {:.3} s · {:.1} items/s · peak memory {}",

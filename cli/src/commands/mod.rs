@@ -7,9 +7,11 @@ pub(crate) mod cache;
 pub(crate) mod config;
 pub(crate) mod inspect;
 pub(crate) mod new;
+pub(crate) mod queued;
 pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod stats;
+pub(crate) mod worker;
 
 use crate::args::HostArgs;
 use crate::error::CliError;

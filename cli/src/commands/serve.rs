@@ -4,6 +4,7 @@
 use super::fleet_host;
 use crate::args::ServeArgs;
 use crate::error::{CliError, Exit};
+use cf_front::queue::{WorkerStats, run_worker};
 use cf_front::settings;
 use cf_host::RunOptions;
 use cf_serve::{ServeConfig, Server};
@@ -26,6 +27,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
         )));
     }
     let (host, fleet) = fleet_host(&settings).await?;
+    let queue = if args.worker {
+        Some(settings.work_queue(None).await?)
+    } else {
+        None
+    };
     let config = ServeConfig {
         tokens: settings.serve_tokens.clone(),
         tenants: settings.serve_tenants.clone(),
@@ -38,7 +44,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
             ..RunOptions::default()
         },
     };
-    let server = Server::new(host, config).map_err(CliError::usage)?;
+    let server = Server::new(host.clone(), config).map_err(CliError::usage)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::Failed(format!("listening on {addr}: {e}")))?;
@@ -53,16 +59,51 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
             "no authentication: loopback only"
         }
     );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let worker = queue.map(|queue| {
+        let options = super::worker::worker_options(
+            &settings,
+            settings.max_concurrent,
+            Duration::from_secs_f64(settings.serve_grace_secs),
+        );
+        eprintln!(
+            "cf-host: worker {} takes items of queue {:?}",
+            options.consumer, settings.redis_queue
+        );
+        let stats = std::sync::Arc::new(WorkerStats::default());
+        let task = tokio::spawn(run_worker(
+            host.clone(),
+            queue,
+            options,
+            stats.clone(),
+            until_stopped(stopped.clone()),
+        ));
+        (task, stats)
+    });
     server
-        .run(listener, shutdown_signal())
+        .run(listener, until_stopped(stopped))
         .await
         .map_err(|e| CliError::Failed(format!("serving: {e}")))?;
+    if let Some((task, stats)) = worker {
+        let _ = task.await;
+        eprintln!(
+            "cf-host: worker stopped: {}",
+            super::worker::summary(&stats)
+        );
+    }
     eprintln!("cf-host: stopped");
     Ok(Exit::Ok)
 }
 
 /// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
