@@ -96,6 +96,7 @@ struct Inner {
     config: CacheConfig,
     delete_if: Script,
     stats: CacheStats,
+    breaker: crate::Breaker,
 }
 
 /// The fleet's response cache on Redis (see the module's docs).
@@ -125,6 +126,7 @@ impl RedisCache {
                 config,
                 delete_if: Script::new(DELETE_IF),
                 stats: CacheStats::default(),
+                breaker: crate::Breaker::default(),
             }),
         })
     }
@@ -187,6 +189,7 @@ impl RedisCache {
     }
 
     fn failed(&self, what: &str, error: &str) {
+        self.inner.breaker.failed();
         self.inner
             .stats
             .redis_errors
@@ -198,10 +201,16 @@ impl RedisCache {
         let inner = &self.inner;
         let mut conn = inner.conn.clone();
         let redis_key = Self::answer_key(key);
+        if inner.breaker.skip() {
+            return None;
+        }
         let cmd = redis::Cmd::get(&redis_key);
         let value: Option<Vec<u8>> =
             match tokio::time::timeout(inner.config.op_timeout, cmd.query_async(&mut conn)).await {
-                Ok(Ok(v)) => v,
+                Ok(Ok(v)) => {
+                    inner.breaker.succeeded();
+                    v
+                }
                 Ok(Err(e)) => {
                     self.failed("a lookup", &e.to_string());
                     return None;
@@ -235,6 +244,9 @@ impl RedisCache {
         let mut conn = inner.conn.clone();
         let token = crate::random_id();
         let claim_key = Self::claim_key(key);
+        if inner.breaker.skip() {
+            return Err(());
+        }
         let mut cmd = redis::cmd("SET");
         cmd.arg(&claim_key)
             .arg(&token)
@@ -316,6 +328,9 @@ impl SharedCache for RedisCache {
         Box::pin(async move {
             let inner = &self.inner;
             let mut conn = inner.conn.clone();
+            if inner.breaker.skip() {
+                return;
+            }
             let sealed = self.seal(key, &answer);
             let mut cmd = redis::cmd("SET");
             cmd.arg(Self::answer_key(key))

@@ -231,6 +231,7 @@ struct Inner {
     /// that a host with hundreds of calls waiting sends one request per poll, not
     /// hundreds.
     turn: tokio::sync::Mutex<()>,
+    breaker: Breaker,
 }
 
 /// The fleet's concurrency limit on Redis (see the crate's docs).
@@ -257,6 +258,7 @@ impl RedisLimit {
                 alive: Script::new(ALIVE),
                 stats: FleetStats::default(),
                 turn: tokio::sync::Mutex::new(()),
+                breaker: Breaker::default(),
             }),
         })
     }
@@ -335,6 +337,7 @@ impl RedisLimit {
 
     /// Notes a Redis failure; the error the call fails with (closed) or `None` (open).
     fn unreachable(&self, why: &str) -> Option<LlmError> {
+        self.inner.breaker.failed();
         let stats = &self.inner.stats;
         stats.redis_errors.fetch_add(1, Ordering::Relaxed);
         let was = stats.degraded.swap(true, Ordering::Relaxed);
@@ -356,7 +359,19 @@ impl RedisLimit {
         }
     }
 
+    /// A call's outcome while Redis is away and the call is not the probe: at once, the
+    /// typed error when failing closed, no lease when failing open.
+    fn while_away(&self) -> Result<Option<Box<dyn Lease>>, LlmError> {
+        match self.inner.config.fail {
+            FailMode::Closed => Err(LlmError::Connection(
+                "the fleet's concurrency limit is unreachable (Redis is away); the host fails closed: no model call without a lease".into(),
+            )),
+            FailMode::Open => Ok(None),
+        }
+    }
+
     fn reachable(&self) {
+        self.inner.breaker.succeeded();
         if self.inner.stats.degraded.swap(false, Ordering::Relaxed) {
             tracing::warn!("Redis is reachable again: the fleet's limit applies");
         }
@@ -372,9 +387,18 @@ impl SharedLimit for RedisLimit {
         Box::pin(async move {
             let slot = random_id();
             let mut wait = Duration::from_millis(1);
+            let gate = self.inner.breaker.gate();
+            if gate == Gate::Skip {
+                return self.while_away();
+            }
             let _turn = self.inner.turn.lock().await;
             loop {
                 let mut pause_for = None;
+                // Queued behind a call that found Redis away: this one need not wait
+                // for Redis too (unless it is the probe).
+                if gate == Gate::Go && self.inner.breaker.away() {
+                    return self.while_away();
+                }
                 match self.try_acquire(&slot, &estimate).await {
                     Ok(Acquired::Slot(minute)) => {
                         self.reachable();
@@ -460,6 +484,74 @@ pub fn random_id() -> String {
         b = (t ^ (n << 64) ^ u128::from(std::process::id())).to_le_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// How often Redis is asked whether it is back while it is away.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// What [`Breaker::gate`] lets an operation do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Redis is there: ask it.
+    Go,
+    /// Redis was away: this operation asks whether it is back.
+    Probe,
+    /// Redis is away: go without it.
+    Skip,
+}
+
+/// Spares an outage's cost: once a Redis operation failed, the operations of the next
+/// [`PROBE_EVERY`] do not ask Redis (they fail at once, as it would have: a
+/// connection being re-established answers nothing until its timeout), and one
+/// operation per interval probes whether it is back. Without it each call of a host
+/// waited the operation timeout during an outage, one after the other.
+#[derive(Debug, Default)]
+pub(crate) struct Breaker {
+    next_probe: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    /// Whether to go without Redis now: it failed lately and this is not the probe.
+    pub(crate) fn skip(&self) -> bool {
+        self.gate() == Gate::Skip
+    }
+
+    /// Whether this operation asks Redis, as usual or as the probe, or goes without.
+    pub(crate) fn gate(&self) -> Gate {
+        let Ok(mut next) = self.next_probe.lock() else {
+            return Gate::Go;
+        };
+        match *next {
+            Some(at) if Instant::now() < at => Gate::Skip,
+            Some(_) => {
+                // This operation is the probe; the others go without until its outcome.
+                *next = Some(Instant::now() + PROBE_EVERY);
+                Gate::Probe
+            }
+            None => Gate::Go,
+        }
+    }
+
+    /// Whether Redis failed lately (no probe claimed).
+    pub(crate) fn away(&self) -> bool {
+        self.next_probe
+            .lock()
+            .is_ok_and(|next| next.is_some_and(|at| Instant::now() < at))
+    }
+
+    /// A Redis operation failed.
+    pub(crate) fn failed(&self) {
+        if let Ok(mut next) = self.next_probe.lock() {
+            *next = Some(Instant::now() + PROBE_EVERY);
+        }
+    }
+
+    /// A Redis operation succeeded.
+    pub(crate) fn succeeded(&self) {
+        if let Ok(mut next) = self.next_probe.lock() {
+            *next = None;
+        }
+    }
 }
 
 /// What one acquisition attempt found.

@@ -17,8 +17,20 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one on a free port (or on `port`), waiting until it answers.
+    /// Starts one on a free port (or on `port`), waiting until it answers. It keeps
+    /// nothing on disk: killed, it loses everything.
     pub async fn start(port: Option<u16>) -> Option<Self> {
+        Self::start_in(port, None).await
+    }
+
+    /// Starts one that writes every change to an append-only file in `dir` before it
+    /// answers (`appendfsync always`) and reads it back when started again on the same
+    /// directory: killed and restarted, it has lost nothing it acknowledged.
+    pub async fn start_persistent(port: Option<u16>, dir: &std::path::Path) -> Option<Self> {
+        Self::start_in(port, Some(dir)).await
+    }
+
+    async fn start_in(port: Option<u16>, dir: Option<&std::path::Path>) -> Option<Self> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -37,9 +49,19 @@ impl RedisServer {
                 .expect("a free port")
                 .port()
         });
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""]);
+        match dir {
+            Some(dir) => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir);
+            }
+            None => {
+                cmd.args(["--appendonly", "no"]);
+            }
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -195,6 +195,17 @@ async fn redis_going_away_fails_closed_or_open_as_configured() {
     );
     assert!(open.stats().degraded.load(Ordering::Relaxed));
     assert!(open.stats().redis_errors.load(Ordering::Relaxed) >= 1);
+    // During the outage calls do not each wait for Redis: one probe at a time asks.
+    let before = open.stats().redis_errors.load(Ordering::Relaxed);
+    for _ in 0..100 {
+        let went = open
+            .acquire(None, Usage::default())
+            .await
+            .expect("fails open");
+        assert!(went.is_none());
+    }
+    let asked = open.stats().redis_errors.load(Ordering::Relaxed) - before;
+    assert!(asked < 50, "{asked} of 100 calls asked the absent Redis");
     // Back on the same port: the connections come back and the limit applies.
     let _again = Redis::start(Some(port)).await.expect("restarts");
     eventually("the fail-closed host gets a lease again", || {

@@ -123,3 +123,141 @@ async fn a_second_host_is_answered_from_the_fleets_cache() {
     assert_eq!(a["output"], b["output"]);
     assert_eq!(server.requests(), 1, "one upstream call for two hosts");
 }
+
+/// A host's batch (`cf-host run --tasks`, `--max-concurrent 20` on the fleet's Redis)
+/// during which Redis is killed after 100 results and started again on the same port
+/// (empty) once `restart_after` says so: its exit code, its `--json` lines, its stderr,
+/// and the API's most requests at once.
+async fn batch_through_an_outage(
+    fail: &str,
+    restart_after: impl Fn(&serde_json::Value) -> bool + Send + 'static,
+) -> (Option<i32>, Vec<serde_json::Value>, String, usize) {
+    use std::io::BufRead as _;
+    let mut redis = RedisServer::start(None).await.expect("redis");
+    let port = redis.port;
+    let server = MockServer::start(MockConfig {
+        latency: Duration::from_millis(50),
+        record: false,
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tasks = dir.path().join("tasks.jsonl");
+    let lines: String = (0..400)
+        .map(|i| format!("{{\"task\": \"outage item {i}\"}}\n"))
+        .collect();
+    std::fs::write(&tasks, lines).expect("tasks");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
+        .args(["run", "python-expert", "--json", "--no-cache", "--tasks"])
+        .arg(&tasks)
+        .args(["--max-concurrent", "20", "--base-url", &server.base_url()])
+        .args(["--redis", &redis.url()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("ANTHROPIC_API_KEY", "one-account")
+        .env("CF_REDIS_FAIL", fail)
+        .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cf-host starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let results = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        let mut again = None;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+            if all.len() == 100 {
+                redis.stop();
+            }
+            if all.len() > 100 && again.is_none() && restart_after(&v) {
+                // Back, empty, on the same port: the connections come back by themselves.
+                again = Some(
+                    tokio::runtime::Handle::current()
+                        .block_on(RedisServer::start(Some(port)))
+                        .expect("restarts"),
+                );
+            }
+            all.push(v);
+        }
+        assert!(again.is_some(), "Redis was never restarted");
+        (all, again)
+    })
+    .await
+    .expect("read");
+    let status = child.wait().expect("exits");
+    let stderr = errors.join().expect("stderr");
+    (status.code(), results.0, stderr, server.max_in_flight())
+}
+
+/// Each item's index exactly once in `lines`.
+fn each_index_once(lines: &[serde_json::Value], n: usize) {
+    let mut seen = vec![0; n];
+    for v in lines {
+        seen[v["index"].as_u64().expect("index") as usize] += 1;
+    }
+    assert!(seen.iter().all(|&c| c == 1), "an item missing or twice");
+}
+
+/// Fail-closed: while Redis is away, items fail with a typed error saying so (no
+/// model call without a lease); once it is back, items succeed again; every item has
+/// one result, the limit is never passed, and the exit code says items failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_batch_fails_closed() {
+    if RedisServer::start(None).await.is_none() {
+        return;
+    }
+    let (code, lines, stderr, max) = batch_through_an_outage("closed", |v| v["ok"] == false).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    each_index_once(&lines, 400);
+    let first_failure = lines
+        .iter()
+        .position(|v| v["ok"] == false)
+        .expect("items failed while Redis was away");
+    let failure = &lines[first_failure];
+    assert!(
+        failure["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("fails closed")),
+        "{failure}"
+    );
+    assert!(
+        lines[first_failure..].iter().any(|v| v["ok"] == true),
+        "items succeed again once Redis is back"
+    );
+    assert!(lines.iter().filter(|v| v["ok"] == true).count() > 100);
+    assert!(max <= 20, "the limit held: {max}");
+}
+
+/// Fail-open: while Redis is away, items go on under the host's own limit, loudly (a
+/// warning on stderr); every item succeeds, once; the limit of this host holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_batch_fails_open_loudly() {
+    if RedisServer::start(None).await.is_none() {
+        return;
+    }
+    let (code, lines, stderr, max) = batch_through_an_outage("open", {
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        move |_| seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 50
+    })
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    each_index_once(&lines, 400);
+    assert!(lines.iter().all(|v| v["ok"] == true));
+    assert!(
+        stderr.contains("fail-open"),
+        "the outage is reported: {stderr}"
+    );
+    assert!(max <= 20, "this host's own limit held: {max}");
+}

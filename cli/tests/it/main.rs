@@ -7,6 +7,7 @@ mod crash;
 mod fleet;
 mod memory;
 mod progress;
+mod queue;
 mod serve;
 mod soak;
 mod streaming;
