@@ -44,8 +44,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Adds the slot if fewer than the limit are alive and the minute's rates allow the
-/// attempt, reserving its estimate. KEYS[1] the set, KEYS[2] the rate window (a hash:
-/// `win` the minute, `req`, `in`, `out` its counts); ARGV: slot id, limit, lease in
+/// attempt, reserving its estimate, and the API has not asked for a pause. KEYS[1]
+/// the set, KEYS[2] the rate window (a hash: `win` the minute, `req`, `in`, `out` its
+/// counts), KEYS[3] the pause (until when, in the server's ms); ARGV: slot id, limit, lease in
 /// ms, requests/min, input tokens/min, output tokens/min (0: no such limit), the
 /// estimate's input and output tokens, the window in ms. Returns `{1, minute}` (acquired), `{0, 0}`
 /// (every slot taken) or `{-1, ms}` (a rate is spent until the next minute, in `ms`).
@@ -54,6 +55,10 @@ const ACQUIRE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if paused > now then
+  return {-1, paused - now}
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - lease)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   return {0, 0}
@@ -82,6 +87,20 @@ end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], lease * 2)
 return {1, minute}
+";
+
+/// Pauses the account's calls until `ARGV[1]` ms from now, unless a longer pause is
+/// already set. KEYS[1] the pause.
+const PAUSE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now + wait > current then
+  redis.call('SET', KEYS[1], now + wait, 'PX', wait + 1000)
+  return 1
+end
+return 0
 ";
 
 /// Settles an attempt's reservation with what it used, if its minute is still the
@@ -211,8 +230,12 @@ pub struct FleetStats {
     /// Leases found pruned at a heartbeat (their attempt outlived the lease without
     /// reaching Redis).
     pub lost: AtomicU64,
-    /// Times a call waited for the next minute because a rate was spent.
+    /// Times a call waited for the next minute because a rate was spent (or for the
+    /// end of a pause the API asked for).
     pub rate_waits: AtomicU64,
+    /// Pauses the API asked for (its rate-limit headers) that this host passed on to
+    /// the fleet.
+    pub api_pauses: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -220,7 +243,11 @@ struct Inner {
     conn: ConnectionManager,
     key: String,
     rate_key: String,
+    pause_key: String,
     config: FleetConfig,
+    pause: Script,
+    /// The end of the longest pause this host asked for (to ask once per pause).
+    paused_until: std::sync::Mutex<Option<Instant>>,
     acquire: Script,
     settle: Script,
     heartbeat: Script,
@@ -250,6 +277,9 @@ impl RedisLimit {
                 conn,
                 key: format!("cf:{{{}}}:slots", config.account),
                 rate_key: format!("cf:{{{}}}:rate", config.account),
+                pause_key: format!("cf:{{{}}}:pause", config.account),
+                pause: Script::new(PAUSE),
+                paused_until: std::sync::Mutex::new(None),
                 settle: Script::new(SETTLE),
                 config,
                 acquire: Script::new(ACQUIRE),
@@ -311,6 +341,7 @@ impl RedisLimit {
         invocation
             .key(&inner.key)
             .key(&inner.rate_key)
+            .key(&inner.pause_key)
             .arg(slot)
             .arg(c.limit)
             .arg(c.lease.as_millis() as u64)
@@ -375,6 +406,48 @@ impl RedisLimit {
         if self.inner.stats.degraded.swap(false, Ordering::Relaxed) {
             tracing::warn!("Redis is reachable again: the fleet's limit applies");
         }
+    }
+}
+
+/// The API's rate-limit headers ask for a pause: every host of the fleet waits it out
+/// (`ACQUIRE` answers "rate spent" until it ends), instead of each meeting its own 429s.
+impl cf_llm::RateObserver for RedisLimit {
+    fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        {
+            let Ok(mut known) = self.inner.paused_until.lock() else {
+                return;
+            };
+            // Asked already (a response of every call in flight says the same).
+            if known.is_some_and(|k| k + Duration::from_millis(50) >= until) {
+                return;
+            }
+            *known = Some(until);
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let limit = self.clone();
+        self.inner.stats.api_pauses.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            wait_ms = wait.as_millis() as u64,
+            "the API asked for a pause (rate-limit headers): the fleet waits"
+        );
+        rt.spawn(async move {
+            let inner = &limit.inner;
+            let mut conn = inner.conn.clone();
+            let mut invocation = inner.pause.prepare_invoke();
+            invocation
+                .key(&inner.pause_key)
+                .arg(wait.as_millis().max(1) as u64);
+            let set = invocation.invoke_async::<i64>(&mut conn);
+            if !matches!(
+                tokio::time::timeout(inner.config.op_timeout, set).await,
+                Ok(Ok(_))
+            ) {
+                let _ = limit.unreachable("passing the API's pause on failed");
+            }
+        });
     }
 }
 

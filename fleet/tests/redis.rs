@@ -563,3 +563,92 @@ async fn rates_reserve_the_estimate_and_settle_the_use() {
     })
     .await;
 }
+
+/// Two hosts under the API's own request rate (the loopback server: 20 requests per
+/// 300 ms window, with its `anthropic-ratelimit-*` headers and 429s): 120 calls with
+/// `observe` (the hosts pass the API's pauses to the fleet) or without. Returns the
+/// calls that succeeded, the 429s the API sent, and the pauses passed on.
+async fn under_the_apis_rate(redis: &Redis, observe: bool) -> (usize, u64, u64) {
+    let server = MockServer::start(MockConfig {
+        latency: Duration::from_millis(10),
+        record: false,
+        rate_limit: Some(cf_mock_llm::RateLimit {
+            requests: 20,
+            window: Duration::from_millis(300),
+        }),
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock");
+    let account = format!("rate-{}", cf_fleet::random_id());
+    let mut hosts = Vec::new();
+    let mut limits = Vec::new();
+    for _ in 0..2 {
+        let limit = RedisLimit::connect(&redis.url(), FleetConfig::new(10, account.clone()))
+            .await
+            .expect("connects");
+        let mut config = AnthropicConfig::new(server.base_url(), ApiKey::new("k"));
+        if observe {
+            config.rate_observer = Some(Arc::new(limit.clone()));
+        }
+        let provider = AnthropicProvider::new(config).expect("client");
+        let svc = LlmService::builder(Arc::new(provider))
+            .max_concurrent(10)
+            .max_retries(2)
+            .shared_limit(Arc::new(limit.clone()))
+            .build();
+        hosts.push(svc);
+        limits.push(limit);
+    }
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut calls = Vec::new();
+    for (h, svc) in hosts.iter().enumerate() {
+        for i in 0..60 {
+            let (svc, ok) = (svc.clone(), ok.clone());
+            calls.push(tokio::spawn(async move {
+                let ledger = Ledger::unlimited();
+                let request = Request::new(
+                    "claude-haiku-4-5",
+                    16,
+                    vec![Message::user(format!("host {h} call {i}"))],
+                );
+                if svc
+                    .complete(&CallContext::new("a", &ledger), request)
+                    .await
+                    .is_ok()
+                {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    for c in calls {
+        c.await.expect("call");
+    }
+    let pauses = limits
+        .iter()
+        .map(|l| l.stats().api_pauses.load(Ordering::Relaxed))
+        .sum();
+    (ok.load(Ordering::Relaxed), server.rate_limited(), pauses)
+}
+
+/// When the API says a rate is spent (`-remaining: 0` until `-reset`), the host that
+/// hears it pauses the whole fleet until the reset: far fewer 429s than hosts that
+/// each find out for themselves, and every call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apis_rate_headers_pause_the_whole_fleet() {
+    let Some(redis) = Redis::start(None).await else {
+        return;
+    };
+    let (ok, refused, pauses) = under_the_apis_rate(&redis, true).await;
+    let (ok_alone, refused_alone, _) = under_the_apis_rate(&redis, false).await;
+    eprintln!(
+        "observed: ok {ok}, 429s {refused}, pauses {pauses}; alone: ok {ok_alone}, 429s {refused_alone}"
+    );
+    assert_eq!(ok, 120, "every call succeeds");
+    assert!(pauses >= 1, "the API's pauses were passed on");
+    assert!(
+        refused < refused_alone,
+        "{refused} 429s with the fleet pausing, {refused_alone} without"
+    );
+}

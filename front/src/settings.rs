@@ -1020,6 +1020,15 @@ impl Settings {
 
     /// The provider these settings choose, wrapped in a recorder when asked.
     pub fn provider(&self) -> Result<Arc<dyn llm::Provider>, ConfigError> {
+        self.provider_observed(None)
+    }
+
+    /// [`Settings::provider`], telling `observer` when the API's rate-limit headers ask
+    /// for a pause (the fleet's limit: [`Settings::fleet_limit`]).
+    pub fn provider_observed(
+        &self,
+        observer: Option<Arc<dyn llm::RateObserver>>,
+    ) -> Result<Arc<dyn llm::Provider>, ConfigError> {
         let (kind, _) = self.provider_kind();
         let mut provider: Arc<dyn llm::Provider> = match kind {
             ProviderKind::Offline => Arc::new(llm::OfflineProvider::new()),
@@ -1028,7 +1037,8 @@ impl Settings {
                     "the anthropic provider needs ANTHROPIC_API_KEY (or api_key in the config file)",
                 )?;
                 let base = llm::resolve_base_url(self.base_url.as_deref());
-                let config = llm::AnthropicConfig::new(base, llm::ApiKey::new(key));
+                let mut config = llm::AnthropicConfig::new(base, llm::ApiKey::new(key));
+                config.rate_observer = observer;
                 Arc::new(
                     llm::AnthropicProvider::new(config).map_err(|e| ConfigError(e.to_string()))?,
                 )
@@ -1054,6 +1064,15 @@ impl Settings {
     /// concurrency, retries, the data directory, the response cache, the agents'
     /// stores, grants. A front end may add to it before building.
     pub fn host_builder(&self) -> Result<HostBuilder, ConfigError> {
+        self.host_builder_observed(None)
+    }
+
+    /// [`Settings::host_builder`] whose provider tells `observer` when the API asks for
+    /// a pause ([`Settings::provider_observed`]).
+    pub fn host_builder_observed(
+        &self,
+        observer: Option<Arc<dyn llm::RateObserver>>,
+    ) -> Result<HostBuilder, ConfigError> {
         let mut prices = llm::PriceTable::built_in();
         if let Some(path) = &self.prices {
             let text = std::fs::read_to_string(path)
@@ -1063,7 +1082,7 @@ impl Settings {
             prices = prices.with_overrides(overrides);
         }
         let mut builder = cf_host::Host::builder()
-            .provider(self.provider()?)
+            .provider(self.provider_observed(observer)?)
             .prices(prices)
             .limits(self.limits())
             .max_concurrent(self.max_concurrent)

@@ -143,6 +143,9 @@ pub struct AnthropicConfig {
     /// answer is asked for whole. A streamed call
     /// ([`LlmService::stream`](crate::LlmService::stream)) always asks for a stream.
     pub stream_answers: bool,
+    /// Told when the API's rate-limit headers ask for a pause (a fleet's limit, which
+    /// pauses every host). Default: none.
+    pub rate_observer: Option<std::sync::Arc<dyn crate::RateObserver>>,
 }
 
 impl AnthropicConfig {
@@ -154,6 +157,7 @@ impl AnthropicConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             stream_answers: false,
+            rate_observer: None,
         }
     }
 
@@ -248,6 +252,7 @@ pub struct AnthropicProvider {
     stream_answers: bool,
     /// Kept to scrub it from what the upstream sends back.
     api_key: ApiKey,
+    rate_observer: Option<std::sync::Arc<dyn crate::RateObserver>>,
 }
 
 impl fmt::Debug for AnthropicProvider {
@@ -297,6 +302,7 @@ impl AnthropicProvider {
             max_response_bytes: config.max_response_bytes,
             stream_answers: config.stream_answers,
             api_key: config.api_key,
+            rate_observer: config.rate_observer,
         })
     }
 
@@ -332,6 +338,11 @@ impl AnthropicProvider {
             .to_owned();
         tracing::debug!(status = status.as_u16(), request_id = %request_id, model = %request.model, stream, "anthropic response");
         let hints = RetryHints::from_headers(response.headers(), SystemTime::now());
+        if let Some(observer) = &self.rate_observer
+            && let Some(wait) = api_pause(status, response.headers(), &hints, SystemTime::now())
+        {
+            observer.pause(wait);
+        }
         let event_stream = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -576,6 +587,40 @@ impl RetryHints {
     }
 }
 
+/// The rates of `anthropic-ratelimit-<rate>-{remaining,reset}`.
+const RATES: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
+
+/// How long the API takes no request, by its headers: a 429's `retry-after`, or the
+/// latest `-reset` (RFC 3339) of a rate whose `-remaining` is 0. `None` when it takes
+/// requests now.
+pub(crate) fn api_pause(
+    status: StatusCode,
+    headers: &HeaderMap,
+    hints: &RetryHints,
+    now: SystemTime,
+) -> Option<Duration> {
+    let text = |name: String| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let spent = RATES
+        .iter()
+        .filter(|rate| text(format!("anthropic-ratelimit-{rate}-remaining")) == Some("0"))
+        .filter_map(|rate| {
+            let reset =
+                humantime::parse_rfc3339_weak(text(format!("anthropic-ratelimit-{rate}-reset"))?)
+                    .ok()?;
+            reset.duration_since(now).ok().filter(|d| !d.is_zero())
+        })
+        .max();
+    let asked = (status == StatusCode::TOO_MANY_REQUESTS)
+        .then_some(hints.retry_after)
+        .flatten();
+    spent.into_iter().chain(asked).max()
+}
+
 /// An `error` event of a streamed answer (`{"type": "error", "error": {"type": …}}`,
 /// which may come after HTTP 200), classified as the status its type documents would
 /// be: `overloaded_error` 529, `api_error` 500, `rate_limit_error` 429, …
@@ -774,6 +819,55 @@ mod tests {
             c.validate(),
             Err(AnthropicConfigError::InvalidSetting(_))
         ));
+    }
+
+    #[test]
+    fn a_spent_rate_or_a_429_asks_for_a_pause_until_its_reset() {
+        let now = humantime::parse_rfc3339("2026-12-02T10:00:00Z").unwrap();
+        let pause = |status: u16, pairs: &[(&'static str, &str)]| {
+            let h = headers(pairs);
+            let hints = RetryHints::from_headers(&h, now);
+            api_pause(StatusCode::from_u16(status).unwrap(), &h, &hints, now)
+        };
+        let spent = [
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2026-12-02T10:00:02Z"),
+            ("anthropic-ratelimit-input-tokens-remaining", "0"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2026-12-02T10:00:05.500Z",
+            ),
+        ];
+        assert_eq!(
+            pause(200, &spent),
+            Some(Duration::from_millis(5500)),
+            "the latest reset"
+        );
+        let left = [
+            ("anthropic-ratelimit-requests-remaining", "3"),
+            ("anthropic-ratelimit-requests-reset", "2026-12-02T10:00:02Z"),
+        ];
+        assert_eq!(pause(200, &left), None, "requests remain");
+        let past = [
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2026-12-02T09:59:59Z"),
+        ];
+        assert_eq!(pause(200, &past), None, "the window has reset already");
+        let garbled = [
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "soon"),
+        ];
+        assert_eq!(pause(200, &garbled), None);
+        assert_eq!(
+            pause(429, &[("retry-after", "3")]),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            pause(503, &[("retry-after", "3")]),
+            None,
+            "only a 429 pauses the fleet"
+        );
+        assert_eq!(pause(429, &[]), None);
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub use service::{
     CallContext, Completion, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_WAIT, LlmService, LlmServiceBuilder, backoff,
 };
-pub use shared::{FleetFlight, Lease, SharedCache, SharedLimit};
+pub use shared::{FleetFlight, Lease, RateObserver, SharedCache, SharedLimit};
 pub use stream::{Assembler, BlockDelta, SseReader, StreamEvent, replay};
 pub use types::{
     CacheMode, LlmError, MAX_CACHE_BREAKPOINTS, MIN_THINKING_BUDGET, Media, Message, Request,

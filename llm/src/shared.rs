@@ -58,3 +58,12 @@ pub trait SharedCache: Send + Sync + std::fmt::Debug {
     /// expires and this host may lead.
     fn flight<'a>(&'a self, key: &'a str, deadline: Option<Instant>) -> BoxFuture<'a, FleetFlight>;
 }
+
+/// Told when the API's rate-limit headers ask for a pause: a rate's
+/// `anthropic-ratelimit-*-remaining` is 0 until its `-reset`, or a 429's
+/// `retry-after`. A fleet's limit passes it on to every host, so that one host's 429
+/// pauses the fleet rather than each host meeting its own.
+pub trait RateObserver: Send + Sync + std::fmt::Debug {
+    /// The API takes no request for `wait` from now.
+    fn pause(&self, wait: std::time::Duration);
+}

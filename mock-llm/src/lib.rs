@@ -226,6 +226,20 @@ pub struct MockConfig {
     /// How answers to requests with `"stream": true` are streamed (see the crate docs,
     /// "Streaming"). Default: [`StreamConfig::default()`].
     pub stream: StreamConfig,
+    /// The account's request rate, as the API enforces it: every answer carries
+    /// `anthropic-ratelimit-requests-{limit,remaining,reset}`, and a request past the
+    /// window's limit gets a 429 with `retry-after` (and `retry-after-ms`). Default:
+    /// none.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A request rate: `requests` per `window` (fixed windows from the server's start).
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    /// Requests a window takes.
+    pub requests: u64,
+    /// The window.
+    pub window: Duration,
 }
 
 impl Default for MockConfig {
@@ -240,6 +254,7 @@ impl Default for MockConfig {
             log_served: false,
             replies: Vec::new(),
             stream: StreamConfig::default(),
+            rate_limit: None,
         }
     }
 }
@@ -338,6 +353,11 @@ pub(crate) struct State {
     connections: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    rate_limit: Option<RateLimit>,
+    /// The current window's number and its requests.
+    window: Mutex<(u64, u64)>,
+    started: Instant,
+    rate_limited: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -346,6 +366,58 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl State {
+    /// The rate-limit headers of a request that arrived at `arrived`, and whether the
+    /// window's limit refuses it.
+    fn rate(&self, arrived: Instant) -> (Vec<(String, String)>, bool) {
+        let Some(limit) = self.rate_limit else {
+            return (Vec::new(), false);
+        };
+        let window = limit.window.max(Duration::from_millis(1));
+        let nth =
+            (arrived.saturating_duration_since(self.started).as_nanos() / window.as_nanos()) as u64;
+        let (allowed, remaining) = {
+            let mut w = lock(&self.window);
+            if w.0 != nth {
+                *w = (nth, 0);
+            }
+            if w.1 < limit.requests {
+                w.1 += 1;
+                (true, limit.requests - w.1)
+            } else {
+                (false, 0)
+            }
+        };
+        let end = self.started + window * u32::try_from(nth + 1).unwrap_or(u32::MAX);
+        let until = end.saturating_duration_since(Instant::now());
+        let reset = std::time::SystemTime::now() + until;
+        let mut headers = vec![
+            (
+                "anthropic-ratelimit-requests-limit".to_owned(),
+                limit.requests.to_string(),
+            ),
+            (
+                "anthropic-ratelimit-requests-remaining".to_owned(),
+                remaining.to_string(),
+            ),
+            (
+                "anthropic-ratelimit-requests-reset".to_owned(),
+                humantime::format_rfc3339_millis(reset).to_string(),
+            ),
+        ];
+        if !allowed {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            headers.push((
+                "retry-after".to_owned(),
+                until.as_secs_f64().ceil().max(1.0).to_string(),
+            ));
+            headers.push((
+                "retry-after-ms".to_owned(),
+                until.as_millis().max(1).to_string(),
+            ));
+        }
+        (headers, !allowed)
+    }
+
     fn next_fault(&self, last_user: &str) -> Option<Fault> {
         let mut f = lock(&self.faults);
         let nth = match f.plan {
@@ -494,6 +566,10 @@ impl MockServer {
             connections: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            rate_limit: config.rate_limit,
+            window: Mutex::new((0, 0)),
+            started: Instant::now(),
+            rate_limited: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
         Ok(MockServer {
@@ -516,6 +592,11 @@ impl MockServer {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Requests refused with a 429 by [`MockConfig::rate_limit`].
+    pub fn rate_limited(&self) -> u64 {
+        self.state.rate_limited.load(Ordering::Relaxed)
     }
 
     /// Adds a fault at the end of the global script.
@@ -879,6 +960,18 @@ async fn serve(
             &request_id,
         ));
     };
+    let (rate_headers, refused) = state.rate(arrived);
+    if refused {
+        return Ok(respond(
+            429,
+            full(answer::error_body(
+                "rate_limit_error",
+                "this request would exceed the rate limit of your organization",
+            )),
+            &request_id,
+            &rate_headers,
+        ));
+    }
     let answer = answer::answer(
         &request,
         &format!("msg_mock_{n:06}"),
@@ -889,7 +982,7 @@ async fn serve(
         Ok(answer) if request.get("stream") == Some(&Value::Bool(true)) => {
             let steps = stream::steps(&answer, &state.stream, stream_fault.as_ref());
             let body = ResponseBody::Events(Events::new(steps, Arc::clone(state)));
-            let mut response = respond(200, body, &request_id, &[]);
+            let mut response = respond(200, body, &request_id, &rate_headers);
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(
@@ -898,7 +991,12 @@ async fn serve(
             );
             Ok(response)
         }
-        Ok(answer) => Ok(respond(200, full(answer.to_string()), &request_id, &[])),
+        Ok(answer) => Ok(respond(
+            200,
+            full(answer.to_string()),
+            &request_id,
+            &rate_headers,
+        )),
         Err(message) => Ok(error(400, "invalid_request_error", &message, &request_id)),
     }
 }

@@ -39,8 +39,12 @@ pub(crate) async fn fleet_host(
             "cf-host: ANTHROPIC_API_KEY is not set; using the offline provider (answers are labelled [offline])"
         );
     }
-    let mut builder = s.host_builder()?;
     let fleet = s.fleet_limit().await?;
+    // The API's rate-limit headers pause the whole fleet.
+    let observer = fleet
+        .clone()
+        .map(|l| std::sync::Arc::new(l) as std::sync::Arc<dyn cf_host::llm::RateObserver>);
+    let mut builder = s.host_builder_observed(observer)?;
     if let Some(limit) = &fleet {
         builder = builder.shared_limit(std::sync::Arc::new(limit.clone()));
     }
