@@ -81,6 +81,10 @@ pub struct ServeConfig {
     /// The fleet's concurrency limit on Redis the host shares, if any: `/readyz` says
     /// whether Redis answers, `/metrics` counts its errors.
     pub fleet: Option<cf_fleet::RedisLimit>,
+    /// The work queue this server's worker takes items from (`serve --worker`), and
+    /// what the worker did: `/readyz` says whether its Redis answers, `/metrics` shows
+    /// the queue's depth and the worker's counts.
+    pub worker: Option<(cf_fleet::WorkQueue, Arc<cf_front::queue::WorkerStats>)>,
 }
 
 impl Default for ServeConfig {
@@ -92,6 +96,7 @@ impl Default for ServeConfig {
             grace: DEFAULT_GRACE,
             base_options: RunOptions::default(),
             fleet: None,
+            worker: None,
         }
     }
 }
@@ -109,6 +114,7 @@ struct AppState {
     grace: Duration,
     shutting_down: AtomicBool,
     fleet: Option<cf_fleet::RedisLimit>,
+    worker: Option<(cf_fleet::WorkQueue, Arc<cf_front::queue::WorkerStats>)>,
 }
 
 /// The HTTP server over a [`Host`].
@@ -156,6 +162,7 @@ impl Server {
                 grace: config.grace,
                 shutting_down: AtomicBool::new(false),
                 fleet: config.fleet,
+                worker: config.worker,
             }),
             max_body_bytes: config.max_body_bytes,
         })
@@ -1020,7 +1027,7 @@ async fn healthz() -> &'static str {
 }
 
 #[utoipa::path(get, path = "/readyz",
-    responses((status = 200, description = "ready: `{\"ready\": true, \"redis\": \"ok\" | \"degraded\" | \"none\"}` (degraded: Redis is away and model calls go under this host's own limit, fail-open)"),
+    responses((status = 200, description = "ready: `{\"ready\": true, \"redis\": \"ok\" | \"degraded\" | \"none\", \"queue\": \"ok\" | \"unreachable\" | \"none\"}` (degraded: Redis is away and model calls go under this host's own limit, fail-open; queue: the work queue of `serve --worker`)"),
         (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.shutting_down.load(Ordering::SeqCst) {
@@ -1047,25 +1054,29 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         )
         .into_response();
     }
-    Json(json!({ "ready": true, "redis": redis })).into_response()
+    let queue = match &state.worker {
+        None => "none",
+        Some((queue, _)) if queue.ping().await => "ok",
+        // The worker waits for it; items stay in Redis (or come back after the lease).
+        Some(_) => "unreachable",
+    };
+    Json(json!({ "ready": true, "redis": redis, "queue": queue })).into_response()
 }
 
 #[utoipa::path(get, path = "/metrics",
     responses((status = 200, description = "the Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let llm = state.host.llm();
-    let fleet = state.fleet.as_ref().map(|f| {
-        let s = f.stats();
-        (
-            s.redis_errors.load(std::sync::atomic::Ordering::Relaxed),
-            s.degraded.load(std::sync::atomic::Ordering::Relaxed),
-        )
-    });
+    let worker = match &state.worker {
+        Some((queue, stats)) => Some((queue.depth().await.ok(), stats.as_ref())),
+        None => None,
+    };
     let text = state.metrics.render(
         state.registry.running(),
         llm.calls_in_flight(),
         llm.calls_waiting(),
-        fleet,
+        state.fleet.as_ref().map(cf_fleet::RedisLimit::stats),
+        worker,
     );
     (
         [(

@@ -42,6 +42,10 @@ pub struct Metrics {
     http_refused: Family<Kind, Counter>,
     redis_errors: Gauge,
     redis_degraded: Gauge,
+    api_pauses: Gauge,
+    queue_depth: Gauge,
+    worker_items: Family<Outcome, Gauge>,
+    worker_running: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +66,10 @@ impl Default for Metrics {
             http_refused: Family::default(),
             redis_errors: Gauge::default(),
             redis_degraded: Gauge::default(),
+            api_pauses: Gauge::default(),
+            queue_depth: Gauge::default(),
+            worker_items: Family::default(),
+            worker_running: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -134,6 +142,26 @@ impl Default for Metrics {
             "1 while Redis is unreachable (fail-open: model calls under this host's own limit)",
             m.redis_degraded.clone(),
         );
+        registry.register(
+            "api_pauses",
+            "Pauses the API asked for (rate-limit headers, 429s) that this host passed on to the fleet, since start",
+            m.api_pauses.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Items of the fleet's work queue waiting or running (serve --worker)",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "worker_items",
+            "Items this worker dealt with, by outcome: stored, duplicate (another worker stored first), taken_over, abandoned, handed_back, since start",
+            m.worker_items.clone(),
+        );
+        registry.register(
+            "worker_running",
+            "Items of the work queue this worker runs now",
+            m.worker_running.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -198,12 +226,38 @@ impl Metrics {
         runs: usize,
         calls_in_flight: usize,
         calls_waiting: usize,
-        fleet: Option<(u64, bool)>,
+        fleet: Option<&cf_fleet::FleetStats>,
+        worker: Option<(Option<u64>, &cf_front::queue::WorkerStats)>,
     ) -> String {
-        if let Some((errors, degraded)) = fleet {
-            self.redis_errors
-                .set(i64::try_from(errors).unwrap_or(i64::MAX));
-            self.redis_degraded.set(i64::from(degraded));
+        let count = |a: &std::sync::atomic::AtomicU64| {
+            i64::try_from(a.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX)
+        };
+        if let Some(f) = fleet {
+            self.redis_errors.set(count(&f.redis_errors));
+            self.redis_degraded.set(i64::from(
+                f.degraded.load(std::sync::atomic::Ordering::Relaxed),
+            ));
+            self.api_pauses.set(count(&f.api_pauses));
+        }
+        if let Some((depth, w)) = worker {
+            if let Some(depth) = depth {
+                self.queue_depth
+                    .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            }
+            for (outcome, n) in [
+                ("stored", &w.stored),
+                ("duplicate", &w.duplicates),
+                ("taken_over", &w.taken_over),
+                ("abandoned", &w.abandoned),
+                ("handed_back", &w.handed_back),
+            ] {
+                self.worker_items
+                    .get_or_create(&Outcome {
+                        outcome: outcome.into(),
+                    })
+                    .set(count(n));
+            }
+            self.worker_running.set(count(&w.running));
         }
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.runs_in_flight.set(gauge(runs));

@@ -27,8 +27,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
         )));
     }
     let (host, fleet) = fleet_host(&settings).await?;
-    let queue = if args.worker {
-        Some(settings.work_queue(None).await?)
+    let worker = if args.worker {
+        Some((
+            settings.work_queue(None).await?,
+            std::sync::Arc::new(WorkerStats::default()),
+        ))
     } else {
         None
     };
@@ -38,6 +41,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
         max_body_bytes: usize::try_from(settings.serve_max_body_bytes).unwrap_or(usize::MAX),
         grace: Duration::from_secs_f64(settings.serve_grace_secs),
         fleet,
+        worker: worker.clone(),
         base_options: RunOptions {
             model: settings.model.clone(),
             budget: settings.budget(),
@@ -67,7 +71,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let worker = queue.map(|queue| {
+    let worker = worker.map(|(queue, stats)| {
         let options = super::worker::worker_options(
             &settings,
             settings.max_concurrent,
@@ -77,7 +81,6 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
             "cf-host: worker {} takes items of queue {:?}",
             options.consumer, settings.redis_queue
         );
-        let stats = std::sync::Arc::new(WorkerStats::default());
         let task = tokio::spawn(run_worker(
             host.clone(),
             queue,

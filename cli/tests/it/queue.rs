@@ -239,6 +239,37 @@ async fn a_worker_killed_mid_batch_loses_no_item_and_doubles_none() {
         "the fleet's limit: {}",
         server.max_in_flight()
     );
+    // The serving worker reports the queue on /readyz and /metrics.
+    let address = serving
+        .stderr()
+        .lines()
+        .find_map(|l| l.split("serving on ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the server's address")
+        .to_owned();
+    let ready: serde_json::Value = reqwest::get(format!("{address}/readyz"))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(ready["queue"], "ok", "{ready}");
+    let metrics = reqwest::get(format!("{address}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(metric("cf_queue_depth"), 0.0, "every item acknowledged");
+    assert!(metric("cf_worker_items{outcome=\"stored\"}") >= 1.0);
     let (s1, e1) = survivor.terminate();
     let (s2, e2) = serving.terminate();
     assert!(s1.success() && s2.success(), "{e1}\n{e2}");
