@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Three hosts, each a `cf-host run --tasks` process with `--max-concurrent 50`,
-/// sharing one Redis, 3 × 300 items against a server answering after 100 ms: the
+/// sharing one Redis, 3 × 1000 items against a server answering after 100 ms: the
 /// server never sees more than 50 requests at once (not 150), and sees 50; every item
 /// succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +26,7 @@ async fn three_host_processes_share_one_limit() {
     let mut hosts = Vec::new();
     for host in 0..3 {
         let tasks = dir.path().join(format!("tasks-{host}.jsonl"));
-        let lines: String = (0..300)
+        let lines: String = (0..1000)
             .map(|i| format!("{{\"task\": \"host {host} item {i}\"}}\n"))
             .collect();
         std::fs::write(&tasks, lines).expect("tasks");
@@ -65,9 +65,9 @@ async fn three_host_processes_share_one_limit() {
             .lines()
             .filter(|l| l.contains("\"ok\":true"))
             .count();
-        assert_eq!(ok, 300);
+        assert_eq!(ok, 1000);
     }
-    assert_eq!(server.requests(), 900);
+    assert_eq!(server.requests(), 3000);
     assert_eq!(
         server.max_in_flight(),
         50,
