@@ -17,6 +17,14 @@ struct Proc {
     stderr: Arc<Mutex<String>>,
 }
 
+/// A test that fails part-way leaves no worker behind.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Proc {
     fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
@@ -43,7 +51,7 @@ impl Proc {
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let status = self.child.wait().expect("exits");
@@ -270,6 +278,7 @@ async fn a_worker_killed_mid_batch_loses_no_item_and_doubles_none() {
     };
     assert_eq!(metric("cf_queue_depth"), 0.0, "every item acknowledged");
     assert!(metric("cf_worker_items{outcome=\"stored\"}") >= 1.0);
+    let (mut survivor, mut serving) = (survivor, serving);
     let (s1, e1) = survivor.terminate();
     let (s2, e2) = serving.terminate();
     assert!(s1.success() && s2.success(), "{e1}\n{e2}");
@@ -344,7 +353,10 @@ async fn the_queue_survives_redis_killed_and_restarted() {
     check_results(&collected, n);
     let mut errors = 0;
     for w in workers {
-        let (s, e) = w.terminate();
+        let (s, e) = {
+            let mut w = w;
+            w.terminate()
+        };
         assert!(s.success(), "{e}");
         errors += stat(&e, "Redis error");
     }
