@@ -362,3 +362,66 @@ async fn the_queue_survives_redis_killed_and_restarted() {
     }
     assert!(errors >= 1, "the workers met the outage");
 }
+
+/// Ctrl-C in the submitter cancels the batch: it exits 130 after the grace period, and
+/// the items no worker started are handed to the next worker as cancelled, not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_the_submitter_cancels_the_batch() {
+    let Some(redis) = RedisServer::start(None).await else {
+        return;
+    };
+    let server = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = dir.path();
+    let url = redis.url();
+    let file = tasks(dir, 50);
+    let mut cmd = cf_host(dir, "submitter", &server);
+    cmd.args([
+        "run",
+        "python-expert",
+        "--json",
+        "--grace",
+        "0.5",
+        "--queue",
+        &url,
+    ])
+    .arg("--tasks")
+    .arg(&file)
+    .stdout(Stdio::null());
+    let mut submitter = Proc::spawn(cmd);
+    // No worker runs: once the batch is submitted, interrupt.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !submitter.stderr().contains("submitted to queue") {
+        assert!(std::time::Instant::now() < end, "{}", submitter.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queue = cf_fleet::WorkQueue::connect(&url, cf_fleet::QueueConfig::default())
+        .await
+        .expect("connects");
+    let pending = loop {
+        let depth = queue.depth().await.expect("depth");
+        if depth == 50 {
+            break depth;
+        }
+        assert!(std::time::Instant::now() < end, "{depth} items submitted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pending, 50);
+    let _ = Command::new("kill")
+        .args(["-INT", &submitter.child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = submitter.child.wait().expect("exits");
+        (status, submitter.stderr())
+    })
+    .await
+    .expect("waited");
+    assert_eq!(status.0.code(), Some(130), "{}", status.1);
+    assert!(status.1.contains("cancelled"), "{}", status.1);
+    let taken = queue.take("probe", 100).await.expect("takes");
+    assert!(taken.run.is_empty(), "{:?}", taken.run);
+    assert_eq!(taken.cancelled.len(), 50);
+    assert_eq!(server.requests(), 0, "nothing ran");
+}
