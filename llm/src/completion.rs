@@ -186,9 +186,19 @@ impl LlmService {
         queue_wait: &mut Duration,
     ) -> Result<(EventStream, VecDeque<StreamEvent>, Permits), AttemptFailure> {
         let permits = self.permits(call, request, queue_wait).await?;
-        let (limit, bounded_by_deadline) = Self::attempt_limit(call, idle);
+        // A whole answer is bounded by the attempt timeout, as `complete`'s are.
+        let wait = if call.live {
+            idle
+        } else {
+            self.attempt_timeout()
+        };
+        let (limit, bounded_by_deadline) = Self::attempt_limit(call, wait);
         let opened = tokio::time::timeout_at(limit, async {
-            let mut events = self.provider().open(request).await?;
+            let mut events = if call.live {
+                self.provider().open(request).await?
+            } else {
+                EventStream::whole(self.provider().send(request).await?)
+            };
             let mut first = VecDeque::new();
             while let Some(event) = events.next().await? {
                 let started = matches!(event, StreamEvent::MessageStart { .. });

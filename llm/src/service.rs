@@ -198,6 +198,12 @@ pub struct CallContext<'a> {
     pub deadline: Option<Instant>,
     /// How the call uses the response cache.
     pub cache_mode: CacheMode,
+    /// Whether somebody waits for a stream's events as the model writes them (a
+    /// terminal, an event sink, an SSE client). When nobody does, a stream asks the
+    /// provider for the answer whole and replays it (one delta per block): the same
+    /// content at a fraction of the cost (one response to parse instead of an event
+    /// per token, no task woken per event). Default: true.
+    pub live: bool,
 }
 
 impl<'a> CallContext<'a> {
@@ -209,6 +215,7 @@ impl<'a> CallContext<'a> {
             ledger,
             deadline: None,
             cache_mode: CacheMode::Normal,
+            live: true,
         }
     }
 
@@ -218,6 +225,12 @@ impl<'a> CallContext<'a> {
             cache_mode: mode,
             ..self
         }
+    }
+
+    /// The same call, streamed as the model writes it (`true`) or asked for whole and
+    /// replayed when streamed (`false`: nobody waits for its events).
+    pub fn with_live(self, live: bool) -> Self {
+        Self { live, ..self }
     }
 
     /// The same call, made by the plugin whose component has the digest `component`.
@@ -761,6 +774,10 @@ impl LlmService {
     }
 
     /// The idle timeout of streamed calls.
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.inner.attempt_timeout
+    }
+
     pub(crate) fn idle_timeout(&self) -> Duration {
         self.inner.idle_timeout
     }

@@ -173,6 +173,8 @@ impl LlmCtx {
             .with_component(self.caller.component.as_deref())
             .with_deadline(self.deadline)
             .with_cache_mode(cache_mode)
+            // Nobody waits for the run's events: its streams are asked for whole.
+            .with_live(self.settings.options.events.is_some())
     }
 
     /// One model call of any contract version, whole.

@@ -124,6 +124,16 @@ fn last_stream_was_abandoned(what: &str, server: &MockServer) {
     );
 }
 
+/// The options of a run somebody watches (an event sink): its streams are read from
+/// the provider as the model writes them. A run nobody watches asks for its answers
+/// whole ([`a_run_nobody_watches_asks_for_its_answers_whole`]).
+fn watched() -> RunOptions {
+    RunOptions {
+        events: Some(cf_host::EventSink::new(|_| {})),
+        ..RunOptions::default()
+    }
+}
+
 fn is_deadline(e: &RunError) -> bool {
     matches!(e.error, Error::Deadline { .. })
 }
@@ -189,9 +199,13 @@ async fn a_forgotten_stream_is_closed_at_the_end_of_the_run() {
     let server = server(4, Duration::from_millis(200)).await;
     let (host, _dir) = host(&server, |b| b);
     let agent = contract2(&host).await;
-    let out = bounded("stream-forget", 60, agent.run(task("stream-forget", "")))
-        .await
-        .expect("the run succeeds");
+    let out = bounded(
+        "stream-forget",
+        60,
+        agent.run_with(task("stream-forget", ""), &watched()),
+    )
+    .await
+    .expect("the run succeeds");
     assert_eq!(out.text, "forgotten");
     nothing_left_open("stream-forget", &host, &server).await;
     assert_eq!(server.requests(), 1);
@@ -255,9 +269,13 @@ async fn a_trap_mid_stream_closes_the_stream_and_caches_nothing() {
     let cache = host.llm().response_cache().expect("a response cache");
     let agent = contract2(&host).await;
     // A short prompt: the whole answer streams in about 4 s.
-    let failed = bounded("stream-trap", 60, agent.run(task("stream-trap", "hi")))
-        .await
-        .expect_err("the guest traps");
+    let failed = bounded(
+        "stream-trap",
+        60,
+        agent.run_with(task("stream-trap", "hi"), &watched()),
+    )
+    .await
+    .expect_err("the guest traps");
     assert!(
         matches!(failed.error, Error::Trap { .. }),
         "a trap: {failed:?}"
@@ -301,7 +319,7 @@ async fn a_guest_spinning_with_a_stream_open_is_stopped_by_the_deadline() {
     let agent = contract2(&host).await;
     let options = RunOptions {
         deadline: Some(Duration::from_secs(2)),
-        ..RunOptions::default()
+        ..watched()
     };
     let failed = bounded(
         "stream-spin",
@@ -687,4 +705,34 @@ async fn giving_up_on_a_runs_result_cancels_it() {
     .await;
     nothing_left_open("a result given up on", &host, &server).await;
     last_stream_was_abandoned("a result given up on", &server);
+}
+
+/// A run nobody watches (no event sink: a batch printing results, a piped CLI) asks the
+/// provider for its streams' answers whole and replays them to the guest, which reads
+/// the same text; a watched run's are streamed as the model writes them.
+#[tokio::test]
+async fn a_run_nobody_watches_asks_for_its_answers_whole() {
+    let server = server(1, Duration::ZERO).await;
+    let (host, _dir) = host(&server, |b| b.no_response_cache());
+    let agent = contract2(&host).await;
+    let alone = agent
+        .run(task("stream", "the same question"))
+        .await
+        .expect("runs");
+    let watched = agent
+        .run_with(task("stream", "the same question"), &watched())
+        .await
+        .expect("runs");
+    assert_eq!(alone.text, watched.text, "the same answer either way");
+    assert!(!alone.text.is_empty());
+    let streamed: Vec<bool> = server
+        .received()
+        .iter()
+        .map(|r| r.body.get("stream") == Some(&serde_json::Value::Bool(true)))
+        .collect();
+    assert_eq!(
+        streamed,
+        [false, true],
+        "whole when unwatched, streamed when watched"
+    );
 }
