@@ -30,6 +30,9 @@ const LOG_CHUNK: usize = 1024;
 /// are queued, so that a file of millions is never in memory.
 const READ_AHEAD: usize = 1024;
 
+/// Items the tasks reader hands over at a time (see [`Reader::start`]).
+const READ_CHUNK: usize = 128;
+
 /// What the end of a batch reports.
 pub(crate) struct BatchOutcome {
     pub(crate) done: usize,
@@ -156,25 +159,46 @@ pub(crate) struct Reader {
 
 impl Reader {
     /// Reads `input` on a thread of its own; the items come on the channel returned.
+    ///
+    /// The thread hands items over in chunks of [`READ_CHUNK`], which a task of the
+    /// runtime passes on one by one: a thread blocked on a full channel is woken (a
+    /// futex, two context switches) each time the batch takes an item, so handing
+    /// them over singly cost that per item; a chunk costs it once per [`READ_CHUNK`].
     pub(crate) fn start(
         self,
         input: Box<dyn BufRead + Send>,
     ) -> Result<mpsc::Receiver<BatchItem>, CliError> {
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (chunks_tx, mut chunks) = mpsc::channel::<Vec<BatchItem>>(READ_AHEAD / READ_CHUNK);
+        let (tx, rx) = mpsc::channel(READ_CHUNK);
         std::thread::Builder::new()
             .name("cf-host-tasks".into())
-            .spawn(move || self.read(input, &tx))
+            .spawn(move || self.read(input, &chunks_tx))
             .map_err(|e| CliError::Failed(format!("starting the tasks reader: {e}")))?;
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                for item in chunk {
+                    // The batch is gone: the reader stops at its next chunk.
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
         Ok(rx)
     }
 
-    fn read(self, input: Box<dyn BufRead + Send>, items: &mpsc::Sender<BatchItem>) {
+    fn read(self, input: Box<dyn BufRead + Send>, chunks: &mpsc::Sender<Vec<BatchItem>>) {
+        let mut chunk = Vec::with_capacity(READ_CHUNK);
         for parsed in cf_front::tasks::stream(input, self.default_agent.as_deref(), &self.base) {
             match parsed {
                 Ok(item) => {
-                    // The batch is gone (an error in the CLI): stop reading.
-                    if items.blocking_send(item).is_err() {
-                        return;
+                    chunk.push(item);
+                    if chunk.len() == READ_CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
+                        // The batch is gone (an error in the CLI): stop reading.
+                        if chunks.blocking_send(full).is_err() {
+                            return;
+                        }
                     }
                 }
                 Err(b) => {
@@ -188,6 +212,9 @@ impl Reader {
                     ));
                 }
             }
+        }
+        if !chunk.is_empty() {
+            let _ = chunks.blocking_send(chunk);
         }
     }
 }
