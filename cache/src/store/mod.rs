@@ -17,6 +17,7 @@ mod db;
 mod legacy;
 pub(crate) mod record;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -172,6 +173,9 @@ struct StoresInner {
     agents_path: std::path::PathBuf,
     limits: StoreLimits,
     clock: Arc<dyn Clock>,
+    /// Scopes opened by [`AgentStores::shared_scope`], by directory name, with the
+    /// limits they were opened with.
+    shared: Mutex<HashMap<String, Vec<(StoreLimits, Arc<AgentStore>)>>>,
 }
 
 impl AgentStores {
@@ -197,8 +201,56 @@ impl AgentStores {
                 agents_path,
                 limits,
                 clock,
+                shared: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// The store of `agent` (of the plugin qualified by `qualifier`, as in
+    /// [`qualified_scope`](Self::qualified_scope)) with `limits`, opened once and then
+    /// shared: every later call with the same name and limits gets the same handle.
+    /// Opening a store (its directory checked, its database connected, the old format
+    /// looked for) costs far more than an operation on it, and a host runs an agent
+    /// thousands of times; the handle also keeps the directory it checked, whatever
+    /// happens to the path later.
+    pub fn shared_scope(
+        &self,
+        agent: &str,
+        qualifier: Option<&str>,
+        limits: StoreLimits,
+    ) -> Result<Arc<AgentStore>, Error> {
+        let name = match qualifier {
+            Some(q) => format!("{agent}.{q}"),
+            None => agent.to_owned(),
+        };
+        let found = self
+            .inner
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&name)
+            .and_then(|opened| opened.iter().find(|(l, _)| *l == limits))
+            .map(|(_, store)| Arc::clone(store));
+        if let Some(store) = found {
+            return Ok(store);
+        }
+        // Opened outside the lock (it is file I/O); two first calls at once open it
+        // twice and the first to finish is kept.
+        let store = Arc::new(match qualifier {
+            Some(q) => self.qualified_scope(agent, q, limits.clone())?,
+            None => self.scope_with_limits(agent, limits.clone())?,
+        });
+        let mut shared = self
+            .inner
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let opened = shared.entry(name).or_default();
+        if let Some((_, kept)) = opened.iter().find(|(l, _)| *l == limits) {
+            return Ok(Arc::clone(kept));
+        }
+        opened.push((limits, Arc::clone(&store)));
+        Ok(store)
     }
 
     /// The limits every scope enforces.
@@ -448,6 +500,43 @@ mod tests {
         ] {
             assert!(validate_agent_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_shared_scope_is_opened_once_per_name_and_limits() {
+        let (_tmp, stores, _clock) = stores(StoreLimits::default());
+        let a = stores
+            .shared_scope("p", None, StoreLimits::default())
+            .expect("opens");
+        let again = stores
+            .shared_scope("p", None, StoreLimits::default())
+            .expect("shared");
+        assert!(Arc::ptr_eq(&a, &again), "the same handle");
+        let smaller = StoreLimits {
+            max_entries: 5,
+            ..StoreLimits::default()
+        };
+        let capped = stores
+            .shared_scope("p", None, smaller)
+            .expect("other limits");
+        assert!(!Arc::ptr_eq(&a, &capped), "other limits: another handle");
+        let plugin = stores
+            .shared_scope("p", Some("0123abcd"), StoreLimits::default())
+            .expect("qualified");
+        assert!(!Arc::ptr_eq(&a, &plugin));
+        // One database under them: what one handle writes the other reads.
+        a.set("k", b"v", None).expect("set");
+        assert_eq!(capped.get("k").expect("get").as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            plugin.get("k").expect("get"),
+            None,
+            "a plugin's scope is its own"
+        );
+        assert!(
+            stores
+                .shared_scope("../x", None, StoreLimits::default())
+                .is_err()
+        );
     }
 
     #[test]

@@ -79,13 +79,12 @@ impl StoreCtx {
         let (stores, name) = (stores.clone(), self.caller.name.clone());
         // 128 bits of the digest name the directory.
         let qualifier = self.caller.component.as_ref().map(|d| d[..32].to_owned());
-        let opened = tokio::task::spawn_blocking(move || match qualifier {
-            Some(q) => stores.qualified_scope(&name, &q, limits),
-            None => stores.scope_with_limits(&name, limits),
+        let opened = tokio::task::spawn_blocking(move || {
+            stores.shared_scope(&name, qualifier.as_deref(), limits)
         })
         .await
         .map_err(|e| Failure::Store(StoreError::Io(format!("opening the store failed: {e}"))))?;
-        let store = Arc::new(opened.map_err(|e| Failure::Store(StoreError::Io(e.to_string())))?);
+        let store = opened.map_err(|e| Failure::Store(StoreError::Io(e.to_string())))?;
         Ok(self.opened.get_or_init(|| store).clone())
     }
 
