@@ -70,7 +70,18 @@ async fn run(host: &Host, mode: &str, extra: &[(&str, &str)]) -> Result<RunOutpu
     for (k, v) in extra {
         task = task.with_context(*k, *v);
     }
-    bounded(mode, 60, agent.run(task)).await
+    // The streaming modes run watched (an event sink), so that their streams are read
+    // from the provider as the model writes them: a run nobody watches asks for its
+    // answers whole.
+    let options = if mode.starts_with("stream") {
+        cf_host::RunOptions {
+            events: Some(cf_host::EventSink::new(|_| {})),
+            ..cf_host::RunOptions::default()
+        }
+    } else {
+        cf_host::RunOptions::default()
+    };
+    bounded(mode, 60, agent.run_with(task, &options)).await
 }
 
 fn meta<'a>(out: &'a RunOutput, key: &str) -> &'a str {
