@@ -160,6 +160,10 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The handles of one store directory opened by [`AgentStores::shared_scope`], each
+/// with the limits it was opened with.
+type SharedScopes = Vec<(StoreLimits, Arc<AgentStore>)>;
+
 /// The parent of all agent stores: `<root>/agents`. Cheap to clone; `Send + Sync`.
 #[derive(Debug, Clone)]
 pub struct AgentStores {
@@ -175,7 +179,7 @@ struct StoresInner {
     clock: Arc<dyn Clock>,
     /// Scopes opened by [`AgentStores::shared_scope`], by directory name, with the
     /// limits they were opened with.
-    shared: Mutex<HashMap<String, Vec<(StoreLimits, Arc<AgentStore>)>>>,
+    shared: Mutex<HashMap<String, SharedScopes>>,
 }
 
 impl AgentStores {
