@@ -13,7 +13,7 @@ use cf_front::render;
 use cf_front::runlog::RunRecord;
 use cf_front::summary::{Summary, SummaryBuilder};
 use cf_host::{BatchEventSink, BatchItem, BatchOptions, BatchRun, Host, RunOptions, Task};
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader, Read, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +32,9 @@ const READ_AHEAD: usize = 1024;
 
 /// Items the tasks reader hands over at a time (see [`Reader::start`]).
 const READ_CHUNK: usize = 128;
+
+/// The tasks reader's buffer: a chunk of items also goes when it empties.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// What the end of a batch reports.
 pub(crate) struct BatchOutcome {
@@ -124,16 +127,16 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
 
 /// The tasks file `path` (`-`: stdin), and its number of items when it can be
 /// counted first (a regular file; a pipe such as `--tasks <(…)` can be read only once).
-pub(crate) fn open_tasks(path: &str) -> Result<(Box<dyn BufRead + Send>, Option<usize>), CliError> {
+pub(crate) fn open_tasks(path: &str) -> Result<(Box<dyn Read + Send>, Option<usize>), CliError> {
     if path == "-" {
-        return Ok((Box::new(BufReader::new(std::io::stdin())), None));
+        return Ok((Box::new(std::io::stdin()), None));
     }
     let file = std::fs::File::open(path).map_err(|e| CliError::usage(format!("{path}: {e}")))?;
     let total = match file.metadata() {
         Ok(meta) if meta.is_file() => std::fs::File::open(path).ok().map(count_tasks),
         _ => None,
     };
-    Ok((Box::new(BufReader::new(file)), total))
+    Ok((Box::new(file), total))
 }
 
 /// The non-blank lines of a tasks file, for the progress line's total (as the reader
@@ -160,19 +163,21 @@ pub(crate) struct Reader {
 impl Reader {
     /// Reads `input` on a thread of its own; the items come on the channel returned.
     ///
-    /// The thread hands items over in chunks of [`READ_CHUNK`], which a task of the
-    /// runtime passes on one by one: a thread blocked on a full channel is woken (a
+    /// The thread hands items over in chunks of up to [`READ_CHUNK`], which a task of
+    /// the runtime passes on one by one: a thread blocked on a full channel is woken (a
     /// futex, two context switches) each time the batch takes an item, so handing
-    /// them over singly cost that per item; a chunk costs it once per [`READ_CHUNK`].
+    /// them over singly cost that per item; a chunk costs it once per chunk. A chunk
+    /// also goes as soon as the input has nothing more buffered (before a read that may
+    /// block): a producer writing to stdin a task at a time gets each one run at once.
     pub(crate) fn start(
         self,
-        input: Box<dyn BufRead + Send>,
+        input: Box<dyn Read + Send>,
     ) -> Result<mpsc::Receiver<BatchItem>, CliError> {
         let (chunks_tx, mut chunks) = mpsc::channel::<Vec<BatchItem>>(READ_AHEAD / READ_CHUNK);
         let (tx, rx) = mpsc::channel(READ_CHUNK);
         std::thread::Builder::new()
             .name("cf-host-tasks".into())
-            .spawn(move || self.read(input, &chunks_tx))
+            .spawn(move || self.read(input, chunks_tx))
             .map_err(|e| CliError::Failed(format!("starting the tasks reader: {e}")))?;
         tokio::spawn(async move {
             while let Some(chunk) = chunks.recv().await {
@@ -187,18 +192,24 @@ impl Reader {
         Ok(rx)
     }
 
-    fn read(self, input: Box<dyn BufRead + Send>, chunks: &mpsc::Sender<Vec<BatchItem>>) {
-        let mut chunk = Vec::with_capacity(READ_CHUNK);
+    fn read(self, input: Box<dyn Read + Send>, chunks: mpsc::Sender<Vec<BatchItem>>) {
+        let pending = Arc::new(Pending {
+            items: std::sync::Mutex::new(Vec::with_capacity(READ_CHUNK)),
+            chunks,
+        });
+        let input = BufReader::with_capacity(
+            READ_BUFFER,
+            HandOverFirst {
+                inner: input,
+                pending: pending.clone(),
+            },
+        );
         for parsed in cf_front::tasks::stream(input, self.default_agent.as_deref(), &self.base) {
             match parsed {
                 Ok(item) => {
-                    chunk.push(item);
-                    if chunk.len() == READ_CHUNK {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
-                        // The batch is gone (an error in the CLI): stop reading.
-                        if chunks.blocking_send(full).is_err() {
-                            return;
-                        }
+                    // The batch is gone (an error in the CLI): stop reading.
+                    if !pending.push(item) {
+                        return;
                     }
                 }
                 Err(b) => {
@@ -213,9 +224,53 @@ impl Reader {
                 }
             }
         }
-        if !chunk.is_empty() {
-            let _ = chunks.blocking_send(chunk);
+        pending.hand_over();
+    }
+}
+
+/// Items parsed and not handed over yet.
+struct Pending {
+    items: std::sync::Mutex<Vec<BatchItem>>,
+    chunks: mpsc::Sender<Vec<BatchItem>>,
+}
+
+impl Pending {
+    /// Adds an item, handing the chunk over once full; false when the batch is gone.
+    fn push(&self, item: BatchItem) -> bool {
+        let full = {
+            let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+            items.push(item);
+            items.len() >= READ_CHUNK
+        };
+        !full || self.hand_over()
+    }
+
+    /// Hands over what is pending (waiting while the batch's queue is full); false
+    /// when the batch is gone.
+    fn hand_over(&self) -> bool {
+        let chunk = std::mem::replace(
+            &mut *self.items.lock().unwrap_or_else(|e| e.into_inner()),
+            Vec::with_capacity(READ_CHUNK),
+        );
+        chunk.is_empty() || self.chunks.blocking_send(chunk).is_ok()
+    }
+}
+
+/// The tasks input, which hands the pending items over before each read: the buffer
+/// in front of it reads only once it is empty, and a read may block (stdin whose
+/// writer is still thinking), so nothing parsed waits for input that is not there.
+struct HandOverFirst {
+    inner: Box<dyn Read + Send>,
+    pending: Arc<Pending>,
+}
+
+impl Read for HandOverFirst {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.pending.hand_over() {
+            // The batch is gone: the input ends here.
+            return Ok(0);
         }
+        self.inner.read(buf)
     }
 }
 

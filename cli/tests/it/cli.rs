@@ -1286,8 +1286,19 @@ fn ctrl_c_stops_a_batch_whose_stdin_is_still_open() {
         .expect("write a task");
     stdin.flush().expect("flush");
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut first).expect("the first result");
+    // The task is run while stdin stays open (the reader does not wait for more input
+    // to hand it over). Bounded, so that a CLI waiting for more fails the test rather
+    // than hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = std::io::BufRead::read_line(&mut stdout, &mut first);
+        let _ = tx.send(first);
+    });
+    let Ok(first) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("no result while stdin stayed open: the task was not run");
+    };
     let v: serde_json::Value = serde_json::from_str(&first).expect("JSON");
     assert_eq!(v["ok"], true, "{v}");
     let status = Command::new("kill")
