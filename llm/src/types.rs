@@ -263,10 +263,12 @@ pub fn valid_tool_name(name: &str) -> bool {
 
 /// Whether `text` is a JSON object.
 fn is_json_object(text: &str) -> bool {
-    matches!(
-        serde_json::from_str::<serde_json::Value>(text),
-        Ok(serde_json::Value::Object(_))
-    )
+    // Checked on every call (a schema, a tool's input) without building the value: the
+    // kind by the first character (JSON's own whitespace is a subset of what
+    // `trim_start` skips, and anything else before it fails the parse), the syntax
+    // through `IgnoredAny`.
+    text.trim_start().starts_with('{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 impl Request {
@@ -720,6 +722,34 @@ impl fmt::Display for Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_objects_are_told_from_everything_else() {
+        for yes in [
+            "{}",
+            " \n\t{\"a\": [1, {\"b\": null}]} \r\n",
+            r#"{"type":"object","properties":{"x":{"type":"string"}}}"#,
+        ] {
+            assert!(is_json_object(yes), "{yes:?}");
+        }
+        for no in [
+            "",
+            "   ",
+            "[]",
+            "[{}]",
+            "\"{}\"",
+            "null",
+            "42",
+            "{",
+            "{\"a\": }",
+            "{} {}",
+            "{}x",
+            "\u{a0}{}",
+            "{\"a\": 1,}",
+        ] {
+            assert!(!is_json_object(no), "{no:?}");
+        }
+    }
 
     #[test]
     fn total_input_includes_cache_tokens() {

@@ -258,8 +258,13 @@ fn body_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<Body, &'
 pub(crate) const MISSING_BODY: &str = "its value is missing";
 
 /// `SELECT` of an index row joined with its body, for [`row_from`].
-pub(crate) const ROW_COLUMNS: &str = "e.seq, e.expires_ms, b.created_ms, b.tokens, b.cost_usd, \
-     b.payload, b.mac, e.used_ms FROM entries e LEFT JOIN bodies b ON b.seq = e.seq";
+macro_rules! row_columns {
+    () => {
+        "e.seq, e.expires_ms, b.created_ms, b.tokens, b.cost_usd, \
+         b.payload, b.mac, e.used_ms FROM entries e LEFT JOIN bodies b ON b.seq = e.seq"
+    };
+}
+pub(crate) const ROW_COLUMNS: &str = row_columns!();
 
 /// A [`Row`] from columns selected as [`ROW_COLUMNS`] (after `skip` others).
 pub(crate) fn row_from(r: &rusqlite::Row<'_>, skip: usize) -> rusqlite::Result<Row> {
@@ -288,8 +293,9 @@ pub(crate) fn lookup(
     scans: &mut u64,
     key: &CacheKey,
 ) -> rusqlite::Result<Option<Row>> {
-    let sql = format!("SELECT {ROW_COLUMNS} WHERE e.key = ?1");
-    crate::sqlite::counted(conn, scans, &sql, |s| {
+    // One string, not one formatted per lookup.
+    const SQL: &str = concat!("SELECT ", row_columns!(), " WHERE e.key = ?1");
+    crate::sqlite::counted(conn, scans, SQL, |s| {
         s.query_row([&key.as_bytes()[..]], |r| row_from(r, 0))
             .optional()
     })

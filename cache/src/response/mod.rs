@@ -49,6 +49,12 @@ const FLUSH_AGE: Duration = Duration::from_secs(2);
 /// Expired entries removed by each write, through the expiry index: expired entries go
 /// in small steps, not in one long pause.
 const SWEEP_STEP: u64 = 16;
+/// After a sweep that found fewer than [`SWEEP_STEP`] expired entries, the next one
+/// waits this long (a sweep that found a full step runs again at the next write): a
+/// sweep at every write cost a statement (which SQLite prepared anew each time) per
+/// group of answers, nearly always to find nothing. Expired entries are misses
+/// whether swept or not.
+const SWEEP_EVERY_MS: u64 = 1_000;
 /// A read is recorded as an entry's last use (and in its hit count) only when its
 /// recorded last use is at least this old, as memcached moves an item in its LRU at most
 /// once a minute: recording every read of a cached batch rewrote the index at every
@@ -184,6 +190,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// A background flush of pending reads is running.
     flushing: std::sync::atomic::AtomicBool,
+    /// When the next write sweeps expired entries (ms on the cache's clock).
+    next_sweep_ms: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -544,6 +552,7 @@ impl ResponseCache {
                     failed_at: None,
                 }),
                 flushing: std::sync::atomic::AtomicBool::new(false),
+                next_sweep_ms: AtomicU64::new(0),
             }),
         })
     }
@@ -750,8 +759,12 @@ impl ResponseCache {
                 )?;
                 seqs.push(meta.seq);
             }
+            let swept = (now >= inner.next_sweep_ms.load(Ordering::Relaxed))
+                .then(|| tx.sweep(now, SWEEP_STEP))
+                .transpose()?
+                .map(|sizes| sizes.len() as u64);
             let mut counts = Counts {
-                expirations: tx.sweep(now, SWEEP_STEP)?.len() as u64,
+                expirations: swept.unwrap_or(0),
                 ..Counts::default()
             };
             let mut evicted = HashSet::new();
@@ -768,10 +781,17 @@ impl ResponseCache {
             if counts.evictions + counts.expirations > 0 {
                 tx.shrink_if_sparse()?;
             }
-            Ok((seqs, evicted))
+            Ok((seqs, evicted, swept))
         });
         match stored {
-            Ok((seqs, evicted)) => {
+            Ok((seqs, evicted, swept)) => {
+                match swept {
+                    Some(n) if n < SWEEP_STEP => inner
+                        .next_sweep_ms
+                        .store(now.saturating_add(SWEEP_EVERY_MS), Ordering::Relaxed),
+                    Some(_) => inner.next_sweep_ms.store(0, Ordering::Relaxed),
+                    None => {}
+                }
                 let mut state = inner.state();
                 for key in &evicted {
                     if let Ok(bytes) = <[u8; 32]>::try_from(&key[..]) {
@@ -949,6 +969,56 @@ mod tests {
             (0.8..=1.2).contains(&ratio),
             "charged {charged} B, the database uses {used} B (payloads {payload_bytes} B)"
         );
+    }
+
+    /// Expired entries are swept by writes: a full step runs again at the next write,
+    /// a sweep that found less waits [`SWEEP_EVERY_MS`], and none is skipped for longer.
+    #[test]
+    fn writes_sweep_expired_entries_at_a_pace() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_000_000);
+        let mut cfg = config(tmp.path());
+        cfg.memory_max_entries = 0;
+        let cache = ResponseCache::open_with_clock(cfg, Arc::new(clock.clone())).expect("open");
+        let short = EntryMeta {
+            ttl: Some(Duration::from_millis(10)),
+            ..EntryMeta::default()
+        };
+        let n = SWEEP_STEP + 4;
+        for i in 0..n {
+            cache.put("x", &key(i), b"soon gone", short).expect("put");
+        }
+        let expirations = |cache: &ResponseCache| cache.stats().expirations;
+        // (The first of those writes swept, finding nothing: the pace applies.)
+        clock.advance(Duration::from_millis(SWEEP_EVERY_MS + 20));
+        // All `n` expired: the first write sweeps a full step, the next the rest.
+        cache
+            .put("x", &key(1_000), b"a", EntryMeta::default())
+            .expect("put");
+        assert_eq!(expirations(&cache), SWEEP_STEP);
+        cache
+            .put("x", &key(1_001), b"b", EntryMeta::default())
+            .expect("put");
+        assert_eq!(expirations(&cache), n);
+        // That sweep found less than a step: entries expiring now wait for the pace…
+        cache.put("x", &key(2_000), b"c", short).expect("put");
+        clock.advance(Duration::from_millis(20));
+        cache
+            .put("x", &key(1_002), b"d", EntryMeta::default())
+            .expect("put");
+        assert_eq!(
+            expirations(&cache),
+            n,
+            "swept again within {SWEEP_EVERY_MS} ms"
+        );
+        // …and are swept by the first write after it (a lookup would have found it a
+        // miss meanwhile, and had it removed: not done here, to see the sweep).
+        clock.advance(Duration::from_millis(SWEEP_EVERY_MS));
+        cache
+            .put("x", &key(1_003), b"e", EntryMeta::default())
+            .expect("put");
+        assert_eq!(expirations(&cache), n + 1);
+        assert_eq!(cache.stats().entries, 4);
     }
 
     #[test]
