@@ -8,6 +8,10 @@
 #   scripts/batch-bench.sh 100000 500 20          # 100,000 items @ 500 against 20 ms
 #   scripts/batch-bench.sh 1000000 200 1 "" --no-cache   # a million, memory only
 #   AGENTS=bug-investigator scripts/batch-bench.sh 2000 50 100   # other agents
+#   DATA=/tmp/d scripts/batch-bench.sh 2000 200 100   # keep a data directory between
+#       calls: its compiled components stay, its response cache is deleted before the
+#       cold pass (as the issue's "cache directory deleted"; without DATA every call
+#       starts from nothing and compiles the agents too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 c=$2 lat=$3 bin=${4:-} extra=${5:-}
@@ -21,12 +25,14 @@ trap 'kill $mock; rm -rf "$d"' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
 seq 1 "$n" | awk -v agents="${AGENTS:-code-reviewer,python-expert}" \
     'BEGIN {k = split(agents, a, ",")} {printf "{\"agent\":\"%s\",\"task\":\"question %d\"}\n", a[$1 % k + 1], $1}' > "$d/t.jsonl"
+data=${DATA:-$d/data}
 passes="cold cached"
 [[ $extra == --no-cache ]] && passes="uncached"
 for pass in $passes; do
+    [[ $pass == cold ]] && rm -rf "$data/responses"
     # Both variables of the data directory, for builds from before it was renamed.
     /usr/bin/time -f "$n items @ $c, $lat ms, $pass: wall %e s, CPU %U+%S s, peak RSS %M KB" \
-        env CF_DATA_DIR="$d/data" CF_CACHE_DIR="$d/data" XDG_DATA_HOME="$d/x" XDG_CONFIG_HOME="$d/c" \
+        env CF_DATA_DIR="$data" CF_CACHE_DIR="$data" XDG_DATA_HOME="$d/x" XDG_CONFIG_HOME="$d/c" \
         ANTHROPIC_API_KEY=sk-ant-bench-0123456789abcdef \
         "$bin" run --json $extra --max-concurrent "$c" --base-url "http://127.0.0.1:$port" \
         --tasks "$d/t.jsonl" 2>&1 >/dev/null | tail -1
