@@ -1262,6 +1262,55 @@ fn the_old_cache_dir_flag_names_the_data_directory() {
     );
 }
 
+/// A producer that writes a task, waits for its result, then writes the next (a
+/// program driving the CLI through a pipe): each task runs as soon as it is written,
+/// though the reader hands tasks over in chunks, and the batch ends when stdin does.
+#[test]
+fn tasks_on_an_open_stdin_run_one_at_a_time_as_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
+        .args(["run", "--json", "--tasks", "-"])
+        .env("CF_DATA_DIR", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
+        .env("XDG_DATA_HOME", dir.path().join("data-home"))
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cf-host starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for n in 0..3 {
+        writeln!(
+            stdin,
+            "{{\"agent\":\"python-expert\",\"task\":\"question {n}\"}}"
+        )
+        .expect("write a task");
+        stdin.flush().expect("flush");
+        // Bounded, so that a CLI waiting for more input fails the test, not hangs it.
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("task {n} was not run while stdin stayed open");
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["index"], n, "{v}");
+    }
+    drop(stdin);
+    assert!(child.wait().expect("exits").success());
+    assert!(rx.recv().is_err(), "no result beyond the three tasks");
+}
+
 /// Regression: with the tasks on a stdin still open (a producer that has not finished),
 /// Ctrl-C waited for stdin to end before the batch could stop. It stops at once now;
 /// items the reader never handed over are not reported.
