@@ -1262,23 +1262,30 @@ fn the_old_cache_dir_flag_names_the_data_directory() {
     );
 }
 
+/// `cf-host run --json --tasks - ARGS` on the offline provider in `dir`, its stdin and
+/// stdout piped (a producer still writing, a consumer reading), its stderr dropped.
+fn batch_on_stdin(dir: &std::path::Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_cf-host"))
+        .args(["run", "--json", "--tasks", "-"])
+        .args(args)
+        .env("CF_DATA_DIR", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config-home"))
+        .env("XDG_DATA_HOME", dir.join("data-home"))
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cf-host starts")
+}
+
 /// A producer that writes a task, waits for its result, then writes the next (a
 /// program driving the CLI through a pipe): each task runs as soon as it is written,
 /// though the reader hands tasks over in chunks, and the batch ends when stdin does.
 #[test]
 fn tasks_on_an_open_stdin_run_one_at_a_time_as_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
-        .args(["run", "--json", "--tasks", "-"])
-        .env("CF_DATA_DIR", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
-        .env("XDG_DATA_HOME", dir.path().join("data-home"))
-        .env_remove("ANTHROPIC_API_KEY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cf-host starts");
+    let mut child = batch_on_stdin(dir.path(), &[]);
     let mut stdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -1317,17 +1324,7 @@ fn tasks_on_an_open_stdin_run_one_at_a_time_as_written() {
 #[test]
 fn ctrl_c_stops_a_batch_whose_stdin_is_still_open() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
-        .args(["run", "--json", "--tasks", "-", "--grace", "5"])
-        .env("CF_DATA_DIR", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
-        .env("XDG_DATA_HOME", dir.path().join("data-home"))
-        .env_remove("ANTHROPIC_API_KEY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cf-host starts");
+    let mut child = batch_on_stdin(dir.path(), &["--grace", "5"]);
     // Kept open: the producer is still "writing".
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
