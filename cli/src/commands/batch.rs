@@ -76,38 +76,13 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
     let live = args
         .stream_json
         .then(|| LiveWriter::start(live_progress.clone()));
-    let (batch, progress) = match &args.tasks {
-        Some(path) => {
-            let (input, total) = open_tasks(path)?;
-            let progress = Progress::new(total);
-            if let Some(live) = &live {
-                options.events = Some(live.sink());
-            }
-            let reader = Reader {
-                name: render::terminal_safe(path).into_owned(),
-                default_agent: args.agent.clone(),
-                base,
-                progress: progress.clone(),
-                bad: bad.clone(),
-            };
-            (
-                host.start_batch_stream(reader.start(input)?, options),
-                progress,
-            )
-        }
-        None => {
-            let items = items_from_flags(
-                &args.batch_tasks,
-                args.agent.as_deref().unwrap_or_default(),
-                &args.context,
-                &base,
-            );
-            let progress = Progress::new(Some(items.len()));
-            if let Some(live) = &live {
-                options.events = Some(live.sink());
-            }
-            (host.start_batch(items, options), progress)
-        }
+    let (items, progress) = Items::of(&args, base, &bad)?;
+    if let Some(live) = &live {
+        options.events = Some(live.sink());
+    }
+    let batch = match items {
+        Items::Streamed(items) => host.start_batch_stream(items, options),
+        Items::Listed(items) => host.start_batch(items, options),
     };
     let format = Format::of(&args);
     let _ = live_progress.set(progress.clone());
@@ -127,7 +102,7 @@ pub(crate) async fn run_batch(args: RunArgs) -> Result<Exit, CliError> {
 
 /// The tasks file `path` (`-`: stdin), and its number of items when it can be
 /// counted first (a regular file; a pipe such as `--tasks <(…)` can be read only once).
-pub(crate) fn open_tasks(path: &str) -> Result<(Box<dyn Read + Send>, Option<usize>), CliError> {
+fn open_tasks(path: &str) -> Result<(Box<dyn Read + Send>, Option<usize>), CliError> {
     if path == "-" {
         return Ok((Box::new(std::io::stdin()), None));
     }
@@ -152,12 +127,12 @@ fn count_tasks(file: std::fs::File) -> usize {
 
 /// Reads a tasks file on a thread of its own (a file or stdin may block), handing items
 /// to the batch as it takes them and reporting bad lines as it meets them.
-pub(crate) struct Reader {
-    pub(crate) name: String,
-    pub(crate) default_agent: Option<String>,
-    pub(crate) base: RunOptions,
-    pub(crate) progress: Progress,
-    pub(crate) bad: Arc<AtomicUsize>,
+struct Reader {
+    name: String,
+    default_agent: Option<String>,
+    base: RunOptions,
+    progress: Progress,
+    bad: Arc<AtomicUsize>,
 }
 
 impl Reader {
@@ -169,10 +144,7 @@ impl Reader {
     /// them over singly cost that per item; a chunk costs it once per chunk. A chunk
     /// also goes as soon as the input has nothing more buffered (before a read that may
     /// block): a producer writing to stdin a task at a time gets each one run at once.
-    pub(crate) fn start(
-        self,
-        input: Box<dyn Read + Send>,
-    ) -> Result<mpsc::Receiver<BatchItem>, CliError> {
+    fn start(self, input: Box<dyn Read + Send>) -> Result<mpsc::Receiver<BatchItem>, CliError> {
         let (chunks_tx, mut chunks) = mpsc::channel::<Vec<BatchItem>>(READ_AHEAD / READ_CHUNK);
         let (tx, rx) = mpsc::channel(READ_CHUNK);
         std::thread::Builder::new()
@@ -274,8 +246,50 @@ impl Read for HandOverFirst {
     }
 }
 
+/// A batch's items: from a tasks file, read as the batch takes them, or from the
+/// command line's `--task` flags.
+pub(crate) enum Items {
+    Streamed(mpsc::Receiver<BatchItem>),
+    Listed(Vec<BatchItem>),
+}
+
+impl Items {
+    /// The items `args` name, each run under `base`, and the progress line that counts
+    /// them; a tasks file's bad lines are counted in `bad` and noted as they are met.
+    pub(crate) fn of(
+        args: &RunArgs,
+        base: RunOptions,
+        bad: &Arc<AtomicUsize>,
+    ) -> Result<(Self, Progress), CliError> {
+        Ok(match &args.tasks {
+            Some(path) => {
+                let (input, total) = open_tasks(path)?;
+                let progress = Progress::new(total);
+                let reader = Reader {
+                    name: render::terminal_safe(path).into_owned(),
+                    default_agent: args.agent.clone(),
+                    base,
+                    progress: progress.clone(),
+                    bad: bad.clone(),
+                };
+                (Self::Streamed(reader.start(input)?), progress)
+            }
+            None => {
+                let items = items_from_flags(
+                    &args.batch_tasks,
+                    args.agent.as_deref().unwrap_or_default(),
+                    &args.context,
+                    &base,
+                );
+                let progress = Progress::new(Some(items.len()));
+                (Self::Listed(items), progress)
+            }
+        })
+    }
+}
+
 /// Items from repeated `--task TEXT`, all for `agent`, numbered from 1.
-pub(crate) fn items_from_flags(
+fn items_from_flags(
     texts: &[String],
     agent: &str,
     context: &[(String, String)],

@@ -8,7 +8,7 @@
 //! not yet started as `cancelled`; the results of the running ones are waited for
 //! during the grace period.
 
-use super::batch::{BatchOutcome, Format, Reader, items_from_flags, open_tasks, print_summary};
+use super::batch::{BatchOutcome, Format, Items, print_summary};
 use crate::args::RunArgs;
 use crate::error::{CliError, Exit};
 use crate::progress::{Counts, Progress};
@@ -50,27 +50,9 @@ pub(crate) async fn run_queued(args: RunArgs, url: String) -> Result<Exit, CliEr
         ..RunOptions::default()
     };
     let bad = Arc::new(AtomicUsize::new(0));
-    let (items, progress) = match &args.tasks {
-        Some(path) => {
-            let (input, total) = open_tasks(path)?;
-            let progress = Progress::new(total);
-            let reader = Reader {
-                name: render::terminal_safe(path).into_owned(),
-                default_agent: args.agent.clone(),
-                base,
-                progress: progress.clone(),
-                bad: bad.clone(),
-            };
-            (reader.start(input)?, progress)
-        }
-        None => {
-            let items = items_from_flags(
-                &args.batch_tasks,
-                args.agent.as_deref().unwrap_or_default(),
-                &args.context,
-                &base,
-            );
-            let progress = Progress::new(Some(items.len()));
+    let (items, progress) = match Items::of(&args, base, &bad)? {
+        (Items::Streamed(items), progress) => (items, progress),
+        (Items::Listed(items), progress) => {
             let (tx, rx) = mpsc::channel(items.len().max(1));
             for item in items {
                 let _ = tx.try_send(item);
