@@ -113,11 +113,7 @@ fn main() {
         .build()
         .expect("runtime");
     let server = rt
-        .block_on(MockServer::start(MockConfig {
-            latency: LATENCY,
-            record: false,
-            ..MockConfig::default()
-        }))
+        .block_on(MockServer::start(MockConfig::for_load(LATENCY)))
         .expect("mock");
     let base = server.base_url();
     let dir = tempfile::tempdir().expect("temp dir");

@@ -143,13 +143,9 @@ async fn shared_cache_hits() {
         println!("shared-cache hit: skipped (redis-server is not installed)");
         return;
     };
-    let server = MockServer::start(MockConfig {
-        latency: Duration::from_millis(100),
-        record: false,
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
+    let server = MockServer::start(MockConfig::for_load(Duration::from_millis(100)))
+        .await
+        .expect("mock");
     let dir = tempfile::tempdir().expect("temp dir");
     let env = [
         ("ANTHROPIC_API_KEY", "one-account"),

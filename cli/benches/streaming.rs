@@ -301,11 +301,7 @@ fn main() {
         .build()
         .expect("host runtime");
     let whole = server_rt
-        .block_on(MockServer::start(MockConfig {
-            latency: LATENCY,
-            record: false,
-            ..MockConfig::default()
-        }))
+        .block_on(MockServer::start(MockConfig::for_load(LATENCY)))
         .expect("mock server");
     let streaming = |first_token_jitter| {
         server_rt

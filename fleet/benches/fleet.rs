@@ -130,11 +130,9 @@ fn main() {
         return;
     };
     let server = server_rt
-        .block_on(MockServer::start(MockConfig {
-            latency: Duration::from_millis(100),
-            record: false,
-            ..MockConfig::default()
-        }))
+        .block_on(MockServer::start(MockConfig::for_load(
+            Duration::from_millis(100),
+        )))
         .expect("mock");
     rt.block_on(lease_cost(&redis));
     rt.block_on(three_hosts(&redis, &server));

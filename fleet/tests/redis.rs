@@ -234,13 +234,9 @@ async fn the_fleet_limit_bounds_what_the_api_sees() {
     let Some(redis) = Redis::start(None).await else {
         return;
     };
-    let server = MockServer::start(MockConfig {
-        latency: Duration::from_millis(20),
-        record: false,
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
+    let server = MockServer::start(MockConfig::for_load(Duration::from_millis(20)))
+        .await
+        .expect("mock");
     let mut services = Vec::new();
     for _ in 0..3 {
         let limit = RedisLimit::connect(&redis.url(), config(20))

@@ -94,11 +94,7 @@ fn main() {
         .build()
         .expect("client runtime");
     let server = server_rt
-        .block_on(MockServer::start(MockConfig {
-            latency: LATENCY,
-            record: false,
-            ..MockConfig::default()
-        }))
+        .block_on(MockServer::start(MockConfig::for_load(LATENCY)))
         .expect("start the mock server");
     let base_url = server.base_url();
     println!(

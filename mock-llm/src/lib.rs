@@ -233,6 +233,18 @@ pub struct MockConfig {
     pub rate_limit: Option<RateLimit>,
 }
 
+impl MockConfig {
+    /// A server for load (benchmarks, long batches): answers after `latency` and keeps
+    /// no record of requests (a long run would hold every body); the rest default.
+    pub fn for_load(latency: Duration) -> Self {
+        Self {
+            latency,
+            record: false,
+            ..Self::default()
+        }
+    }
+}
+
 /// A request rate: `requests` per `window` (fixed windows from the server's start).
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit {

@@ -29,10 +29,7 @@ const USAGE: &str =
 Prints the base URL (http://127.0.0.1:PORT) on stdout, then serves until interrupted.";
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<MockConfig, String> {
-    let mut config = MockConfig {
-        record: false,
-        ..MockConfig::default()
-    };
+    let mut config = MockConfig::for_load(Duration::ZERO);
     let mut fault_rate = 0.0f64;
     let mut seed = 1u64;
     let mut args = args;

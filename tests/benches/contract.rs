@@ -225,11 +225,7 @@ fn main() {
     }
     if only.as_deref().is_none_or(|o| o == "2000@200") {
         let server = server_rt
-            .block_on(MockServer::start(MockConfig {
-                latency: LATENCY,
-                record: false,
-                ..MockConfig::default()
-            }))
+            .block_on(MockServer::start(MockConfig::for_load(LATENCY)))
             .expect("mock server");
         let base_url = server.base_url();
         host_rt.block_on(batches(cache.path(), &base_url, &server));

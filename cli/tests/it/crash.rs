@@ -136,13 +136,10 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_killed_at_random_moments_never_leave_a_corrupt_cache_entry() {
-    let server = cf_mock_llm::MockServer::start(cf_mock_llm::MockConfig {
-        latency: Duration::from_millis(5),
-        record: false,
-        ..cf_mock_llm::MockConfig::default()
-    })
-    .await
-    .expect("mock server binds 127.0.0.1");
+    let server =
+        cf_mock_llm::MockServer::start(cf_mock_llm::MockConfig::for_load(Duration::from_millis(5)))
+            .await
+            .expect("mock server binds 127.0.0.1");
     let base_url = server.base_url();
     let seed = seed();
     eprintln!("crash: seed {seed} (CF_CRASH_SEED={seed} replays these kill delays)");

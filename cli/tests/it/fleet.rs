@@ -3,8 +3,36 @@
 
 use cf_fleet::testing::RedisServer;
 use cf_mock_llm::{MockConfig, MockServer};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// A host of the fleet: `cf-host run python-expert --json --no-cache --tasks TASKS`
+/// at `--max-concurrent limit` against `server`, sharing `redis`, its data in `data`
+/// and its configuration home in `dir` (the same API key for every host: one account),
+/// its output piped.
+fn fleet_batch(
+    tasks: &Path,
+    limit: usize,
+    server: &MockServer,
+    redis: &str,
+    dir: &Path,
+    data: &Path,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cf-host"));
+    cmd.args(["run", "python-expert", "--json", "--no-cache", "--tasks"])
+        .arg(tasks)
+        .args(["--max-concurrent", &limit.to_string()])
+        .args(["--base-url", &server.base_url(), "--redis", redis])
+        .arg("--data-dir")
+        .arg(data)
+        .env("ANTHROPIC_API_KEY", "one-account")
+        .env("XDG_CONFIG_HOME", dir.join("config-home"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
 
 /// Three hosts, each a `cf-host run --tasks` process with `--max-concurrent 50`,
 /// sharing one Redis, 3 × 1000 items against a server answering after 100 ms: the
@@ -15,13 +43,9 @@ async fn three_host_processes_share_one_limit() {
     let Some(redis) = RedisServer::start(None).await else {
         return;
     };
-    let server = MockServer::start(MockConfig {
-        latency: Duration::from_millis(100),
-        record: false,
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
+    let server = MockServer::start(MockConfig::for_load(Duration::from_millis(100)))
+        .await
+        .expect("mock");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut hosts = Vec::new();
     for host in 0..3 {
@@ -31,18 +55,7 @@ async fn three_host_processes_share_one_limit() {
             .collect();
         std::fs::write(&tasks, lines).expect("tasks");
         let data = dir.path().join(format!("data-{host}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
-            .args(["run", "python-expert", "--json", "--no-cache", "--tasks"])
-            .arg(&tasks)
-            .args(["--max-concurrent", "50", "--base-url", &server.base_url()])
-            .args(["--redis", &redis.url()])
-            .arg("--data-dir")
-            .arg(&data)
-            .env("ANTHROPIC_API_KEY", "one-account")
-            .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let child = fleet_batch(&tasks, 50, &server, &redis.url(), dir.path(), &data)
             .spawn()
             .expect("cf-host starts");
         hosts.push(child);
@@ -135,32 +148,18 @@ async fn batch_through_an_outage(
     use std::io::BufRead as _;
     let mut redis = RedisServer::start(None).await.expect("redis");
     let port = redis.port;
-    let server = MockServer::start(MockConfig {
-        latency: Duration::from_millis(50),
-        record: false,
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
+    let server = MockServer::start(MockConfig::for_load(Duration::from_millis(50)))
+        .await
+        .expect("mock");
     let dir = tempfile::tempdir().expect("temp dir");
     let tasks = dir.path().join("tasks.jsonl");
     let lines: String = (0..400)
         .map(|i| format!("{{\"task\": \"outage item {i}\"}}\n"))
         .collect();
     std::fs::write(&tasks, lines).expect("tasks");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cf-host"))
-        .args(["run", "python-expert", "--json", "--no-cache", "--tasks"])
-        .arg(&tasks)
-        .args(["--max-concurrent", "20", "--base-url", &server.base_url()])
-        .args(["--redis", &redis.url()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("ANTHROPIC_API_KEY", "one-account")
+    let data = dir.path().join("data");
+    let mut child = fleet_batch(&tasks, 20, &server, &redis.url(), dir.path(), &data)
         .env("CF_REDIS_FAIL", fail)
-        .env("XDG_CONFIG_HOME", dir.path().join("config-home"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("cf-host starts");
     let stdout = child.stdout.take().expect("stdout");

@@ -71,10 +71,9 @@ fn batches(sizes: &[usize]) -> Vec<(Vec<serde_json::Value>, f64)> {
         .build()
         .expect("runtime");
     let server = runtime
-        .block_on(MockServer::start(MockConfig {
-            record: false,
-            ..MockConfig::default()
-        }))
+        .block_on(MockServer::start(MockConfig::for_load(
+            std::time::Duration::ZERO,
+        )))
         .expect("the loopback server starts");
     let url = server.base_url();
     sizes

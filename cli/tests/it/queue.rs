@@ -201,13 +201,9 @@ async fn a_worker_killed_mid_batch_loses_no_item_and_doubles_none() {
     let Some(redis) = RedisServer::start(None).await else {
         return;
     };
-    let server = MockServer::start(MockConfig {
-        latency: Duration::from_millis(50),
-        record: false,
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
+    let server = MockServer::start(MockConfig::for_load(Duration::from_millis(50)))
+        .await
+        .expect("mock");
     let dir = tempfile::tempdir().expect("temp dir");
     let dir = dir.path();
     std::fs::write(dir.join("config.toml"), "[redis]\nlease_secs = 1\n").expect("config");
@@ -304,13 +300,9 @@ async fn the_queue_survives_redis_killed_and_restarted() {
     let Some(redis) = RedisServer::start_persistent(None, files.path()).await else {
         return;
     };
-    let server = MockServer::start(MockConfig {
-        latency: Duration::from_millis(20),
-        record: false,
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
+    let server = MockServer::start(MockConfig::for_load(Duration::from_millis(20)))
+        .await
+        .expect("mock");
     let dir = tempfile::tempdir().expect("temp dir");
     let dir = dir.path();
     std::fs::write(
