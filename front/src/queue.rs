@@ -13,7 +13,7 @@
 use crate::render;
 use crate::runlog::RunRecord;
 use cf_fleet::{Job, WorkQueue};
-use cf_host::{BatchItem, BatchOptions, BatchResult, Host, RunError, RunOptions, Task};
+use cf_host::{BatchItem, BatchOptions, Host, RunError, RunOptions, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -70,12 +70,7 @@ impl QueuedItem {
                 text: self.task,
                 context: self.context,
             },
-            options: RunOptions {
-                model: self.model.or_else(|| base.model.clone()),
-                max_tokens: self.max_tokens.or(base.max_tokens),
-                temperature: self.temperature.or(base.temperature),
-                ..base.clone()
-            },
+            options: crate::tasks::overriding(base, self.model, self.max_tokens, self.temperature),
         }
     }
 }
@@ -221,7 +216,7 @@ pub async fn run_worker(
             ..BatchOptions::default()
         },
     );
-    let held: Arc<Mutex<HashMap<String, Job>>> = Arc::default();
+    let held: Held = Arc::default();
     let room = Arc::new(Notify::new());
     let stopping = Arc::new(tokio::sync::watch::Sender::new(false));
     let canceller = batch.canceller();
@@ -251,13 +246,10 @@ pub async fn run_worker(
     let mut handed_back = Vec::new();
     while let Some(done) = batch.next().await {
         let entry = done.id.clone().unwrap_or_default();
-        let job = held.lock().ok().and_then(|mut h| h.remove(&entry));
+        let running = held.lock().ok().and_then(|mut h| h.remove(&entry));
         stats.running.fetch_sub(1, Ordering::Relaxed);
         room.notify_one();
-        let Some((job, item)) = job.map(|j| {
-            let item: Option<QueuedItem> = serde_json::from_str(&j.payload).ok();
-            (j, item)
-        }) else {
+        let Some(Running { job, id }) = running else {
             continue;
         };
         let cancelled_by_stop = *stopping.borrow()
@@ -266,7 +258,14 @@ pub async fn run_worker(
             handed_back.push(job.entry.clone());
             continue;
         }
-        let result = stored_result(&job, item.as_ref(), &done, &options.consumer);
+        let result = QueuedResult::of_run(
+            &job,
+            id.as_deref(),
+            &done.agent,
+            &done.task,
+            &done.result,
+            &options.consumer,
+        );
         store(&queue, &stats, &job, &result).await;
     }
     feeder.abort();
@@ -285,15 +284,29 @@ pub async fn run_worker(
     }
 }
 
-fn stored_result(
+/// The items a worker has taken and not completed, by stream entry (the id their
+/// batch item runs under).
+type Held = Arc<Mutex<HashMap<String, Running>>>;
+
+/// An item taken from the queue: its job, and the caller's id for it (the batch item
+/// runs under the job's entry id, which finds it again).
+struct Running {
+    job: Job,
+    id: Option<String>,
+}
+
+/// Stores, for `job`, a failure that no run produced (see [`QueuedResult::failure`]).
+async fn store_failure(
+    queue: &WorkQueue,
+    stats: &WorkerStats,
     job: &Job,
     item: Option<&QueuedItem>,
-    done: &BatchResult,
+    kind: &str,
+    message: &str,
     worker: &str,
-) -> QueuedResult {
-    let id = item.and_then(|i| i.id.as_deref());
-    let task = item.map_or("", |i| i.task.as_str());
-    QueuedResult::of_run(job, id, &done.agent, task, &done.result, worker)
+) {
+    let result = QueuedResult::failure(job, item, kind, message, worker);
+    store(queue, stats, job, &result).await;
 }
 
 /// Stores `result` for `job`, retrying while Redis is away for up to one lease (after
@@ -332,7 +345,7 @@ async fn feed(
     queue: WorkQueue,
     options: WorkerOptions,
     stats: Arc<WorkerStats>,
-    held: Arc<Mutex<HashMap<String, Job>>>,
+    held: Held,
     room: Arc<Notify>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
     tx: mpsc::Sender<BatchItem>,
@@ -376,29 +389,21 @@ async fn feed(
                 "abandoned: delivered {} times and no worker finished it (did it stop each worker that ran it?)",
                 job.deliveries - 1
             );
-            store(
+            store_failure(
                 &queue,
                 &stats,
                 job,
-                &QueuedResult::failure(job, item.as_ref(), "abandoned", &message, me),
+                item.as_ref(),
+                "abandoned",
+                &message,
+                me,
             )
             .await;
         }
         for job in &taken.cancelled {
             let item: Option<QueuedItem> = serde_json::from_str(&job.payload).ok();
-            store(
-                &queue,
-                &stats,
-                job,
-                &QueuedResult::failure(
-                    job,
-                    item.as_ref(),
-                    "cancelled",
-                    "the batch was cancelled before the item started",
-                    me,
-                ),
-            )
-            .await;
+            let message = "the batch was cancelled before the item started";
+            store_failure(&queue, &stats, job, item.as_ref(), "cancelled", message, me).await;
         }
         for job in taken.run {
             if job.deliveries > 1 {
@@ -410,38 +415,21 @@ async fn feed(
                         "{:?} is a path; a worker runs agents by name only",
                         item.agent
                     );
-                    store(
-                        &queue,
-                        &stats,
-                        &job,
-                        &QueuedResult::failure(
-                            &job,
-                            Some(&item),
-                            "invalid_agent_name",
-                            &message,
-                            me,
-                        ),
-                    )
-                    .await;
+                    let kind = "invalid_agent_name";
+                    store_failure(&queue, &stats, &job, Some(&item), kind, &message, me).await;
                     continue;
                 }
                 Ok(item) => item,
                 Err(e) => {
                     let message = format!("not an item of this version: {e}");
-                    store(
-                        &queue,
-                        &stats,
-                        &job,
-                        &QueuedResult::failure(&job, None, "invalid_item", &message, me),
-                    )
-                    .await;
+                    store_failure(&queue, &stats, &job, None, "invalid_item", &message, me).await;
                     continue;
                 }
             };
             let mut item = item.into_item(&options.base);
-            item.id = Some(job.entry.clone());
+            let id = item.id.replace(job.entry.clone());
             if let Ok(mut h) = held.lock() {
-                h.insert(job.entry.clone(), job);
+                h.insert(job.entry.clone(), Running { job, id });
             }
             stats.running.fetch_add(1, Ordering::Relaxed);
             if tx.send(item).await.is_err() {
@@ -452,12 +440,7 @@ async fn feed(
 }
 
 /// Keeps the claims of the items held fresh, every third of the lease.
-async fn refresh(
-    queue: WorkQueue,
-    consumer: String,
-    stats: Arc<WorkerStats>,
-    held: Arc<Mutex<HashMap<String, Job>>>,
-) {
+async fn refresh(queue: WorkQueue, consumer: String, stats: Arc<WorkerStats>, held: Held) {
     let mut every = tokio::time::interval(queue.config().lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -53,12 +53,23 @@ pub fn item(line: TaskLine, base: &RunOptions) -> BatchItem {
             text: line.task,
             context: line.context.into_iter().collect(),
         },
-        options: RunOptions {
-            model: line.model.or_else(|| base.model.clone()),
-            max_tokens: line.max_tokens.or(base.max_tokens),
-            temperature: line.temperature.or(base.temperature),
-            ..base.clone()
-        },
+        options: overriding(base, line.model, line.max_tokens, line.temperature),
+    }
+}
+
+/// `base` with an item's own model, token limit and temperature where the item sets
+/// them (a tasks line, an item on the work queue).
+pub fn overriding(
+    base: &RunOptions,
+    model: Option<String>,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+) -> RunOptions {
+    RunOptions {
+        model: model.or_else(|| base.model.clone()),
+        max_tokens: max_tokens.or(base.max_tokens),
+        temperature: temperature.or(base.temperature),
+        ..base.clone()
     }
 }
 
