@@ -773,11 +773,12 @@ impl LlmService {
         self.inner.cache.as_ref()
     }
 
-    /// The idle timeout of streamed calls.
+    /// The bound of one attempt of a whole call (`--timeout`).
     pub(crate) fn attempt_timeout(&self) -> Duration {
         self.inner.attempt_timeout
     }
 
+    /// The idle timeout of streamed calls.
     pub(crate) fn idle_timeout(&self) -> Duration {
         self.inner.idle_timeout
     }
