@@ -442,10 +442,7 @@ async fn run(
         }
         false
     });
-    let mut counts = Counts::default();
-    let mut ok = 0;
-    let mut summary = SummaryBuilder::default();
-    let mut records = Vec::with_capacity(LOG_CHUNK);
+    let mut tally = Tally::default();
     let mut out = Vec::new();
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     loop {
@@ -457,14 +454,6 @@ async fn run(
                 out.clear();
                 let mut ready = Some(first);
                 while let Some(result) = ready {
-                    counts.done += 1;
-                    match &result.result {
-                        Ok(o) => {
-                            ok += 1;
-                            counts.cached += usize::from(o.stats.llm_calls > 0 && o.stats.cache_hits == o.stats.llm_calls);
-                        }
-                        Err(_) => counts.failed += 1,
-                    }
                     match format {
                         Format::Json => render::write_json_item(&mut out, &result),
                         Format::StreamJson => render::write_result_event_item(&mut out, &result),
@@ -475,21 +464,15 @@ async fn run(
                         Some(id) => record.with_id(id),
                         None => record,
                     };
-                    summary.add(&record);
-                    records.push(record);
-                    if records.len() >= LOG_CHUNK {
-                        runlog::append(&records);
-                        records.clear();
-                    }
+                    let cached = result.result.as_ref().is_ok_and(|o| {
+                        o.stats.llm_calls > 0 && o.stats.cache_hits == o.stats.llm_calls
+                    });
+                    tally.add(result.result.is_ok(), cached, record);
                     ready = batch.try_next();
                 }
                 match live {
                     Some(live) => live.send(String::from_utf8_lossy(&out).into_owned()),
-                    None => progress.around(|| {
-                        let mut stdout = std::io::stdout().lock();
-                        // A closed stdout (a reader that went away) must not stop the batch.
-                        let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
-                    }),
+                    None => print_results(progress, &out),
                 }
             }
             _ = ticker.tick(), if progress.visible() => {}
@@ -498,27 +481,79 @@ async fn run(
             continue;
         }
         let llm = host.llm();
+        let counts = &mut tally.counts;
         counts.running = batch.in_flight();
         counts.calls_in_flight = llm.calls_in_flight();
         counts.calls_waiting = llm.calls_waiting();
         counts.cost_usd = batch.totals().cost.usd;
-        progress.update(&counts);
+        progress.update(counts);
     }
     progress.finish();
-    runlog::append(&records);
     let interrupted = if ctrl_c.is_finished() {
         ctrl_c.await.unwrap_or(false)
     } else {
         ctrl_c.abort();
         false
     };
-    BatchOutcome {
-        done: counts.done,
-        ok,
-        summary: summary.finish(),
-        wall: started.elapsed(),
-        interrupted,
+    tally.outcome(started, interrupted)
+}
+
+/// What a batch's results add up to as they come (a local batch's or a queued one's):
+/// the progress line's counts, the summary's aggregates, and the run log's records
+/// not written yet (appended [`LOG_CHUNK`] at a time, the rest at the end).
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) counts: Counts,
+    ok: usize,
+    summary: SummaryBuilder,
+    records: Vec<RunRecord>,
+}
+
+impl Tally {
+    /// One result: whether it succeeded, whether every model call of it was a cache
+    /// hit, its run-log record.
+    pub(crate) fn add(&mut self, ok: bool, cached: bool, record: RunRecord) {
+        self.counts.done += 1;
+        if ok {
+            self.ok += 1;
+            self.counts.cached += usize::from(cached);
+        } else {
+            self.counts.failed += 1;
+        }
+        self.summary.add(&record);
+        self.records.push(record);
+        if self.records.len() >= LOG_CHUNK {
+            runlog::append(&self.records);
+            self.records.clear();
+        }
     }
+
+    /// Writes the run log's pending records now.
+    pub(crate) fn write_log(&mut self) {
+        runlog::append(&self.records);
+        self.records.clear();
+    }
+
+    /// The batch's end: the rest of the run log written, the outcome to report.
+    pub(crate) fn outcome(mut self, started: Instant, interrupted: bool) -> BatchOutcome {
+        self.write_log();
+        BatchOutcome {
+            done: self.counts.done,
+            ok: self.ok,
+            summary: self.summary.finish(),
+            wall: started.elapsed(),
+            interrupted,
+        }
+    }
+}
+
+/// Writes results to stdout in one write, around the progress line. A closed stdout (a
+/// reader that went away) must not stop the batch.
+pub(crate) fn print_results(progress: &Progress, out: &[u8]) {
+    progress.around(|| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(out).and_then(|()| stdout.flush());
+    });
 }
 
 impl BatchOutcome {

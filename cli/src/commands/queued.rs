@@ -8,18 +8,15 @@
 //! not yet started as `cancelled`; the results of the running ones are waited for
 //! during the grace period.
 
-use super::batch::{BatchOutcome, Format, Items, print_summary};
+use super::batch::{BatchOutcome, Format, Items, Tally, print_results, print_summary};
 use crate::args::RunArgs;
 use crate::error::{CliError, Exit};
-use crate::progress::{Counts, Progress};
-use crate::runlog;
+use crate::progress::Progress;
 use cf_fleet::WorkQueue;
 use cf_front::queue::{QueuedItem, QueuedResult};
 use cf_front::render;
-use cf_front::summary::SummaryBuilder;
 use cf_host::{BatchItem, RunOptions};
 use serde_json::Value;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -168,13 +165,10 @@ async fn collect(
     queue_name: &str,
 ) -> BatchOutcome {
     let started = Instant::now();
-    let mut counts = Counts::default();
-    let mut ok = 0;
-    let mut summary = SummaryBuilder::default();
+    let mut tally = Tally::default();
     let mut total: Option<usize> = None;
     let mut after = "0".to_owned();
     let mut out = Vec::new();
-    let mut records = Vec::new();
     let mut interrupted_at: Option<Instant> = None;
     let mut wondered = false;
     // While Redis is away: the pause before the next try.
@@ -182,13 +176,13 @@ async fn collect(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        if total.is_some_and(|t| counts.done >= t) {
+        if total.is_some_and(|t| tally.counts.done >= t) {
             break;
         }
         if interrupted_at.is_some_and(|at| at.elapsed() >= grace) {
             progress.note(&format!(
                 "cf-host: stopped waiting after the grace period; {} item(s) still running on workers (their results stay in Redis under batch {batch})",
-                submitted.load(Ordering::Relaxed).saturating_sub(counts.done)
+                submitted.load(Ordering::Relaxed).saturating_sub(tally.counts.done)
             ));
             break;
         }
@@ -221,27 +215,16 @@ async fn collect(
                         progress.note("cf-host: a result on the queue is not of this version; skipped");
                         continue;
                     };
-                    counts.done += 1;
-                    if result.ok() {
-                        ok += 1;
-                        counts.cached += usize::from(result.record.cached);
-                    } else {
-                        counts.failed += 1;
-                    }
+                    let (ok, cached) = (result.ok(), result.record.cached);
                     write_result(&mut out, format, result.result);
-                    summary.add(&result.record);
-                    records.push(result.record);
+                    tally.add(ok, cached, result.record);
                 }
-                runlog::append(&records);
-                records.clear();
+                // Results that came through Redis are logged as they arrive.
+                tally.write_log();
                 if !out.is_empty() {
-                    progress.around(|| {
-                        let mut stdout = std::io::stdout().lock();
-                        // A closed stdout (a reader that went away) must not stop the batch.
-                        let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
-                    });
+                    print_results(progress, &out);
                 }
-                if counts.done == 0 && !wondered && started.elapsed() >= NO_WORKER_NOTE {
+                if tally.counts.done == 0 && !wondered && started.elapsed() >= NO_WORKER_NOTE {
                     wondered = true;
                     progress.note(&format!(
                         "cf-host: no result yet after {} s: is a worker (cf-host worker, cf-host serve --worker) taking items of queue {queue_name:?} on this Redis?",
@@ -264,19 +247,13 @@ async fn collect(
                 }
             }
         }
-        counts.running = submitted
+        tally.counts.running = submitted
             .load(Ordering::Relaxed)
-            .saturating_sub(counts.done);
-        progress.update(&counts);
+            .saturating_sub(tally.counts.done);
+        progress.update(&tally.counts);
     }
     progress.finish();
-    BatchOutcome {
-        done: counts.done,
-        ok,
-        summary: summary.finish(),
-        wall: started.elapsed(),
-        interrupted: interrupted_at.is_some(),
-    }
+    tally.outcome(started, interrupted_at.is_some())
 }
 
 fn write_result(out: &mut Vec<u8>, format: Format, mut value: Value) {
