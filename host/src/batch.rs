@@ -335,7 +335,10 @@ async fn drive(
                     .await
                     .clone()
                     .map_err(RunError::from)?;
-                agent.run_in(task, &options, &ledger).await
+                // Boxed: a run's future is kilobytes, and the spawned task's future
+                // (which would hold it inline) is moved several times on its way into
+                // the task (38 KB copied per item, docs/benchmarks.md).
+                Box::pin(agent.run_in(task, &options, &ledger)).await
             };
             let stop = async {
                 let _ = cancelled.wait_for(|c| *c).await;

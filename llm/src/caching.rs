@@ -8,6 +8,7 @@ use crate::types::{CacheMode, LlmError, Request, Response, Role};
 use cf_cache::{CacheKey, EntryMeta, KeyBuilder, Put, ResponseCache};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Version of the key encoding: bump it when the encoding changes, so that old
@@ -133,6 +134,11 @@ struct WriteBehind {
     queue: Mutex<Queue>,
     /// Signalled when the writer stops.
     idle: Condvar,
+    /// Signalled when a group is full or someone waits for the writes: the writer
+    /// gathering a group stops waiting.
+    more: Condvar,
+    /// [`GROUP_WAIT`], longer in tests.
+    group_wait: Duration,
     /// Answers queued or being written: [`CacheLayer::flush`] waits for zero, and a
     /// store waits while it is at [`MAX_QUEUED`].
     pending: watch::Sender<usize>,
@@ -145,6 +151,9 @@ struct Queue {
     staged: HashMap<CacheKey, (u64, Staged)>,
     seq: u64,
     writing: bool,
+    /// Someone waits for the queue to be written ([`CacheLayer::flush`], the drop): the
+    /// writer writes what it has without gathering a group.
+    hurry: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +174,21 @@ struct Queued {
 /// Answers that may wait to be written before a store waits for the writer.
 const MAX_QUEUED: usize = 4096;
 
+/// A writer that finds fewer answers than this waits up to [`GROUP_WAIT`] for more
+/// before it writes them in one transaction. Each commit costs the writer a WAL frame
+/// per page it touched (an index leaf per answer, the metadata and the interior pages
+/// once per commit) and costs every other connection its page cache (SQLite drops a
+/// reader's cache when the database changed since its last read): at a few thousand
+/// answers a second, writing each group as soon as the previous one was written
+/// committed every few answers, and nearly every lookup read its B-tree path from the
+/// file again (docs/benchmarks.md, "Issue 14, third pass").
+const GROUP: usize = 256;
+
+/// How long a writer gathers a group. Answers waiting are served from memory, so
+/// this delays only what another process sees (and what a crash loses: a cache's
+/// answers, made again on the next call).
+const GROUP_WAIT: Duration = Duration::from_millis(20);
+
 impl WriteBehind {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
@@ -175,8 +199,21 @@ impl WriteBehind {
         loop {
             let items = {
                 let mut queue = self.queue();
+                let until = Instant::now() + self.group_wait;
+                while !queue.items.is_empty() && queue.items.len() < GROUP && !queue.hurry {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    queue = self
+                        .more
+                        .wait_timeout(queue, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
                 if queue.items.is_empty() {
                     queue.writing = false;
+                    queue.hurry = false;
                     self.idle.notify_all();
                     return;
                 }
@@ -240,7 +277,9 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         if !self.ran {
-            self.writes.queue().writing = false;
+            let mut queue = self.writes.queue();
+            queue.writing = false;
+            queue.hurry = false;
             self.writes.idle.notify_all();
         }
     }
@@ -253,12 +292,15 @@ impl Drop for CacheLayer {
     /// cache for a moment, so its own drop cannot be relied on for the reads).
     fn drop(&mut self) {
         let writes = &*self.writes;
-        let queue = writes.queue();
+        let mut queue = writes.queue();
+        queue.hurry = true;
+        writes.more.notify_all();
         let mut queue = writes
             .idle
             .wait_while(queue, |q| q.writing)
             .unwrap_or_else(|p| p.into_inner());
         queue.writing = true;
+        queue.hurry = true;
         drop(queue);
         writes.drain();
         record_reads(&self.cache);
@@ -291,11 +333,21 @@ pub(crate) struct Leader {
 
 impl CacheLayer {
     pub(crate) fn new(cache: ResponseCache, shared_namespace: Option<String>) -> Self {
+        Self::gathering(cache, shared_namespace, GROUP_WAIT)
+    }
+
+    fn gathering(
+        cache: ResponseCache,
+        shared_namespace: Option<String>,
+        group_wait: Duration,
+    ) -> Self {
         Self {
             writes: Arc::new(WriteBehind {
                 cache: cache.clone(),
                 queue: Mutex::default(),
                 idle: Condvar::new(),
+                more: Condvar::new(),
+                group_wait,
                 pending: watch::channel(0).0,
             }),
             cache,
@@ -394,6 +446,9 @@ impl CacheLayer {
                 meta,
             });
             self.writes.pending.send_modify(|n| *n += 1);
+            if queue.items.len() == GROUP {
+                self.writes.more.notify_one();
+            }
             !std::mem::replace(&mut queue.writing, true)
         };
         if start {
@@ -416,6 +471,13 @@ impl CacheLayer {
     /// Waits until every stored answer is written (or has failed and been logged),
     /// then records this process's reads.
     pub(crate) async fn flush(&self) {
+        {
+            let mut queue = self.writes.queue();
+            if queue.writing {
+                queue.hurry = true;
+                self.writes.more.notify_all();
+            }
+        }
         let mut rx = self.writes.pending.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
         let cache = self.cache.clone();
@@ -735,6 +797,80 @@ mod tests {
         finished
             .recv_timeout(std::time::Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("{what} did not return"));
+    }
+
+    /// Stores answers to the questions numbered `questions`; their keys.
+    async fn store_answers(layer: &CacheLayer, questions: std::ops::Range<usize>) -> Vec<CacheKey> {
+        let p = OfflineProvider::new();
+        let mut keys = Vec::new();
+        for i in questions {
+            let request = Request::new("m", 10, vec![Message::user(format!("q{i}"))]);
+            let key = request_key(&p, "agent", &request);
+            let answer = OfflineProvider::answer(&request);
+            layer
+                .store(CacheMode::Normal, "agent", &key, &answer, None)
+                .await;
+            keys.push(key);
+        }
+        keys
+    }
+
+    #[test]
+    fn a_writer_gathers_a_group_until_it_is_full() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // A wait no test outlasts: only a full group (or a flush) starts the write.
+        let layer = CacheLayer::gathering(open(tmp.path()), None, Duration::from_secs(3600));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            store_answers(&layer, 0..GROUP - 1).await;
+            assert_eq!(layer.pending_writes(), GROUP - 1);
+            assert_eq!(open(tmp.path()).stats().entries, 0, "gathering");
+            // The answer that fills the group wakes the writer.
+            store_answers(&layer, GROUP - 1..GROUP).await;
+            let mut pending = layer.writes.pending.subscribe();
+            tokio::time::timeout(Duration::from_secs(10), pending.wait_for(|n| *n < GROUP))
+                .await
+                .expect("a full group is written without waiting out the gathering")
+                .expect("the layer is alive");
+        });
+        assert_eq!(open(tmp.path()).stats().entries, GROUP as u64);
+        // The layer first: its drop hurries the writer, which the runtime's drop waits for.
+        within_10s("dropping the layer", move || drop(layer));
+        drop(rt);
+    }
+
+    #[test]
+    fn a_flush_writes_what_the_writer_is_gathering() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layer = CacheLayer::gathering(open(tmp.path()), None, Duration::from_secs(3600));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let keys = store_answers(&layer, 0..3).await;
+            assert_eq!(open(tmp.path()).stats().entries, 0, "gathering");
+            assert!(
+                layer.lookup(CacheMode::Normal, "agent", &keys[0]).is_some(),
+                "served while it waits"
+            );
+            tokio::time::timeout(Duration::from_secs(10), layer.flush())
+                .await
+                .expect("the flush does not wait out the gathering");
+            assert_eq!(open(tmp.path()).stats().entries, 3);
+        });
+        // The drop of a layer whose writer gathers does not wait it out either.
+        rt.block_on(async {
+            store_answers(&layer, 3..5).await;
+        });
+        within_10s("dropping a gathering layer", move || drop(layer));
+        assert_eq!(open(tmp.path()).stats().entries, 5);
+        drop(rt);
     }
 
     #[test]
