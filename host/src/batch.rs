@@ -325,19 +325,19 @@ async fn drive(
                 options.events = events.as_ref().map(|sink| sink.item(index));
             }
             let text = task.text.clone();
+            // The load and the run are boxed: their futures are kilobytes, and the
+            // spawned task's future (which would hold them inline) is moved several
+            // times on its way into the task (16 KB copied per item).
             let run = async {
                 let _share = match share {
                     Some(share) => share.acquire_owned().await.ok(),
                     None => None,
                 };
                 let agent = loaded
-                    .get_or_init(|| host.load(Source::from(agent.as_str())))
+                    .get_or_init(|| Box::pin(host.load(Source::from(agent.as_str()))))
                     .await
                     .clone()
                     .map_err(RunError::from)?;
-                // Boxed: a run's future is kilobytes, and the spawned task's future
-                // (which would hold it inline) is moved several times on its way into
-                // the task (38 KB copied per item, docs/benchmarks.md).
                 Box::pin(agent.run_in(task, &options, &ledger)).await
             };
             let stop = async {
