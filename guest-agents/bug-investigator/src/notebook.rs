@@ -218,23 +218,54 @@ fn labels(order: &[u32]) -> String {
 /// and the loopback server call the first tool), then `rank_hypotheses`.
 pub fn tools(notebook: &RefCell<Notebook>) -> Vec<Tool<'_>> {
     vec![
-        Tool::new::<Hypothesis>(
+        Tool::with_schema::<Hypothesis>(
             "record_hypothesis",
             "Records one root-cause hypothesis with the evidence for it and the experiment \
              that tests it. Returns its number (H1, H2, ...).",
+            HYPOTHESIS_SCHEMA,
             |h| notebook.borrow_mut().record(h),
         ),
-        Tool::new::<Ranking>(
+        Tool::with_schema::<Ranking>(
             "rank_hypotheses",
             "Orders the recorded hypotheses from most to least likely, by number.",
+            RANKING_SCHEMA,
             |r| notebook.borrow_mut().rank(r.order),
         ),
     ]
 }
 
+/// The tools' input schemas, as `json_schema::<T>()` derives them, written out byte for
+/// byte (the requests, and so their cache keys, are the same): each run is a fresh
+/// instance, and deriving them is most of what a run computes. A test keeps them
+/// equal to the types: after changing one, write the derived schema into its file
+/// again (the test's failure prints it).
+const HYPOTHESIS_SCHEMA: &str = include_str!("hypothesis.schema.json").trim_ascii_end();
+const RANKING_SCHEMA: &str = include_str!("ranking.schema.json").trim_ascii_end();
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_written_schemas_are_the_types() {
+        for (written, derived, file) in [
+            (
+                HYPOTHESIS_SCHEMA,
+                cf_agent_sdk::llm::json_schema::<Hypothesis>(),
+                "hypothesis",
+            ),
+            (
+                RANKING_SCHEMA,
+                cf_agent_sdk::llm::json_schema::<Ranking>(),
+                "ranking",
+            ),
+        ] {
+            assert!(
+                written == derived,
+                "src/{file}.schema.json is not its type's schema; the derived one is:\n{derived}"
+            );
+        }
+    }
 
     fn h(title: &str, likelihood: f64) -> Hypothesis {
         Hypothesis {

@@ -76,15 +76,36 @@ impl<'a> Tool<'a> {
     pub fn new<I: DeserializeOwned + JsonSchema>(
         name: impl Into<String>,
         description: impl Into<String>,
+        handler: impl FnMut(I) -> Result<String, String> + 'a,
+    ) -> Self {
+        Self::with_schema(name, description, json_schema::<I>(), handler)
+    }
+
+    /// As [`new`](Self::new), with `I`'s schema given as text instead of derived:
+    /// every run of an agent is a fresh instance, so a derived schema is derived again
+    /// by each run. An agent can write [`json_schema::<I>()`](json_schema) out once,
+    /// as a constant kept equal to the type by a test (as
+    /// [`Request::structured_with_schema`](crate::llm::Request::structured_with_schema)
+    /// shows).
+    pub fn with_schema<I: DeserializeOwned>(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: impl Into<String>,
         mut handler: impl FnMut(I) -> Result<String, String> + 'a,
     ) -> Self {
         let name = name.into();
         let label = name.clone();
-        Self::from_fn(name, description.into(), json_schema::<I>(), move |input| {
-            let input = serde_json::from_str::<I>(input)
-                .map_err(|e| format!("the input does not match the schema of `{label}`: {e}"))?;
-            handler(input)
-        })
+        Self::from_fn(
+            name,
+            description.into(),
+            input_schema.into(),
+            move |input| {
+                let input = serde_json::from_str::<I>(input).map_err(|e| {
+                    format!("the input does not match the schema of `{label}`: {e}")
+                })?;
+                handler(input)
+            },
+        )
     }
 
     /// A tool with a hand-written input schema (JSON Schema as text; the host refuses
