@@ -19,6 +19,7 @@ pub(crate) mod record;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -328,9 +329,17 @@ impl AgentStores {
             db: Mutex::new(db),
             limits,
             clock: Arc::clone(&inner.clock),
+            next_sweep_ms: AtomicU64::new(0),
         })
     }
 }
+
+/// After a write's sweep found fewer than [`db::SWEEP_STEP`] expired entries, the next
+/// write sweeps only this much later (a full step sweeps again at the next write; a
+/// write short of quota sweeps whenever it needs the room). A sweep at every write
+/// was 40 % of a write's CPU (its subquery builds a temporary table), nearly always to
+/// find nothing; expired entries are misses whether swept or not.
+const SWEEP_EVERY_MS: u64 = 1_000;
 
 /// One agent's key-value store. `Send + Sync`; several handles on the same agent, in one
 /// process or in several, share one consistent quota (one database, its transactions).
@@ -340,6 +349,8 @@ pub struct AgentStore {
     db: Mutex<db::Db>,
     limits: StoreLimits,
     clock: Arc<dyn Clock>,
+    /// When a write sweeps expired entries again ([`SWEEP_EVERY_MS`]).
+    next_sweep_ms: AtomicU64,
 }
 
 fn db_error(e: rusqlite::Error) -> StoreError {
@@ -399,8 +410,12 @@ impl AgentStore {
         let now = self.clock.now_ms();
         let expires_ms = now.saturating_add(duration_ms(ttl.unwrap_or(limits.default_ttl)));
         let refusal = std::cell::Cell::new(None);
+        let sweep = now >= self.next_sweep_ms.load(Ordering::Relaxed);
+        let swept = std::cell::Cell::new(None);
         let written = self.db().write(|tx| {
-            tx.sweep(now, db::SWEEP_STEP)?;
+            if sweep {
+                swept.set(Some(tx.sweep(now, db::SWEEP_STEP)?));
+            }
             let fits = |tx: &mut db::Tx<'_>| -> rusqlite::Result<Option<StoreUsage>> {
                 let usage = tx.usage()?;
                 let old = tx.size_of(key)?;
@@ -429,6 +444,15 @@ impl AgentStore {
             tx.put(key, value, charge, expires_ms, false)?;
             Ok(true)
         });
+        if written.is_ok() {
+            match swept.get() {
+                Some(n) if n < db::SWEEP_STEP as usize => self
+                    .next_sweep_ms
+                    .store(now.saturating_add(SWEEP_EVERY_MS), Ordering::Relaxed),
+                Some(_) => self.next_sweep_ms.store(0, Ordering::Relaxed),
+                None => {}
+            }
+        }
         match written.map_err(db_error)? {
             true => Ok(()),
             false => Err(refusal

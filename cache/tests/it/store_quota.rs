@@ -223,3 +223,38 @@ fn concurrent_writers_keep_usage_equal_to_what_is_stored() {
     assert!(real.entries > 0);
     assert_eq!(store.usage().expect("usage"), real);
 }
+
+#[test]
+fn writes_sweep_expired_entries_at_a_pace() {
+    let limits = StoreLimits {
+        max_bytes: 1 << 20,
+        max_entries: 1000,
+        ..small()
+    };
+    let (_tmp, stores, clock) = stores(limits);
+    let a = stores.scope("a").expect("scope");
+    let entries = |a: &cf_cache::AgentStore| a.usage().expect("usage").entries;
+    // The first write sweeps (finding nothing): the next sweep is a second away.
+    a.set("first", b"v", None).expect("set");
+    for i in 0..3 {
+        a.set(&format!("short{i}"), b"v", Some(Duration::from_millis(10)))
+            .expect("set");
+    }
+    clock.advance(Duration::from_millis(20));
+    a.set("second", b"v", None).expect("set");
+    assert_eq!(
+        entries(&a),
+        5,
+        "within the pace, a write with room to spare leaves expired entries (misses) for later"
+    );
+    assert_eq!(a.get("short0").expect("get"), None, "expired is a miss");
+    // `get` removed the one it read; the others wait for the next sweep.
+    assert_eq!(entries(&a), 4);
+    clock.advance(Duration::from_secs(1));
+    a.set("third", b"v", None).expect("set");
+    assert_eq!(
+        entries(&a),
+        3,
+        "past the pace, the write swept the other two"
+    );
+}
