@@ -746,7 +746,7 @@ mod tests {
     /// only blocking thread held until `gate` is released: the writer cannot start.
     fn stored_but_unwritten(
         dir: &std::path::Path,
-        n: u64,
+        n: usize,
     ) -> (
         CacheLayer,
         tokio::runtime::Runtime,
@@ -764,15 +764,8 @@ mod tests {
         }));
         blocked.recv().expect("the blocking thread is held");
         let layer = CacheLayer::new(open(dir), None);
-        let p = OfflineProvider::new();
         rt.block_on(async {
-            for i in 0..n {
-                let request = Request::new("m", 10, vec![Message::user(format!("q{i}"))]);
-                let key = request_key(&p, "agent", &request);
-                let answer = OfflineProvider::answer(&request);
-                layer
-                    .store(CacheMode::Normal, "agent", &key, &answer, None)
-                    .await;
+            for (key, answer) in store_answers(&layer, 0..n).await {
                 let served = layer.lookup(CacheMode::Normal, "agent", &key);
                 assert_eq!(served, Some(answer), "served before it is written");
             }
@@ -799,10 +792,13 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what} did not return"));
     }
 
-    /// Stores answers to the questions numbered `questions`; their keys.
-    async fn store_answers(layer: &CacheLayer, questions: std::ops::Range<usize>) -> Vec<CacheKey> {
+    /// Stores answers to the questions numbered `questions`; their keys and answers.
+    async fn store_answers(
+        layer: &CacheLayer,
+        questions: std::ops::Range<usize>,
+    ) -> Vec<(CacheKey, Response)> {
         let p = OfflineProvider::new();
-        let mut keys = Vec::new();
+        let mut stored = Vec::new();
         for i in questions {
             let request = Request::new("m", 10, vec![Message::user(format!("q{i}"))]);
             let key = request_key(&p, "agent", &request);
@@ -810,21 +806,27 @@ mod tests {
             layer
                 .store(CacheMode::Normal, "agent", &key, &answer, None)
                 .await;
-            keys.push(key);
+            stored.push((key, answer));
         }
-        keys
+        stored
     }
 
-    #[test]
-    fn a_writer_gathers_a_group_until_it_is_full() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        // A wait no test outlasts: only a full group (or a flush) starts the write.
-        let layer = CacheLayer::gathering(open(tmp.path()), None, Duration::from_secs(3600));
+    /// A layer on `dir` whose writer gathers for longer than any test lasts (only a
+    /// full group, a flush or the drop start a write), and a runtime for it.
+    fn gathering_layer(dir: &std::path::Path) -> (CacheLayer, tokio::runtime::Runtime) {
+        let layer = CacheLayer::gathering(open(dir), None, Duration::from_secs(3600));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_time()
             .build()
             .expect("runtime");
+        (layer, rt)
+    }
+
+    #[test]
+    fn a_writer_gathers_a_group_until_it_is_full() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (layer, rt) = gathering_layer(tmp.path());
         rt.block_on(async {
             store_answers(&layer, 0..GROUP - 1).await;
             assert_eq!(layer.pending_writes(), GROUP - 1);
@@ -846,17 +848,14 @@ mod tests {
     #[test]
     fn a_flush_writes_what_the_writer_is_gathering() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let layer = CacheLayer::gathering(open(tmp.path()), None, Duration::from_secs(3600));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_time()
-            .build()
-            .expect("runtime");
+        let (layer, rt) = gathering_layer(tmp.path());
         rt.block_on(async {
-            let keys = store_answers(&layer, 0..3).await;
+            let stored = store_answers(&layer, 0..3).await;
             assert_eq!(open(tmp.path()).stats().entries, 0, "gathering");
-            assert!(
-                layer.lookup(CacheMode::Normal, "agent", &keys[0]).is_some(),
+            let (key, answer) = &stored[0];
+            assert_eq!(
+                layer.lookup(CacheMode::Normal, "agent", key).as_ref(),
+                Some(answer),
                 "served while it waits"
             );
             tokio::time::timeout(Duration::from_secs(10), layer.flush())
