@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::key::CacheKey;
 use crate::private;
 use crate::secret::{self, Secret};
-use crate::sqlite;
+use crate::sqlite::{self, SweepPace};
 use crate::stats::Stats;
 use db::{Counts, NewEntry, Tx};
 use memory::MemoryLayer;
@@ -49,12 +49,6 @@ const FLUSH_AGE: Duration = Duration::from_secs(2);
 /// Expired entries removed by each write, through the expiry index: expired entries go
 /// in small steps, not in one long pause.
 const SWEEP_STEP: u64 = 16;
-/// After a sweep that found fewer than [`SWEEP_STEP`] expired entries, the next one
-/// waits this long (a sweep that found a full step runs again at the next write): a
-/// sweep at every write cost a statement (which SQLite prepared anew each time) per
-/// group of answers, nearly always to find nothing. Expired entries are misses
-/// whether swept or not.
-const SWEEP_EVERY_MS: u64 = 1_000;
 /// A read is recorded as an entry's last use (and in its hit count) only when its
 /// recorded last use is at least this old, as memcached moves an item in its LRU at most
 /// once a minute: recording every read of a cached batch rewrote the index at every
@@ -190,8 +184,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// A background flush of pending reads is running.
     flushing: std::sync::atomic::AtomicBool,
-    /// When the next write sweeps expired entries (ms on the cache's clock).
-    next_sweep_ms: AtomicU64,
+    /// When writes sweep expired entries.
+    sweeps: SweepPace,
 }
 
 #[derive(Debug)]
@@ -552,7 +546,7 @@ impl ResponseCache {
                     failed_at: None,
                 }),
                 flushing: std::sync::atomic::AtomicBool::new(false),
-                next_sweep_ms: AtomicU64::new(0),
+                sweeps: SweepPace::default(),
             }),
         })
     }
@@ -759,7 +753,9 @@ impl ResponseCache {
                 )?;
                 seqs.push(meta.seq);
             }
-            let swept = (now >= inner.next_sweep_ms.load(Ordering::Relaxed))
+            let swept = inner
+                .sweeps
+                .due(now)
                 .then(|| tx.sweep(now, SWEEP_STEP))
                 .transpose()?
                 .map(|sizes| sizes.len() as u64);
@@ -785,12 +781,8 @@ impl ResponseCache {
         });
         match stored {
             Ok((seqs, evicted, swept)) => {
-                match swept {
-                    Some(n) if n < SWEEP_STEP => inner
-                        .next_sweep_ms
-                        .store(now.saturating_add(SWEEP_EVERY_MS), Ordering::Relaxed),
-                    Some(_) => inner.next_sweep_ms.store(0, Ordering::Relaxed),
-                    None => {}
+                if let Some(n) = swept {
+                    inner.sweeps.swept(now, n, SWEEP_STEP);
                 }
                 let mut state = inner.state();
                 for key in &evicted {
@@ -882,6 +874,7 @@ fn flush_due(state: &State) -> bool {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::sqlite::SWEEP_EVERY_MS;
 
     fn key(n: u64) -> CacheKey {
         crate::KeyBuilder::new("t").field_u64("n", n).finish()

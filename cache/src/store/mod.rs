@@ -19,7 +19,6 @@ pub(crate) mod record;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, SystemClock, duration_ms};
 use crate::error::{Error, StoreError, shown};
 use crate::private;
+use crate::sqlite::SweepPace;
 
 /// Bytes and entries charged to an agent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -329,17 +329,10 @@ impl AgentStores {
             db: Mutex::new(db),
             limits,
             clock: Arc::clone(&inner.clock),
-            next_sweep_ms: AtomicU64::new(0),
+            sweeps: SweepPace::default(),
         })
     }
 }
-
-/// After a write's sweep found fewer than [`db::SWEEP_STEP`] expired entries, the next
-/// write sweeps only this much later (a full step sweeps again at the next write; a
-/// write short of quota sweeps whenever it needs the room). A sweep at every write
-/// was 40 % of a write's CPU (its subquery builds a temporary table), nearly always to
-/// find nothing; expired entries are misses whether swept or not.
-const SWEEP_EVERY_MS: u64 = 1_000;
 
 /// One agent's key-value store. `Send + Sync`; several handles on the same agent, in one
 /// process or in several, share one consistent quota (one database, its transactions).
@@ -349,8 +342,9 @@ pub struct AgentStore {
     db: Mutex<db::Db>,
     limits: StoreLimits,
     clock: Arc<dyn Clock>,
-    /// When a write sweeps expired entries again ([`SWEEP_EVERY_MS`]).
-    next_sweep_ms: AtomicU64,
+    /// When writes sweep expired entries (a write short of quota sweeps whenever it
+    /// needs the room).
+    sweeps: SweepPace,
 }
 
 fn db_error(e: rusqlite::Error) -> StoreError {
@@ -410,7 +404,7 @@ impl AgentStore {
         let now = self.clock.now_ms();
         let expires_ms = now.saturating_add(duration_ms(ttl.unwrap_or(limits.default_ttl)));
         let refusal = std::cell::Cell::new(None);
-        let sweep = now >= self.next_sweep_ms.load(Ordering::Relaxed);
+        let sweep = self.sweeps.due(now);
         let swept = std::cell::Cell::new(None);
         let written = self.db().write(|tx| {
             if sweep {
@@ -444,14 +438,8 @@ impl AgentStore {
             tx.put(key, value, charge, expires_ms, false)?;
             Ok(true)
         });
-        if written.is_ok() {
-            match swept.get() {
-                Some(n) if n < db::SWEEP_STEP as usize => self
-                    .next_sweep_ms
-                    .store(now.saturating_add(SWEEP_EVERY_MS), Ordering::Relaxed),
-                Some(_) => self.next_sweep_ms.store(0, Ordering::Relaxed),
-                None => {}
-            }
+        if let (Ok(_), Some(n)) = (&written, swept.get()) {
+            self.sweeps.swept(now, n as u64, u64::from(db::SWEEP_STEP));
         }
         match written.map_err(db_error)? {
             true => Ok(()),
