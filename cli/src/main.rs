@@ -38,7 +38,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(async {
+    // The command runs as a task on the runtime's workers, not in `block_on` on the
+    // main thread: a batch's results arrive on a channel thousands of times a second,
+    // and waking a thread parked in `block_on` costs a futex call and two context
+    // switches each time, where waking a task is a push onto a worker's queue
+    // (−13 to −17 % of a cold batch's CPU; docs/benchmarks.md, "Issue 14, fourth pass").
+    let command = runtime.spawn(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
             Command::Agents(args) => commands::agents::agents(args).await,
@@ -52,6 +57,15 @@ fn main() -> ExitCode {
             Command::Worker(args) => commands::worker::worker(args).await,
         }
     });
+    let result = match runtime.block_on(command) {
+        Ok(result) => result,
+        // The panic hook has printed the message; exit as a panic on the main thread would.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => {
+            eprintln!("cf-host: the command's task ended: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = &result {
         eprintln!("cf-host: {e}");
     }
