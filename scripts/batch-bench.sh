@@ -17,12 +17,15 @@ cd "$(dirname "$0")/.."
 n=$1 c=$2 lat=$3 bin=${4:-} extra=${5:-}
 cargo build -q --release -p cf-host-cli -p cf-mock-llm
 bin=${bin:-target/release/cf-host}
-port=$((20000 + RANDOM % 20000))
-target/release/cf-mock-llm --port "$port" --latency-ms "$lat" >/dev/null 2>&1 &
-mock=$!
 d=$(mktemp -d)
+# The stand-in picks a free port itself and prints its URL once it listens: a port
+# chosen here at random could be taken (then every call failed with "connection
+# refused" after its retries, and the pass was timed anyway).
+mkfifo "$d/url"
+target/release/cf-mock-llm --latency-ms "$lat" >"$d/url" 2>/dev/null &
+mock=$!
 trap 'kill $mock; rm -rf "$d"' EXIT
-for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+read -r url <"$d/url"
 seq 1 "$n" | awk -v agents="${AGENTS:-code-reviewer,python-expert}" \
     'BEGIN {k = split(agents, a, ",")} {printf "{\"agent\":\"%s\",\"task\":\"question %d\"}\n", a[$1 % k + 1], $1}' > "$d/t.jsonl"
 data=${DATA:-$d/data}
@@ -31,9 +34,12 @@ passes="cold cached"
 for pass in $passes; do
     [[ $pass == cold ]] && rm -rf "$data/responses"
     # Both variables of the data directory, for builds from before it was renamed.
-    /usr/bin/time -f "$n items @ $c, $lat ms, $pass: wall %e s, CPU %U+%S s, peak RSS %M KB" \
+    /usr/bin/time -o "$d/time" -f "$n items @ $c, $lat ms, $pass: wall %e s, CPU %U+%S s, peak RSS %M KB" \
         env CF_DATA_DIR="$data" CF_CACHE_DIR="$data" XDG_DATA_HOME="$d/x" XDG_CONFIG_HOME="$d/c" \
         ANTHROPIC_API_KEY=sk-ant-bench-0123456789abcdef \
-        "$bin" run --json $extra --max-concurrent "$c" --base-url "http://127.0.0.1:$port" \
-        --tasks "$d/t.jsonl" 2>&1 >/dev/null | tail -1
+        "$bin" run --json $extra --max-concurrent "$c" --base-url "$url" \
+        --tasks "$d/t.jsonl" 2>"$d/err" >/dev/null || true
+    # A pass is timed only with the items it ran: the summary's failed count says so.
+    failed=$(awk '$1 == "all" {print $4}' "$d/err")
+    echo "$(cat "$d/time"), failed ${failed:-?}"
 done
