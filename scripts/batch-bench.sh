@@ -12,6 +12,8 @@
 #       calls: its compiled components stay, its response cache is deleted before the
 #       cold pass (as the issue's "cache directory deleted"; without DATA every call
 #       starts from nothing and compiles the agents too)
+#   SHOWERR=1 scripts/batch-bench.sh 2000 200 100   # also print each pass's summary
+#       (its own timer, the latency percentiles, the cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 c=$2 lat=$3 bin=${4:-} extra=${5:-}
@@ -41,5 +43,5 @@ for pass in $passes; do
         --tasks "$d/t.jsonl" 2>"$d/err" >/dev/null || true
     # A pass is timed only with the items it ran: the summary's failed count says so.
     failed=$(awk '$1 == "all" {print $4}' "$d/err")
-    echo "$(cat "$d/time"), failed ${failed:-?}"
+    echo "$(cat "$d/time"), failed ${failed:-?}"; [[ -n ${SHOWERR:-} ]] && cat "$d/err" >&2
 done

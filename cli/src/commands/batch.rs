@@ -548,7 +548,12 @@ impl Tally {
 }
 
 /// Writes results to stdout in one write, around the progress line. A closed stdout (a
-/// reader that went away) must not stop the batch.
+/// reader that went away) must not stop the batch. The batch's loop runs as a task
+/// (see `main`), so this write happens on one of the runtime's workers: a reader slower
+/// than the batch holds that worker in the write while the others go on, and the
+/// bounded results channel then holds the batch back, as a blocked main thread did.
+/// (A thread of its own, as `--stream-json`'s events have, would cost a wake-up per
+/// group of results again; the events need one because every run emits them.)
 pub(crate) fn print_results(progress: &Progress, out: &[u8]) {
     progress.around(|| {
         let mut stdout = std::io::stdout().lock();
