@@ -137,31 +137,36 @@ async fn a_second_host_is_answered_from_the_fleets_cache() {
     assert_eq!(server.requests(), 1, "one upstream call for two hosts");
 }
 
-/// A host's batch (`cf-host run --tasks`, `--max-concurrent 20` on the fleet's Redis)
-/// during which Redis is killed after 100 results and started again on the same port
-/// (empty) once `restart_after` says so: its exit code, its `--json` lines, its stderr,
-/// and the API's most requests at once.
+/// Items a batch through an outage may be fed before the test gives up on the host
+/// getting past the outage (a step is 40 items; Redis is probed every 200 ms).
+const OUTAGE_MAX_ITEMS: usize = 20_000;
+
+/// A host's batch (`cf-host run --tasks -`, `--max-concurrent 20` on the fleet's Redis)
+/// fed on stdin in steps, each written once every result of the previous one is read:
+/// 100 items, then Redis is killed; steps of 40 until `restart_after` says so of a
+/// result, then Redis starts again on the same port (empty); steps of 40 until an item
+/// succeeds after that. In lock-step, nothing depends on how fast the batch runs (fed
+/// from a file, an outage's instant failures could finish the batch before Redis was
+/// back). Returns the exit code, the `--json` lines, stderr, the API's most requests
+/// at once, and the number of items written.
 async fn batch_through_an_outage(
     fail: &str,
     restart_after: impl Fn(&serde_json::Value) -> bool + Send + 'static,
-) -> (Option<i32>, Vec<serde_json::Value>, String, usize) {
-    use std::io::BufRead as _;
+) -> (Option<i32>, Vec<serde_json::Value>, String, usize, usize) {
+    use std::io::{BufRead as _, Write as _};
     let mut redis = RedisServer::start(None).await.expect("redis");
     let port = redis.port;
     let server = MockServer::start(MockConfig::for_load(Duration::from_millis(50)))
         .await
         .expect("mock");
     let dir = tempfile::tempdir().expect("temp dir");
-    let tasks = dir.path().join("tasks.jsonl");
-    let lines: String = (0..400)
-        .map(|i| format!("{{\"task\": \"outage item {i}\"}}\n"))
-        .collect();
-    std::fs::write(&tasks, lines).expect("tasks");
     let data = dir.path().join("data");
-    let mut child = fleet_batch(&tasks, 20, &server, &redis.url(), dir.path(), &data)
+    let mut child = fleet_batch(Path::new("-"), 20, &server, &redis.url(), dir.path(), &data)
         .env("CF_REDIS_FAIL", fail)
+        .stdin(Stdio::piped())
         .spawn()
         .expect("cf-host starts");
+    let mut stdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let errors = std::thread::spawn(move || {
@@ -170,17 +175,29 @@ async fn batch_through_an_outage(
         text
     });
     let results = tokio::task::spawn_blocking(move || {
-        let mut all = Vec::new();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut written = 0;
+        // Writes `n` more items and reads their `n` results.
+        let mut step = |n: usize| -> Vec<serde_json::Value> {
+            let tasks: String = (written..written + n)
+                .map(|i| format!("{{\"task\": \"outage item {i}\"}}\n"))
+                .collect();
+            stdin.write_all(tasks.as_bytes()).expect("tasks written");
+            stdin.flush().expect("tasks flushed");
+            written += n;
+            (0..n)
+                .map(|_| {
+                    let line = lines.next().expect("a result per item").expect("read");
+                    serde_json::from_str(&line).expect("JSON")
+                })
+                .collect()
+        };
+        let mut all = step(100);
+        redis.stop();
         let mut again = None;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
-            if all.len() == 100 {
-                redis.stop();
-            }
-            if all.len() > 100 && again.is_none() && restart_after(&v) {
+        while again.is_none() {
+            let results = step(40);
+            if results.iter().any(&restart_after) {
                 // Back, empty, on the same port: the connections come back by themselves.
                 again = Some(
                     tokio::runtime::Handle::current()
@@ -188,16 +205,43 @@ async fn batch_through_an_outage(
                         .expect("restarts"),
                 );
             }
-            all.push(v);
+            all.extend(results);
+            assert!(
+                all.len() < OUTAGE_MAX_ITEMS,
+                "the restart's condition was never met"
+            );
         }
-        assert!(again.is_some(), "Redis was never restarted");
-        (all, again)
+        loop {
+            let results = step(40);
+            let succeeded = results.iter().any(|v| v["ok"] == true);
+            all.extend(results);
+            if succeeded {
+                break;
+            }
+            assert!(
+                all.len() < OUTAGE_MAX_ITEMS,
+                "items succeed again once Redis is back"
+            );
+        }
+        // End of input: the batch ends; nothing is left to come.
+        drop(stdin);
+        for line in lines.map_while(Result::ok) {
+            all.push(serde_json::from_str(&line).expect("JSON"));
+        }
+        (all, again, written)
     })
     .await
     .expect("read");
     let status = child.wait().expect("exits");
     let stderr = errors.join().expect("stderr");
-    (status.code(), results.0, stderr, server.max_in_flight())
+    let (lines, _redis, written) = results;
+    (
+        status.code(),
+        lines,
+        stderr,
+        server.max_in_flight(),
+        written,
+    )
 }
 
 /// Each item's index exactly once in `lines`.
@@ -217,9 +261,10 @@ async fn redis_killed_and_restarted_mid_batch_fails_closed() {
     if RedisServer::start(None).await.is_none() {
         return;
     }
-    let (code, lines, stderr, max) = batch_through_an_outage("closed", |v| v["ok"] == false).await;
+    let (code, lines, stderr, max, written) =
+        batch_through_an_outage("closed", |v| v["ok"] == false).await;
     assert_eq!(code, Some(1), "{stderr}");
-    each_index_once(&lines, 400);
+    each_index_once(&lines, written);
     let first_failure = lines
         .iter()
         .position(|v| v["ok"] == false)
@@ -246,13 +291,13 @@ async fn redis_killed_and_restarted_mid_batch_fails_open_loudly() {
     if RedisServer::start(None).await.is_none() {
         return;
     }
-    let (code, lines, stderr, max) = batch_through_an_outage("open", {
+    let (code, lines, stderr, max, written) = batch_through_an_outage("open", {
         let seen = std::sync::atomic::AtomicUsize::new(0);
         move |_| seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 50
     })
     .await;
     assert_eq!(code, Some(0), "{stderr}");
-    each_index_once(&lines, 400);
+    each_index_once(&lines, written);
     assert!(lines.iter().all(|v| v["ok"] == true));
     assert!(
         stderr.contains("fail-open"),
