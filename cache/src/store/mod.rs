@@ -407,8 +407,14 @@ impl AgentStore {
         let sweep = self.sweeps.due(now);
         let swept = std::cell::Cell::new(None);
         let written = self.db().write(|tx| {
+            // Whether entries expired at `now` may be left: not once a sweep in this
+            // transaction found fewer than a step (it took every one there was).
+            let full_step = |n: usize| n >= db::SWEEP_STEP as usize;
+            let mut expired_left = true;
             if sweep {
-                swept.set(Some(tx.sweep(now, db::SWEEP_STEP)?));
+                let n = tx.sweep(now, db::SWEEP_STEP)?;
+                swept.set(Some(n));
+                expired_left = full_step(n);
             }
             let fits = |tx: &mut db::Tx<'_>| -> rusqlite::Result<Option<StoreUsage>> {
                 let usage = tx.usage()?;
@@ -424,8 +430,12 @@ impl AgentStore {
             };
             while let Some(projected) = fits(tx)? {
                 // Expired entries go first, through the expiry index.
-                if tx.sweep(now, db::SWEEP_STEP)? > 0 {
-                    continue;
+                if expired_left {
+                    let n = tx.sweep(now, db::SWEEP_STEP)?;
+                    expired_left = full_step(n);
+                    if n > 0 {
+                        continue;
+                    }
                 }
                 if limits.when_full == WhenFull::Refuse {
                     refusal.set(Some(self.over_quota(projected)));
