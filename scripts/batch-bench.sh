@@ -43,5 +43,6 @@ for pass in $passes; do
         --tasks "$d/t.jsonl" 2>"$d/err" >/dev/null || true
     # A pass is timed only with the items it ran: the summary's failed count says so.
     failed=$(awk '$1 == "all" {print $4}' "$d/err")
-    echo "$(cat "$d/time"), failed ${failed:-?}"; [[ -n ${SHOWERR:-} ]] && cat "$d/err" >&2
+    echo "$(cat "$d/time"), failed ${failed:-?}"
+    if [[ -n ${SHOWERR:-} ]]; then cat "$d/err" >&2; fi
 done

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     // main thread: a batch's results arrive on a channel thousands of times a second,
     // and waking a thread parked in `block_on` costs a futex call and two context
     // switches each time, where waking a task is a push onto a worker's queue
-    // (−13 to −17 % of a cold batch's CPU; docs/benchmarks.md, "Issue 14, fourth pass").
+    // (−15 to −20 % of a cold batch's CPU; docs/benchmarks.md, "Issue 14, fourth pass").
     let command = runtime.spawn(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
